@@ -1,0 +1,104 @@
+"""Backend selection shared by every op.
+
+Rules
+-----
+* ``SSM_KERNELS_BACKEND`` forces a backend for every op: ``reference`` (pure PyTorch, any device),
+  ``triton``, ``cuda`` or ``auto`` (default). A per-op variable ``SSM_KERNELS_BACKEND_<OP>``
+  (for example ``SSM_KERNELS_BACKEND_GRAPH_SCAN=reference``) wins over the global one.
+* ``auto`` picks the first fast backend an op offers whose toolchain is usable for the given
+  tensors (CUDA tensors, Triton importable, the CUDA extension buildable), else ``reference``.
+* Forcing a fast backend that cannot run raises :class:`BackendUnavailableError` naming why; it
+  never silently falls back. Triton on CPU tensors is allowed only under ``TRITON_INTERPRET=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Iterable, Sequence
+
+import torch
+
+BACKENDS = ("auto", "reference", "triton", "cuda")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was forced (or requested) that cannot run here."""
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """True when ``triton`` can be imported (checked once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpret() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def requested_backend(op: str) -> str:
+    """The backend asked for by the environment for ``op`` (``auto`` when nothing is set)."""
+    key = f"SSM_KERNELS_BACKEND_{op.upper()}"
+    value = os.environ.get(key) or os.environ.get("SSM_KERNELS_BACKEND") or "auto"
+    value = value.strip().lower()
+    if value not in BACKENDS:
+        raise ValueError(
+            f"{key if key in os.environ else 'SSM_KERNELS_BACKEND'}={value!r}: expected one of {BACKENDS}"
+        )
+    return value
+
+
+def _all_cuda(tensors: Iterable[torch.Tensor | None]) -> bool:
+    ts = [t for t in tensors if t is not None]
+    return bool(ts) and all(t.is_cuda for t in ts)
+
+
+def triton_usable(tensors: Iterable[torch.Tensor | None]) -> tuple[bool, str]:
+    """Whether a Triton kernel can run on these tensors, and if not, why."""
+    if not triton_available():
+        return False, "triton is not installed (pip install 'ssm-kernels[triton]')"
+    if triton_interpret():
+        return True, ""
+    if not _all_cuda(tensors):
+        return False, "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU)"
+    return True, ""
+
+
+def select_backend(
+    op: str,
+    tensors: Sequence[torch.Tensor | None],
+    fast: Sequence[str] = ("triton",),
+    cuda_usable=None,
+    backend: str | None = None,
+) -> str:
+    """Pick the backend for one call of ``op``.
+
+    Args:
+        op: short op name used for the per-op environment variable (e.g. ``"graph_scan"``).
+        tensors: the call's tensors (used to decide device eligibility).
+        fast: fast backends this op implements, in order of preference.
+        cuda_usable: callable ``(tensors) -> (bool, reason)`` for ops with a CUDA backend.
+        backend: explicit choice from the caller (``None`` = use the environment).
+    """
+    choice = (backend or requested_backend(op)).lower()
+    if choice not in BACKENDS:
+        raise ValueError(f"backend={choice!r}: expected one of {BACKENDS}")
+    checks = {"triton": triton_usable}
+    if cuda_usable is not None:
+        checks["cuda"] = cuda_usable
+    if choice == "reference":
+        return "reference"
+    if choice == "auto":
+        for name in fast:
+            ok, _ = checks[name](tensors)
+            if ok:
+                return name
+        return "reference"
+    if choice not in fast:
+        raise BackendUnavailableError(f"{op}: backend {choice!r} is not implemented (available: reference, {', '.join(fast)})")
+    ok, why = checks[choice](tensors)
+    if not ok:
+        raise BackendUnavailableError(f"{op}: backend {choice!r} forced but unusable: {why}")
+    return choice

@@ -1,0 +1,94 @@
+"""Test helpers reused by all three packages' test suites: devices, tolerances, input factories.
+
+The tolerance rule (from flash-attention): a fast path's error against a high-precision
+reference may be at most ``factor`` (default 2) times the error of the same reference computed
+in the fast path's own precision, plus a small absolute floor.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ..backend import triton_available, triton_interpret
+
+__all__ = [
+    "assert_close_to_reference",
+    "cuda_available",
+    "devices",
+    "max_rel_err",
+    "poison_",
+    "requires_cuda",
+    "requires_triton",
+    "seed_all",
+]
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+requires_triton = pytest.mark.skipif(
+    not triton_available() or not (torch.cuda.is_available() or triton_interpret()),
+    reason="needs triton with a CUDA GPU or TRITON_INTERPRET=1",
+)
+
+
+def devices() -> list[str]:
+    """Devices to parametrise over: always cpu, plus cuda when present."""
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def seed_all(seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill a fresh allocation with NaN (integers: a large sentinel) so unwritten output shows."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(-(2**30))
+
+
+def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref||_inf / max(||ref||_inf, tiny), in float64; NaN anywhere gives inf."""
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    if not torch.isfinite(out64).all():
+        return float("inf")
+    scale = ref64.abs().max().item() if ref64.numel() else 0.0
+    return (out64 - ref64).abs().max().item() / max(scale, 1e-30) if out64.numel() else 0.0
+
+
+def assert_close_to_reference(
+    name: str,
+    out: torch.Tensor,
+    ref_hi: torch.Tensor,
+    ref_lo: torch.Tensor | None = None,
+    factor: float = 2.0,
+    floor: float | None = None,
+) -> None:
+    """Assert ``out`` is as close to ``ref_hi`` as the reference's own low-precision run is.
+
+    Args:
+        name: printed in the failure message (e.g. ``"dA"``).
+        out: the fast path's result.
+        ref_hi: the reference computed in float64 (or float32) on upcast inputs.
+        ref_lo: the reference computed in ``out``'s precision; ``None`` uses only ``floor``.
+        factor: allowed multiple of the reference's own error.
+        floor: absolute floor on the allowed relative error (defaults by dtype).
+    """
+    assert out.shape == ref_hi.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref_hi.shape)}"
+    if floor is None:
+        floor = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(out.dtype, 1e-4)
+        if os.environ.get("SSM_KERNELS_TF32", "0") == "1" and out.dtype == torch.float32:
+            floor = 1e-3
+    err = max_rel_err(out, ref_hi)
+    allowed = floor
+    if ref_lo is not None:
+        allowed = max(allowed, factor * max_rel_err(ref_lo, ref_hi))
+    assert err <= allowed, f"{name}: relative error {err:.3e} exceeds allowed {allowed:.3e}"

@@ -1,0 +1,104 @@
+"""Benchmark conventions shared by the three packages' ``benchmarks/`` suites (pytest-benchmark).
+
+Every case:
+* is named ``test_<op>[<shape>-<dtype>-<backend>]`` through parametrisation ids;
+* times a callable that synchronises the device *inside* the timed call (:func:`synced`);
+* records ``extra_info`` through :func:`record`: op, shape, dtype, backend, device and derived
+  figures (GB/s of the minimal traffic, TFLOP/s, items/s, peak memory);
+* measures the reference (or a stated baseline) in the same run, so ratios are meaningful.
+
+``python tools/render_bench.py`` turns the saved JSON into the README's markdown table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+H200_COPY_GBPS = 4300.0  # measured device-to-device copy bandwidth on the lent H200 (bytes read + written)
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    dev = torch.device(device) if device is not None else None
+    if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize(dev)
+
+
+def synced(fn: Callable[[], Any], device: torch.device | str) -> Callable[[], Any]:
+    """Wrap ``fn`` so each call waits for the device to finish (so wall time is device time)."""
+    dev = torch.device(device)
+
+    def run() -> Any:
+        out = fn()
+        sync(dev)
+        return out
+
+    return run
+
+
+def tensor_bytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def peak_memory(fn: Callable[[], Any], device: torch.device | str) -> int | None:
+    """Peak CUDA memory (bytes) allocated during one call of ``fn``, above what was live before."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    sync(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    fn()
+    sync(dev)
+    return torch.cuda.max_memory_allocated(dev) - before
+
+
+def record(
+    benchmark,
+    *,
+    op: str,
+    shape: dict[str, int] | Sequence[int],
+    dtype: torch.dtype | str,
+    backend: str,
+    device: torch.device | str,
+    bytes_moved: int | None = None,
+    flops: float | None = None,
+    items: float | None = None,
+    item_name: str = "samples",
+    peak_bytes: int | None = None,
+    **extra: Any,
+) -> None:
+    """Attach the project's standard ``extra_info`` to a pytest-benchmark case.
+
+    Derived rates use the benchmark's median once it has run; call this *after* ``benchmark(...)``.
+    """
+    stats = getattr(benchmark, "stats", None)
+    median = None
+    if stats is not None:
+        s = getattr(stats, "stats", stats)
+        median = getattr(s, "median", None)
+    dev = torch.device(device)
+    info: dict[str, Any] = {
+        "op": op,
+        "shape": dict(shape) if isinstance(shape, dict) else list(shape),
+        "dtype": str(dtype).replace("torch.", ""),
+        "backend": backend,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+    }
+    if median:
+        info["median_ms"] = median * 1e3
+        if bytes_moved:
+            info["bytes"] = int(bytes_moved)
+            info["gbps"] = bytes_moved / median / 1e9
+            if dev.type == "cuda":
+                info["pct_copy_bw"] = 100.0 * info["gbps"] / H200_COPY_GBPS
+        if flops:
+            info["tflops"] = flops / median / 1e12
+        if items:
+            info[f"{item_name}_per_s"] = items / median
+    if peak_bytes is not None:
+        info["peak_mem_mb"] = peak_bytes / 2**20
+    info.update(extra)
+    benchmark.extra_info.update(info)

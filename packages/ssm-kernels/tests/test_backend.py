@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from ssm_kernels import backend
+from ssm_kernels._checks import check_finite, check_same_device, check_tensor
+
+
+def test_reference_forced(monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "reference")
+    assert backend.select_backend("graph_scan", [torch.zeros(2)]) == "reference"
+
+
+def test_per_op_variable_wins(monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    monkeypatch.setenv("SSM_KERNELS_BACKEND_SSD", "reference")
+    assert backend.requested_backend("ssd") == "reference"
+    assert backend.requested_backend("graph_scan") == "triton"
+
+
+def test_auto_on_cpu_is_reference(monkeypatch):
+    monkeypatch.delenv("SSM_KERNELS_BACKEND", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert backend.select_backend("graph_scan", [torch.zeros(2)]) == "reference"
+
+
+def test_bad_backend_name(monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="SSM_KERNELS_BACKEND"):
+        backend.requested_backend("graph_scan")
+
+
+def test_forced_unusable_backend_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    with pytest.raises(backend.BackendUnavailableError, match="graph_scan"):
+        backend.select_backend("graph_scan", [torch.zeros(2)])
+
+
+def test_not_implemented_backend_raises(monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "cuda")
+    with pytest.raises(backend.BackendUnavailableError, match="not implemented"):
+        backend.select_backend("graph_scan", [torch.zeros(2)], fast=("triton",))
+
+
+def test_check_tensor_names_argument():
+    with pytest.raises(ValueError, match=r"delta must have shape \(2, \*, 3\)"):
+        check_tensor("delta", torch.zeros(2, 4, 4), shape=(2, None, 3))
+    with pytest.raises(TypeError, match="A must have dtype"):
+        check_tensor("A", torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="u is required"):
+        check_tensor("u", None)
+    check_tensor("z", None, optional=True)
+
+
+def test_check_same_device_and_finite():
+    assert check_same_device(a=torch.zeros(1), b=None) == torch.device("cpu")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        check_finite("x", torch.tensor([1.0, float("nan")]))
