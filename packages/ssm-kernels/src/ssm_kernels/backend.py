@@ -44,9 +44,7 @@ def requested_backend(op: str) -> str:
     value = os.environ.get(key) or os.environ.get("SSM_KERNELS_BACKEND") or "auto"
     value = value.strip().lower()
     if value not in BACKENDS:
-        raise ValueError(
-            f"{key if key in os.environ else 'SSM_KERNELS_BACKEND'}={value!r}: expected one of {BACKENDS}"
-        )
+        raise ValueError(f"{key if key in os.environ else 'SSM_KERNELS_BACKEND'}={value!r}: expected one of {BACKENDS}")
     return value
 
 

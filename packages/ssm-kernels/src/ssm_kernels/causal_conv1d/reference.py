@@ -34,6 +34,8 @@ def causal_conv1d_ref(
     return_final_states: bool = False,
     final_states_out: torch.Tensor | None = None,
     activation: str | None = None,
+    *,
+    upcast: bool = True,
 ):
     """Causal depthwise conv1d, reference implementation.
 
@@ -41,7 +43,8 @@ def causal_conv1d_ref(
     padded on the left with ``width - 1`` columns of ``initial_states`` (zeros if ``None``).
     With ``seq_idx``, tap ``k`` contributes only when its input position belongs to the same
     sequence as ``t`` (``seq_idx`` equal); the initial-state columns belong to the sequence of
-    position 0.
+    position 0. ``upcast=False`` computes in ``x``'s own dtype (the low-precision yardstick of
+    the tests); by default the arithmetic is float32 (float64 for float64 inputs).
 
     Shapes:
         x: (batch, dim, L); weight: (dim, width); bias: (dim,) or None;
@@ -53,7 +56,7 @@ def causal_conv1d_ref(
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
     batch, dim, seqlen = x.shape
     width = weight.shape[-1]
-    cdt = _compute_dtype(x, weight, bias, initial_states)
+    cdt = _compute_dtype(x, weight, bias, initial_states) if upcast else x.dtype
     xc = x.to(cdt)
     if initial_states is None:
         pad = xc.new_zeros(batch, dim, width - 1)

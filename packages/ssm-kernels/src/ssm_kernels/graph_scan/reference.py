@@ -51,10 +51,14 @@ class GraphScanDims:
 def _check_mix(name_mix: str, mix: torch.Tensor, name_w: str, w: torch.Tensor, batch: int, V: int, L: int, N: int):
     check_tensor(name_mix, mix, dtypes=_FLOAT)
     if mix.dim() != 5:
-        raise ValueError(f"{name_mix} must have shape (batch, T, K, V, V) = ({batch}, 1 or {L}, K, {V}, {V}), got {tuple(mix.shape)}")
+        raise ValueError(
+            f"{name_mix} must have shape (batch, T, K, V, V) = ({batch}, 1 or {L}, K, {V}, {V}), got {tuple(mix.shape)}"
+        )
     b_, T, K, v1, v2 = mix.shape
     if b_ != batch or v1 != V or v2 != V:
-        raise ValueError(f"{name_mix} must have shape (batch, T, K, V, V) = ({batch}, 1 or {L}, K, {V}, {V}), got {tuple(mix.shape)}")
+        raise ValueError(
+            f"{name_mix} must have shape (batch, T, K, V, V) = ({batch}, 1 or {L}, K, {V}, {V}), got {tuple(mix.shape)}"
+        )
     if T not in (1, L):
         raise ValueError(f"{name_mix} must have T = 1 or T = L = {L} along dim 1, got T = {T}")
     if K < 1:

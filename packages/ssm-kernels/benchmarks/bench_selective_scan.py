@@ -1,0 +1,118 @@
+"""Benchmarks of the Mamba-1 selective scan: our CUDA kernels vs mamba_ssm's published H200 figures.
+
+GPU (H200):
+    python -m pytest -c pyproject.toml packages/ssm-kernels/benchmarks/bench_selective_scan.py -m gpu \
+        --benchmark-only --benchmark-save=selective_scan
+CPU (tiny, reference only) runs in the default suite with --benchmark-disable.
+
+Cases are ``<shape>-<dtype>-<backend>`` for ``forward`` and ``forward_backward``, all with z, D,
+delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). mamba_ssm is not
+installed on the GPU machine, so its times measured earlier on an H200 are recorded as
+``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
+traffic: forward reads u, delta, z, B, C once and writes out; forward+backward additionally re-reads
+them, reads d_out and writes every gradient of the (batch, ., L) tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssm_kernels.testing.bench import peak_memory, record, synced, tensor_bytes
+from ssm_kernels.testing.selective_scan import make_scan_inputs
+
+SHAPES = {
+    "big": dict(batch=8, dim=2048, seqlen=2048, dstate=16),
+    "tusz": dict(batch=4864, dim=64, seqlen=10, dstate=16),
+    "raw": dict(batch=304, dim=64, seqlen=2000, dstate=16),
+    "cpu_tiny": dict(batch=2, dim=8, seqlen=16, dstate=4),
+}
+SHAPE_DTYPE = {"big": "bf16", "tusz": "fp32", "raw": "fp32", "cpu_tiny": "fp32"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# mamba_ssm's CUDA kernel on an H200 (issue 6): forward ms, forward+backward ms
+BASELINE_MS = {"big": (0.590, 3.061), "tusz": (1.355, 5.01), "raw": (1.755, 8.05)}
+TARGET_SPEEDUP = {"big": 1.3, "tusz": 10.0, "raw": 1.3}
+
+
+def _cases():
+    cases = [
+        pytest.param(s, SHAPE_DTYPE[s], "cuda", id=f"{s}-{SHAPE_DTYPE[s]}-cuda", marks=pytest.mark.gpu)
+        for s in ("big", "tusz", "raw")
+    ]
+    cases.append(pytest.param("cpu_tiny", "fp32", "reference", id="cpu_tiny-fp32-reference"))
+    return cases
+
+
+def _setup(shape, dt, backend, grad):
+    if shape != "cpu_tiny" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    device = "cuda" if shape != "cpu_tiny" else "cpu"
+    x = make_scan_inputs(**SHAPES[shape], dtype=DTYPES[dt], device=device, requires_grad=grad, seed=0)
+    from ssm_kernels.selective_scan.interface import selective_scan_fn
+
+    def fn(**kw):
+        return selective_scan_fn(**kw, delta_softplus=True, backend=backend)
+
+    return x, device, fn
+
+
+def _rounds(shape):
+    if shape == "cpu_tiny":
+        return dict(rounds=3, warmup_rounds=1, iterations=1)
+    return dict(rounds=30, warmup_rounds=5, iterations=1)
+
+
+def _extra(shape, mode):
+    if shape not in BASELINE_MS:
+        return {}
+    return {"baseline": "mamba_ssm CUDA (H200, issue 6)", "baseline_ms": BASELINE_MS[shape][mode],
+            "target_speedup": TARGET_SPEEDUP[shape]}  # fmt: skip
+
+
+def _speedup(benchmark, shape, mode):
+    med = benchmark.extra_info.get("median_ms")
+    if med and shape in BASELINE_MS:
+        benchmark.extra_info["speedup"] = BASELINE_MS[shape][mode] / med
+
+
+def _traffic(x):
+    io = [x["u"], x["delta"], x["z"], x["B"], x["C"]]
+    fwd = tensor_bytes(*io) + tensor_bytes(x["u"])
+    bwd = fwd + tensor_bytes(*io) + tensor_bytes(x["u"]) + tensor_bytes(*io)
+    return fwd, bwd
+
+
+@pytest.mark.parametrize("shape,dt,backend", _cases())
+def test_selective_scan_forward(benchmark, shape, dt, backend):
+    x, device, fn = _setup(shape, dt, backend, grad=False)
+
+    def call():
+        with torch.no_grad():
+            return fn(**x)
+
+    run = synced(call, device)
+    peak = peak_memory(run, device)
+    benchmark.pedantic(run, **_rounds(shape))
+    fwd_bytes, _ = _traffic(x)
+    record(benchmark, op="selective_scan_forward", shape=SHAPES[shape], dtype=DTYPES[dt], backend=backend,
+           device=device, bytes_moved=fwd_bytes, items=SHAPES[shape]["batch"], peak_bytes=peak, **_extra(shape, 0))  # fmt: skip
+    _speedup(benchmark, shape, 0)
+
+
+@pytest.mark.parametrize("shape,dt,backend", _cases())
+def test_selective_scan_forward_backward(benchmark, shape, dt, backend):
+    x, device, fn = _setup(shape, dt, backend, grad=True)
+    leaves = [v for v in x.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    dout = torch.randn_like(x["u"])
+
+    def call():
+        out = fn(**x)
+        return torch.autograd.grad(out, leaves, dout)
+
+    run = synced(call, device)
+    peak = peak_memory(run, device)
+    benchmark.pedantic(run, **_rounds(shape))
+    _, bwd_bytes = _traffic(x)
+    record(benchmark, op="selective_scan_forward_backward", shape=SHAPES[shape], dtype=DTYPES[dt], backend=backend,
+           device=device, bytes_moved=bwd_bytes, items=SHAPES[shape]["batch"], peak_bytes=peak, **_extra(shape, 1))  # fmt: skip
+    _speedup(benchmark, shape, 1)

@@ -1,0 +1,623 @@
+"""Fused graph selective scan in Triton: forward and backward fused over time.
+
+Performance design
+------------------
+* One program owns one batch element ``b`` and a block of ``BD`` channels and keeps the state
+  tile ``H`` of shape ``(VP, BD, NP)`` in fp32 registers for the whole sequence (``VP``/``NP``
+  are V/N padded to powers of two >= 16, masked). Nothing of size (batch, V, D, L, N) exists
+  in memory: the decay ``exp(Delta * A)`` and the input ``Delta * B * u`` are formed in the time
+  loop from the streamed (VP, BD) and (VP, NP) slices of the inputs.
+* Vertex mixing is ``tl.dot(mix_k, H.reshape(VP, BD*NP))`` and state mixing is
+  ``tl.dot(X.reshape(VP*BD, NP), W_k)``, fp32 operands and accumulators. The dot precision is
+  ``"ieee"`` (exact fp32 FMA) for fp32 and fp16 inputs and ``"tf32"`` (tensor cores; 10-bit
+  mantissa, finer than the inputs) for bf16 inputs. ``SSM_KERNELS_TF32=1`` selects tf32 for fp32
+  inputs too; ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` (``ieee``/``tf32``/``tf32x3``) forces one.
+  The mixing costs 2 K (V^2 N + V N^2) flops per (b, d, t) (V, N padded), so at small L the
+  kernels are compute bound and tensor-core precision matters.
+* Forward is one launch. When gradients are needed it also stores the state entering every
+  chunk of ``CHUNK`` steps (fp32, (batch, L/CHUNK, V, D, N)).
+* Backward is one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
+  in reverse: it reloads the chunk's entry state, recomputes the chunk's states into a small
+  per-program scratch buffer ((CHUNK + 1, V, BD, N) fp32), then runs the adjoint recurrence
+  ``dH_{t-1} = sum_k mix_k^T (dH_t * exp(Delta_t A)) W_k^T`` backwards through the chunk.
+  Memory is O(batch * V * D * N * (L / CHUNK + programs * CHUNK)), bounded at L = 2000.
+* Gradients that sum over channels (B, C, mix_*, W_*) are written as per-channel-block
+  partials and reduced with ``torch.sum`` (deterministic). Where the partials of B, C or a
+  per-step mix would exceed ``_ATOMIC_BYTES`` they are accumulated with ``tl.atomic_add``
+  instead, unless ``torch.use_deterministic_algorithms(True)`` is on. Gradients that sum over
+  batch (A, D, delta_bias) are per-(b, block) partials, always deterministic. The operator
+  gradients dW_k (and dmix_k for T = 1) are accumulated in registers over time and written once.
+* Block sizes: the largest BD whose tile fits ``_MAX_TILE_FWD``/``_MAX_TILE_BWD`` values, halved
+  (down to 4) until there are two programs per SM. Environment overrides for tuning:
+  ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD``/``_WARPS_FWD``/``_WARPS_BWD``/``_CHUNK``.
+  Known weakness: Triton's fp32 FMA dot keeps whole operand rows in registers, so the kernels sit
+  at ~255 registers with some spilling (see ``_MAX_TILE_FWD``); tensor-core precisions help.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ..backend import triton_interpret
+from .reference import check_graph_scan_inputs
+
+__all__ = ["graph_selective_scan_triton"]
+
+_ATOMIC_BYTES = 128 * 2**20  # partial-gradient buffers larger than this use atomics
+# Largest state tile (VP * BD * NP fp32 values) per program. ptxas on sm_90 (Triton 3.9 AOT, V 19, N 16, K 2)
+# reports about 255 registers for every configuration; the spills are smallest near these sizes
+# (forward BD 8 / 8 warps: 280 B; backward BD 4 / 8 warps: 0.6-2 KB, versus ~17 KB at BD 8).
+_MAX_TILE_FWD = 4096
+_MAX_TILE_BWD = 2048
+
+
+# --------------------------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _mix_apply(h, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
+               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """sum_k mix_k @ h @ W_k for a (VP, BD, NP) tile (mix_k: (VP, VP), W_k: (NP, NP))."""
+    hv = tl.reshape(h, (VP, BD * NP))
+    acc = tl.zeros((VP * BD, NP), dtype=tl.float32)
+    for k in tl.static_range(K):
+        b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+        b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+        x = tl.dot(b_m, hv, input_precision=PREC)  # (VP, BD*NP)
+        acc += tl.dot(tl.reshape(x, (VP * BD, NP)), b_w, input_precision=PREC)
+    return tl.reshape(acc, (VP, BD, NP))
+
+
+@triton.jit
+def _mix_bwd(h, dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, dm_ptr, gs_k, o_dm, dw_acc, dm_acc,
+             MIX_MODE: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
+             NP: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """Adjoint of P = sum_k mix_k @ h @ W_k; returns (dh, dW accumulator, dmix accumulator).
+
+    dW_k is accumulated in registers (``dw_acc``, (KP, NP, NP)). dmix_k is accumulated in
+    registers when the operators are shared by all steps (MIX_MODE 0, ``dm_acc`` (KP, VP, VP)),
+    else stored per step (1) or atomically added (2) at ``dm_ptr``.
+    """
+    hv = tl.reshape(h, (VP, BD * NP))
+    dp2 = tl.reshape(dp, (VP * BD, NP))
+    r = tl.zeros((VP, BD * NP), dtype=tl.float32)
+    o_k = tl.arange(0, KP)[:, None, None]
+    for k in tl.static_range(K):
+        b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+        b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+        x = tl.dot(b_m, hv, input_precision=PREC)  # (VP, BD*NP) = mix_k @ h
+        dw = tl.dot(tl.trans(tl.reshape(x, (VP * BD, NP))), dp2, input_precision=PREC)  # (NP, NP)
+        dw_acc += tl.where(o_k == k, dw[None, :, :], 0.0)
+        zz = tl.dot(dp2, tl.trans(b_w), input_precision=PREC)  # (VP*BD, NP) = dP @ W_k^T
+        zv = tl.reshape(zz, (VP, BD * NP))
+        dm = tl.dot(zv, tl.trans(hv), input_precision=PREC)  # (VP, VP)
+        if MIX_MODE == 0:
+            dm_acc += tl.where(o_k == k, dm[None, :, :], 0.0)
+        elif MIX_MODE == 1:
+            tl.store(dm_ptr + k * gs_k + o_dm, dm, mask=m_mix)
+        else:
+            tl.atomic_add(dm_ptr + k * gs_k + o_dm, dm, mask=m_mix)
+        r += tl.dot(tl.trans(b_m), zv, input_precision=PREC)
+    return tl.reshape(r, (VP, BD, NP)), dw_acc, dm_acc
+
+
+@triton.jit
+def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HAS_BIAS: tl.constexpr,
+               SOFTPLUS: tl.constexpr):  # fmt: skip
+    """Streamed per-step quantities: u, pre-softplus delta, Delta, B, decay exp(Delta*A)."""
+    b_u = tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)  # (VP, BD)
+    b_pre = tl.load(delta_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b_pre += b_bias[None, :]
+    if SOFTPLUS:
+        b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
+    else:
+        b_dt = b_pre
+    b_B = tl.load(B_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)  # (VP, NP)
+    b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # (VP, BD, NP)
+    return b_u, b_pre, b_dt, b_B, b_a
+
+
+@triton.jit
+def _graph_scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
+    out_ptr, last_ptr, ckpt_ptr,
+    V, DM, L, N, NC,
+    s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, STORE_LAST: tl.constexpr,
+    STORE_CKPT: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    PREC: tl.constexpr,
+):  # fmt: skip
+    i_b = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    o_v = tl.arange(0, VP)
+    o_d = i_db * BD + tl.arange(0, BD)
+    o_n = tl.arange(0, NP)
+    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
+    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L  # (VP, BD) into (batch, V, D, L)
+    m_x = m_v[:, None] & m_d[None, :]
+    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L  # (VP, NP) into (batch, V, N, L)
+    m_bc = m_v[:, None] & m_n[None, :]
+    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # (VP, BD, NP)
+    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    m_mix = m_v[:, None] & m_v[None, :]
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
+    b_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_D = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    if HAS_INIT:
+        h = tl.load(h0_ptr + o_h, mask=m_h, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros((VP, BD, NP), dtype=tl.float32)
+    # checkpoint layout (batch, NC, V, D, N)
+    o_ck = (((i_b * NC) * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
+
+    for t in range(0, L):
+        if STORE_CKPT:
+            if t % CHUNK == 0:
+                tl.store(ckpt_ptr + (t // CHUNK) * V * DM * N + o_ck, h, mask=m_h)
+        b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
+                                                HAS_BIAS, SOFTPLUS)  # fmt: skip
+        p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr, o_w, m_w, N, K_A,
+                       VP, BD, NP, PREC)  # fmt: skip
+        h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
+        if HAS_MIXC:
+            g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr, o_w, m_w, N, K_C,
+                           VP, BD, NP, PREC)  # fmt: skip
+        else:
+            g = h
+        b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+        y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
+        if HAS_D:
+            y += b_D[None, :] * b_u
+        if HAS_Z:
+            b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+            y = y * b_z * tl.sigmoid(b_z)
+        tl.store(out_ptr + o_x + t, y, mask=m_x)
+    if STORE_LAST:
+        tl.store(last_ptr + o_h, h, mask=m_h)
+
+
+@triton.jit
+def _graph_scan_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr,
+    dout_ptr, dlast_ptr, ckpt_ptr, scr_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dmA_ptr, dWA_ptr, dmC_ptr, dWC_ptr, dD_ptr, dbias_ptr,
+    dh0_ptr,
+    BATCH, V, DM, L, N, NC, NDB,
+    s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    g_ma_p, g_ma_b, g_ma_t, g_ma_k,
+    g_mc_p, g_mc_b, g_mc_t, g_mc_k,
+    g_bc_p,
+    K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, MA_MODE: tl.constexpr,
+    MC_MODE: tl.constexpr, BC_ATOMIC: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
+    NP: tl.constexpr, KPA: tl.constexpr, KPC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    i_b = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    o_v = tl.arange(0, VP)
+    o_dl = tl.arange(0, BD)
+    o_d = i_db * BD + o_dl
+    o_n = tl.arange(0, NP)
+    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
+    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L
+    m_x = m_v[:, None] & m_d[None, :]
+    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
+    m_bc = m_v[:, None] & m_n[None, :]
+    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
+    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    m_mix = m_v[:, None] & m_v[None, :]
+    o_dm = o_v[:, None] * V + o_v[None, :]  # gradient buffers of mix are contiguous in (V, V)
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+    i_p = i_b * NDB + i_db  # this program's partial slot
+    # scratch: per program (CHUNK + 1, V, BD, N) fp32
+    SV = V * BD * N
+    o_s = i_p * (CHUNK + 1) * SV + (o_v[:, None, None] * BD + o_dl[None, :, None]) * N + o_n[None, None, :]
+    m_s = m_v[:, None, None] & m_n[None, None, :]
+    o_ck = (((i_b * NC) * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
+
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
+    b_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_D = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    if HAS_DLAST:
+        g = tl.load(dlast_ptr + o_h, mask=m_h, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros((VP, BD, NP), dtype=tl.float32)
+    dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
+    dD_acc = tl.zeros((BD,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BD,), dtype=tl.float32)
+    # register accumulators of the channel- and time-summed operator gradients
+    dWA_acc = tl.zeros((KPA, NP, NP), dtype=tl.float32)
+    dWC_acc = tl.zeros((KPC, NP, NP), dtype=tl.float32)
+    dmA_acc = tl.zeros((KPA, VP, VP), dtype=tl.float32)
+    dmC_acc = tl.zeros((KPC, VP, VP), dtype=tl.float32)
+    # per-program partial slots of the channel-summed gradients
+    dmA_p = dmA_ptr + i_db * g_ma_p + i_b * g_ma_b
+    dmC_p = dmC_ptr + i_db * g_mc_p + i_b * g_mc_b
+    dB_p = dB_ptr + i_db * g_bc_p
+    dC_p = dC_ptr + i_db * g_bc_p
+
+    for ci in range(0, NC):
+        c = NC - 1 - ci
+        t0 = c * CHUNK
+        t1 = tl.minimum(t0 + CHUNK, L)
+        # 1) recompute the chunk's states into scratch (slot 0 = entry state)
+        h = tl.load(ckpt_ptr + c * V * DM * N + o_ck, mask=m_h, other=0.0)
+        tl.debug_barrier()
+        tl.store(scr_ptr + o_s, h, mask=m_s)
+        for t in range(t0, t1):
+            b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
+                                                    HAS_BIAS, SOFTPLUS)  # fmt: skip
+            p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr, o_w, m_w, N, K_A,
+                           VP, BD, NP, PREC)  # fmt: skip
+            h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
+            tl.store(scr_ptr + (t - t0 + 1) * SV + o_s, h, mask=m_s)
+        tl.debug_barrier()
+        # 2) adjoint recurrence backwards through the chunk (h_cur of step t-1 is h_prev of step t)
+        h_cur = h
+        for i in range(0, t1 - t0):
+            t = t1 - 1 - i
+            h_prev = tl.load(scr_ptr + (t - t0) * SV + o_s, mask=m_s, other=0.0)
+            b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
+                                                    HAS_BIAS, SOFTPLUS)  # fmt: skip
+            b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+            b_do = tl.load(dout_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+            # readout: y = sum_n G C + D u ; out = y * silu(z)
+            if HAS_MIXC:
+                gq = _mix_apply(h_cur, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr, o_w, m_w,
+                                N, K_C, VP, BD, NP, PREC)  # fmt: skip
+            else:
+                gq = h_cur
+            if HAS_Z:
+                b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+                y = tl.sum(gq * b_C[:, None, :], axis=2) + b_D[None, :] * b_u
+                sig = tl.sigmoid(b_z)
+                dz = b_do * y * sig * (1.0 + b_z * (1.0 - sig))
+                tl.store(dz_ptr + o_x + t, dz, mask=m_x)
+                dy = b_do * b_z * sig
+            else:
+                dy = b_do
+            du = dy * b_D[None, :]
+            dD_acc += tl.sum(dy * b_u, axis=0)
+            dC_t = tl.sum(dy[:, :, None] * gq, axis=1)  # (VP, NP)
+            if BC_ATOMIC:
+                tl.atomic_add(dC_p + o_bc + t, dC_t, mask=m_bc)
+            else:
+                tl.store(dC_p + o_bc + t, dC_t, mask=m_bc)
+            dG = dy[:, :, None] * b_C[:, None, :]
+            if HAS_MIXC:
+                dh, dWC_acc, dmC_acc = _mix_bwd(h_cur, dG, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix,
+                                                WC_ptr, o_w, m_w, N, dmC_p + t * g_mc_t, g_mc_k, o_dm, dWC_acc,
+                                                dmC_acc, MC_MODE, K_C, KPC, VP, BD, NP, PREC)  # fmt: skip
+                g += dh
+            else:
+                g += dG
+            # state update: H_t = P_t * a_t + Delta_t u_t B_t
+            inp = (b_dt * b_u)[:, :, None] * b_B[:, None, :]
+            pa = g * (h_cur - inp)  # g * P_t * a_t
+            gB = tl.sum(g * b_B[:, None, :], axis=2)  # (VP, BD)
+            ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
+            du += b_dt * gB
+            dA_acc += tl.sum(pa * b_dt[:, :, None], axis=0)
+            dB_t = tl.sum(g * (b_dt * b_u)[:, :, None], axis=1)  # (VP, NP)
+            if BC_ATOMIC:
+                tl.atomic_add(dB_p + o_bc + t, dB_t, mask=m_bc)
+            else:
+                tl.store(dB_p + o_bc + t, dB_t, mask=m_bc)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(b_pre)
+            dbias_acc += tl.sum(ddt, axis=0)
+            tl.store(du_ptr + o_x + t, du, mask=m_x)
+            tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
+            g, dWA_acc, dmA_acc = _mix_bwd(h_prev, g * b_a, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix,
+                                           WA_ptr, o_w, m_w, N, dmA_p + t * g_ma_t, g_ma_k, o_dm, dWA_acc, dmA_acc,
+                                           MA_MODE, K_A, KPA, VP, BD, NP, PREC)  # fmt: skip
+            h_cur = h_prev
+        tl.debug_barrier()
+    tl.store(dh0_ptr + o_h, g, mask=m_h)
+    # operator gradients held in registers: W (batch * NDB, K, N, N); T = 1 mix (NDB, batch, 1, K, V, V)
+    o_k = tl.arange(0, KPA)[:, None, None]
+    tl.store(dWA_ptr + (i_p * K_A + o_k) * N * N + o_w[None, :, :], dWA_acc, mask=(o_k < K_A) & m_w[None, :, :])
+    if MA_MODE == 0:
+        tl.store(dmA_p + o_k * g_ma_k + o_dm[None, :, :], dmA_acc, mask=(o_k < K_A) & m_mix[None, :, :])
+    if HAS_MIXC:
+        o_k = tl.arange(0, KPC)[:, None, None]
+        tl.store(dWC_ptr + (i_p * K_C + o_k) * N * N + o_w[None, :, :], dWC_acc, mask=(o_k < K_C) & m_w[None, :, :])
+        if MC_MODE == 0:
+            tl.store(dmC_p + o_k * g_mc_k + o_dm[None, :, :], dmC_acc, mask=(o_k < K_C) & m_mix[None, :, :])
+    o_bd = i_b * DM + o_d
+    tl.store(dA_ptr + o_bd[:, None] * N + o_n[None, :], dA_acc, mask=m_d[:, None] & m_n[None, :])
+    tl.store(dD_ptr + o_bd, dD_acc, mask=m_d)
+    tl.store(dbias_ptr + o_bd, dbias_acc, mask=m_d)
+
+
+# --------------------------------------------------------------------------------------------
+# host launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """Dot precision: tf32 for bf16 inputs (finer than the inputs), ieee fp32 otherwise."""
+    prec = os.environ.get("SSM_KERNELS_GRAPH_SCAN_PRECISION")
+    if prec is None:
+        tf32 = dtype == torch.bfloat16 or os.environ.get("SSM_KERNELS_TF32", "0") == "1"
+        prec = "tf32" if tf32 else "ieee"
+    if prec not in ("ieee", "tf32", "tf32x3"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_PRECISION={prec!r}: expected ieee, tf32 or tf32x3")
+    return prec
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch.device, override: int | None) -> int:
+    """Channels per program: the tile (VP, BD, NP) fits ``max_tile`` fp32 values, enough programs."""
+    if override is not None:
+        return max(1, _next_pow2(override))
+    if device.type != "cuda":
+        return 2  # interpreter: small tiles, and D = 3 exercises channel masking and several blocks
+    bd = min(32, _next_pow2(Dm))
+    while bd > 1 and VP * bd * NP > max_tile:
+        bd //= 2
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    while bd > 4 and batch * triton.cdiv(Dm, bd) < 2 * sms:
+        bd //= 2
+    return bd
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _num_warps(VP: int, BD: int, NP: int, backward: bool) -> int:
+    """Warps per program: about 16 (forward) or 8 (backward: ~10 live tiles) state values per thread."""
+    override = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_" + ("BWD" if backward else "FWD"))
+    if override is not None:
+        return override
+    per_thread = 8 if backward else 16
+    return max(4, min(8, _next_pow2(VP * BD * NP // (32 * per_thread))))
+
+
+def _chunk(L: int, device: torch.device, override: int | None) -> int:
+    """Steps between checkpoints (never more than L: the backward scratch holds chunk + 1 states)."""
+    if override is not None:
+        return max(1, min(int(override), L))
+    return min(L, 8 if device.type != "cuda" else 32)
+
+
+def _mix_strides(mix: torch.Tensor | None) -> tuple[int, int, int, int, int]:
+    if mix is None:
+        return (0, 0, 0, 0, 0)
+    s = list(mix.stride())
+    if mix.shape[1] == 1:
+        s[1] = 0  # one operator set for all steps: t does not move the pointer
+    return tuple(s)
+
+
+def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d):
+    batch, V, Dm, L = u.shape
+    N = A.shape[1]
+    VP, NP = max(16, _next_pow2(V)), max(16, _next_pow2(N))
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d)
+    NC = triton.cdiv(L, chunk)
+    out = torch.empty_like(u)
+    last = torch.empty(batch, V, Dm, N, device=u.device, dtype=torch.float32)
+    ckpt = torch.empty(batch, NC, V, Dm, N, device=u.device, dtype=torch.float32) if store_ckpt else last
+    dummy = u
+    grid = (batch, triton.cdiv(Dm, BD))
+    _graph_scan_fwd_kernel[grid](
+        u, delta, A, B, C, mix_A, W_A,
+        mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
+        D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy,
+        out, last, ckpt,
+        V, Dm, L, N, NC,
+        *_mix_strides(mix_A), *_mix_strides(mix_C),
+        K_A=mix_A.shape[2], K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None,
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+        HAS_INIT=h0 is not None, STORE_LAST=True, STORE_CKPT=store_ckpt, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
+        PREC=_precision(u.dtype), num_warps=_num_warps(VP, BD, NP, backward=False),
+    )  # fmt: skip
+    return out, last, (ckpt if store_ckpt else None)
+
+
+def _use_atomics(nbytes: int, parts: int) -> bool:
+    return parts > 1 and nbytes * parts > _ATOMIC_BYTES and not torch.are_deterministic_algorithms_enabled()
+
+
+def _bwd(dout, dlast, ckpt, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, chunk, block_d):
+    batch, V, Dm, L = u.shape
+    N = A.shape[1]
+    dev = u.device
+    f32 = torch.float32
+    VP, NP = max(16, _next_pow2(V)), max(16, _next_pow2(N))
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_BWD, dev, block_d)
+    NDB = triton.cdiv(Dm, BD)
+    NC = ckpt.shape[1]
+    K_A = mix_A.shape[2]
+    K_C = mix_C.shape[2] if mix_C is not None else 1
+    T_A = mix_A.shape[1]
+    T_C = mix_C.shape[1] if mix_C is not None else 1
+
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA_part = torch.empty(batch, Dm, N, device=dev, dtype=f32)
+    dD_part = torch.empty(batch, Dm, device=dev, dtype=f32)
+    dbias_part = torch.empty(batch, Dm, device=dev, dtype=f32)
+    dh0 = torch.empty(batch, V, Dm, N, device=dev, dtype=f32)
+    bc_bytes = batch * V * N * L * 4
+    bc_atomic = _use_atomics(bc_bytes, NDB)
+    P_bc = 1 if bc_atomic else NDB
+    alloc = torch.zeros if bc_atomic else torch.empty  # partial slots are written in full
+    dB = alloc(P_bc, batch, V, N, L, device=dev, dtype=f32)
+    dC = alloc(P_bc, batch, V, N, L, device=dev, dtype=f32)
+
+    def mix_buf(T, K, present):
+        if not present:
+            return torch.zeros(1, device=dev, dtype=f32), 0, (0, 0, 0, 0)
+        atomic = T > 1 and _use_atomics(batch * T * K * V * V * 4, NDB)
+        P = 1 if atomic else NDB
+        buf = (torch.zeros if atomic else torch.empty)(P, batch, T, K, V, V, device=dev, dtype=f32)
+        s = buf.stride()
+        mode = 0 if T == 1 else 2 if atomic else 1
+        return buf, mode, (0 if atomic else s[0], s[1], s[2] if T > 1 else 0, s[3])
+
+    dmA, ma_mode, g_ma = mix_buf(T_A, K_A, True)
+    dmC, mc_mode, g_mc = mix_buf(T_C, K_C, mix_C is not None)
+    dWA = torch.empty(batch * NDB, K_A, N, N, device=dev, dtype=f32)
+    dWC = torch.empty(batch * NDB, K_C, N, N, device=dev, dtype=f32) if mix_C is not None else dWA
+    scratch = torch.empty(batch * NDB * (chunk + 1) * V * BD * N, device=dev, dtype=f32)
+    dout = dout.contiguous()
+    dummy = u
+    _graph_scan_bwd_kernel[(batch, NDB)](
+        u, delta, A, B, C, mix_A, W_A,
+        mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
+        D if D is not None else dummy, z if z is not None else dummy,
+        delta_bias if delta_bias is not None else dummy,
+        dout, dlast.contiguous() if dlast is not None else dummy, ckpt, scratch,
+        du, ddelta, dz if dz is not None else du, dA_part, dB, dC, dmA, dWA, dmC, dWC, dD_part, dbias_part, dh0,
+        batch, V, Dm, L, N, NC, NDB,
+        *_mix_strides(mix_A), *_mix_strides(mix_C),
+        *g_ma, *g_mc, 0 if bc_atomic else dB.stride(0),
+        K_A=K_A, K_C=K_C, HAS_MIXC=mix_C is not None, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), HAS_DLAST=dlast is not None,
+        MA_MODE=ma_mode, MC_MODE=mc_mode, BC_ATOMIC=bc_atomic, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
+        KPA=_next_pow2(K_A), KPC=_next_pow2(K_C), PREC=_precision(u.dtype),
+        num_warps=_num_warps(VP, BD, NP, backward=True),
+    )  # fmt: skip
+
+    # reduce the per-program partials in a fixed order (deterministic); a single slot is a view
+    def red(x):
+        return x[0] if x.shape[0] == 1 else x.sum(0)
+
+    grads = {
+        "u": lambda: du,
+        "delta": lambda: ddelta,
+        "A": lambda: dA_part.sum(0),
+        "B": lambda: red(dB),
+        "C": lambda: red(dC),
+        "mix_A": lambda: red(dmA),
+        "W_A": lambda: dWA.view(batch, NDB, K_A, N, N).sum((0, 1)),
+        "mix_C": lambda: red(dmC),
+        "W_C": lambda: dWC.view(batch, NDB, K_C, N, N).sum((0, 1)),
+        "D": lambda: dD_part.sum(0),
+        "z": lambda: dz,
+        "delta_bias": lambda: dbias_part.sum(0),
+        "initial_state": lambda: dh0,
+    }
+    return grads
+
+
+# --------------------------------------------------------------------------------------------
+# autograd
+# --------------------------------------------------------------------------------------------
+
+_ORDER = ("u", "delta", "A", "B", "C", "mix_A", "W_A", "mix_C", "W_C", "D", "z", "delta_bias")
+
+
+class GraphSelectiveScanTriton(torch.autograd.Function):
+    """Autograd wrapper: forward saves inputs and chunk checkpoints, backward runs the adjoint kernel."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
+                chunk, block_d_fwd, block_d_bwd):  # fmt: skip
+        cont = [x.contiguous() if x is not None else None for x in (u, delta, A, B, C, W_A, W_C, D, z, delta_bias)]
+        u, delta, A, B, C, W_A, W_C, D, z, delta_bias = cont
+        h0 = initial_state.contiguous() if initial_state is not None else None
+        need_grad = any(ctx.needs_input_grad)
+        out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
+                               need_grad, chunk, block_d_fwd)  # fmt: skip
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt)
+            ctx.cfg = (bool(delta_softplus), chunk, block_d_bwd)
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt = ctx.saved_tensors
+        softplus, chunk, block_d = ctx.cfg
+        if dout is None:
+            dout = torch.zeros_like(u)
+        grads = _bwd(dout, dlast, ckpt, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus,
+                     chunk, block_d)  # fmt: skip
+        inputs = dict(zip(_ORDER, (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias)))
+        inputs["initial_state"] = initial_state
+        out = []
+        for i, name in enumerate((*_ORDER, "delta_softplus", "initial_state")):
+            x = inputs.get(name)
+            if name == "delta_softplus" or x is None or not ctx.needs_input_grad[i]:
+                out.append(None)
+            else:
+                out.append(grads[name]().to(x.dtype))
+        return (*out, None, None, None)
+
+
+def graph_selective_scan_triton(
+    u, delta, A, B, C, mix_A, W_A, mix_C=None, W_C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
+    initial_state=None, return_last_state=False, chunk=None, block_d_fwd=None, block_d_bwd=None,
+):  # fmt: skip
+    """Fused Triton graph selective scan (same contract as :func:`graph_selective_scan_ref`).
+
+    ``chunk`` (time steps between backward checkpoints) and ``block_d_fwd``/``block_d_bwd``
+    (channels per program) default to heuristics; the environment variables
+    ``SSM_KERNELS_GRAPH_SCAN_CHUNK``, ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD`` and
+    ``SSM_KERNELS_GRAPH_SCAN_WARPS_FWD``/``_WARPS_BWD`` override them.
+
+    Shapes:
+        u, delta, z: (batch, V, D, L);  A: (D, N);  B, C: (batch, V, N, L)
+        mix_A, mix_C: (batch, T, K, V, V), T in {1, L};  W_A, W_C: (K, N, N)
+        D, delta_bias: (D,);  initial_state: (batch, V, D, N)
+        returns out (batch, V, D, L) in u's dtype [, last_state (batch, V, D, N) fp32]
+    """
+    check_graph_scan_inputs(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state)
+    if not (u.is_cuda or triton_interpret()):
+        raise ValueError("graph_selective_scan_triton needs CUDA tensors (or TRITON_INTERPRET=1)")
+    return _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
+                  return_last_state, chunk, block_d_fwd, block_d_bwd)  # fmt: skip
+
+
+def _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
+           return_last_state, chunk=None, block_d_fwd=None, block_d_bwd=None):  # fmt: skip
+    """:func:`graph_selective_scan_triton` without the input checks (for callers that ran them)."""
+    chunk = _chunk(u.shape[-1], u.device, chunk if chunk is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_CHUNK"))
+    bdf = block_d_fwd if block_d_fwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_FWD")
+    bdb = block_d_bwd if block_d_bwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_BWD")
+    out, last = GraphSelectiveScanTriton.apply(
+        u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state, chunk, bdf, bdb
+    )
+    return (out, last) if return_last_state else out

@@ -1,0 +1,1 @@
+"""Fused RMSNorm / LayerNorm (with residual add and prenorm) and gated RMSNorm."""

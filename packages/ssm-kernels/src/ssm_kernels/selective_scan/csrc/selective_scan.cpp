@@ -1,0 +1,270 @@
+// Torch glue of the selective scan: tensor checks, allocation, stream, launch, host-side reductions.
+// The Python side (ssm_kernels/selective_scan/cuda.py) prepares contiguous inputs:
+//   u, delta, z, dout: (batch, dim, L) one dtype (f32 / f16 / bf16); A: (dim, N) f32;
+//   B, C: (batch, G, N, L) in u's dtype or f32, or (dim, N) f32 (time-invariant);
+//   D, delta_bias: (dim,) f32; h0, dlast: (nseq, dim, N) f32; cu: (nseq + 1,) int32.
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "selective_scan.h"
+
+namespace {
+
+using at::Tensor;
+using c10::optional;
+
+bool debug_sync() {
+  static const bool on = [] {
+    const char* e = std::getenv("SSM_KERNELS_DEBUG");
+    return e != nullptr && e[0] != '\0' && e[0] != '0';
+  }();
+  return on;
+}
+
+void check_launch(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "selective_scan ", what, ": kernel launch failed: ", cudaGetErrorString(err));
+  if (debug_sync()) {
+    err = cudaDeviceSynchronize();
+    TORCH_CHECK(err == cudaSuccess, "selective_scan ", what, ": kernel failed: ", cudaGetErrorString(err));
+  }
+}
+
+ssk::DType dtype_of(const Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return ssk::kFloat32;
+    case at::kHalf: return ssk::kFloat16;
+    case at::kBFloat16: return ssk::kBFloat16;
+    default: TORCH_CHECK(false, name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+  }
+  return ssk::kFloat32;
+}
+
+void check_cuda_contig(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+}
+
+void check_opt(const optional<Tensor>& t, const char* name, at::ScalarType st) {
+  if (t.has_value()) {
+    check_cuda_contig(*t, name);
+    TORCH_CHECK(t->scalar_type() == st, name, " has dtype ", t->scalar_type(), ", expected ", st);
+  }
+}
+
+// Backward chunk length K (= forward checkpoint interval, <= 32 steps, <= L). The backward's shared
+// memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
+// (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
+int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
+  const int np = ssk::padded_state((int)N);
+  TORCH_CHECK(np > 0, "selective_scan: the CUDA kernels support N <= 64, got N=", N);
+  int dev = 0, sms = 132, smem_sm = 228 * 1024, smem_block = 227 * 1024;
+  if (cudaGetDevice(&dev) == cudaSuccess) {
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+    cudaDeviceGetAttribute(&smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  }
+  cudaGetLastError();  // clear any error from the queries
+  const int64_t blocks = (nrows + ssk::kRows - 1) / ssk::kRows;
+  const int per_sm = (int)std::min<int64_t>(3, std::max<int64_t>(1, (blocks + sms - 1) / std::max(sms, 1)));
+  const size_t budget = std::min<size_t>((size_t)smem_block, (size_t)smem_sm / per_sm - 1024);
+  int K = (int)std::min<int64_t>(32, std::max<int64_t>(1, L));
+  while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
+  return K;
+}
+
+// Fill the parts of ScanParams shared by forward and backward; returns the input dtype.
+ssk::DType fill_common(ssk::ScanParams& p, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                       const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
+                       const optional<Tensor>& delta_bias, const optional<Tensor>& h0, const optional<Tensor>& cu,
+                       bool softplus) {
+  check_cuda_contig(u, "u");
+  check_cuda_contig(delta, "delta");
+  check_cuda_contig(A, "A");
+  check_cuda_contig(B, "B");
+  check_cuda_contig(C, "C");
+  const ssk::DType dt = dtype_of(u, "u");
+  TORCH_CHECK(u.dim() == 3, "u must be (batch, dim, L)");
+  TORCH_CHECK(delta.sizes() == u.sizes() && delta.scalar_type() == u.scalar_type(), "delta must match u");
+  TORCH_CHECK(A.scalar_type() == at::kFloat && A.dim() == 2 && A.size(0) == u.size(1), "A must be (dim, N) float32");
+  p.batch = (int)u.size(0);
+  p.dim = (int)u.size(1);
+  p.L = (int)u.size(2);
+  p.N = (int)A.size(1);
+  p.nrows = p.batch * p.dim;
+  TORCH_CHECK(ssk::padded_state(p.N) > 0, "selective_scan: the CUDA kernels support N <= 64, got N=", p.N);
+  p.softplus = softplus ? 1 : 0;
+
+  int bc_dtype = -1;
+  auto fill_bc = [&](const Tensor& X, const char* name, const void** ptr, int* groups) {
+    if (X.dim() == 2) {
+      TORCH_CHECK(X.scalar_type() == at::kFloat && X.size(0) == p.dim && X.size(1) == p.N, name,
+                  " (time-invariant) must be (dim, N) float32");
+      *groups = 0;
+    } else {
+      TORCH_CHECK(X.dim() == 4 && X.size(0) == p.batch && X.size(2) == p.N && X.size(3) == p.L, name,
+                  " must be (batch, G, N, L)");
+      TORCH_CHECK(X.size(1) >= 1 && p.dim % X.size(1) == 0, name, ": groups must divide dim");
+      TORCH_CHECK(X.scalar_type() == u.scalar_type() || X.scalar_type() == at::kFloat, name,
+                  " must have u's dtype or float32");
+      const int xd = X.scalar_type() == at::kFloat ? (int)ssk::kFloat32 : (int)dt;
+      TORCH_CHECK(bc_dtype < 0 || bc_dtype == xd, "variable B and C must have the same dtype");
+      bc_dtype = xd;
+      *groups = (int)X.size(1);
+    }
+    *ptr = X.data_ptr();
+  };
+  fill_bc(B, "B", &p.B, &p.b_groups);
+  fill_bc(C, "C", &p.C, &p.c_groups);
+  // a whole block of kRows rows shares one (b, group): B / C tiles are staged in shared memory
+  p.smem_b = p.b_groups > 0 && (p.dim / p.b_groups) % ssk::kRows == 0 ? 1 : 0;
+  p.smem_c = p.c_groups > 0 && (p.dim / p.c_groups) % ssk::kRows == 0 ? 1 : 0;
+  p.bc_dtype = bc_dtype < 0 ? (int)dt : bc_dtype;
+
+  check_opt(D, "D", at::kFloat);
+  check_opt(delta_bias, "delta_bias", at::kFloat);
+  check_opt(h0, "initial_state", at::kFloat);
+  check_opt(cu, "cu_seqlens", at::kInt);
+  if (z.has_value()) {
+    check_cuda_contig(*z, "z");
+    TORCH_CHECK(z->sizes() == u.sizes() && z->scalar_type() == u.scalar_type(), "z must match u");
+  }
+  p.nseq = cu.has_value() ? (int)cu->numel() - 1 : p.batch;
+  TORCH_CHECK(!cu.has_value() || p.batch == 1, "cu_seqlens needs batch 1");
+  if (h0.has_value()) {
+    TORCH_CHECK(h0->dim() == 3 && h0->size(0) == p.nseq && h0->size(1) == p.dim && h0->size(2) == p.N,
+                "initial_state must be (nseq, dim, N)");
+  }
+  p.u = u.data_ptr();
+  p.delta = delta.data_ptr();
+  p.z = z.has_value() ? z->data_ptr() : nullptr;
+  p.A = A.data_ptr<float>();
+  p.D = D.has_value() ? D->data_ptr<float>() : nullptr;
+  p.delta_bias = delta_bias.has_value() ? delta_bias->data_ptr<float>() : nullptr;
+  p.h0 = h0.has_value() ? h0->data_ptr<float>() : nullptr;
+  p.cu = cu.has_value() ? cu->data_ptr<int>() : nullptr;
+  return dt;
+}
+
+std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                             const optional<Tensor>& D, const optional<Tensor>& z,
+                             const optional<Tensor>& delta_bias, const optional<Tensor>& h0,
+                             const optional<Tensor>& cu, bool softplus, bool want_last, int64_t K) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssk::ScanParams p{};
+  const ssk::DType dt = fill_common(p, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus);
+  auto f32 = u.options().dtype(at::kFloat);
+  Tensor out = at::empty_like(u);
+  Tensor last = want_last ? at::empty({p.nseq, p.dim, p.N}, f32) : at::empty({0}, f32);
+  Tensor ckpt = at::empty({0}, f32);
+  p.K = K > 0 ? (int)K : 1;
+  if (K > 0) {
+    const int nck = (p.L + p.K - 1) / p.K - 1;
+    ckpt = at::empty({std::max(nck, 0), p.N, p.nrows}, f32);
+    p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
+  }
+  p.out = out.data_ptr();
+  p.last = want_last ? last.data_ptr<float>() : nullptr;
+  p.tile = std::min(p.L, 32);
+  if (p.nrows == 0 || p.L == 0) return {out, last, ckpt};
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  cudaError_t err = cudaSuccess;
+  switch (dt) {
+    case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
+    case ssk::kFloat16: err = ssk::launch_fwd_f16(p, stream); break;
+    case ssk::kBFloat16: err = ssk::launch_fwd_bf16(p, stream); break;
+  }
+  check_launch(err, "forward");
+  return {out, last, ckpt};
+}
+
+std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                             const optional<Tensor>& D, const optional<Tensor>& z,
+                             const optional<Tensor>& delta_bias, const optional<Tensor>& h0,
+                             const optional<Tensor>& cu, bool softplus, const Tensor& ckpt, int64_t K,
+                             const Tensor& dout, const optional<Tensor>& dlast, bool want_dh0) {
+  const c10::cuda::CUDAGuard guard(u.device());
+  ssk::ScanParams p{};
+  const ssk::DType dt = fill_common(p, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus);
+  check_cuda_contig(dout, "dout");
+  TORCH_CHECK(dout.sizes() == u.sizes() && dout.scalar_type() == u.scalar_type(), "dout must match u");
+  check_opt(dlast, "dlast", at::kFloat);
+  TORCH_CHECK(K >= 1, "K must be >= 1");
+  p.K = (int)K;
+  const int nck = (p.L + p.K - 1) / p.K - 1;
+  TORCH_CHECK(ckpt.scalar_type() == at::kFloat && ckpt.numel() == (int64_t)std::max(nck, 0) * p.N * p.nrows,
+              "checkpoint buffer does not match (L, K, N, rows)");
+  const size_t smem = ssk::bwd_smem_bytes(ssk::padded_state(p.N), p.K);
+  TORCH_CHECK(smem <= 227 * 1024, "selective_scan backward: chunk K=", K, " needs too much shared memory");
+  p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
+  auto f32 = u.options().dtype(at::kFloat);
+
+  Tensor du = at::empty_like(u);
+  Tensor ddelta = at::empty_like(u);
+  Tensor dz = z.has_value() ? at::empty_like(u) : at::empty({0}, u.options());
+  Tensor dA_part = at::empty({p.nrows, p.N}, f32);
+  Tensor dD_part = at::empty({p.nrows}, f32);
+  Tensor ddb_part = at::empty({p.nrows}, f32);
+  auto alloc_bc = [&](int groups, int* npart, int* uniform) -> Tensor {
+    if (groups == 0) {
+      *npart = 0;
+      *uniform = 0;
+      return at::empty({p.nrows, p.N}, f32);
+    }
+    const int gs = p.dim / groups;
+    *uniform = gs % 32 == 0 ? 1 : 0;
+    *npart = *uniform ? gs / 32 : (gs - 1) / 32 + 2;
+    auto shape = std::vector<int64_t>{(int64_t)p.batch * groups, *npart, p.N, p.L};
+    return *uniform ? at::empty(shape, f32) : at::zeros(shape, f32);
+  };
+  Tensor dB_part = alloc_bc(p.b_groups, &p.npart_b, &p.uniform_b);
+  Tensor dC_part = alloc_bc(p.c_groups, &p.npart_c, &p.uniform_c);
+  Tensor dh0 = want_dh0 ? at::zeros({p.nseq, p.dim, p.N}, f32) : at::empty({0}, f32);
+
+  p.dout = dout.data_ptr();
+  p.dlast = dlast.has_value() ? dlast->data_ptr<float>() : nullptr;
+  p.du = du.data_ptr();
+  p.ddelta = ddelta.data_ptr();
+  p.dz = z.has_value() ? dz.data_ptr() : nullptr;
+  p.dA_part = dA_part.data_ptr<float>();
+  p.dD_part = dD_part.data_ptr<float>();
+  p.ddb_part = ddb_part.data_ptr<float>();
+  p.dB_part = dB_part.data_ptr<float>();
+  p.dC_part = dC_part.data_ptr<float>();
+  p.dh0 = want_dh0 ? dh0.data_ptr<float>() : nullptr;
+
+  if (p.nrows > 0 && p.L > 0) {
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+    cudaError_t err = cudaSuccess;
+    switch (dt) {
+      case ssk::kFloat32: err = ssk::launch_bwd_f32(p, stream); break;
+      case ssk::kFloat16: err = ssk::launch_bwd_f16(p, stream); break;
+      case ssk::kBFloat16: err = ssk::launch_bwd_bf16(p, stream); break;
+    }
+    check_launch(err, "backward");
+  }
+  // fixed-order reductions over the batch and over warp partials (deterministic)
+  Tensor dA = dA_part.view({p.batch, p.dim, p.N}).sum(0);
+  Tensor dD = dD_part.view({p.batch, p.dim}).sum(0);
+  Tensor ddb = ddb_part.view({p.batch, p.dim}).sum(0);
+  auto finish_bc = [&](const Tensor& part, int groups) -> Tensor {
+    if (groups == 0) return part.view({p.batch, p.dim, p.N}).sum(0);
+    return part.sum(1).view({p.batch, groups, p.N, p.L});
+  };
+  Tensor dB = finish_bc(dB_part, p.b_groups);
+  Tensor dC = finish_bc(dC_part, p.c_groups);
+  return {du, ddelta, dA, dB, dC, dD, dz, ddb, dh0};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ssm_kernels selective scan (Mamba-1) CUDA kernels";
+  m.def("fwd", &scan_fwd, "selective scan forward");
+  m.def("bwd", &scan_bwd, "selective scan backward");
+  m.def("choose_chunk", &choose_chunk, "backward chunk length (checkpoint interval) for (N, L, rows)");
+}

@@ -1,0 +1,10 @@
+// Selective scan fwd kernels instantiated for float inputs (one file per dtype: parallel builds).
+#include "selective_scan_kernels.cuh"
+
+namespace ssk {
+
+cudaError_t launch_fwd_f32(const ScanParams& p, cudaStream_t stream) {
+  return launch_fwd_t<float, float>(p, stream);
+}
+
+}  // namespace ssk

@@ -1,0 +1,234 @@
+"""CUDA backend of the selective scan: JIT build of ``csrc/`` and the autograd glue.
+
+The extension is compiled with :func:`torch.utils.cpp_extension.load` on first use (or ahead of
+time with ``ssm-kernels-build``) into ``$SSM_KERNELS_CACHE`` (default ``~/.cache/ssm_kernels``)
+under a folder named after the torch version, CUDA version and GPU architecture, so a torch or
+driver upgrade rebuilds instead of loading a stale binary. ``MAX_JOBS`` bounds the parallel
+compile jobs (one per .cu file). Without nvcc or a GPU, or when the build fails, the op warns once
+and uses the reference. ``SSM_KERNELS_DEBUG=1`` synchronises and checks after every launch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from .reference import ScanInputs
+
+__all__ = ["build_directory", "cuda_usable", "load_extension", "selective_scan_cuda"]
+
+_NAME = "ssm_kernels_selective_scan"
+_LOCK = threading.Lock()
+_EXT = None
+_ERROR: str | None = None
+_WARNED = False
+_FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_STATE = 64
+
+
+def csrc_dir() -> Path:
+    return Path(__file__).resolve().parent / "csrc"
+
+
+def sources() -> list[Path]:
+    d = csrc_dir()
+    return [d / "selective_scan.cpp", *sorted(d.glob("selective_scan_*.cu"))]
+
+
+def _sources_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(csrc_dir().iterdir()):
+        if p.suffix in (".cpp", ".cu", ".cuh", ".h"):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def _arch(arch: str | None = None) -> str:
+    if arch:
+        return arch.replace("sm_", "").replace(".", "")
+    major, minor = torch.cuda.get_device_capability()
+    return f"{major}{minor}"
+
+
+def build_directory(arch: str | None = None) -> Path:
+    """Cache folder for this torch / CUDA / GPU-architecture / source combination."""
+    base = Path(os.environ.get("SSM_KERNELS_CACHE", Path.home() / ".cache" / "ssm_kernels"))
+    tag = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{_arch(arch)}-{_sources_hash()}"
+    return base / tag.replace("+", "_").replace("/", "_")
+
+
+def load_extension(verbose: bool = False, arch: str | None = None):
+    """Compile (if needed) and import the extension; raises on failure."""
+    global _EXT
+    if _EXT is not None:
+        return _EXT
+    with _LOCK:
+        if _EXT is not None:
+            return _EXT
+        from torch.utils.cpp_extension import CUDA_HOME, load
+
+        if torch.version.cuda is None:
+            raise RuntimeError("this torch build has no CUDA support")
+        if CUDA_HOME is None:
+            raise RuntimeError("nvcc was not found (install the CUDA toolkit or set CUDA_HOME)")
+        a = _arch(arch)
+        build_dir = build_directory(a)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        cuda_flags = [
+            "-O3",
+            f"-gencode=arch=compute_{a},code=sm_{a}",
+            "-lineinfo",
+            "-U__CUDA_NO_HALF_OPERATORS__",
+            "-U__CUDA_NO_HALF_CONVERSIONS__",
+            "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        ]
+        _EXT = load(
+            name=_NAME,
+            sources=[str(p) for p in sources()],
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=cuda_flags,
+            extra_include_paths=[str(csrc_dir())],
+            build_directory=str(build_dir),
+            verbose=verbose,
+            with_cuda=True,
+        )
+        return _EXT
+
+
+def _warn_once(reason: str) -> None:
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        warnings.warn(
+            f"ssm_kernels.selective_scan: CUDA kernels unavailable ({reason}); using the PyTorch reference",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _extension_status() -> tuple[bool, str]:
+    global _ERROR
+    if _EXT is not None:
+        return True, ""
+    if _ERROR is not None:
+        return False, _ERROR
+    try:
+        load_extension()
+    except Exception as exc:
+        _ERROR = f"building the extension failed: {type(exc).__name__}: {str(exc)[-2000:]}"
+        _warn_once(_ERROR)
+        return False, _ERROR
+    return True, ""
+
+
+def cuda_usable(tensors) -> tuple[bool, str]:
+    """Whether the CUDA kernels can run these ``(u, delta, A, B, C, ...)`` tensors, and if not why."""
+    ts = [t for t in tensors if t is not None]
+    if not ts or not all(t.is_cuda for t in ts):
+        return False, "the CUDA kernels need CUDA tensors"
+    u, A = tensors[0], tensors[2]
+    if u.dtype not in _FAST_DTYPES:
+        return False, f"u has dtype {u.dtype}; the CUDA kernels take float32, float16 or bfloat16"
+    if A.dtype != torch.float32 or A.dim() != 2:
+        return False, "the CUDA kernels need A of shape (dim, N) in float32"
+    if A.shape[1] > MAX_STATE:
+        return False, f"the CUDA kernels support N <= {MAX_STATE}, got N={A.shape[1]}"
+    if u.dim() != 3 or u.shape[-1] == 0 or u.shape[0] * u.shape[1] == 0:
+        return False, "empty inputs use the reference"
+    return _extension_status()
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd glue
+# ---------------------------------------------------------------------------------------------
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(torch.float32).contiguous()
+
+
+def _prep_bc(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """B or C as the kernel reads it: (dim, N) f32, or (batch, G, N, L) in ``dtype`` or f32."""
+    if t.dim() == 2:
+        return _f32(t)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dtype not in (dtype, torch.float32):
+        t = t.to(torch.float32)
+    return t.detach().contiguous()
+
+
+class SelectiveScanCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, return_last, need_grad):
+        ext = load_extension()
+        dtype = u.dtype
+        u_ = u.detach().contiguous()
+        delta_ = delta.detach().to(dtype).contiguous()
+        z_ = None if z is None else z.detach().to(dtype).contiguous()
+        B_, C_ = _prep_bc(B, dtype), _prep_bc(C, dtype)
+        if B_.dim() == 4 and C_.dim() == 4 and B_.dtype != C_.dtype:
+            B_, C_ = B_.float(), C_.float()
+        A_, D_, db_, h0_ = _f32(A), _f32(D), _f32(delta_bias), _f32(initial_state)
+        cu_ = None if cu_seqlens is None else cu_seqlens.detach().to(torch.int32).contiguous()
+        K = int(ext.choose_chunk(A.shape[1], u.shape[-1], u.shape[0] * u.shape[1])) if need_grad else 0
+        out, last, ckpt = ext.fwd(u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, bool(softplus), bool(return_last), K)
+        ctx.K = K
+        ctx.softplus = bool(softplus)
+        ctx.shapes = (B.shape, C.shape)
+        ctx.dtypes = tuple(None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+        ctx.has_init = initial_state is not None
+        ctx.return_last = bool(return_last)
+        if need_grad:
+            ctx.save_for_backward(u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, ckpt)
+        if return_last:
+            return out, last
+        return out
+
+    @staticmethod
+    def backward(ctx, dout, dlast=None):
+        ext = load_extension()
+        u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, ckpt = ctx.saved_tensors
+        dtype = u_.dtype
+        dout_ = dout.to(dtype).contiguous()
+        dlast_ = None if dlast is None else dlast.to(torch.float32).contiguous()
+        du, ddelta, dA, dB, dC, dD, dz, ddb, dh0 = ext.bwd(
+            u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, ctx.softplus, ckpt, ctx.K, dout_, dlast_, ctx.has_init
+        )
+        if ctx.has_init and cu_ is not None:
+            # empty packed sequences pass their initial state straight to last_state
+            empty = (cu_[1:] == cu_[:-1])[:, None, None]
+            dh0 = torch.where(empty, dlast_ if dlast_ is not None else torch.zeros_like(dh0), dh0)
+        shape_b, shape_c = ctx.shapes
+        t_u, t_delta, t_A, t_B, t_C, t_D, t_z, t_db, t_h0 = ctx.dtypes
+        grads = (
+            du.to(t_u),
+            ddelta.to(t_delta),
+            dA.to(t_A),
+            dB.reshape(shape_b).to(t_B),
+            dC.reshape(shape_c).to(t_C),
+            None if t_D is None else dD.to(t_D),
+            None if t_z is None else dz.to(t_z),
+            None if t_db is None else ddb.to(t_db),
+            None if t_h0 is None else dh0.to(t_h0),
+        )
+        needs = ctx.needs_input_grad
+        grads = tuple(g if needs[i] else None for i, g in enumerate(grads))
+        # (u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, return_last, need_grad)
+        return (*grads, None, None, None, None)
+
+
+def selective_scan_cuda(
+    info: ScanInputs, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state, cu_seqlens
+):
+    """Run the CUDA kernels (inputs already validated by :func:`.reference.check_scan_inputs`)."""
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    # checkpoints for the backward only when autograd will need them (Function.forward runs under no_grad)
+    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return SelectiveScanCuda.apply(*tensors, cu_seqlens, bool(delta_softplus), bool(return_last_state), need_grad)

@@ -1,0 +1,143 @@
+"""Input factories for selective-scan tests and benchmarks (reused by the models package)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["SCAN_GRAD_NAMES", "make_scan_inputs"]
+
+SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def make_scan_inputs(
+    batch: int,
+    dim: int,
+    seqlen: int,
+    dstate: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    bc: str = "variable",
+    groups: int = 1,
+    with_D: bool = True,
+    with_z: bool = True,
+    with_delta_bias: bool = True,
+    with_initial_state: bool = False,
+    cu_seqlens: list[int] | None = None,
+    bc_dtype: torch.dtype | None = None,
+    requires_grad: bool = False,
+    seed: int | None = None,
+) -> dict:
+    """Random selective-scan inputs with realistic scales (A < 0, modest dt).
+
+    ``bc``: ``"variable"`` (batch, N, L), ``"grouped"`` (batch, groups, N, L) or ``"constant"``
+    (dim, N). With ``cu_seqlens`` (python list of offsets) batch must be 1 and ``initial_state``
+    has one row per sequence. Returns a dict of keyword arguments for ``selective_scan_*``.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def rnd(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, generator=gen) * scale + shift).to(dt)
+
+    bdt = bc_dtype or dtype
+    nseq = batch if cu_seqlens is None else len(cu_seqlens) - 1
+    out = {
+        "u": rnd(batch, dim, seqlen),
+        "delta": rnd(batch, dim, seqlen, scale=0.5, shift=-1.0),
+        "A": -torch.rand(dim, dstate, generator=gen) * 2.0 - 0.1,
+    }
+    if bc == "variable":
+        out["B"], out["C"] = rnd(batch, dstate, seqlen, dt=bdt), rnd(batch, dstate, seqlen, dt=bdt)
+    elif bc == "grouped":
+        out["B"], out["C"] = rnd(batch, groups, dstate, seqlen, dt=bdt), rnd(batch, groups, dstate, seqlen, dt=bdt)
+    elif bc == "constant":
+        out["B"], out["C"] = rnd(dim, dstate, dt=torch.float32), rnd(dim, dstate, dt=torch.float32)
+    else:
+        raise ValueError(f"bc must be 'variable', 'grouped' or 'constant', got {bc!r}")
+    out["D"] = rnd(dim, dt=torch.float32) if with_D else None
+    out["z"] = rnd(batch, dim, seqlen) if with_z else None
+    out["delta_bias"] = rnd(dim, scale=0.3, dt=torch.float32) if with_delta_bias else None
+    out["initial_state"] = rnd(nseq, dim, dstate, dt=torch.float32) if with_initial_state else None
+    out["cu_seqlens"] = torch.tensor(cu_seqlens, dtype=torch.int32) if cu_seqlens is not None else None
+    for k, v in out.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device)
+            if requires_grad and v.is_floating_point():
+                v.requires_grad_(True)
+            out[k] = v
+    return out
+
+
+def _clone_inputs(inputs: dict, dtype: torch.dtype | None) -> dict:
+    """Fresh leaf copies; floating tensors of the low-precision kind are cast to ``dtype`` (None: keep)."""
+    out = {}
+    for k, v in inputs.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            w = v.detach().clone()
+            if dtype is not None:
+                w = w.to(dtype)
+            out[k] = w.requires_grad_(True)
+        else:
+            out[k] = v
+    return out
+
+
+def run_scan_with_grads(fn, inputs: dict, dout: torch.Tensor, dlast: torch.Tensor | None, **kw):
+    """Run ``fn`` (selective_scan_fn or _ref) and backpropagate ``dout`` (and ``dlast``).
+
+    Returns (out, last_state or None, {name: grad}) for every floating input that got a gradient.
+    """
+    res = fn(**inputs, return_last_state=dlast is not None, **kw)
+    out, last = res if dlast is not None else (res, None)
+    tensors, grads = [out], [dout.to(out.dtype)]
+    if dlast is not None:
+        tensors.append(last)
+        grads.append(dlast.to(last.dtype))
+    torch.autograd.backward(tensors, grads)
+    g = {
+        k: v.grad
+        for k, v in inputs.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.grad is not None
+    }
+    return out.detach(), None if last is None else last.detach(), g
+
+
+def compare_scan_to_reference(inputs: dict, *, delta_softplus: bool = True, with_last: bool = True, seed: int = 0,
+                              backend: str = "cuda", hi_dtype: torch.dtype = torch.float64, check=None) -> dict:  # fmt: skip
+    """Run the fast path, the reference in ``hi_dtype`` and the reference in the inputs' own dtypes.
+
+    ``check(name, out, ref_hi, ref_lo)`` is called for the output, last_state and every gradient
+    (default: :func:`ssm_kernels.testing.assert_close_to_reference`). Returns {name: (err, allowed-ish ref err)}.
+    """
+    from ssm_kernels.selective_scan.interface import selective_scan_fn
+    from ssm_kernels.selective_scan.reference import selective_scan_ref
+
+    from . import assert_close_to_reference, max_rel_err
+
+    check = check or assert_close_to_reference
+    u = inputs["u"]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    dout = torch.randn(u.shape, generator=gen).to(u.device)
+    nseq = u.shape[0] if inputs.get("cu_seqlens") is None else inputs["cu_seqlens"].numel() - 1
+    dlast = torch.randn(nseq, u.shape[1], inputs["A"].shape[1], generator=gen).to(u.device) if with_last else None
+
+    fast_in = _clone_inputs(inputs, None)
+    out, last, g = run_scan_with_grads(
+        selective_scan_fn, fast_in, dout, dlast, delta_softplus=delta_softplus, backend=backend
+    )
+    hi_in = _clone_inputs(inputs, hi_dtype)
+    out_hi, last_hi, g_hi = run_scan_with_grads(selective_scan_ref, hi_in, dout, dlast, delta_softplus=delta_softplus)
+    lo_in = _clone_inputs(inputs, None)
+    out_lo, last_lo, g_lo = run_scan_with_grads(selective_scan_ref, lo_in, dout, dlast, delta_softplus=delta_softplus)
+
+    report = {}
+    pairs = [("out", out, out_hi, out_lo)]
+    if with_last:
+        pairs.append(("last_state", last, last_hi, last_lo))
+    for k in g_hi:
+        assert k in g, f"the fast path gave no gradient for {k}"
+        pairs.append((f"d{k}", g[k], g_hi[k], g_lo[k]))
+    for name, o, hi, lo in pairs:
+        report[name] = (max_rel_err(o, hi), max_rel_err(lo, hi))
+        check(name, o, hi, lo)
+    return report

@@ -1,0 +1,164 @@
+// Host emulation of the selective-scan CUDA kernels, for testing their logic on a CPU.
+//
+// The kernel source (csrc/selective_scan_kernels.cuh) is compiled by the host compiler with
+// SSK_EMULATE defined: every CUDA thread of a block runs as an OS thread, __syncthreads() is a
+// block-wide barrier, warp shuffles exchange through a per-warp buffer between two warp barriers,
+// and shared memory is one static buffer poisoned with NaN before each block. Blocks run one after
+// another. Control flow, indexing, shared-memory layout and reductions are exactly the kernel's;
+// only exp2 is the libm one instead of ex2.approx.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+
+struct EmuDim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+static thread_local EmuDim3 emu_thread_idx;
+static EmuDim3 emu_block_idx;
+static EmuDim3 emu_block_dim;
+#define threadIdx emu_thread_idx
+#define blockIdx emu_block_idx
+#define blockDim emu_block_dim
+
+#include "selective_scan.h"
+
+namespace ssk {
+constexpr size_t kEmuSmemFloats = 232448 / 4;
+float smem[kEmuSmemFloats];
+
+static std::barrier<>* emu_block_barrier = nullptr;
+struct EmuWarp {
+  uint32_t buf[32];
+  std::barrier<>* bar;
+};
+static EmuWarp emu_warps[kRows / 32];
+
+inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+inline int min(int a, int b) { return a < b ? a : b; }
+
+template <class V>
+inline V emu_shfl(V v, int src) {
+  static_assert(sizeof(V) == 4, "4-byte shuffles only");
+  const int lane = threadIdx.x & 31;
+  EmuWarp& w = emu_warps[threadIdx.x / 32];
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  w.buf[lane] = bits;
+  w.bar->arrive_and_wait();
+  const uint32_t r = w.buf[src];
+  w.bar->arrive_and_wait();
+  V out;
+  std::memcpy(&out, &r, 4);
+  return out;
+}
+template <class V>
+inline V __shfl_xor_sync(unsigned, V v, int m) {
+  return emu_shfl(v, (threadIdx.x & 31) ^ m);
+}
+template <class V>
+inline V __shfl_down_sync(unsigned, V v, unsigned d) {
+  const int l = threadIdx.x & 31;
+  return emu_shfl(v, l + (int)d < 32 ? l + (int)d : l);
+}
+template <class V>
+inline V __shfl_up_sync(unsigned, V v, unsigned d) {
+  const int l = threadIdx.x & 31;
+  return emu_shfl(v, l - (int)d >= 0 ? l - (int)d : l);
+}
+}  // namespace ssk
+
+#define SSK_EMULATE 1
+#include "selective_scan_kernels.cuh"
+
+namespace {
+
+template <class F>
+int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel) {
+  if (smem_bytes > sizeof(ssk::smem)) return 2;
+  std::barrier<> block_bar(ssk::kRows);
+  std::vector<std::barrier<>*> wbars;
+  for (int w = 0; w < ssk::kRows / 32; ++w) {
+    ssk::emu_warps[w].bar = new std::barrier<>(32);
+  }
+  ssk::emu_block_barrier = &block_bar;
+  emu_block_dim.x = ssk::kRows;
+  const int blocks = (p.nrows + ssk::kRows - 1) / ssk::kRows;
+  for (int b = 0; b < blocks; ++b) {
+    emu_block_idx.x = b;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (size_t i = 0; i < smem_bytes / 4; ++i) ssk::smem[i] = nan;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < ssk::kRows; ++t) {
+      threads.emplace_back([t, &kernel] {
+        emu_thread_idx.x = t;
+        kernel();
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+  for (int w = 0; w < ssk::kRows / 32; ++w) delete ssk::emu_warps[w].bar;
+  return 0;
+}
+
+template <int NP, class T, class TBC>
+int run_np(const ssk::ScanParams& p, bool bwd) {
+  if (bwd) return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); });
+  return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); });
+}
+
+template <class T, class TBC>
+int run_t(const ssk::ScanParams& p, bool bwd) {
+  switch (ssk::padded_state(p.N)) {
+    case 4: return run_np<4, T, TBC>(p, bwd);
+    case 8: return run_np<8, T, TBC>(p, bwd);
+    case 16: return run_np<16, T, TBC>(p, bwd);
+    case 32: return run_np<32, T, TBC>(p, bwd);
+    case 64: return run_np<64, T, TBC>(p, bwd);
+    default: return 1;
+  }
+}
+
+int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
+  const ssk::ScanParams& p = *pp;
+  const bool bc32 = p.bc_dtype == ssk::kFloat32;
+  switch (dtype) {
+    case ssk::kFloat32: return run_t<float, float>(p, bwd);
+    case ssk::kFloat16: return bc32 ? run_t<__half, float>(p, bwd) : run_t<__half, __half>(p, bwd);
+    case ssk::kBFloat16:
+      return bc32 ? run_t<__nv_bfloat16, float>(p, bwd) : run_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
+    default: return 1;
+  }
+}
+
+}  // namespace
+
+extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }
+extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
+extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
+extern "C" int emu_choose_chunk(int N, int L) {
+  const int np = ssk::padded_state(N);
+  int K = L < 32 ? (L < 1 ? 1 : L) : 32;
+  while (K > 1 && ssk::bwd_smem_bytes(np, K) > 100 * 1024) --K;
+  return K;
+}

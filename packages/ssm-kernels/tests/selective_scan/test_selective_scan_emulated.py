@@ -1,0 +1,241 @@
+"""The CUDA kernels' own source, run on the CPU through a host emulation, against the reference.
+
+``emulate/emulate.cpp`` compiles ``csrc/selective_scan_kernels.cuh`` with g++ (one OS thread per
+CUDA thread, barriers for ``__syncthreads`` and warp shuffles, NaN-poisoned shared memory). This
+checks the kernels' indexing, chunking, checkpoints, packed sequences and warp reductions without a
+GPU. The host glue below mirrors ``csrc/selective_scan.cpp``. Needs g++ with C++20 and the CUDA
+headers (for the half/bfloat16 types); slow, so it runs only with ``-m slow`` or
+``SSM_KERNELS_EMULATE=1``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssm_kernels.testing import assert_close_to_reference
+from ssm_kernels.testing.selective_scan import make_scan_inputs, run_scan_with_grads
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
+CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
+K_ROWS = 64
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("g++") is None or not (CUDA_INCLUDE / "cuda_fp16.h").exists(),
+        reason="needs g++ and the CUDA headers",
+    ),
+]
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+
+
+class ScanParams(ctypes.Structure):
+    _fields_ = [
+        *[(n, _I) for n in ("batch", "dim", "L", "N", "nrows", "nseq", "softplus", "bc_dtype")],
+        *[(n, _P) for n in ("u", "delta", "z", "A", "B", "C")],
+        ("b_groups", _I),
+        ("c_groups", _I),
+        *[(n, _P) for n in ("D", "delta_bias", "h0", "cu", "out", "last", "ckpt")],
+        ("K", _I),
+        ("tile", _I),
+        *[
+            (n, _P)
+            for n in ("dout", "dlast", "du", "ddelta", "dz", "dA_part", "dD_part", "ddb_part", "dB_part", "dC_part")
+        ],
+        *[(n, _I) for n in ("npart_b", "npart_c", "uniform_b", "uniform_c", "smem_b", "smem_c")],
+        ("dh0", _P),
+    ]
+
+
+_LIB = None
+
+
+def _lib():
+    global _LIB
+    if _LIB is None:
+        out = Path(tempfile.mkdtemp(prefix="ssk_emu_")) / "libemu.so"
+        cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", f"-I{CUDA_INCLUDE}", f"-I{CSRC}",
+               str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+        _LIB = ctypes.CDLL(str(out))
+        _LIB.emu_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), _I]
+        _LIB.emu_scan_bwd.argtypes = [ctypes.POINTER(ScanParams), _I]
+        assert _LIB.emu_sizeof_params() == ctypes.sizeof(ScanParams), "ScanParams layout mismatch"
+    return _LIB
+
+
+_DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _ptr(t):
+    return None if t is None else t.data_ptr()
+
+
+class EmulatedExtension:
+    """Stand-in for the compiled extension: ``fwd``/``bwd``/``choose_chunk`` as in selective_scan.cpp,
+    running the emulated kernels on CPU tensors (outputs poisoned with NaN before the launch)."""
+
+    def choose_chunk(self, N, L, nrows):
+        return _lib().emu_choose_chunk(int(N), int(L))
+
+    @staticmethod
+    def _common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        nseq = batch if cu is None else cu.numel() - 1
+        p = ScanParams(batch=batch, dim=dim, L=L, N=N, nrows=batch * dim, nseq=nseq, softplus=int(softplus))
+        bc_dt = [t.dtype for t in (B, C) if t.dim() == 4]
+        assert len(set(bc_dt)) <= 1, "variable B and C must have the same dtype"
+        p.bc_dtype = _DT[bc_dt[0]] if bc_dt else _DT[u.dtype]
+        p.u, p.delta, p.z, p.A, p.B, p.C = _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(B), _ptr(C)
+        p.b_groups = 0 if B.dim() == 2 else B.shape[1]
+        p.c_groups = 0 if C.dim() == 2 else C.shape[1]
+        p.smem_b = int(p.b_groups > 0 and (dim // p.b_groups) % K_ROWS == 0)
+        p.smem_c = int(p.c_groups > 0 and (dim // p.c_groups) % K_ROWS == 0)
+        p.D, p.delta_bias, p.h0, p.cu = _ptr(D), _ptr(delta_bias), _ptr(h0), _ptr(cu)
+        for t in (u, delta, A, B, C, D, z, delta_bias, h0, cu):
+            assert t is None or t.is_contiguous()
+        return p
+
+    def fwd(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus, want_last, K):
+        p = self._common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus)
+        nan = float("nan")
+        out = torch.full_like(u, nan)
+        last = torch.full((p.nseq, p.dim, p.N), nan) if want_last else torch.empty(0)
+        ckpt = torch.empty(0)
+        p.K = K if K > 0 else 1
+        if K > 0:
+            nck = (p.L + K - 1) // K - 1
+            ckpt = torch.full((max(nck, 0), p.N, p.nrows), nan)
+            p.ckpt = _ptr(ckpt) if nck > 0 else None
+        p.out, p.last, p.tile = _ptr(out), (_ptr(last) if want_last else None), min(p.L, 32)
+        assert _lib().emu_scan_fwd(ctypes.byref(p), _DT[u.dtype]) == 0
+        return out, last, ckpt
+
+    def bwd(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus, ckpt, K, dout, dlast, want_dh0):
+        p = self._common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus)
+        batch, dim, L, N, nrows = p.batch, p.dim, p.L, p.N, p.nrows
+        p.K = K
+        nck = (L + K - 1) // K - 1
+        assert ckpt.numel() == max(nck, 0) * N * nrows
+        p.ckpt = _ptr(ckpt) if nck > 0 else None
+        nan = float("nan")
+        du, ddelta = torch.full_like(u, nan), torch.full_like(u, nan)
+        dz = torch.full_like(u, nan) if z is not None else torch.empty(0)
+        dA_part = torch.full((nrows, N), nan)
+        dD_part, ddb_part = torch.full((nrows,), nan), torch.full((nrows,), nan)
+
+        def alloc(groups):
+            if groups == 0:
+                return torch.full((nrows, N), nan), 0, 0
+            gs = dim // groups
+            uniform = int(gs % 32 == 0)
+            npart = gs // 32 if uniform else (gs - 1) // 32 + 2
+            shape = (batch * groups, npart, N, L)
+            return (torch.full(shape, nan) if uniform else torch.zeros(shape)), npart, uniform
+
+        dB_part, p.npart_b, p.uniform_b = alloc(p.b_groups)
+        dC_part, p.npart_c, p.uniform_c = alloc(p.c_groups)
+        dh0 = torch.zeros(p.nseq, dim, N) if want_dh0 else torch.empty(0)
+        p.dout, p.dlast, p.du, p.ddelta = _ptr(dout), _ptr(dlast), _ptr(du), _ptr(ddelta)
+        p.dz = _ptr(dz) if z is not None else None
+        p.dA_part, p.dD_part, p.ddb_part = _ptr(dA_part), _ptr(dD_part), _ptr(ddb_part)
+        p.dB_part, p.dC_part, p.dh0 = _ptr(dB_part), _ptr(dC_part), (_ptr(dh0) if want_dh0 else None)
+        assert _lib().emu_scan_bwd(ctypes.byref(p), _DT[u.dtype]) == 0
+
+        def finish(part, groups):
+            if groups == 0:
+                return part.view(batch, dim, N).sum(0)
+            return part.sum(1).view(batch, groups, N, L)
+
+        dA = dA_part.view(batch, dim, N).sum(0)
+        dD = dD_part.view(batch, dim).sum(0)
+        ddb = ddb_part.view(batch, dim).sum(0)
+        return du, ddelta, dA, finish(dB_part, p.b_groups), finish(dC_part, p.c_groups), dD, dz, ddb, dh0
+
+
+@pytest.fixture
+def emulated_cuda_backend(monkeypatch):
+    """Route ssm_kernels.selective_scan.cuda through the emulated extension on CPU tensors."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    return scan_cuda
+
+
+# id, batch, dim, L, N, bc, groups, cu_seqlens, init, z/D/bias, softplus
+CASES = [
+    ("L1", 2, 3, 1, 4, "variable", 1, None, True, True, True),
+    ("dim65-L7", 2, 65, 7, 16, "variable", 1, None, False, True, True),
+    ("block-staged-L70", 2, 64, 70, 16, "variable", 1, None, True, True, True),
+    ("grouped-nonuniform", 2, 65, 40, 8, "grouped", 5, None, True, True, True),
+    ("grouped-warp-uniform", 1, 96, 40, 16, "grouped", 3, None, False, True, True),
+    ("grouped-per-channel", 2, 5, 40, 8, "grouped", 5, None, True, True, True),
+    ("N64", 1, 64, 20, 64, "variable", 1, None, True, True, True),
+    ("N32", 2, 40, 37, 32, "variable", 1, None, False, True, True),
+    ("N5-padded", 2, 33, 50, 5, "variable", 1, None, True, True, True),
+    ("constant-BC", 2, 3, 45, 4, "constant", 1, None, True, True, True),
+    ("plain", 2, 32, 33, 8, "variable", 1, None, False, False, False),
+    ("packed", 1, 65, 100, 16, "variable", 1, [0, 1, 1, 40, 99, 100], True, True, True),
+    ("packed-staged", 1, 64, 97, 16, "variable", 1, [0, 33, 64, 97], True, True, True),
+    ("packed-empty-ends", 1, 32, 20, 4, "grouped", 2, [0, 0, 20, 20], True, True, True),
+]
+
+
+def _enabled():
+    return os.environ.get("SSM_KERNELS_EMULATE", "0") == "1"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_emulated_kernels_match_reference(case, dtype, emulated_cuda_backend):
+    from ssm_kernels.selective_scan.reference import check_scan_inputs, selective_scan_ref
+
+    def fast(**kw):
+        sp = kw.pop("delta_softplus")
+        last = kw.pop("return_last_state")
+        info = check_scan_inputs(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["delta_bias"],
+                                 kw["initial_state"], kw["cu_seqlens"])  # fmt: skip
+        return emulated_cuda_backend.selective_scan_cuda(info, kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"],
+                                                         kw["z"], kw["delta_bias"], sp, last, kw["initial_state"],
+                                                         kw["cu_seqlens"])  # fmt: skip
+
+    _, batch, dim, L, N, bc, groups, cu, init, extras, sp = case
+    x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, cu_seqlens=cu, with_initial_state=init,
+                         with_D=extras, with_z=extras, with_delta_bias=extras, dtype=dtype, seed=1)  # fmt: skip
+    g = torch.Generator().manual_seed(2)
+    nseq = batch if cu is None else len(cu) - 1
+    dout = torch.randn(batch, dim, L, generator=g)
+    dlast = torch.randn(nseq, dim, N, generator=g)
+
+    def leafs(dt):
+        return {k: (v.detach().clone().to(dt if dt is not None else v.dtype).requires_grad_(True)
+                    if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}  # fmt: skip
+
+    out, last, grads = run_scan_with_grads(fast, leafs(None), dout, dlast, delta_softplus=sp)
+    out_hi, last_hi, g_hi = run_scan_with_grads(
+        selective_scan_ref, leafs(torch.float64), dout, dlast, delta_softplus=sp
+    )
+    out_lo, last_lo, g_lo = run_scan_with_grads(selective_scan_ref, leafs(None), dout, dlast, delta_softplus=sp)
+    assert_close_to_reference("out", out, out_hi, out_lo)
+    assert_close_to_reference("last_state", last, last_hi, last_lo)
+    assert set(grads) == set(g_hi), f"gradients {sorted(grads)} vs reference {sorted(g_hi)}"
+    for k in g_hi:
+        assert_close_to_reference(f"d{k}", grads[k], g_hi[k], g_lo[k])
+
+
+if not _enabled():  # keep it out of plain `-m slow` sweeps unless asked for explicitly
+    test_emulated_kernels_match_reference = pytest.mark.skip(reason="set SSM_KERNELS_EMULATE=1")(
+        test_emulated_kernels_match_reference
+    )

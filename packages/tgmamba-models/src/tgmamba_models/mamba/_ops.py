@@ -1,0 +1,79 @@
+"""Kernel selection shared by the mixers: the dispatching ops (fast on CUDA) or the pure-PyTorch references.
+
+``ssm_kernels``' public functions pick a fast backend for CUDA tensors and fall back to their references
+elsewhere. A mixer built with ``use_fast_path=False`` calls the ``*_ref`` functions directly instead,
+which makes it an oracle for the fast path on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Ops", "get_ops", "inv_softplus", "init_dt_bias_"]
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The kernel set one forward uses (all with ``mamba_ssm``/``causal_conv1d`` semantics)."""
+
+    causal_conv1d: Any
+    causal_conv1d_update: Any
+    selective_scan: Any
+    chunk_scan: Any
+    state_update: Any
+    fast: bool
+
+
+def get_ops(fast: bool) -> Ops:
+    """Return the dispatching ops (``fast=True``) or the references (``fast=False``)."""
+    import ssm_kernels as sk
+
+    if fast:
+        return Ops(
+            causal_conv1d=sk.causal_conv1d_fn,
+            causal_conv1d_update=sk.causal_conv1d_update,
+            selective_scan=sk.selective_scan_fn,
+            chunk_scan=sk.mamba_chunk_scan_combined,
+            state_update=sk.selective_state_update,
+            fast=True,
+        )
+    return Ops(
+        causal_conv1d=sk.causal_conv1d_ref,
+        causal_conv1d_update=sk.causal_conv1d_update_ref,
+        selective_scan=sk.selective_scan_ref,
+        chunk_scan=sk.ssd_chunk_scan_ref,
+        state_update=sk.selective_state_update_ref,
+        fast=False,
+    )
+
+
+def inv_softplus(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of softplus: ``y`` with ``softplus(y) == x`` (for x > 0), stable for small x."""
+    return x + torch.log(-torch.expm1(-x))
+
+
+@torch.no_grad()
+def init_dt_bias_(bias: torch.Tensor, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
+    """Fill ``bias`` so that ``softplus(bias)`` is log-uniform in ``[dt_min, dt_max]`` (floored).
+
+    This is the S4/Mamba "targeted range" initialisation of the step size Delta.
+    """
+    if not (0 < dt_min <= dt_max):
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    u = torch.rand(bias.shape, device=bias.device, dtype=torch.float32)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+    bias.copy_(inv_softplus(dt).to(bias.dtype))
+
+
+def check_hidden(name: str, x: torch.Tensor, d_model: int) -> None:
+    """Check a (batch, L, d_model) floating input, naming the argument."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"{name} must have shape (batch, seqlen, {d_model}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")

@@ -1,0 +1,1 @@
+"""Command-line interfaces: tgmamba-train, tgmamba-eval, tgmamba-preprocess (and python -m tgmamba_train)."""
