@@ -187,6 +187,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="skip the config sweep and the raw reference timing")
     parser.add_argument("--no-sweep", action="store_true", help="errors and timings only")
     parser.add_argument("--sweep-only", action="store_true", help="the config sweep only")
+    parser.add_argument(
+        "--sweep-cases",
+        default="tusz-bf16,raw-bf16,tusz-fp32,raw-fp32",
+        help="comma-separated <shape>-<dtype> cases of the sweep (each compiles ~12 kernel pairs)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="CPU + TRITON_INTERPRET=1, tiny shapes (logic check)")
     args = parser.parse_args()
     import triton
@@ -206,14 +211,15 @@ def main() -> int:
     if not args.sweep_only:
         failures += check_and_time(args)
     if not (args.quick or args.no_sweep):
-        print("== sweep: channels per program (BD), checkpoint chunk, dot precision (default: bf16 tf32, fp32 ieee)")
-        for shape in SHAPES:
-            for dtype in (torch.bfloat16, torch.float32):
-                print(f"  [{shape} {str(dtype)[6:]}]", flush=True)
-                try:
-                    sweep(shape, dtype, 10 if shape == "tusz" else 3)
-                except Exception:  # keep going, print the traceback
-                    traceback.print_exc(file=sys.stdout)
+        print("== sweep: channels per program (BD), checkpoint chunk, dot precision (default: bf16 tf32, fp32 tf32x3)")
+        dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+        for case in args.sweep_cases.split(","):
+            print(f"  [{case}]", flush=True)
+            try:
+                shape, dt = case.strip().split("-")
+                sweep(shape, dtypes[dt], 10 if shape == "tusz" else 3)
+            except Exception:  # keep going, print the traceback
+                traceback.print_exc(file=sys.stdout)
     print(f"== done: {failures} failing case(s)")
     return 1 if failures else 0
 
@@ -233,6 +239,16 @@ def check_and_time(args) -> int:
                     traceback.print_exc(file=sys.stdout)
                 if DEVICE == "cuda":
                     torch.cuda.empty_cache()
+    print("== errors of the other dot precisions (default: fp32 tf32x3, bf16 tf32)")
+    for prec, dtype in (("ieee", torch.float32), ("tf32", torch.float32), ("ieee", torch.bfloat16)):
+        print(f"  [tusz {str(dtype)[6:]} T=L precision={prec}]", flush=True)
+        os.environ["SSM_KERNELS_GRAPH_SCAN_PRECISION"] = prec
+        try:
+            check_errors("tusz", dtype, "L")
+        except Exception:  # keep going, print the traceback
+            traceback.print_exc(file=sys.stdout)
+        finally:
+            os.environ.pop("SSM_KERNELS_GRAPH_SCAN_PRECISION", None)
     print("== timings (TGMamba-like: K=2, T=1, D, z, delta_bias, softplus)")
     for shape in SHAPES:
         for dtype in (torch.float32, torch.bfloat16):

@@ -8,6 +8,7 @@
    yardstick). Prints the max relative error per tensor, or the failure.
 2. Timings (CUDA events, median of repeated calls) of Triton and reference at the benchmark
    shapes, forward and forward+backward, with GB/s of the minimal traffic and % of 4300 GB/s.
+3. With ``--sweep``: timings of alternative conv tile sizes and norm warp counts.
 Every case is wrapped in try/except with a traceback, so one failure does not hide the rest.
 The exit status is 1 if any correctness case failed.
 """
@@ -230,10 +231,58 @@ def timings_norms():
             rms_norm_gated_fn(x, w, None, z, 1e-5, None, True, backend=be), [x, w, z], dy), 8 * xb)  # fmt: skip
 
 
+def sweep():
+    """Time alternative tile sizes / warp counts (monkeypatched launch heuristics) at the benchmark shapes."""
+    from ssm_kernels import causal_conv1d_fn
+    from ssm_kernels.causal_conv1d import triton as ct
+    from ssm_kernels.norms import triton as nt
+    from ssm_kernels.norms.interface import rms_norm_fn, rms_norm_gated_fn
+
+    print("sweep: causal_conv1d tiles (BD, BL) at", CONV_BENCH)
+    inp = make_conv1d_inputs(**CONV_BENCH, dtype=torch.bfloat16, device=DEVICE, bias=True)
+    leaves = [inp[k].requires_grad_() for k in ("x", "weight", "bias")]
+    dy = torch.randn_like(inp["x"])
+    xb = tensor_bytes(inp["x"])
+    default_tiles = ct._tiles
+    try:
+        for fwd_tile in ((8, 256), (16, 128), (4, 256), (16, 64), (32, 64), (2, 512)):
+            ct._tiles = lambda x, d, l, backward, t=fwd_tile: default_tiles(x, d, l, True) if backward else t
+            with torch.no_grad():
+                timing(
+                    f"fwd tile {fwd_tile}", lambda: causal_conv1d_fn(**inp, activation="silu", backend="triton"), 2 * xb
+                )
+        for bwd_tile in ((2, 128), (4, 64), (1, 256), (2, 64), (4, 128), (1, 128)):
+            ct._tiles = lambda x, d, l, backward, t=bwd_tile: t if backward else default_tiles(x, d, l, False)
+            timing(f"fwd+bwd bwd tile {bwd_tile}", lambda: torch.autograd.grad(
+                causal_conv1d_fn(**inp, activation="silu", backend="triton"), leaves, dy), 5 * xb)  # fmt: skip
+    finally:
+        ct._tiles = default_tiles
+    m, n = NORM_BENCH
+    print(f"sweep: norm warps (forward, backward) rows {m} hidden {n} bf16")
+    x = torch.randn(m, n, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    z = torch.randn(m, n, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.ones(n, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    dyn = torch.randn_like(x)
+    xb = tensor_bytes(x)
+    default_warps = nt._num_warps
+    try:
+        for wf, wb in ((4, 8), (8, 16), (16, 16), (8, 32), (16, 32)):
+            nt._num_warps = lambda block, backward=False, wf=wf, wb=wb: wb if backward else wf
+            with torch.no_grad():
+                timing(f"rms fwd warps {wf}", lambda: rms_norm_fn(x, w, eps=1e-5, backend="triton"), 2 * xb)
+            timing(f"rms fwd+bwd warps {wf}/{wb}", lambda: torch.autograd.grad(
+                rms_norm_fn(x, w, eps=1e-5, backend="triton"), [x, w], dyn), 5 * xb)  # fmt: skip
+            timing(f"gated fwd+bwd warps {wf}/{wb}", lambda: torch.autograd.grad(
+                rms_norm_gated_fn(x, w, None, z, 1e-5, None, True, backend="triton"), [x, w, z], dyn), 8 * xb)  # fmt: skip
+    finally:
+        nt._num_warps = default_warps
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the largest correctness shapes and fp16")
     parser.add_argument("--no-timings", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="also time alternative tile sizes and warp counts")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
@@ -253,6 +302,11 @@ def main() -> int:
                 section()
             except Exception:
                 traceback.print_exc()
+    if args.sweep:
+        try:
+            sweep()
+        except Exception:
+            traceback.print_exc()
     print(f"\n{len(FAILURES)} correctness failure(s)" + (": " + ", ".join(FAILURES) if FAILURES else ""))
     return 1 if FAILURES else 0
 

@@ -14,10 +14,10 @@ PSG = DATA / "SC4001E0-PSG-first5min.edf"
 HYPNOGRAM = DATA / "SC4001EC-Hypnogram.edf"
 
 # flags that make a training run tiny: 2 blocked folds, 1 epoch, a very small model, few windows
-TINY = [
-    "--cv-folds", "2", "--num_epochs", "1", "--model_dim", "4", "--state_expansion_factor", "2",
-    "--stride", "256", "--train_batch_size", "64", "--no-progress", "--threads", "1",
-]
+TINY = (
+    "--cv-folds 2 --num_epochs 1 --model_dim 4 --state_expansion_factor 2 --stride 256 --train_batch_size 64 "
+    "--no-progress --threads 1 --ensemble 1"
+).split()
 
 
 def src_env() -> dict:

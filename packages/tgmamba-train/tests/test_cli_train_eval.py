@@ -23,7 +23,7 @@ def _run(main, argv):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    code = _run(train_cli.main, [*TINY, "--save_dir", str(root), "--run-name", "tiny"])
+    code = _run(train_cli.main, [*TINY, "--save_dir", str(root), "--run-name", "tiny", "--ensemble", "2"])
     assert code == 0
     return root
 
@@ -48,7 +48,9 @@ def test_train_writes_everything(tiny_run, capsys):
 
 def test_never_overwrites(tiny_run, capsys):
     before = (tiny_run / "tiny" / "metrics.json").read_bytes()
-    code = _run(train_cli.main, [*TINY, "--save_dir", str(tiny_run), "--run-name", "tiny", "--fold", "0", "--no-baseline"])
+    code = _run(
+        train_cli.main, [*TINY, "--save_dir", str(tiny_run), "--run-name", "tiny", "--fold", "0", "--no-baseline"]
+    )
     assert code == 0
     assert (tiny_run / "tiny-2" / "metrics.json").is_file()
     assert (tiny_run / "tiny" / "metrics.json").read_bytes() == before
@@ -59,21 +61,29 @@ def test_never_overwrites(tiny_run, capsys):
 
 
 def test_eval_checkpoint_and_mismatch(tiny_run, tmp_path, capsys):
-    ckpt = tiny_run / "tiny" / "fold1" / "checkpoints" / "best.ckpt"
+    ckpt = tiny_run / "tiny" / "fold1" / "checkpoints" / "last.ckpt"  # member 0's evaluated checkpoint
     assert _run(eval_cli.main, [str(ckpt), "--split", "test"]) == 0
     out = tiny_run / "tiny" / "fold1" / "eval-test"
     res = json.loads((out / "metrics.json").read_text())
     fold = json.loads((tiny_run / "tiny" / "fold1" / "fold_metrics.json").read_text())
     # same checkpoint, same split: tgmamba-eval reproduces the training run's test metrics
-    assert res["metrics"]["auroc"] == pytest.approx(fold["tgmamba"]["auroc"], abs=1e-9)
+    assert res["metrics"]["auroc"] == pytest.approx(fold["tgmamba_members"][0]["auroc"], abs=1e-9)
     assert (out / "roc_curve.png").is_file() and (out / "confusion_matrix.png").is_file()
     assert _run(eval_cli.main, [str(ckpt)]) == 0
     assert (tiny_run / "tiny" / "fold1" / "eval-test-2" / "metrics.json").is_file()  # not overwritten
     # a checkpoint whose model does not fit the data: clear error naming the mismatch
     from tgmamba_train.data.store import DatasetWriter
 
-    w = DatasetWriter(tmp_path / "ds", name="other", task="binary", class_names=["a", "b"],
-                      channels=["Fz", "Cz", "Pz"], positions=["Fz", "Cz", "Pz"], sfreq=100.0, feature="x")
+    w = DatasetWriter(
+        tmp_path / "ds",
+        name="other",
+        task="binary",
+        class_names=["a", "b"],
+        channels=["Fz", "Cz", "Pz"],
+        positions=["Fz", "Cz", "Pz"],
+        sfreq=100.0,
+        feature="x",
+    )
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):
         w.add(split, rng.normal(size=(6, 3, 2, 5)), np.array([0, 1] * 3), "g")
@@ -88,7 +98,12 @@ def test_eval_checkpoint_and_mismatch(tiny_run, tmp_path, capsys):
 def test_bad_cli_input(tmp_path, capsys):
     assert _run(train_cli.main, ["--dataset", "tusz", "--save_dir", str(tmp_path)]) == 2
     assert "--data-dir is required" in capsys.readouterr().err
-    assert _run(train_cli.main, ["--dataset", "tusz", "--data-dir", str(tmp_path / "nothing"), "--save_dir", str(tmp_path)]) == 2
+    assert (
+        _run(
+            train_cli.main, ["--dataset", "tusz", "--data-dir", str(tmp_path / "nothing"), "--save_dir", str(tmp_path)]
+        )
+        == 2
+    )
     assert "manifest.json: file not found" in capsys.readouterr().err
 
 
@@ -132,8 +147,44 @@ def test_module_entry_point_help():
     env = src_env()
     out = subprocess.run([sys.executable, "-m", "tgmamba_train"], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "train,eval,preprocess" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "tgmamba_train", "train", "--help"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "tgmamba_train", "train", "--help"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0
-    for flag in ("--conv_type", "--state_expansion_factor", "--edge_learner_time_varying", "--cv-folds", "--resume",
-                 "--strategy", "--precision", "--logger", "--load_model", "--accumulate_grad_batches"):
+    for flag in (
+        "--conv_type",
+        "--state_expansion_factor",
+        "--edge_learner_time_varying",
+        "--cv-folds",
+        "--resume",
+        "--strategy",
+        "--precision",
+        "--logger",
+        "--load_model",
+        "--accumulate_grad_batches",
+    ):
         assert flag in out.stdout, flag
+
+
+def test_ensemble_members_written(tiny_run):
+    fold = tiny_run / "tiny" / "fold0"
+    assert (fold / "member1" / "checkpoints" / "last.ckpt").is_file()
+    res = json.loads((fold / "fold_metrics.json").read_text())
+    assert res["ensemble"] == 2 and len(res["tgmamba_members"]) == 2
+    p = np.load(fold / "predictions.npz")
+    m0 = np.load(fold / "member_predictions.npz")["probs"]
+    m1 = np.load(fold / "member1" / "member_predictions.npz")["probs"]
+    np.testing.assert_allclose(p["tgmamba"], (m0 + m1) / 2)
+    assert not np.allclose(m0, m1)  # different seeds
+
+
+def test_load_model_initialises_and_checks_shapes(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "tiny" / "fold0" / "checkpoints" / "last.ckpt"
+    args = [*TINY, "--fold", "0", "--no-baseline", "--save_dir", str(tmp_path), "--load_model", str(ckpt)]
+    assert _run(train_cli.main, [*args, "--run-name", "ft", "--num_epochs", "1", "--lr_init", "1e-9"]) == 0
+    a = torch.load(ckpt, weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "ft" / "fold0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    key = next(k for k in a if k.startswith("model.") and a[k].ndim == 2)
+    torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)  # started from the loaded weights
+    assert _run(train_cli.main, [*args, "--run-name", "bad", "--model_dim", "6"]) == 2
+    assert "parameter shapes differ" in capsys.readouterr().err

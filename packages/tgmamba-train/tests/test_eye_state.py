@@ -60,7 +60,7 @@ def test_window_labels_policies():
     assert window_labels(blip, np.array([2]), 8, "majority")[0].tolist() == [0]
 
 
-@pytest.mark.parametrize("features,shape", [("bands", (14, 5, 8)), ("stft", (14, 5, 27)), ("raw", (14, 128, 4))])
+@pytest.mark.parametrize("features,shape", [("bands", (14, 5, 19)), ("stft", (14, 5, 38)), ("raw", (14, 128, 15))])
 def test_prepare_fold_shapes_counts_and_leakage(features, shape):
     rec = load_recording()
     cfg = EyeStateConfig(features=features, stride=64)

@@ -12,14 +12,36 @@ from tgmamba_train.graphs import (
 )
 
 EMOTIV = ["AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4"]
-TUSZ = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T3", "C3", "Cz", "C4", "T4", "T5", "P3", "Pz", "P4", "T6", "O1", "O2"]
+TUSZ = [
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T3",
+    "C3",
+    "Cz",
+    "C4",
+    "T4",
+    "T5",
+    "P3",
+    "Pz",
+    "P4",
+    "T6",
+    "O1",
+    "O2",
+]
 BCI = (
     "Fp1 Fp2 AF7 AF3 AF4 AF8 F7 F5 F3 F1 Fz F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCz FC2 FC4 FC6 FT8 T7 C5 C3 C1 Cz C2 C4 "
     "C6 T8 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 P7 P5 P3 P1 Pz P2 P4 P6 P8 PO7 POz PO8 O1 O2"
 ).split()
 
 
-@pytest.mark.parametrize("names", [EMOTIV, TUSZ, BCI, ["PO3", "PO4", "Oz", "POz"]], ids=["emotiv", "tusz", "bci", "mamem"])
+@pytest.mark.parametrize(
+    "names", [EMOTIV, TUSZ, BCI, ["PO3", "PO4", "Oz", "POz"]], ids=["emotiv", "tusz", "bci", "mamem"]
+)
 def test_positions_on_unit_sphere_and_mirrored(names):
     pos = electrode_positions(names)
     assert pos.shape == (len(names), 3)
@@ -34,7 +56,12 @@ def test_positions_on_unit_sphere_and_mirrored(names):
 
 
 def test_known_geometry():
-    p = dict(zip(["Cz", "Fpz", "Oz", "T7", "T8", "Fz", "C3"], electrode_positions(["Cz", "Fpz", "Oz", "T7", "T8", "Fz", "C3"])))
+    p = dict(
+        zip(
+            ["Cz", "Fpz", "Oz", "T7", "T8", "Fz", "C3"],
+            electrode_positions(["Cz", "Fpz", "Oz", "T7", "T8", "Fz", "C3"]),
+        )
+    )
     np.testing.assert_allclose(p["Cz"], [0, 0, 1], atol=1e-12)
     np.testing.assert_allclose(p["Fpz"], [0, 1, 0], atol=1e-12)
     np.testing.assert_allclose(p["Oz"], [0, -1, 0], atol=1e-12)
@@ -72,7 +99,7 @@ def test_distance_graph_kernel_and_topk():
     ei, ew = distance_graph(pos, top_k=None)
     assert ei.shape == (2, 12) and ew.dtype == torch.float32
     for (j, i), w in zip(ei.T.tolist(), ew.tolist()):
-        assert w == pytest.approx(np.exp(-d[i, j] ** 2 / sigma**2), rel=1e-6)
+        assert w == pytest.approx(np.exp(-(d[i, j] ** 2) / sigma**2), rel=1e-6)
     ei1, _ = distance_graph(pos, top_k=1)
     pairs = {tuple(e) for e in ei1.T.tolist()}
     # nearest neighbours: 0-1, 1-0, 2-1, 3-2 -> symmetrised

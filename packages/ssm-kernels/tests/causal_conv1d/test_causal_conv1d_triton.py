@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ssm_kernels import causal_conv1d_update
 from ssm_kernels.backend import triton_available, triton_interpret
 from ssm_kernels.testing import requires_cuda
 from ssm_kernels.testing.causal_conv1d import check_conv1d, check_conv1d_update, make_conv1d_inputs
@@ -107,3 +108,26 @@ def test_conv1d_gpu_fp16(case):
 @pytest.mark.parametrize("seqlen,indices", [(None, False), (1, True), (4, False)])
 def test_update_gpu(dtype, circular, seqlen, indices):
     check_conv1d_update(64, 1536, seqlen, 4, 8, dtype, "cuda", circular=circular, indices=indices, seed=1)
+
+
+@pytest.mark.interpret
+@needs_interpret
+def test_update_triton_refuses_grad():
+    x = torch.randn(2, 3, requires_grad=True)
+    state, w = torch.zeros(2, 3, 3), torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="no backward"):
+        causal_conv1d_update(x, state, w, backend="triton")
+    with torch.no_grad():
+        causal_conv1d_update(x, state, w, backend="triton")
+
+
+@pytest.mark.interpret
+@needs_interpret
+def test_float64_goes_to_reference_and_forced_triton_refuses():
+    from ssm_kernels import causal_conv1d_fn, causal_conv1d_ref
+    from ssm_kernels.backend import BackendUnavailableError
+
+    x, w = torch.randn(2, 3, 7, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(causal_conv1d_fn(x, w), causal_conv1d_ref(x, w), rtol=1e-12, atol=1e-12)
+    with pytest.raises(BackendUnavailableError, match="float64"):
+        causal_conv1d_fn(x, w, backend="triton")

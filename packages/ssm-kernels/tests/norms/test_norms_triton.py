@@ -102,3 +102,16 @@ def test_gated_gpu(shape, group_size, z, bias, norm_before_gate, dtype):
 @needs_triton
 def test_gated_gpu_fp16():
     check_rms_norm_gated((33, 2560), torch.float16, "cuda", z=True, group_size=320, norm_before_gate=False)
+
+
+@pytest.mark.interpret
+@needs_interpret
+def test_float64_goes_to_reference_and_forced_triton_refuses():
+    from ssm_kernels.backend import BackendUnavailableError
+    from ssm_kernels.norms.interface import rms_norm_fn
+    from ssm_kernels.norms.reference import rms_norm_ref
+
+    x, w = torch.randn(3, 5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    torch.testing.assert_close(rms_norm_fn(x, w), rms_norm_ref(x, w), rtol=1e-12, atol=1e-12)
+    with pytest.raises(BackendUnavailableError, match="float64"):
+        rms_norm_fn(x, w, backend="triton")

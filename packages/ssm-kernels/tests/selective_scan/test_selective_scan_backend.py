@@ -84,5 +84,6 @@ def test_cuda_usable_rejects_unsupported_inputs_without_building(monkeypatch):
         raise AssertionError("should not try to build")
 
     monkeypatch.setattr(scan_cuda, "load_extension", must_not_build)
+    monkeypatch.setattr(scan_cuda, "_WARNED_UNSUPPORTED", True)
     assert "N <= 64" in scan_cuda.cuda_usable([_FakeCuda(2, 3, 4), None, _FakeCuda(3, 65)])[1]
     assert "float64" in scan_cuda.cuda_usable([_FakeCuda(2, 3, 4, dtype=torch.float64), None, _FakeCuda(3, 4)])[1]

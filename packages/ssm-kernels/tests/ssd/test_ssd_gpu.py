@@ -113,3 +113,17 @@ def test_gpu_no_grad_and_forced_reference_agree():
         out = mamba_chunk_scan_combined(chunk_size=64, dt_softplus=True, **inp)
         ref = mamba_chunk_scan_combined(chunk_size=64, dt_softplus=True, backend="reference", **inp)
     assert_close_to_reference("out", out, ref.double())
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+@pytest.mark.parametrize("case", ["odd", "q256-seq", "q128-g4-noz"])
+def test_gpu_backward_variants(case, variant, monkeypatch):
+    """Both backward implementations (SSM_KERNELS_SSD_BWD=v1|v2) in bf16 and fp32."""
+    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", variant)
+    (b, l, h, p, g, n, q), opts = CASES[case]
+    for dt_ in (torch.bfloat16, torch.float32):
+        inp = make_inputs(
+            b, l, h, p, g, n, dtype=dt_, device="cuda", D_shape=opts.get("D_shape"), z=opts.get("z", True),
+            init=opts.get("init", True), seed=l + 2 * h,
+        )  # fmt: skip
+        _check(inp, _kwargs(b, l, q, opts, "cuda"), dt_)

@@ -75,7 +75,7 @@ def test_triton_interpret_forced_backend_rejects_float64():
 
 
 # the GPU autotune configurations, each forced in turn (the interpreter normally runs one small config)
-_GPU_KERNELS = ("_state_scan_fwd_kernel", "_state_scan_bwd_kernel", "_chunk_scan_fwd_kernel", "_chunk_scan_bwd_kernel")
+_GPU_KERNELS = tuple(__import__("ssm_kernels.ssd.triton_ssd", fromlist=["_GPU_CONFIGS"])._GPU_CONFIGS)
 
 
 @pytest.mark.slow
@@ -90,6 +90,9 @@ def test_triton_interpret_gpu_configs(which, monkeypatch):
         monkeypatch.setattr(tuner, "configs", [full[which % len(full)]])
         monkeypatch.setattr(tuner, "cache", {})
     monkeypatch.setattr(T, "_CB_INTERPRET_BLOCKS", (64, 64))  # the GPU blocks of the C.B kernel
+    monkeypatch.setattr(T, "_STATE_BWD_INTERPRET_BLOCKS", [(32, 64), (64, 32), (64, 64)][which % 3])
+    # v2 backward (BT, BPK, BNC, BNK): the GPU choice for these sizes first, then mixed tilings
+    monkeypatch.setattr(T, "_BWD2_INTERPRET_BLOCKS", [(64, 32, 32, 32), (16, 32, 16, 32), (32, 16, 32, 16)][which % 3])
     b, l, h, p, g, n, q = 1, 110, 18, 17, 2, 24, 48  # 9 heads per group: two head splits in the backward
     inp = make_inputs(b, l, h, p, g, n, dtype=torch.float32, D_shape="hp", seed=which)
     si = torch.zeros(b, l, dtype=torch.int32)
@@ -115,3 +118,45 @@ def test_triton_interpret_env_forced_backend(monkeypatch):
     )
     assert calls == [1]
     assert_close_to_reference("out", out, ref)
+
+
+@pytest.mark.parametrize(
+    "variant,blocks",
+    [
+        ("v2", (16, 16, 16, 16)),  # several dCB tiles, p and n blocks, read-out slots
+        ("v2", (32, 32, 16, 32)),  # a partial last tile (48 = 32 + 16), several n blocks in dB/dC only
+        ("v1", None),  # the previous fused backward kernel stays selectable
+        ("v2-big-decay", (16, 16, 16, 16)),  # dt ~ 3-5: decays underflow inside a chunk (split exp factors)
+    ],
+    ids=["v2-blocks16", "v2-blocks32", "v1", "v2-big-decay"],
+)
+def test_triton_interpret_backward_variants(variant, blocks, monkeypatch):
+    """SSM_KERNELS_SSD_BWD picks the backward; both variants, at block sizes that split every axis,
+    give the reference's outputs and gradients (segments, grouped heads, D (h, p), gate, partial chunk)."""
+    import ssm_kernels.ssd.triton_ssd as T
+
+    big = variant.endswith("big-decay")
+    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", variant.split("-")[0])
+    if blocks is not None:
+        monkeypatch.setattr(T, "_BWD2_INTERPRET_BLOCKS", blocks)
+    b, l, h, p, g, n, q = 1, 83, 4, 17, 2, 24, 48
+    inp = make_inputs(b, l, h, p, g, n, dtype=torch.float32, D_shape="hp", seed=5)
+    if big:
+        inp["dt"] = inp["dt"] + 6.0  # softplus(dt + bias) ~ 3-5, |A| up to 1.5: exp(cs) reaches 1e-90 in a chunk
+    si = torch.zeros(b, l, dtype=torch.int32)
+    si[:, 30:] = 1
+    si[:, 61:] = 2
+    kw = dict(chunk_size=q, dt_softplus=True, return_final_states=True, seq_idx=si)
+    for name_, fast, hi, lo in compare_ssd_with_reference(inp, kw, seed=3):
+        # dA sums dt * (suffix sums of the log-decay gradient) over every step: with decays this steep the
+        # terms cancel to ~1e-4 relative in any fp32 order (v1 and the fp32 reference alike), hence factor 4
+        factor = 4.0 if big and name_ == "dA" else 2.0
+        assert_close_to_reference(name_, fast, hi, lo, factor=factor)
+
+
+def test_triton_interpret_backward_variant_env_rejects_unknown(monkeypatch):
+    import ssm_kernels.ssd.triton_ssd as T
+
+    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", "v9")
+    with pytest.raises(ValueError, match="SSM_KERNELS_SSD_BWD"):
+        T._bwd_version()

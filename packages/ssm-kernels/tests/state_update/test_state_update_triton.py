@@ -75,3 +75,16 @@ def test_state_update_gpu(case, indices, dtype, state_dtype):
         batch, h, p, n, g, dtype, state_dtype, "cuda", tie_hdim=tie, indices=indices, seed=batch + n
     )
     check_state_update(inp, dt_softplus=True)
+
+
+@pytest.mark.interpret
+@needs_interpret
+def test_float64_state_goes_to_reference_and_forced_triton_refuses():
+    from ssm_kernels import selective_state_update
+    from ssm_kernels.backend import BackendUnavailableError
+
+    inp = make_state_update_inputs(2, 2, 3, 4, state_dtype=torch.float64, seed=1)
+    with torch.no_grad():
+        selective_state_update(**inp)
+        with pytest.raises(BackendUnavailableError, match="float64"):
+            selective_state_update(**inp, backend="triton")

@@ -77,6 +77,5 @@ def test_classifier_trains_finite_at_L2000(conv_type):
     _train_classifier(2000, steps=3, V=5, conv_type=conv_type)
 
 
-@pytest.mark.slow
 def test_default_block_finite_at_L2000():
     _block_finite(2000)

@@ -73,7 +73,7 @@ def load_data(settings: TrainSettings, fold: int) -> tuple[PreparedData, dict | 
             gap=settings.gap,
             val_fraction=settings.val_fraction,
             graph_top_k=settings.graph_top_k,
-            positions=settings.electrode_features,
+            electrode_features=settings.electrode_features,
         )
         return prepare_eye_state(rec, fold, settings.cv_folds, cfg), None
     if settings.data_dir is None:
@@ -149,22 +149,23 @@ def _devices(spec: str):
     return int(spec)
 
 
-def train_fold(
-    data: PreparedData, settings: TrainSettings, out_dir: Path, fold: int, normalization=None
+def _fit_member(
+    data: PreparedData, settings: TrainSettings, mdir: Path, fold: int, seed: int, normalization, class_weights
 ) -> dict | None:
-    """Fit one model on ``data`` (resuming from ``out_dir/checkpoints/last.ckpt`` if present), then on rank 0
-    evaluate the best checkpoint on the test split and fit the baseline. Returns the fold result (rank 0) or None.
+    """Fit one ensemble member in ``mdir`` (resuming from its last.ckpt) and, on rank 0, predict the test split.
+
+    A finished member leaves ``member_predictions.npz``; it is not trained again.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
+    mdir.mkdir(parents=True, exist_ok=True)
+    done = mdir / "member_predictions.npz"
+    if done.is_file():
+        with np.load(done, allow_pickle=False) as z:
+            return {"probs": z["probs"], "cached": True}
+    ckpt_dir = mdir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.is_file() else None
-    L.seed_everything(settings.rand_seed + fold, workers=True, verbose=False)
+    L.seed_everything(seed, workers=True, verbose=False)
     V, Lq, F = data.sample_shape
-    counts = np.bincount(data.train.y, minlength=data.num_classes).astype(np.float64)
-    if (counts == 0).any():
-        raise DataError(None, f"fold {fold}: the training split lacks classes {np.flatnonzero(counts == 0).tolist()}")
-    class_weights = (counts.sum() / (len(counts) * counts)).tolist() if settings.balance_classes else None
     module = TGMambaLightning(
         model_config=settings.model_config(V, F, data.num_classes),
         task=data.task,
@@ -187,21 +188,32 @@ def train_fold(
         settings.val_batch_size,
         settings.test_batch_size,
         settings.num_workers,
-        seed=settings.rand_seed + fold,
+        seed=seed,
         normalization=normalization,
     )
     history = HistoryCallback()
+    # best: lowest val_loss; last: every epoch (Lightning >= 2.5 only refreshes its own save_last when the
+    # best improves, so a separate monitor-less checkpoint keeps "last" truly last). Both are written at the
+    # end of the training epoch, after HistoryCallback, so a resumed run keeps its complete history.
     ckpt = ModelCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best",
         monitor="val_loss",
         mode="min",
-        save_last=True,
         save_top_k=1,
-        save_on_train_epoch_end=True,  # after HistoryCallback, so the history in last.ckpt is complete
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
     )
-    callbacks = [ckpt, EarlyStopping(monitor="val_loss", mode="min", patience=settings.patience), history]
-    logger = _make_logger(settings, out_dir)
+    last_ckpt = ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks = [ckpt, last_ckpt, EarlyStopping(monitor="val_loss", mode="min", patience=settings.patience), history]
+    logger = _make_logger(settings, mdir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = L.Trainer(
@@ -215,7 +227,7 @@ def train_fold(
         accumulate_grad_batches=settings.accumulate_grad_batches,
         callbacks=callbacks,
         logger=logger,
-        default_root_dir=str(out_dir),
+        default_root_dir=str(mdir),
         enable_progress_bar=settings.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -225,26 +237,69 @@ def train_fold(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*(negative|positive) samples in targets.*")
+        if resume is not None:  # resuming reuses the member's folders on purpose
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         trainer.fit(module, datamodule=dm, ckpt_path=resume)
     fit_s = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return None
-    best = ckpt.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    evaluated = ckpt.best_model_path if settings.eval_checkpoint == "best" and ckpt.best_model_path else str(last)
+    module.load_state_dict(torch.load(evaluated, map_location="cpu", weights_only=False)["state_dict"])
     device = "cuda" if settings.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
     probs = predict(module, dm.dataset("test"), settings.test_batch_size, device)
-    result = {
-        "fold": fold,
-        "tgmamba": compute_metrics(data.task, probs, data.test.y),
+    np.savez_compressed(done, probs=probs)
+    return {
+        "probs": probs,
         "history": history.history,
         "epochs_run": int(trainer.current_epoch),
         "fit_seconds": fit_s,
-        "best_checkpoint": str(Path(best).relative_to(out_dir.parent)) if best else None,
-        "last_checkpoint": str(last.relative_to(out_dir.parent)),
+        "evaluated_checkpoint": evaluated,
+        "best_checkpoint": ckpt.best_model_path or None,
+        "last_checkpoint": str(last),
         "best_val_loss": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
-        "data_info": {k: v for k, v in data.info.items() if k not in ("scaler", "feature_standardizer")},
         "resumed_from": resume,
+    }
+
+
+def train_fold(
+    data: PreparedData, settings: TrainSettings, out_dir: Path, fold: int, normalization=None
+) -> dict | None:
+    """Fit ``settings.ensemble`` TGMamba models on ``data`` (member 0 in ``out_dir``, member m in
+    ``out_dir/member<m>``, each with best/last checkpoints and resumable), then on rank 0 evaluate the
+    average of their test-split probabilities and fit the baseline. Returns the fold result (rank 0) or None.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = np.bincount(data.train.y, minlength=data.num_classes).astype(np.float64)
+    if (counts == 0).any():
+        raise DataError(None, f"fold {fold}: the training split lacks classes {np.flatnonzero(counts == 0).tolist()}")
+    class_weights = (counts.sum() / (len(counts) * counts)).tolist() if settings.balance_classes else None
+    members = []
+    for m in range(settings.ensemble):
+        mdir = out_dir if m == 0 else out_dir / f"member{m}"
+        seed = settings.rand_seed + fold + 1000 * m
+        members.append(_fit_member(data, settings, mdir, fold, seed, normalization, class_weights))
+    if members[0] is None:  # not rank 0
+        return None
+    rel = lambda p: str(Path(p).relative_to(out_dir.parent)) if p else None
+    probs = np.mean([mb["probs"] for mb in members], axis=0)
+    head = members[0]
+    result = {
+        "fold": fold,
+        "task": data.task,
+        "class_names": list(data.class_names),
+        "tgmamba": compute_metrics(data.task, probs, data.test.y),
+        "tgmamba_members": [compute_metrics(data.task, mb["probs"], data.test.y) for mb in members],
+        "ensemble": settings.ensemble,
+        "history": head.get("history", []),
+        "epochs_run": head.get("epochs_run"),
+        "fit_seconds": sum(mb.get("fit_seconds", 0.0) for mb in members),
+        "evaluated_checkpoint": rel(head.get("evaluated_checkpoint")),
+        "best_checkpoint": rel(head.get("best_checkpoint")),
+        "last_checkpoint": rel(head.get("last_checkpoint")),
+        "best_val_loss": head.get("best_val_loss"),
+        "data_info": {k: v for k, v in data.info.items() if k not in ("scaler", "feature_standardizer")},
+        "resumed_from": head.get("resumed_from"),
     }
     pred = {"y": data.test.y, "tgmamba": probs}
     if settings.baseline and data.test.raw is not None and data.train.raw is not None:
@@ -322,7 +377,7 @@ def run_training(settings: TrainSettings) -> dict | None:
 
 def summarize_run(run_dir: Path, results: list[dict], settings: TrainSettings, seconds: float) -> dict:
     """Aggregate fold results into metrics.json and plots."""
-    task = results[0]["tgmamba"].get("task") or ("binary" if "auroc" in results[0]["tgmamba"] else "multiclass")
+    task = results[0].get("task") or ("binary" if "auroc" in results[0]["tgmamba"] else "multiclass")
     keys = HEADLINE[task]
     models = ["tgmamba"] + (["baseline"] if all("baseline" in r for r in results) else [])
     summary = {
@@ -340,11 +395,9 @@ def summarize_run(run_dir: Path, results: list[dict], settings: TrainSettings, s
     for m in models:
         summary[m] = summarize_folds([r[m] for r in results], keys)
     preds = [np.load(run_dir / (f"fold{r['fold']}") / "predictions.npz") for r in results]
-    class_names = (
-        ["eyes open", "eyes closed"]
-        if settings.dataset == "eye-state"
-        else [str(i) for i in range(len(results[0]["tgmamba"]["confusion_matrix"]))]
-    )
+    class_names = results[0].get("class_names") or [
+        str(i) for i in range(len(results[0]["tgmamba"]["confusion_matrix"]))
+    ]
     cm = np.sum([np.asarray(r["tgmamba"]["confusion_matrix"]) for r in results], axis=0)
     summary["tgmamba"]["confusion_matrix_pooled"] = cm.tolist()
     plots = {}
@@ -357,7 +410,18 @@ def summarize_run(run_dir: Path, results: list[dict], settings: TrainSettings, s
     plots["curves"] = plot_training_curves([r["history"] for r in results], run_dir / "training_curves.png")
     summary["plots"] = {k: v.name for k, v in plots.items()}
     summary["per_fold"] = [
-        {k: r[k] for k in ("fold", "epochs_run", "fit_seconds", "best_checkpoint", "last_checkpoint", "best_val_loss")}
+        {
+            k: r.get(k)
+            for k in (
+                "fold",
+                "epochs_run",
+                "fit_seconds",
+                "evaluated_checkpoint",
+                "best_checkpoint",
+                "last_checkpoint",
+                "best_val_loss",
+            )
+        }
         for r in results
     ]
     write_json(run_dir / "metrics.json", summary)  # last: marks the run finished

@@ -27,12 +27,12 @@ class TrainSettings:
     gap: int = 64
     val_fraction: float = 0.1
     graph_top_k: int = 3
-    electrode_features: bool = True
+    electrode_features: str = "onehot"
     # model (original flag names in comments)
     conv_type: str = "graphconv"
     seq_pool_type: str = "mean"
     vertex_pool_type: str = "mean"
-    model_dim: int = 16  # d_model
+    model_dim: int = 8  # d_model
     state_expansion_factor: int = 8  # d_state
     local_conv_width: int = 4  # d_conv
     expand: int = 2
@@ -47,19 +47,21 @@ class TrainSettings:
     init_skip_param: float = 0.25
     dropout: float = 0.0
     # optimisation
-    train_batch_size: int = 32
+    train_batch_size: int = 64
     val_batch_size: int = 128
     test_batch_size: int = 128
     num_workers: int = 0
-    lr_init: float = 3e-3
-    weight_decay: float = 1e-2
+    lr_init: float = 5e-3
+    weight_decay: float = 5e-2
     optimizer: str = "adamw"
     scheduler: str = "cosine"
     warmup_epochs: int = 1
-    num_epochs: int = 15
+    num_epochs: int = 20
     patience: int = 100
     accumulate_grad_batches: int = 1
     balance_classes: bool = True
+    eval_checkpoint: str = "last"
+    ensemble: int = 3
     # runtime
     save_dir: str = "results"
     run_name: str | None = None
@@ -86,6 +88,10 @@ class TrainSettings:
             raise ValueError("eye-state needs --cv-folds >= 2 (blocked folds define its test sets)")
         if self.fold is not None and not 0 <= self.fold < self.cv_folds:
             raise ValueError(f"fold must be in [0, cv_folds={self.cv_folds}), got {self.fold}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1, got {self.ensemble}")
+        if self.eval_checkpoint not in ("best", "last"):
+            raise ValueError(f"eval_checkpoint must be 'best' or 'last', got {self.eval_checkpoint!r}")
         if self.logger not in ("csv", "tensorboard", "wandb", "none"):
             raise ValueError(f"logger must be csv, tensorboard, wandb or none, got {self.logger!r}")
         for name in ("num_epochs", "train_batch_size", "val_batch_size", "test_batch_size", "accumulate_grad_batches"):

@@ -4,6 +4,8 @@ Same signatures as the ``causal_conv1d`` package (``causal_conv1d_fn``, ``causal
 so switching is a change of import. Backends: ``triton`` (CUDA tensors, or CPU under
 ``TRITON_INTERPRET=1``) and ``reference`` (pure PyTorch, anywhere). Force one with
 ``SSM_KERNELS_BACKEND_CAUSAL_CONV1D=reference|triton`` (or the global ``SSM_KERNELS_BACKEND``).
+The kernels compute in float32: float64 inputs go to the reference (forcing ``triton`` on
+float64 raises).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_device, check_tensor
-from ..backend import select_backend
+from ..backend import BackendUnavailableError, requested_backend, select_backend
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 __all__ = ["causal_conv1d_fn", "causal_conv1d_update"]
@@ -19,6 +21,19 @@ __all__ = ["causal_conv1d_fn", "causal_conv1d_update"]
 _FAST = ("triton",)
 _INT_DTYPES = (torch.int32, torch.int64)
 MAX_TRITON_WIDTH = 8
+
+
+def _pick(op: str, tensors, backend: str | None) -> str:
+    """select_backend, plus: the kernels compute in fp32, so float64 inputs go to the reference
+    (and forcing triton on float64 raises)."""
+    choice = select_backend(op, tensors, fast=_FAST, backend=backend)
+    if choice == "triton" and any(t is not None and t.dtype == torch.float64 for t in tensors):
+        if (backend or requested_backend(op)).lower() == "triton":
+            raise BackendUnavailableError(
+                f"{op}: backend 'triton' forced but an input is float64 (kernels: fp32/fp16/bf16)"
+            )
+        return "reference"
+    return choice
 
 
 def _check_activation(activation):
@@ -68,7 +83,7 @@ def causal_conv1d_fn(
     check_same_device(
         x=x, weight=weight, bias=bias, seq_idx=seq_idx, initial_states=initial_states, final_states_out=final_states_out
     )
-    choice = select_backend("causal_conv1d", [x, weight, bias, initial_states], fast=_FAST, backend=backend)
+    choice = _pick("causal_conv1d", [x, weight, bias, initial_states], backend)
     if choice == "triton" and width > MAX_TRITON_WIDTH:
         raise ValueError(f"weight width {width} > {MAX_TRITON_WIDTH} is not supported by the triton backend")
     if choice == "reference":
@@ -98,7 +113,9 @@ def causal_conv1d_update(
     inputs, oldest first. With ``cache_seqlens`` it is a circular buffer: inputs are written at
     ``(cache_seqlens[b] + i) % state_len`` and the ``width - 1`` previous inputs are read just
     before that position. ``conv_state_indices[b]`` selects the ``conv_state`` row used by batch
-    entry ``b``. Not differentiable (no autograd graph through the state).
+    entry ``b``. An inference op: the Triton backend has no backward and raises if grad mode is on
+    and an input requires grad; the reference is differentiable in x, weight and bias (the incoming
+    state is treated as a constant).
 
     Shapes:
         x: (batch, dim) or (batch, dim, seqlen); conv_state: (state_batch, dim, state_len) with
@@ -135,11 +152,16 @@ def causal_conv1d_update(
         cache_seqlens=cache_seqlens,
         conv_state_indices=conv_state_indices,
     )
-    choice = select_backend("causal_conv1d", [x, conv_state, weight, bias], fast=_FAST, backend=backend)
+    choice = _pick("causal_conv1d", [x, conv_state, weight, bias], backend)
     if choice == "triton" and width > MAX_TRITON_WIDTH:
         raise ValueError(f"weight width {width} > {MAX_TRITON_WIDTH} is not supported by the triton backend")
     if choice == "reference":
         return causal_conv1d_update_ref(x, conv_state, weight, bias, activation, cache_seqlens, conv_state_indices)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv_state, weight, bias)):
+        raise RuntimeError(
+            "causal_conv1d_update's triton backend has no backward; call it under torch.no_grad() (decoding) "
+            "or force SSM_KERNELS_BACKEND_CAUSAL_CONV1D=reference"
+        )
     from .triton import causal_conv1d_update_triton
 
     return causal_conv1d_update_triton(x, conv_state, weight, bias, activation, cache_seqlens, conv_state_indices)

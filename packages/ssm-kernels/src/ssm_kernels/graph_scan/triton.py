@@ -9,9 +9,12 @@ Performance design
   loop from the streamed (VP, BD) and (VP, NP) slices of the inputs.
 * Vertex mixing is ``tl.dot(mix_k, H.reshape(VP, BD*NP))`` and state mixing is
   ``tl.dot(X.reshape(VP*BD, NP), W_k)``, fp32 operands and accumulators. The dot precision is
-  ``"ieee"`` (exact fp32 FMA) for fp32 and fp16 inputs and ``"tf32"`` (tensor cores; 10-bit
-  mantissa, finer than the inputs) for bf16 inputs. ``SSM_KERNELS_TF32=1`` selects tf32 for fp32
-  inputs too; ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` (``ieee``/``tf32``/``tf32x3``) forces one.
+  ``"tf32x3"`` (three tf32 tensor-core products, about fp32 accuracy) for fp32 and fp16 inputs
+  and ``"tf32"`` (10-bit mantissa, finer than the inputs) for bf16 inputs.
+  ``SSM_KERNELS_TF32=1`` selects tf32 for fp32 inputs too; ``SSM_KERNELS_GRAPH_SCAN_PRECISION``
+  (``ieee``/``tf32``/``tf32x3``) forces one. ``"ieee"`` (fp32 FMA dots) is exact but keeps whole
+  operand rows in registers: with V, N = 64 it spills heavily and compiles very slowly. If a
+  tensor-core precision fails to compile, the launcher warns and falls back to ``"ieee"``.
   The mixing costs 2 K (V^2 N + V N^2) flops per (b, d, t) (V, N padded), so at small L the
   kernels are compute bound and tensor-core precision matters.
 * Forward is one launch. When gradients are needed it also stores the state entering every
@@ -27,17 +30,22 @@ Performance design
   instead, unless ``torch.use_deterministic_algorithms(True)`` is on. Gradients that sum over
   batch (A, D, delta_bias) are per-(b, block) partials, always deterministic. The operator
   gradients dW_k (and dmix_k for T = 1) are accumulated in registers over time and written once.
+* The K operators are walked with a runtime loop (not ``tl.static_range``): unrolled, every dot
+  kept its own shared-memory operand buffers, 600 KB at V = N = 64, K = 3 with mix_C (sm_90
+  allows 227 KB); the loop reuses one set (112 KB forward, 128 KB backward there). The W_k
+  pointers are offset by ``t * ZERO`` (a runtime 0) so their loads stay inside the time loop.
 * Block sizes: the largest BD whose tile fits ``_MAX_TILE_FWD``/``_MAX_TILE_BWD`` values, halved
   (down to 4) until there are two programs per SM. Environment overrides for tuning:
   ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD``/``_WARPS_FWD``/``_WARPS_BWD``/``_CHUNK``.
-  Known weakness: Triton's fp32 FMA dot keeps whole operand rows in registers, so the kernels sit
-  at ~255 registers with some spilling (see ``_MAX_TILE_FWD``); tensor-core precisions help.
+  Known weakness: the kernels sit at ~255 registers with some spilling (ptxas, sm_90; see
+  ``_MAX_TILE_FWD``), least with the tensor-core precisions.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 import triton
@@ -49,9 +57,9 @@ from .reference import check_graph_scan_inputs
 __all__ = ["graph_selective_scan_triton"]
 
 _ATOMIC_BYTES = 128 * 2**20  # partial-gradient buffers larger than this use atomics
-# Largest state tile (VP * BD * NP fp32 values) per program. ptxas on sm_90 (Triton 3.9 AOT, V 19, N 16, K 2)
-# reports about 255 registers for every configuration; the spills are smallest near these sizes
-# (forward BD 8 / 8 warps: 280 B; backward BD 4 / 8 warps: 0.6-2 KB, versus ~17 KB at BD 8).
+# Largest state tile (VP * BD * NP fp32 values) per program. Ahead-of-time compiles for sm_90 (Triton 3.9,
+# ptxas; V 19, N 16, K 2, tf32x3) at these sizes: forward BD 8 / 8 warps 255 registers, 4 B spill, 76 KB
+# shared; backward BD 4 / 8 warps 255 registers, 0.8 KB spill, 98 KB shared. Larger tiles spill much more.
 _MAX_TILE_FWD = 4096
 _MAX_TILE_BWD = 2048
 
@@ -67,7 +75,7 @@ def _mix_apply(h, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr,
     """sum_k mix_k @ h @ W_k for a (VP, BD, NP) tile (mix_k: (VP, VP), W_k: (NP, NP))."""
     hv = tl.reshape(h, (VP, BD * NP))
     acc = tl.zeros((VP * BD, NP), dtype=tl.float32)
-    for k in tl.static_range(K):
+    for k in range(K):
         b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
         b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
         x = tl.dot(b_m, hv, input_precision=PREC)  # (VP, BD*NP)
@@ -89,7 +97,7 @@ def _mix_bwd(h, dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, dm_ptr, gs_k, 
     dp2 = tl.reshape(dp, (VP * BD, NP))
     r = tl.zeros((VP, BD * NP), dtype=tl.float32)
     o_k = tl.arange(0, KP)[:, None, None]
-    for k in tl.static_range(K):
+    for k in range(K):
         b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
         b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
         x = tl.dot(b_m, hv, input_precision=PREC)  # (VP, BD*NP) = mix_k @ h
@@ -129,7 +137,7 @@ def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HA
 def _graph_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, last_ptr, ckpt_ptr,
-    V, DM, L, N, NC,
+    V, DM, L, N, NC, ZERO,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -175,11 +183,11 @@ def _graph_scan_fwd_kernel(
                 tl.store(ckpt_ptr + (t // CHUNK) * V * DM * N + o_ck, h, mask=m_h)
         b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
                                                 HAS_BIAS, SOFTPLUS)  # fmt: skip
-        p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr, o_w, m_w, N, K_A,
+        p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
                        VP, BD, NP, PREC)  # fmt: skip
         h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
         if HAS_MIXC:
-            g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr, o_w, m_w, N, K_C,
+            g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N, K_C,
                            VP, BD, NP, PREC)  # fmt: skip
         else:
             g = h
@@ -201,7 +209,7 @@ def _graph_scan_bwd_kernel(
     dout_ptr, dlast_ptr, ckpt_ptr, scr_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dmA_ptr, dWA_ptr, dmC_ptr, dWC_ptr, dD_ptr, dbias_ptr,
     dh0_ptr,
-    BATCH, V, DM, L, N, NC, NDB,
+    BATCH, V, DM, L, N, NC, NDB, ZERO,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     g_ma_p, g_ma_b, g_ma_t, g_ma_k,
@@ -274,7 +282,7 @@ def _graph_scan_bwd_kernel(
         for t in range(t0, t1):
             b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
                                                     HAS_BIAS, SOFTPLUS)  # fmt: skip
-            p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr, o_w, m_w, N, K_A,
+            p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
                            VP, BD, NP, PREC)  # fmt: skip
             h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
             tl.store(scr_ptr + (t - t0 + 1) * SV + o_s, h, mask=m_s)
@@ -290,7 +298,7 @@ def _graph_scan_bwd_kernel(
             b_do = tl.load(dout_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
             # readout: y = sum_n G C + D u ; out = y * silu(z)
             if HAS_MIXC:
-                gq = _mix_apply(h_cur, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr, o_w, m_w,
+                gq = _mix_apply(h_cur, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w,
                                 N, K_C, VP, BD, NP, PREC)  # fmt: skip
             else:
                 gq = h_cur
@@ -313,7 +321,7 @@ def _graph_scan_bwd_kernel(
             dG = dy[:, :, None] * b_C[:, None, :]
             if HAS_MIXC:
                 dh, dWC_acc, dmC_acc = _mix_bwd(h_cur, dG, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix,
-                                                WC_ptr, o_w, m_w, N, dmC_p + t * g_mc_t, g_mc_k, o_dm, dWC_acc,
+                                                WC_ptr + t * ZERO, o_w, m_w, N, dmC_p + t * g_mc_t, g_mc_k, o_dm, dWC_acc,
                                                 dmC_acc, MC_MODE, K_C, KPC, VP, BD, NP, PREC)  # fmt: skip
                 g += dh
             else:
@@ -336,7 +344,7 @@ def _graph_scan_bwd_kernel(
             tl.store(du_ptr + o_x + t, du, mask=m_x)
             tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
             g, dWA_acc, dmA_acc = _mix_bwd(h_prev, g * b_a, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix,
-                                           WA_ptr, o_w, m_w, N, dmA_p + t * g_ma_t, g_ma_k, o_dm, dWA_acc, dmA_acc,
+                                           WA_ptr + t * ZERO, o_w, m_w, N, dmA_p + t * g_ma_t, g_ma_k, o_dm, dWA_acc, dmA_acc,
                                            MA_MODE, K_A, KPA, VP, BD, NP, PREC)  # fmt: skip
             h_cur = h_prev
         tl.debug_barrier()
@@ -367,11 +375,11 @@ def _next_pow2(x: int) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """Dot precision: tf32 for bf16 inputs (finer than the inputs), ieee fp32 otherwise."""
+    """Dot precision: tf32 for bf16 inputs (finer than the inputs), tf32x3 (about fp32) otherwise."""
     prec = os.environ.get("SSM_KERNELS_GRAPH_SCAN_PRECISION")
     if prec is None:
         tf32 = dtype == torch.bfloat16 or os.environ.get("SSM_KERNELS_TF32", "0") == "1"
-        prec = "tf32" if tf32 else "ieee"
+        prec = "tf32" if tf32 else "tf32x3"
     if prec not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_PRECISION={prec!r}: expected ieee, tf32 or tf32x3")
     return prec
@@ -438,20 +446,39 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     ckpt = torch.empty(batch, NC, V, Dm, N, device=u.device, dtype=torch.float32) if store_ckpt else last
     dummy = u
     grid = (batch, triton.cdiv(Dm, BD))
-    _graph_scan_fwd_kernel[grid](
+    args = (
         u, delta, A, B, C, mix_A, W_A,
         mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
         D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy,
         out, last, ckpt,
-        V, Dm, L, N, NC,
+        V, Dm, L, N, NC, 0,
         *_mix_strides(mix_A), *_mix_strides(mix_C),
+    )  # fmt: skip
+    meta = dict(
         K_A=mix_A.shape[2], K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
         HAS_INIT=h0 is not None, STORE_LAST=True, STORE_CKPT=store_ckpt, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
         PREC=_precision(u.dtype), num_warps=_num_warps(VP, BD, NP, backward=False),
     )  # fmt: skip
+    _launch(_graph_scan_fwd_kernel, grid, args, meta)
     return out, last, (ckpt if store_ckpt else None)
+
+
+def _launch(kernel, grid, args, meta) -> None:
+    """Launch; if a tensor-core dot precision fails to compile here, warn and fall back to ieee."""
+    try:
+        kernel[grid](*args, **meta)
+    except Exception as exc:
+        if meta["PREC"] == "ieee" or isinstance(exc, torch.OutOfMemoryError):
+            raise
+        warnings.warn(
+            f"graph_scan: dot precision {meta['PREC']!r} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+            "falling back to 'ieee'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        kernel[grid](*args, **{**meta, "PREC": "ieee"})
 
 
 def _use_atomics(nbytes: int, parts: int) -> bool:
@@ -503,22 +530,25 @@ def _bwd(dout, dlast, ckpt, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, del
     scratch = torch.empty(batch * NDB * (chunk + 1) * V * BD * N, device=dev, dtype=f32)
     dout = dout.contiguous()
     dummy = u
-    _graph_scan_bwd_kernel[(batch, NDB)](
+    args = (
         u, delta, A, B, C, mix_A, W_A,
         mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
         D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy,
         dout, dlast.contiguous() if dlast is not None else dummy, ckpt, scratch,
         du, ddelta, dz if dz is not None else du, dA_part, dB, dC, dmA, dWA, dmC, dWC, dD_part, dbias_part, dh0,
-        batch, V, Dm, L, N, NC, NDB,
+        batch, V, Dm, L, N, NC, NDB, 0,
         *_mix_strides(mix_A), *_mix_strides(mix_C),
         *g_ma, *g_mc, 0 if bc_atomic else dB.stride(0),
+    )  # fmt: skip
+    meta = dict(
         K_A=K_A, K_C=K_C, HAS_MIXC=mix_C is not None, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), HAS_DLAST=dlast is not None,
         MA_MODE=ma_mode, MC_MODE=mc_mode, BC_ATOMIC=bc_atomic, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
         KPA=_next_pow2(K_A), KPC=_next_pow2(K_C), PREC=_precision(u.dtype),
         num_warps=_num_warps(VP, BD, NP, backward=True),
     )  # fmt: skip
+    _launch(_graph_scan_bwd_kernel, (batch, NDB), args, meta)
 
     # reduce the per-program partials in a fixed order (deterministic); a single slot is a view
     def red(x):

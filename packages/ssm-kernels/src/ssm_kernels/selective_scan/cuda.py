@@ -112,6 +112,18 @@ def _warn_once(reason: str) -> None:
         )
 
 
+_WARNED_UNSUPPORTED = False
+
+
+def _warn_unsupported_once(reason: str) -> None:
+    global _WARNED_UNSUPPORTED
+    if not _WARNED_UNSUPPORTED:
+        _WARNED_UNSUPPORTED = True
+        warnings.warn(
+            f"ssm_kernels.selective_scan: {reason}; using the (slow) PyTorch reference", RuntimeWarning, stacklevel=4
+        )
+
+
 def _extension_status() -> tuple[bool, str]:
     global _ERROR
     if _EXT is not None:
@@ -138,7 +150,9 @@ def cuda_usable(tensors) -> tuple[bool, str]:
     if A.dtype != torch.float32 or A.dim() != 2:
         return False, "the CUDA kernels need A of shape (dim, N) in float32"
     if A.shape[1] > MAX_STATE:
-        return False, f"the CUDA kernels support N <= {MAX_STATE}, got N={A.shape[1]}"
+        why = f"the CUDA kernels support N <= {MAX_STATE}, got N={A.shape[1]}"
+        _warn_unsupported_once(why)
+        return False, why
     if u.dim() != 3 or u.shape[-1] == 0 or u.shape[0] * u.shape[1] == 0:
         return False, "empty inputs use the reference"
     return _extension_status()

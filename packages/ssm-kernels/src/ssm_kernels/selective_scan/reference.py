@@ -131,12 +131,14 @@ def check_scan_inputs(
 
 
 def _expand_bc(t: torch.Tensor, groups: int, batch: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """Return B or C as (batch, dim, N, L) (variable) or (dim, N) (time-invariant), in ``dtype``."""
+    """Return B or C as (batch, dim or 1, N, L) (variable; 1 broadcasts) or (dim, N) (time-invariant)."""
     t = t.to(dtype)
     if groups == 0:
         return t
     if t.dim() == 3:
-        t = t.unsqueeze(1)  # (batch, 1, N, L)
+        return t.unsqueeze(1)  # (batch, 1, N, L)
+    if groups == 1:
+        return t
     return t.repeat_interleave(dim // groups, dim=1)  # (batch, dim, N, L)
 
 

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ..backend import triton_interpret
-from .reference import process_dt, seq_segments
+from .reference import seq_segments
 
 __all__ = ["ssd_chunk_scan_triton"]
 
@@ -89,11 +89,29 @@ _CFG_CHUNK_SCAN_BWD = [
     triton.Config({"BM": 32, "BK": 32}, num_warps=4, num_stages=3),
     triton.Config({"BM": 64, "BK": 32}, num_warps=8, num_stages=3),
 ]
+_CFG_BWD_DCB = [
+    triton.Config({}, num_warps=4, num_stages=2),
+    triton.Config({}, num_warps=8, num_stages=2),
+    triton.Config({}, num_warps=4, num_stages=3),
+]
+_CFG_BWD_DBC = [
+    triton.Config({}, num_warps=4, num_stages=2),
+    triton.Config({}, num_warps=8, num_stages=2),
+]
+_CFG_BWD_DX = [
+    triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BM": 64, "BK": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BM": 128, "BK": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=3),
+]
 _GPU_CONFIGS = {
     "_state_scan_fwd_kernel": _CFG_STATE_SCAN_FWD,
     "_state_scan_bwd_kernel": _CFG_STATE_SCAN_BWD,
     "_chunk_scan_fwd_kernel": _CFG_CHUNK_SCAN_FWD,
     "_chunk_scan_bwd_kernel": _CFG_CHUNK_SCAN_BWD,
+    "_bwd_dcb_kernel": _CFG_BWD_DCB,
+    "_bwd_dbc_kernel": _CFG_BWD_DBC,
+    "_bwd_dx_kernel": _CFG_BWD_DX,
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -102,35 +120,16 @@ _GPU_CONFIGS = {
 
 
 @triton.jit
-def _cb_kernel(
-    Bm,
-    Cm,
-    CB,
-    l,
-    nc,
-    g,
-    n,
-    Q,
-    s_bb,
-    s_bl,
-    s_bg,
-    s_bn,
-    s_cb,
-    s_cl,
-    s_cg,
-    s_cn,
-    PREC: tl.constexpr,
-    UP: tl.constexpr,
-    BQ: tl.constexpr,
-    BKN: tl.constexpr,
-):
-    """CB[b, c, g, i, j] = C_i . B_j inside each chunk (fp32; zero where a step lies beyond l)."""
-    i_bcg = tl.program_id(0)
+def _cb_tile(
+    Bm, Cm, CB, i_bcg, i_qi, i_qj, l, nc, g, n, Q, s_bb, s_bl, s_bg, s_bn, s_cb, s_cl, s_cg, s_cn,
+    PREC: tl.constexpr, UP: tl.constexpr, BQ: tl.constexpr, BKN: tl.constexpr,
+):  # fmt: skip
+    """CB[b, c, g, i, j] = C_i . B_j inside each chunk (fp32 accumulation, stored in CB.dtype; zero beyond l): one tile."""
     i_g = i_bcg % g
     i_c = (i_bcg // g) % nc
     i_b = i_bcg // (g * nc)
-    o_i = tl.program_id(1) * BQ + tl.arange(0, BQ)
-    o_j = tl.program_id(2) * BQ + tl.arange(0, BQ)
+    o_i = i_qi * BQ + tl.arange(0, BQ)
+    o_j = i_qj * BQ + tl.arange(0, BQ)
     t_i = i_c * Q + o_i
     t_j = i_c * Q + o_j
     m_i = (o_i < Q) & (t_i < l)
@@ -151,7 +150,7 @@ def _cb_kernel(
         )
         acc += _dot(b_c, b_bt, PREC, UP)
     p_cb = CB + i_bcg.to(tl.int64) * Q * Q + o_i[:, None] * Q + o_j[None, :]
-    tl.store(p_cb, acc, mask=(o_i < Q)[:, None] & (o_j < Q)[None, :])
+    tl.store(p_cb, acc.to(CB.dtype.element_ty), mask=(o_i < Q)[:, None] & (o_j < Q)[None, :])
 
 
 @triton.jit
@@ -508,15 +507,36 @@ def _chunk_scan_fwd_kernel(
     if HAS_SEG:
         w_in = tl.where(b_segi == seg_prev, w_in, 0.0)
     acc = _dot(b_c, b_st.to(b_c.dtype), PREC, UP) * w_in[:, None]
-    # causal intra-chunk part
+    # causal intra-chunk part. Column blocks left of the row block split the decay as
+    # exp(cs_i - cs_i0) exp(cs_i0 - cs_j) (i0: the block's first row; both factors <= 1 when dt * A <= 0):
+    # two exp vectors instead of a tile. The diagonal block takes the exact masked tile.
+    i0 = i_m * BM
+    cs_ref = tl.load(CS + o_cs + i0)
+    p_cb0 = CB + ((i_b * nc + i_c) * g + i_g).to(tl.int64) * Q * Q
+    acc_in = tl.zeros((BM, BP), dtype=tl.float32)
+    for k0 in range(0, i0, BK):
+        o_j = k0 + tl.arange(0, BK)
+        m_j = o_j < i0
+        t_j = i_c * Q + o_j
+        mt_j = m_j & (t_j < l)
+        b_cb = tl.load(p_cb0 + o_i[:, None] * Q + o_j[None, :], mask=m_i[:, None] & m_j[None, :], other=0.0)
+        b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
+        b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
+        b_w = b_cb * tl.where(mt_j, tl.exp(cs_ref - b_csj) * b_dtj, 0.0)[None, :]
+        if HAS_SEG:
+            b_segj = tl.load(SEG + i_b * T + t_j, mask=m_j, other=-2)
+            b_w = tl.where(b_segj[None, :] == b_segi[:, None], b_w, 0.0)
+        p_x = X + i_b * s_xb + t_j[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp
+        b_x = tl.load(p_x, mask=mt_j[:, None] & m_p[None, :], other=0.0)  # (BK, BP)
+        acc_in += _dot(b_w.to(b_x.dtype), b_x, PREC, UP)
+    acc_in = acc_in * tl.where(m_i, tl.exp(b_csi - cs_ref), 0.0)[:, None]
     hi = tl.minimum((i_m + 1) * BM, Q)
-    for k0 in range(0, hi, BK):
+    for k0 in range(i0, hi, BK):
         o_j = k0 + tl.arange(0, BK)
         m_j = o_j < hi
         t_j = i_c * Q + o_j
         mt_j = m_j & (t_j < l)
-        p_cb = CB + ((i_b * nc + i_c) * g + i_g).to(tl.int64) * Q * Q + o_i[:, None] * Q + o_j[None, :]
-        b_cb = tl.load(p_cb, mask=m_i[:, None] & m_j[None, :], other=0.0)  # (BM, BK) C_i . B_j
+        b_cb = tl.load(p_cb0 + o_i[:, None] * Q + o_j[None, :], mask=m_i[:, None] & m_j[None, :], other=0.0)
         b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
         b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
         live = (o_j[None, :] <= o_i[:, None]) & mt_j[None, :]
@@ -527,7 +547,8 @@ def _chunk_scan_fwd_kernel(
         b_w = b_cb * b_dec * b_dtj[None, :]
         p_x = X + i_b * s_xb + t_j[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp
         b_x = tl.load(p_x, mask=mt_j[:, None] & m_p[None, :], other=0.0)  # (BK, BP)
-        acc += _dot(b_w.to(b_x.dtype), b_x, PREC, UP)
+        acc_in += _dot(b_w.to(b_x.dtype), b_x, PREC, UP)
+    acc += acc_in
     m_out = mt_i[:, None] & m_p[None, :]
     if HAS_D:
         p_xi = X + i_b * s_xb + t_i[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp
@@ -746,6 +767,608 @@ def _chunk_scan_bwd_kernel(
 
 
 @triton.jit
+def _dyx_tile(
+    X,
+    DY,
+    i_b,
+    i_h,
+    t_i,
+    t_j,
+    mt_i,
+    mt_j,
+    l,
+    h,
+    p,
+    s_xb,
+    s_xl,
+    s_xh,
+    s_xp,
+    PREC: tl.constexpr,
+    UP: tl.constexpr,
+    BT: tl.constexpr,
+    BPK: tl.constexpr,
+    NPK: tl.constexpr,
+):
+    """(BT, BT) fp32 tile of dy_i . x_j for one head (DY contiguous (b, l, h, p))."""
+    b_dyx = tl.zeros((BT, BT), dtype=tl.float32)
+    for i_pk in tl.static_range(NPK):
+        o_p = i_pk * BPK + tl.arange(0, BPK)
+        m_p = o_p < p
+        b_dyi = tl.load(
+            DY + ((i_b * l + t_i[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :],
+            mask=mt_i[:, None] & m_p[None, :],
+            other=0.0,
+        )  # (BT, BPK)
+        b_xjt = tl.load(
+            X + i_b * s_xb + t_j[None, :] * s_xl + i_h * s_xh + o_p[:, None] * s_xp,
+            mask=m_p[:, None] & mt_j[None, :],
+            other=0.0,
+        )  # (BPK, BT)
+        b_dyx += _dot(b_dyi, b_xjt, PREC, UP)
+    return b_dyx
+
+
+# ---- backward v2: three kernels, dB/dC summed over heads through the group's dCB (no per-head n-products) ----
+
+
+@triton.autotune(
+    configs=_configs(_CFG_BWD_DCB, triton.Config({}, num_warps=4)),
+    prune_configs_by={"early_config_prune": _prune},
+    key=["Q", "p", "hg", "HAS_SEG", "BT", "BPK"],
+)
+@triton.jit
+def _bwd_dcb_kernel(
+    X,
+    DY,
+    DT,
+    CS,
+    CB,
+    SEG,
+    DCB,
+    RS,
+    bsz,
+    l,
+    T,
+    nc,
+    h,
+    hg,
+    g,
+    p,
+    Q,
+    NT,
+    s_xb,
+    s_xl,
+    s_xh,
+    s_xp,
+    HAS_SEG: tl.constexpr,
+    PREC: tl.constexpr,
+    UP: tl.constexpr,
+    BT: tl.constexpr,
+    BPK: tl.constexpr,
+    NPK: tl.constexpr,
+):
+    """One (BT, BT) tile (rows i, columns j <= i) of the group's ``dCB`` summed over its heads.
+
+    ``dCB[i, j] = sum_h (dy_i . x_j) exp(cs_i - cs_j) dt_j`` (causal, same segment); per head the row sums
+    of ``dCB_h * CB`` (the intra-chunk part of ``dC_i . C_i``) go to ``RS[j_block, b, h, t_i]``.
+    """
+    # 1-D grid, the tiles of one (b, c, g) adjacent (they share x and dy rows in L2)
+    i_ij = tl.program_id(0) % (NT * NT)
+    i_bcg = tl.program_id(0) // (NT * NT)
+    i_i = i_ij // NT
+    i_j = i_ij % NT
+    i_g = i_bcg % g
+    i_c = (i_bcg // g) % nc
+    i_b = i_bcg // (g * nc)
+    if i_j <= i_i:
+        o_i = i_i * BT + tl.arange(0, BT)
+        o_j = i_j * BT + tl.arange(0, BT)
+        m_i = o_i < Q
+        m_j = o_j < Q
+        t_i = i_c * Q + o_i
+        t_j = i_c * Q + o_j
+        mt_i = m_i & (t_i < l)
+        mt_j = m_j & (t_j < l)
+        live = (o_j[None, :] <= o_i[:, None]) & mt_j[None, :] & mt_i[:, None]
+        if HAS_SEG:
+            b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-1)
+            b_segj = tl.load(SEG + i_b * T + t_j, mask=m_j, other=-2)
+            live = live & (b_segj[None, :] == b_segi[:, None])
+        o_cb = i_bcg.to(tl.int64) * Q * Q + o_i[:, None] * Q + o_j[None, :]
+        m_cb = m_i[:, None] & m_j[None, :]
+        b_cb = tl.load(CB + o_cb, mask=m_cb, other=0.0)  # (BT, BT) C_i . B_j
+        acc = tl.zeros((BT, BT), dtype=tl.float32)
+        if i_j < i_i:
+            # below the diagonal: decay split as exp(cs_i - cs_i0) exp(cs_i0 - cs_j), both <= 1 for dt * A <= 0
+            for i_h in range(i_g * hg, (i_g + 1) * hg):
+                o_cs = (i_b * h + i_h) * T + i_c * Q
+                cs_ref = tl.load(CS + o_cs + i_i * BT)
+                b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
+                b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
+                b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
+                b_dyx = _dyx_tile(
+                    X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp, PREC, UP, BT, BPK, NPK
+                )
+                b_ri = tl.where(mt_i, tl.exp(b_csi - cs_ref), 0.0)
+                b_cj = tl.where(mt_j, tl.exp(cs_ref - b_csj) * b_dtj, 0.0)
+                b_w = b_dyx * b_ri[:, None] * b_cj[None, :]
+                if HAS_SEG:
+                    b_w = tl.where(live, b_w, 0.0)
+                acc += b_w
+                tl.store(
+                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i, tl.sum(b_w * b_cb, axis=1), mask=m_i
+                )
+        else:
+            for i_h in range(i_g * hg, (i_g + 1) * hg):
+                o_cs = (i_b * h + i_h) * T + i_c * Q
+                b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
+                b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
+                b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
+                b_dyx = _dyx_tile(
+                    X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp, PREC, UP, BT, BPK, NPK
+                )
+                b_dec = tl.exp(tl.where(live, b_csi[:, None] - b_csj[None, :], float("-inf")))
+                b_w = b_dyx * b_dec * b_dtj[None, :]
+                acc += b_w
+                tl.store(
+                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i, tl.sum(b_w * b_cb, axis=1), mask=m_i
+                )
+        tl.store(DCB + o_cb, acc, mask=m_cb)
+
+
+@triton.autotune(
+    configs=_configs(_CFG_BWD_DBC, triton.Config({}, num_warps=4)),
+    prune_configs_by={"early_config_prune": _prune},
+    key=["Q", "p", "n", "hg", "HAS_SEG", "BT", "BPK", "BNC"],
+)
+@triton.jit
+def _bwd_dbc_kernel(
+    X,
+    DY,
+    DT,
+    CS,
+    DCB,
+    Bm,
+    Cm,
+    S_ALL,
+    DS_ALL,
+    SEG,
+    DB,
+    DC,
+    RS,
+    bsz,
+    l,
+    T,
+    nc,
+    h,
+    hg,
+    g,
+    p,
+    n,
+    Q,
+    NT,
+    NBN,
+    s_xb,
+    s_xl,
+    s_xh,
+    s_xp,
+    s_bb,
+    s_bl,
+    s_bg,
+    s_bn,
+    s_cb,
+    s_cl,
+    s_cg,
+    s_cn,
+    HAS_SEG: tl.constexpr,
+    PREC: tl.constexpr,
+    UP: tl.constexpr,
+    BT: tl.constexpr,
+    BPK: tl.constexpr,
+    NPK: tl.constexpr,
+    BNC: tl.constexpr,
+):
+    """dB and dC for BT steps k of one chunk and group (one n block): ``dC_k = sum_{j<=k} dCB_kj B_j +
+    sum_h exp(cs_k) dy_k S_c``, ``dB_k = sum_{i>=k} dCB_ik C_i + sum_h exp(cs_last - cs_k) dt_k x_k dS_{c+1}``;
+    per head the read-out part of ``dC_k . C_k`` goes to ``RS[NT + n_block, b, h, t_k]``.
+    """
+    i_kn = tl.program_id(0) % (NT * NBN)
+    i_bcg = tl.program_id(0) // (NT * NBN)
+    i_k = i_kn // NBN
+    i_nb = i_kn % NBN
+    i_g = i_bcg % g
+    i_c = (i_bcg // g) % nc
+    i_b = i_bcg // (g * nc)
+    o_k = i_k * BT + tl.arange(0, BT)
+    m_k = o_k < Q
+    t_k = i_c * Q + o_k
+    mt_k = m_k & (t_k < l)
+    o_n = i_nb * BNC + tl.arange(0, BNC)
+    m_n = o_n < n
+    m_kn = mt_k[:, None] & m_n[None, :]
+    base = i_bcg.to(tl.int64) * Q * Q
+    acc_dc = tl.zeros((BT, BNC), dtype=tl.float32)
+    acc_db = tl.zeros((BT, BNC), dtype=tl.float32)
+    for j0 in range(0, i_k * BT + BT, BT):
+        o_j = j0 + tl.arange(0, BT)
+        m_j = o_j < Q
+        t_j = i_c * Q + o_j
+        b_bj = tl.load(
+            Bm + i_b * s_bb + t_j[:, None] * s_bl + i_g * s_bg + o_n[None, :] * s_bn,
+            mask=(m_j & (t_j < l))[:, None] & m_n[None, :],
+            other=0.0,
+        )  # (BT, BNC)
+        b_d = tl.load(DCB + base + o_k[:, None] * Q + o_j[None, :], mask=m_k[:, None] & m_j[None, :], other=0.0)
+        acc_dc += _dot(b_d.to(b_bj.dtype), b_bj, PREC, UP)
+    for i0 in range(i_k * BT, Q, BT):
+        o_i = i0 + tl.arange(0, BT)
+        m_i = o_i < Q
+        t_i = i_c * Q + o_i
+        b_ci = tl.load(
+            Cm + i_b * s_cb + t_i[:, None] * s_cl + i_g * s_cg + o_n[None, :] * s_cn,
+            mask=(m_i & (t_i < l))[:, None] & m_n[None, :],
+            other=0.0,
+        )  # (BT, BNC)
+        b_dt = tl.load(DCB + base + o_i[None, :] * Q + o_k[:, None], mask=m_k[:, None] & m_i[None, :], other=0.0)
+        acc_db += _dot(b_dt.to(b_ci.dtype), b_ci, PREC, UP)
+    # carried-state read-out (dC) and chunk-state (dB) parts, per head
+    if HAS_SEG:
+        b_segk = tl.load(SEG + i_b * T + t_k, mask=m_k, other=-1)
+        seg_last = tl.load(SEG + i_b * T + i_c * Q + Q - 1)
+        seg_prev = tl.load(SEG + i_b * T + i_c * Q - 1, mask=i_c > 0, other=0)
+    p_ck = Cm + i_b * s_cb + t_k[:, None] * s_cl + i_g * s_cg + o_n[None, :] * s_cn
+    for i_h in range(i_g * hg, (i_g + 1) * hg):
+        o_cs = (i_b * h + i_h) * T + i_c * Q
+        b_csk = tl.load(CS + o_cs + o_k, mask=m_k, other=0.0)
+        b_dtk = tl.load(DT + o_cs + o_k, mask=m_k, other=0.0)
+        cs_last = tl.load(CS + o_cs + Q - 1)
+        w_in = tl.exp(b_csk)
+        w_st = tl.exp(cs_last - b_csk)
+        if HAS_SEG:
+            w_in = tl.where(b_segk == seg_prev, w_in, 0.0)
+            w_st = tl.where(b_segk == seg_last, w_st, 0.0)
+        w_st = tl.where(mt_k, w_st * b_dtk, 0.0)
+        o_s = ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n
+        o_ds = ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n
+        t_dc = tl.zeros((BT, BNC), dtype=tl.float32)
+        for i_pk in tl.static_range(NPK):
+            o_p = i_pk * BPK + tl.arange(0, BPK)
+            m_p = o_p < p
+            m_kp = mt_k[:, None] & m_p[None, :]
+            m_pn = m_p[:, None] & m_n[None, :]
+            b_dyk = tl.load(
+                DY + ((i_b * l + t_k[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :], mask=m_kp, other=0.0
+            )
+            b_xk = tl.load(
+                X + i_b * s_xb + t_k[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp, mask=m_kp, other=0.0
+            )
+            b_s = tl.load(S_ALL + o_s + o_p[:, None] * n + o_n[None, :], mask=m_pn, other=0.0)  # (BPK, BNC)
+            b_ds = tl.load(DS_ALL + o_ds + o_p[:, None] * n + o_n[None, :], mask=m_pn, other=0.0)
+            t_dc += _dot(b_dyk, b_s.to(b_dyk.dtype), PREC, UP)
+            # rows of x pre-scaled by their weight (one rounding for 16-bit inputs; exact for fp32)
+            acc_db += _dot((b_xk * w_st[:, None]).to(b_xk.dtype), b_ds.to(b_xk.dtype), PREC, UP)
+        t_dc = t_dc * w_in[:, None]
+        acc_dc += t_dc
+        b_ck = tl.load(p_ck, mask=m_kn, other=0.0).to(tl.float32)  # reloaded per head (cache hit): fewer registers
+        tl.store(
+            RS + (((NT + i_nb) * bsz + i_b) * h + i_h).to(tl.int64) * T + t_k, tl.sum(t_dc * b_ck, axis=1), mask=m_k
+        )
+    o_out = ((i_b * l + t_k[:, None]).to(tl.int64) * g + i_g) * n + o_n[None, :]
+    tl.store(DB + o_out, acc_db.to(DB.dtype.element_ty), mask=m_kn)
+    tl.store(DC + o_out, acc_dc.to(DC.dtype.element_ty), mask=m_kn)
+
+
+@triton.autotune(
+    configs=_configs(_CFG_BWD_DX, triton.Config({"BM": 16, "BK": 16}, num_warps=4)),
+    prune_configs_by={"early_config_prune": _prune},
+    key=["Q", "p", "n", "HAS_SEG", "HAS_D", "BT"],
+)
+@triton.jit
+def _bwd_dx_kernel(
+    X,
+    DY,
+    DT,
+    CS,
+    CB,
+    Bm,
+    DS_ALL,
+    Dp,
+    SEG,
+    RS,
+    DX,
+    DDT,
+    DCS,
+    DDP,
+    bsz,
+    l,
+    T,
+    nc,
+    h,
+    hg,
+    g,
+    p,
+    n,
+    Q,
+    Q16,
+    NT,
+    NRS,
+    s_xb,
+    s_xl,
+    s_xh,
+    s_xp,
+    s_bb,
+    s_bl,
+    s_bg,
+    s_bn,
+    HAS_D: tl.constexpr,
+    D_HAS_P: tl.constexpr,
+    HAS_SEG: tl.constexpr,
+    PREC: tl.constexpr,
+    UP: tl.constexpr,
+    BT: tl.constexpr,
+    BP: tl.constexpr,
+    BNK: tl.constexpr,
+    NNK: tl.constexpr,
+    BM: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Per head and BM steps r of a chunk: ``dxdt_r = sum_{i>=r} (C_i . B_r) exp(cs_i - cs_r) dy_i
+    + exp(cs_last - cs_r) dS_{c+1} B_r``; writes dx, ``ddt_r = x_r . dxdt_r``, dD partials and
+    ``dcs_r = (dC_r . C_r)_h - dt_r ddt_r`` (the first term summed from ``RS``).
+    """
+    NM = tl.cdiv(Q, BM)
+    i_m = tl.program_id(0) % NM
+    i_bch = tl.program_id(0) // NM
+    i_h = i_bch % h
+    i_c = (i_bch // h) % nc
+    i_b = i_bch // (h * nc)
+    i_g = i_h // hg
+    o_r = i_m * BM + tl.arange(0, BM)
+    m_r = o_r < Q
+    t_r = i_c * Q + o_r
+    mt_r = m_r & (t_r < l)
+    o_p = tl.arange(0, BP)
+    m_p = o_p < p
+    m_rp = mt_r[:, None] & m_p[None, :]
+    o_cs = (i_b * h + i_h) * T + i_c * Q
+    b_csr = tl.load(CS + o_cs + o_r, mask=m_r, other=0.0)
+    b_dtr = tl.load(DT + o_cs + o_r, mask=m_r, other=0.0)
+    cs_last = tl.load(CS + o_cs + Q - 1)
+    if HAS_SEG:
+        b_segr = tl.load(SEG + i_b * T + t_r, mask=m_r, other=-1)
+        seg_last = tl.load(SEG + i_b * T + i_c * Q + Q - 1)
+    base_cb = ((i_b * nc + i_c) * g + i_g).to(tl.int64) * Q * Q
+    # rows i beyond the block: decay split as exp(cs_i - cs_ref) exp(cs_ref - cs_r), cs_ref at the block's
+    # last row (both factors <= 1 when dt * A <= 0); the diagonal block takes the exact masked tile
+    r_hi = tl.minimum((i_m + 1) * BM, Q)
+    cs_ref = tl.load(CS + o_cs + r_hi - 1)
+    b_dxdt = tl.zeros((BM, BP), dtype=tl.float32)
+    for k0 in range(r_hi, Q, BK):
+        o_i = k0 + tl.arange(0, BK)
+        m_i = o_i < Q
+        t_i = i_c * Q + o_i
+        mt_i = m_i & (t_i < l)
+        b_dyi = tl.load(
+            DY + ((i_b * l + t_i[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :],
+            mask=mt_i[:, None] & m_p[None, :],
+            other=0.0,
+        )  # (BK, BP)
+        b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
+        b_bc = tl.load(CB + base_cb + o_i[None, :] * Q + o_r[:, None], mask=m_r[:, None] & m_i[None, :], other=0.0)
+        b_a = b_bc * tl.where(mt_i, tl.exp(b_csi - cs_ref), 0.0)[None, :]
+        if HAS_SEG:
+            b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-2)
+            b_a = tl.where(b_segi[None, :] == b_segr[:, None], b_a, 0.0)
+        b_dxdt += _dot(b_a.to(b_dyi.dtype), b_dyi, PREC, UP)
+    b_dxdt = b_dxdt * tl.where(m_r, tl.exp(cs_ref - b_csr), 0.0)[:, None]
+    for k0 in range(i_m * BM, r_hi, BK):
+        o_i = k0 + tl.arange(0, BK)
+        m_i = o_i < r_hi
+        t_i = i_c * Q + o_i
+        mt_i = m_i & (t_i < l)
+        b_dyi = tl.load(
+            DY + ((i_b * l + t_i[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :],
+            mask=mt_i[:, None] & m_p[None, :],
+            other=0.0,
+        )  # (BK, BP)
+        b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
+        live = (o_i[None, :] >= o_r[:, None]) & mt_i[None, :]
+        if HAS_SEG:
+            b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-2)
+            live = live & (b_segi[None, :] == b_segr[:, None])
+        b_dec = tl.exp(tl.where(live, b_csi[None, :] - b_csr[:, None], float("-inf")))  # (BM, BK)
+        b_bc = tl.load(CB + base_cb + o_i[None, :] * Q + o_r[:, None], mask=m_r[:, None] & m_i[None, :], other=0.0)
+        b_dxdt += _dot((b_bc * b_dec).to(b_dyi.dtype), b_dyi, PREC, UP)
+    # chunk-state part: L_c feeds S_{c+1}
+    w_st = tl.exp(cs_last - b_csr)
+    if HAS_SEG:
+        w_st = tl.where(b_segr == seg_last, w_st, 0.0)
+    w_st = tl.where(mt_r, w_st, 0.0)
+    o_ds = ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n
+    b_st = tl.zeros((BM, BP), dtype=tl.float32)
+    for i_nk in tl.static_range(NNK):
+        o_n = i_nk * BNK + tl.arange(0, BNK)
+        m_n = o_n < n
+        b_br = tl.load(
+            Bm + i_b * s_bb + t_r[:, None] * s_bl + i_g * s_bg + o_n[None, :] * s_bn,
+            mask=mt_r[:, None] & m_n[None, :],
+            other=0.0,
+        )  # (BM, BNK)
+        b_dst = tl.load(DS_ALL + o_ds + o_p[None, :] * n + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
+        b_st += _dot(b_br, b_dst.to(b_br.dtype), PREC, UP)
+    b_dxdt += b_st * w_st[:, None]
+    o_dyr = ((i_b * l + t_r[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :]
+    b_xr = tl.load(X + i_b * s_xb + t_r[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp, mask=m_rp, other=0.0)
+    b_xr32 = b_xr.to(tl.float32)
+    b_ddt = tl.sum(b_xr32 * b_dxdt, axis=1)  # (BM,)
+    b_dx = b_dxdt * b_dtr[:, None]
+    if HAS_D:
+        b_dyr = tl.load(DY + o_dyr, mask=m_rp, other=0.0).to(tl.float32)
+        if D_HAS_P:
+            b_d = tl.load(Dp + i_h * p + o_p, mask=m_p, other=0.0).to(tl.float32)
+            b_dx += b_dyr * b_d[None, :]
+        else:
+            b_dx += b_dyr * tl.load(Dp + i_h).to(tl.float32)
+        # dD partial over these rows into 16-row slot i_m * BM // 16; the block's other slots get zeros
+        i_slot = (i_b * nc + i_c) * Q16 + i_m * (BM // 16)
+        b_dd = tl.sum(b_dyr * b_xr32, axis=0)  # (BP,)
+        tl.store(DDP + (i_slot * h + i_h).to(tl.int64) * p + o_p, b_dd, mask=m_p)
+        for k in range(1, BM // 16):
+            m_slot = (o_p * 0 + i_m * (BM // 16) + k) < Q16  # vector mask
+            tl.store(DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p, tl.zeros_like(b_dd), mask=m_p & m_slot)
+    tl.store(DX + o_dyr, b_dx.to(DX.dtype.element_ty), mask=m_rp)
+    tl.store(DDT + o_cs + o_r, b_ddt, mask=m_r)
+    # (dC_r . C_r) of this head: intra-chunk tiles j_block <= r // BT, then the read-out n blocks
+    b_rs = tl.zeros((BM,), dtype=tl.float32)
+    o_rs = (i_b * h + i_h).to(tl.int64) * T + t_r
+    for s in range(0, NRS):
+        m_s = m_r & ((o_r >= s * BT) | (o_r * 0 + s >= NT))  # vector mask
+        b_rs += tl.load(RS + s * bsz * h * T + o_rs, mask=m_s, other=0.0)
+    tl.store(DCS + o_cs + o_r, b_rs - b_dtr * b_ddt, mask=m_r)
+
+
+@triton.jit
+def _softplus_fwd(v):
+    """log(1 + exp(v)) as torch computes it (identity above 20), accurate for very negative v."""
+    e = tl.exp(tl.minimum(v, 20.0))
+    return tl.where(v > 20.0, v, tl.where(e < 1e-4, e * (1.0 - 0.5 * e), tl.log(1.0 + e)))
+
+
+@triton.jit
+def _dt_chunk(
+    DT, BIAS, A, SEG, DT_T, CS, CDEC, i_bh, i_c, l, T, nc, h, Q, s_db, s_dl, s_dh, lo, hi,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_LIMIT: tl.constexpr, HAS_SEG: tl.constexpr,
+    BQ: tl.constexpr,
+):  # fmt: skip
+    """dt processing fused with the within-chunk cumulative log decay, for one (b, h, chunk).
+
+    DT_T[b, h, t] = clamp(softplus(dt + bias)) (0 beyond l), CS = cumsum within the chunk of DT_T * A,
+    CDEC[b, h, c] = exp(CS[last]) (0 where a segment starts inside the chunk).
+    """
+    i_b = i_bh // h
+    i_h = i_bh % h
+    o = tl.arange(0, BQ)
+    t = i_c * Q + o
+    m = (o < Q) & (t < l)
+    v = tl.load(DT + i_b * s_db + t * s_dl + i_h * s_dh, mask=m, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        v += tl.load(BIAS + i_h).to(tl.float32)
+    if SOFTPLUS:
+        v = _softplus_fwd(v)
+    if HAS_LIMIT:
+        v = tl.minimum(tl.maximum(v, lo), hi)
+    v = tl.where(m, v, 0.0)
+    cs = tl.cumsum(v * tl.load(A + i_h).to(tl.float32), axis=0)
+    o_t = i_bh.to(tl.int64) * T + t
+    tl.store(DT_T + o_t, v, mask=o < Q)
+    tl.store(CS + o_t, cs, mask=o < Q)
+    dec = tl.exp(tl.sum(tl.where(o == Q - 1, cs, 0.0), axis=0))
+    if HAS_SEG:
+        seg_end = tl.load(SEG + i_b * T + i_c * Q + Q - 1)
+        seg_prev = tl.load(SEG + i_b * T + i_c * Q - 1, mask=i_c > 0, other=0)
+        dec = tl.where(seg_end == seg_prev, dec, 0.0)
+    tl.store(CDEC + i_bh * nc + i_c, dec)
+
+
+@triton.jit
+def _prep_kernel(
+    DT, BIAS, A, SEG, DT_T, CS, CDEC, Bm, Cm, CB, l, T, nc, h, g, n, Q, NCB, NQ, s_db, s_dl, s_dh, lo, hi,
+    s_bb, s_bl, s_bg, s_bn, s_cb, s_cl, s_cg, s_cn,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_LIMIT: tl.constexpr, HAS_SEG: tl.constexpr,
+    PREC: tl.constexpr, UP: tl.constexpr, BQD: tl.constexpr, BQ: tl.constexpr, BKN: tl.constexpr,
+):  # fmt: skip
+    """The forward's preparation in one launch: programs ``< NCB`` compute C.B tiles, the others the dt
+    processing and cumulative decays of one (b, h, chunk)."""
+    pid = tl.program_id(0)
+    if pid < NCB:
+        i_bcg = pid // (NQ * NQ)
+        i_q = pid % (NQ * NQ)
+        _cb_tile(
+            Bm, Cm, CB, i_bcg, i_q // NQ, i_q % NQ, l, nc, g, n, Q, s_bb, s_bl, s_bg, s_bn, s_cb, s_cl, s_cg, s_cn,
+            PREC, UP, BQ, BKN,
+        )  # fmt: skip
+    else:
+        i_bhc = pid - NCB
+        _dt_chunk(
+            DT, BIAS, A, SEG, DT_T, CS, CDEC, i_bhc // nc, i_bhc % nc, l, T, nc, h, Q, s_db, s_dl, s_dh, lo, hi,
+            HAS_BIAS, SOFTPLUS, HAS_LIMIT, HAS_SEG, BQD,
+        )  # fmt: skip
+
+
+@triton.jit
+def _dt_bwd_kernel(
+    DT,
+    BIAS,
+    A,
+    DT_T,
+    DDT,
+    DCS,
+    DOTS,
+    DDT_RAW,
+    PART,
+    bsz,
+    l,
+    T,
+    nc,
+    h,
+    Q,
+    NBLK,
+    s_db,
+    s_dl,
+    s_dh,
+    lo,
+    hi,
+    HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_LIMIT: tl.constexpr,
+    BQ: tl.constexpr,
+):
+    """Backward of :func:`_dt_chunk` for one (b, h, chunk), fed by the kernels' ``ddt`` (direct part)
+    and ``dcs`` (log-decay part, plus ``<dS_{c+1}, S_{c+1}>`` at the chunk's last step).
+
+    Writes the raw ``dt`` gradient ``(b, l, h)`` and partial sums ``PART[0|1, b, h, c]`` for ``dA`` / ``ddt_bias``.
+    """
+    i_bh = tl.program_id(0)
+    i_c = tl.program_id(1)
+    i_b = i_bh // h
+    i_h = i_bh % h
+    o = tl.arange(0, BQ)
+    t = i_c * Q + o
+    m_q = o < Q
+    m = m_q & (t < l)
+    o_t = i_bh.to(tl.int64) * T + t
+    b_dcs = tl.load(DCS + o_t, mask=m_q, other=0.0)
+    dots = tl.load(DOTS + (i_bh * nc + i_c) * NBLK)
+    for k in range(1, NBLK):
+        dots += tl.load(DOTS + (i_bh * nc + i_c) * NBLK + k)
+    b_dcs = tl.where(o == Q - 1, b_dcs + dots, b_dcs)
+    # gradient of the log-decay increments: suffix sums of dcs within the chunk
+    b_da = tl.sum(b_dcs, axis=0) - tl.cumsum(b_dcs, axis=0) + b_dcs
+    b_dt = tl.load(DT_T + o_t, mask=m_q, other=0.0)
+    a = tl.load(A + i_h).to(tl.float32)
+    g = tl.load(DDT + o_t, mask=m_q, other=0.0) + a * b_da
+    g = tl.where(m, g, 0.0)
+    part_a = tl.sum(b_dt * b_da, axis=0)
+    # chain through clamp, softplus and the bias
+    if SOFTPLUS or HAS_LIMIT:
+        v = tl.load(DT + i_b * s_db + t * s_dl + i_h * s_dh, mask=m, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            v += tl.load(BIAS + i_h).to(tl.float32)
+        if HAS_LIMIT:
+            if SOFTPLUS:
+                sp = _softplus_fwd(v)
+            else:
+                sp = v
+            g = tl.where((sp >= lo) & (sp <= hi), g, 0.0)
+        if SOFTPLUS:
+            g = tl.where(v > 20.0, g, g * tl.sigmoid(v))
+    tl.store(DDT_RAW + (i_b * l + t).to(tl.int64) * h + i_h, g.to(DDT_RAW.dtype.element_ty), mask=m)
+    o_p = (i_b * h + i_h) * nc + i_c
+    tl.store(PART + o_p, part_a)
+    tl.store(PART + bsz * h * nc + o_p, tl.sum(g, axis=0))
+
+
+@triton.jit
 def _gate_bwd_kernel(
     DOUT,
     Z,
@@ -797,48 +1420,51 @@ def _pow2(v: int) -> int:
     return max(16, triton.next_power_of_2(v))
 
 
-def _decays(dtp: torch.Tensor, A: torch.Tensor, Q: int, seg_p: torch.Tensor | None):
-    """Padded ``dt`` and within-chunk cumulative log decay, both ``(b, h, T)`` fp32, and the chunk decays ``(b, h, nc)``."""
-    b, l, h = dtp.shape
+def _dt_limits(dt_limit) -> tuple[bool, float, float]:
+    lo, hi = float(dt_limit[0]), float(dt_limit[1])
+    return (lo != 0.0 or hi != float("inf")), lo, hi
+
+
+_STATE_BWD_INTERPRET_BLOCKS = (16, 16)  # (BP, BN) of _state_scan_bwd_kernel under the interpreter
+_CB_INTERPRET_BLOCKS = (
+    16,
+    16,
+)  # (rows/cols, n) blocks of the C.B tiles (_prep_kernel) under the interpreter (tests may raise them)
+
+
+def _cb_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Storage of C.B: the 16-bit input dtype unless ``SSM_KERNELS_SSD_CB_FP32=1`` (fp32 inputs: fp32)."""
+    if dtype in (torch.bfloat16, torch.float16) and os.environ.get("SSM_KERNELS_SSD_CB_FP32", "0") != "1":
+        return dtype
+    return torch.float32
+
+
+def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
+    """One launch: processed ``dt`` (0 beyond ``l``) and within-chunk cumulative log decay, both
+    ``(b, h, T)`` fp32, the chunk decays ``(b, h, nc)`` (zero where a segment starts inside the chunk) and
+    the per-chunk ``C_i . B_j`` of every group, shared by its heads, ``(b, nc, g, Q, Q)`` (see :func:`_cb_dtype`)."""
+    b, l, h = dt.shape
+    g, n = B.shape[2], B.shape[3]
     nc = max(1, -(-l // Q))
     T = nc * Q
-    dt_t = torch.nn.functional.pad(dtp.transpose(1, 2).float(), (0, T - l)).contiguous()  # (b, h, T)
-    cs = (dt_t * A.float().view(1, h, 1)).view(b, h, nc, Q).cumsum(-1).view(b, h, T).contiguous()
-    cdec = torch.exp(cs[..., Q - 1 :: Q])  # (b, h, nc)
-    if seg_p is not None:
-        seg_end = seg_p[:, Q - 1 :: Q]  # (b, nc)
-        seg_prev = torch.nn.functional.pad(seg_end[:, :-1], (1, 0))
-        cdec = cdec * (seg_end == seg_prev).unsqueeze(1)
-    return dt_t, cs, cdec.contiguous()
-
-
-_CB_INTERPRET_BLOCKS = (16, 16)  # (rows/cols, n) blocks of _cb_kernel under the interpreter (tests may raise them)
-
-
-def _cb(B: torch.Tensor, C: torch.Tensor, Q: int, nc: int) -> torch.Tensor:
-    """Per-chunk ``C_i . B_j`` for every group, shared by all heads of the group: (b, nc, g, Q, Q) fp32."""
-    b, l, g, n = B.shape
-    cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=torch.float32)
+    dt_t = torch.empty(b, h, T, device=dt.device, dtype=torch.float32)
+    cs = torch.empty_like(dt_t)
+    cdec = torch.empty(b, h, nc, device=dt.device, dtype=torch.float32)
+    # 16-bit inputs keep C.B in their dtype (half the re-read traffic; the products are rounded to it anyway)
+    cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=_cb_dtype(B.dtype))
     BQ, BKN = _CB_INTERPRET_BLOCKS if triton_interpret() else (64, min(64, _pow2(n)))
-    grid = (b * nc * g, triton.cdiv(Q, BQ), triton.cdiv(Q, BQ))
-    _cb_kernel[grid](
-        B,
-        C,
-        cb,
-        l,
-        nc,
-        g,
-        n,
-        Q,
-        *B.stride(),
-        *C.stride(),
-        PREC=_prec(B.dtype),
-        UP=_up(B.dtype),
-        BQ=BQ,
-        BKN=BKN,
+    NQ = triton.cdiv(Q, BQ)
+    ncb = b * nc * g * NQ * NQ
+    has_limit, lo, hi = _dt_limits(dt_limit)
+    _prep_kernel[(ncb + b * h * nc,)](
+        dt, dt_bias if dt_bias is not None else A, A, seg_p if seg_p is not None else cs, dt_t, cs, cdec, B, C, cb,
+        l, T, nc, h, g, n, Q, ncb, NQ, *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
+        *B.stride(), *C.stride(),
+        HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(softplus), HAS_LIMIT=has_limit, HAS_SEG=seg_p is not None,
+        PREC=_prec(B.dtype), UP=_up(B.dtype), BQD=triton.next_power_of_2(Q), BQ=BQ, BKN=BKN,
         num_warps=4,
-    )
-    return cb
+    )  # fmt: skip
+    return dt_t, cs, cdec, cb
 
 
 def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
@@ -876,13 +1502,12 @@ def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
     return s_all
 
 
-def _fwd(x, dt_t, cs, cdec, B, C, D, z, init, seg_p, Q):
+def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hg = h // g
     nc = cs.shape[-1] // Q
     s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg)
-    cb = _cb(B, C, Q, nc)
     out = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
     y = torch.empty_like(out) if z is not None else None
     BP = min(_pow2(p), 64)
@@ -924,6 +1549,61 @@ def _fwd(x, dt_t, cs, cdec, B, C, D, z, init, seg_p, Q):
     return out, y, s_all
 
 
+_BWD2_INTERPRET_BLOCKS = (16, 16, 16, 16)  # (BT, BPK, BNC, BNK) of the v2 backward under the interpreter
+
+
+def _bwd_version() -> str:
+    """Backward implementation: ``SSM_KERNELS_SSD_BWD=v2`` (default, three kernels) or ``v1`` (one fused kernel)."""
+    v = os.environ.get("SSM_KERNELS_SSD_BWD", "v2").lower()
+    if v not in ("v1", "v2"):
+        raise ValueError(f"SSM_KERNELS_SSD_BWD={v!r}: expected 'v1' or 'v2'")
+    return v
+
+
+def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
+    """Backward of the chunk scan (v2): returns ``dx, dB, dC, ddt (b, h, T), dcs (b, h, T), ddp``."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    hg = h // g
+    T = cs.shape[-1]
+    nc = T // Q
+    if triton_interpret():
+        BT, BPK, BNC, BNK = _BWD2_INTERPRET_BLOCKS
+    else:
+        BT, BPK, BNC, BNK = min(64, _pow2(Q)), min(64, _pow2(p)), min(64, _pow2(n)), min(64, _pow2(n))
+    NT = triton.cdiv(Q, BT)
+    NBN = triton.cdiv(n, BNC)
+    NRS = NT + NBN
+    prec, up = _prec(x.dtype), _up(x.dtype)
+    seg = seg_p if seg_p is not None else cs
+    dcb = torch.empty(b, nc, g, Q, Q, device=x.device, dtype=torch.float32)
+    rs = torch.empty(NRS, b, h, T, device=x.device, dtype=torch.float32)
+    _bwd_dcb_kernel[(NT * NT * b * nc * g,)](
+        x, dy, dt_t, cs, cb, seg, dcb, rs, b, l, T, nc, h, hg, g, p, Q, NT, *x.stride(),
+        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK),
+    )  # fmt: skip
+    dB = torch.empty(b, l, g, n, device=x.device, dtype=B.dtype)
+    dC = torch.empty(b, l, g, n, device=x.device, dtype=C.dtype)
+    _bwd_dbc_kernel[(NT * NBN * b * nc * g,)](
+        x, dy, dt_t, cs, dcb, B, C, s_all, ds_all, seg, dB, dC, rs, b, l, T, nc, h, hg, g, p, n, Q, NT, NBN,
+        *x.stride(), *B.stride(), *C.stride(),
+        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK), BNC=BNC,
+    )  # fmt: skip
+    dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
+    ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
+    dcs = torch.empty_like(ddt)
+    Q16 = triton.cdiv(Q, 16)
+    ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
+    grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * h,)
+    _bwd_dx_kernel[grid](
+        x, dy, dt_t, cs, cb, B, ds_all, D if D is not None else cs, seg, rs, dx, ddt, dcs, ddp,
+        b, l, T, nc, h, hg, g, p, n, Q, Q16, NT, NRS, *x.stride(), *B.stride(),
+        HAS_D=D is not None, D_HAS_P=D is not None and D.dim() == 2, HAS_SEG=seg_p is not None,
+        PREC=prec, UP=up, BT=BT, BP=_pow2(p), BNK=BNK, NNK=triton.cdiv(n, BNK),
+    )  # fmt: skip
+    return dx, dB, dC, ddt, dcs, ddp
+
+
 def _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q):
     """State after each packed sequence (batch 1), from the chunk-entry states: (nseq, h, p, n) fp32."""
     _, l, h, p = x.shape
@@ -945,30 +1625,38 @@ def _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q):
     return local + w_in.t()[:, :, None, None] * s_all[0, c_idx]
 
 
+def _save_states() -> bool:
+    """``SSM_KERNELS_SSD_SAVE_STATES=1`` keeps the chunk states for the backward (more memory, no recompute)."""
+    return os.environ.get("SSM_KERNELS_SSD_SAVE_STATES", "0") == "1"
+
+
 class _SSDChunkScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dtp, A, B, C, D, z, init, seg_p, cu_seqlens, Q, want_varlen):
-        dt_t, cs, cdec = _decays(dtp, A, Q, seg_p)
-        out, y, s_all = _fwd(x, dt_t, cs, cdec, B, C, D, z, init, seg_p, Q)
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, init, seg_p, cu_seqlens, Q, softplus, dt_limit, want_varlen):
+        dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit)
+        out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q)
         final = s_all[:, -1]
         varlen = _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q) if want_varlen else final.new_zeros(0)
-        ctx.save_for_backward(x, dtp, A, B, C, D, z, y, init, seg_p)
-        ctx.Q = Q
+        keep = _save_states()
+        ctx.save_for_backward(
+            x, dt, A, B, C, D, z, y, dt_bias, init, seg_p, dt_t, cs, cdec, cb, s_all if keep else None
+        )
+        ctx.Q, ctx.softplus, ctx.dt_limit = Q, softplus, dt_limit
         ctx.mark_non_differentiable(varlen)
         ctx.set_materialize_grads(False)
         return out, final, varlen
 
     @staticmethod
     def backward(ctx, dout, dfinal, _dvarlen):
-        x, dtp, A, B, C, D, z, y, init, seg_p = ctx.saved_tensors
+        x, dt, A, B, C, D, z, y, dt_bias, init, seg_p, dt_t, cs, cdec, cb, s_all = ctx.saved_tensors
         Q = ctx.Q
         b, l, h, p = x.shape
         g, n = B.shape[2], B.shape[3]
         hg = h // g
-        dt_t, cs, cdec = _decays(dtp, A, Q, seg_p)
         T = cs.shape[-1]
         nc = T // Q
-        s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg)
+        if s_all is None:
+            s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg)
         dout = torch.zeros(b, l, h, p, device=x.device, dtype=x.dtype) if dout is None else dout.contiguous()
         dz = None
         if z is not None:
@@ -983,7 +1671,9 @@ class _SSDChunkScanFn(torch.autograd.Function):
         # reverse state passing (adjoint of the read-out folded in)
         ds_all = torch.empty_like(s_all)
         # block sizes fixed on the host (not autotuned) so the partial-dot slots do not depend on the config
-        BPs, BNs = (16, 16) if triton_interpret() else (min(64, _pow2(p)), min(64, _pow2(n)))
+        BPs, BNs = _STATE_BWD_INTERPRET_BLOCKS if triton_interpret() else (min(64, _pow2(p)), min(64, _pow2(n)))
+        if BPs > 16 and b * h * triton.cdiv(p, BPs) * triton.cdiv(n, BNs) < 512:  # a sequential loop per program:
+            BPs //= 2  # more, smaller programs when the (b, h) grid alone would leave SMs idle
         nblk = triton.cdiv(p, BPs) * triton.cdiv(n, BNs)
         dots = torch.empty(b, h, nc, nblk, device=x.device, dtype=torch.float32)
         dfin = dfinal.contiguous() if dfinal is not None else None
@@ -1018,72 +1708,82 @@ class _SSDChunkScanFn(torch.autograd.Function):
             BN=BNs,
         )
         # chunk-scan backward
-        HPS = min(hg, 8)
-        NSPLIT = triton.cdiv(hg, HPS)
-        dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
-        dB_part = torch.empty(NSPLIT, b, T, g, n, device=x.device, dtype=torch.float32)
-        dC_part = torch.empty_like(dB_part)
-        ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
-        Q16 = triton.cdiv(Q, 16)
-        ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
-        dcs = torch.empty_like(ddt)
-        grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * g * NSPLIT,)
-        _chunk_scan_bwd_kernel[grid](
-            x,
-            dy,
-            dt_t,
-            cs,
-            _cb(B, C, Q, nc),
-            B,
-            C,
-            s_all,
-            ds_all,
-            D if D is not None else cs,
-            seg_p if seg_p is not None else cs,
-            dx,
-            dB_part,
-            dC_part,
-            ddt,
-            dcs,
-            ddp,
-            b,
-            l,
-            T,
-            nc,
-            h,
-            hg,
-            g,
-            p,
-            n,
-            Q,
-            Q16,
-            NSPLIT,
-            HPS,
-            *x.stride(),
-            *B.stride(),
-            *C.stride(),
-            HAS_D=D is not None,
-            D_HAS_P=D is not None and D.dim() == 2,
-            HAS_SEG=seg_p is not None,
-            PREC=_prec(x.dtype),
-            UP=_up(x.dtype),
-            BP=_pow2(p),
-            BN=_pow2(n),
-        )
-        # glue: log-decay gradient -> dt and A
-        dcs = dcs.view(b, h, nc, Q)
-        dcs[..., -1] += dots.sum(-1)
-        da = dcs.flip(-1).cumsum(-1).flip(-1).view(b, h, T)
-        ddt_total = (ddt + A.float().view(1, h, 1) * da)[..., :l].transpose(1, 2)
-        dA = (dt_t * da).sum((0, 2)).to(A.dtype)
-        dB = dB_part.sum(0)[:, :l].to(B.dtype) if NSPLIT > 1 else dB_part[0, :, :l].to(B.dtype)
-        dC = dC_part.sum(0)[:, :l].to(C.dtype) if NSPLIT > 1 else dC_part[0, :, :l].to(C.dtype)
+        if _bwd_version() == "v2":
+            dx, dB, dC, ddt, dcs, ddp = _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q)
+        else:
+            HPS = min(hg, 8)
+            NSPLIT = triton.cdiv(hg, HPS)
+            dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
+            dB_part = torch.empty(NSPLIT, b, T, g, n, device=x.device, dtype=torch.float32)
+            dC_part = torch.empty_like(dB_part)
+            ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
+            Q16 = triton.cdiv(Q, 16)
+            ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
+            dcs = torch.empty_like(ddt)
+            grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * g * NSPLIT,)
+            _chunk_scan_bwd_kernel[grid](
+                x,
+                dy,
+                dt_t,
+                cs,
+                cb,
+                B,
+                C,
+                s_all,
+                ds_all,
+                D if D is not None else cs,
+                seg_p if seg_p is not None else cs,
+                dx,
+                dB_part,
+                dC_part,
+                ddt,
+                dcs,
+                ddp,
+                b,
+                l,
+                T,
+                nc,
+                h,
+                hg,
+                g,
+                p,
+                n,
+                Q,
+                Q16,
+                NSPLIT,
+                HPS,
+                *x.stride(),
+                *B.stride(),
+                *C.stride(),
+                HAS_D=D is not None,
+                D_HAS_P=D is not None and D.dim() == 2,
+                HAS_SEG=seg_p is not None,
+                PREC=_prec(x.dtype),
+                UP=_up(x.dtype),
+                BP=_pow2(p),
+                BN=_pow2(n),
+            )
+            dB = dB_part.sum(0)[:, :l].to(B.dtype) if NSPLIT > 1 else dB_part[0, :, :l].to(B.dtype)
+            dC = dC_part.sum(0)[:, :l].to(C.dtype) if NSPLIT > 1 else dC_part[0, :, :l].to(C.dtype)
+        # log-decay and direct dt gradients -> raw dt, A and dt_bias (one launch, then one small sum)
+        has_limit, lo, hi = _dt_limits(ctx.dt_limit)
+        ddt_raw = torch.empty(b, l, h, device=x.device, dtype=dt.dtype)
+        part = torch.empty(2, b, h, nc, device=x.device, dtype=torch.float32)
+        _dt_bwd_kernel[(b * h, nc)](
+            dt, dt_bias if dt_bias is not None else A, A, dt_t, ddt, dcs, dots, ddt_raw, part,
+            b, l, T, nc, h, Q, dots.shape[-1], *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
+            HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(ctx.softplus), HAS_LIMIT=has_limit,
+            BQ=triton.next_power_of_2(Q), num_warps=4 if Q <= 512 else 8,
+        )  # fmt: skip
+        part = part.sum((1, 3))  # (2, h)
+        dA = part[0].to(A.dtype)
+        ddt_bias = part[1].to(dt_bias.dtype) if dt_bias is not None else None
         dD = None
         if D is not None and ctx.needs_input_grad[5]:
             dD = ddp.sum((0, 1, 2))  # (h, p)
             dD = (dD if D.dim() == 2 else dD.sum(-1)).to(D.dtype)
         dinit = ds_all[:, 0].to(init.dtype) if init is not None else None
-        return dx, ddt_total.to(dtp.dtype), dA, dB, dC, dD, dz, dinit, None, None, None, None
+        return dx, ddt_raw, dA, dB, dC, dD, dz, ddt_bias, dinit, None, None, None, None, None, None
 
 
 def ssd_chunk_scan_triton(
@@ -1111,14 +1811,27 @@ def ssd_chunk_scan_triton(
     b, l, h, p = x.shape
     Q = chunk_size
     nc = max(1, -(-l // Q))
-    dtp = process_dt(dt.float(), None if dt_bias is None else dt_bias.float(), dt_softplus, dt_limit)  # (b, l, h)
     seg = seq_segments(seq_idx, cu_seqlens, b, l, x.device)
     seg_p = None
     if seg is not None:
         seg_p = torch.cat([seg, seg[:, -1:].expand(b, nc * Q - l)], dim=1).to(torch.int32).contiguous()
     Dc = None if D is None else D.contiguous()
     out, final, varlen = _SSDChunkScanFn.apply(
-        x, dtp, A, B, C, Dc, z, initial_states, seg_p, cu_seqlens, Q, bool(return_varlen_states)
+        x,
+        dt,
+        A,
+        B,
+        C,
+        Dc,
+        z,
+        dt_bias,
+        initial_states,
+        seg_p,
+        cu_seqlens,
+        Q,
+        bool(dt_softplus),
+        tuple(dt_limit),
+        bool(return_varlen_states),
     )
     res = [out]
     if return_final_states:

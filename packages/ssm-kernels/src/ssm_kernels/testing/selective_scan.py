@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SCAN_GRAD_NAMES", "make_scan_inputs"]
+__all__ = ["SCAN_GRAD_NAMES", "compare_scan_to_reference", "make_scan_inputs", "run_scan_with_grads"]
 
 SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 

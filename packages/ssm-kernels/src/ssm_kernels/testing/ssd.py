@@ -1,4 +1,8 @@
-"""Per-step sequential oracle and input factory shared by the SSD tests."""
+"""SSD test helpers: a per-step sequential oracle, an input factory, and the kernel-vs-reference comparison.
+
+Used by ``tests/ssd`` and ``benchmarks/gpu_ssd_check.py``; other packages (the Mamba2 modules) may reuse
+:func:`ssd_sequential` and :func:`make_inputs`.
+"""
 
 from __future__ import annotations
 

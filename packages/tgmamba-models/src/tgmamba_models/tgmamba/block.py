@@ -23,10 +23,13 @@ from .graph_ops import (
     FUSED_CONV_TYPES,
     bound_scale,
     cheb_mix,
+    check_edges_structure,
     dense_adjacency,
     dense_to_edges,
+    edge_value_flags,
     gcn_mix,
     operator_weights,
+    raise_flags,
     state_adjacency,
     state_mix,
 )
@@ -260,8 +263,6 @@ class TGMamba(nn.Module):
             )
         if not step and x.shape[1] < 1:
             raise ValueError(f"{name} must have sequence length L >= 1, got shape {tuple(x.shape)}")
-        if self.validate_inputs and not torch.isfinite(x).all():
-            raise ValueError(f"{name} contains NaN or inf")
         return rows // self.num_vertices, (1 if step else x.shape[1])
 
     def _input_graph(self, edge_index, edge_weight, adj, batch: int, L: int, like: Tensor) -> Tensor | None:
@@ -279,9 +280,17 @@ class TGMamba(nn.Module):
             if edge_weight is not None:
                 raise ValueError("edge_weight was given without edge_index")
             return None
-        return dense_adjacency(
-            edge_index, edge_weight, batch, V, shared=False, dtype=like.dtype, validate=self.validate_inputs
-        )
+        check_edges_structure(edge_index, edge_weight)
+        return dense_adjacency(edge_index, edge_weight, batch, V, shared=False, dtype=like.dtype, validate=False)
+
+    def _validate_values(self, x: Tensor, edge_index, edge_weight, batch: int, name: str = "x") -> None:
+        """Value checks (NaN in x, edge ranges/samples/weights) with a single device sync."""
+        if not self.validate_inputs:
+            return
+        flags = [(f"{name} contains NaN or inf", ~torch.isfinite(x).all())]
+        if edge_index is not None:
+            flags += edge_value_flags(edge_index, edge_weight, batch * self.num_vertices, self.num_vertices)
+        raise_flags(flags)
 
     def _resolve_path(self, path: str) -> str:
         if path not in PATHS:
@@ -339,8 +348,10 @@ class TGMamba(nn.Module):
         graph = self._learn_graph(x4, adj0)  # (b, T, V, V)
         return graph, state_mix(self.conv_type, graph.to(x4.dtype))
 
-    def _scan_fused(self, u, delta, A, B, C, z, adj, initial_state=None, return_last_state=False, mix_A=None):
-        u = self._input_conv_dense(u, adj)
+    def _scan_fused(
+        self, u, delta, A, B, C, z, adj, initial_state=None, return_last_state=False, mix_A=None, u_conv=None
+    ):
+        u = self._input_conv_dense(u, adj) if u_conv is None else u_conv
         if mix_A is None:
             mix_A = state_mix(self.conv_type, adj.to(u.dtype))
         W_A, W_C = self._state_weights()
@@ -453,6 +464,9 @@ class TGMamba(nn.Module):
         path = self._resolve_path(path)
         batch, L = self._check_x(x)
         V, D, N = self.num_vertices, self.d_inner, self.d_state
+        if edge_index is not None:
+            check_edges_structure(edge_index, edge_weight)
+        self._validate_values(x, edge_index, edge_weight, batch)
         adj0 = self._input_graph(edge_index, edge_weight, adj, batch, L, x)
 
         xz = self.in_proj(x)  # (bV, L, 2D)
@@ -472,16 +486,17 @@ class TGMamba(nn.Module):
 
         x4 = x.view(batch, V, L, self.d_model)
         if path == "fused":
-            # long sequences: recompute the (cheap, elementwise) graph construction in backward
-            # instead of storing its (batch, L, V, V) intermediates
+            # long sequences: recompute the cheap graph construction and input convolution in
+            # backward instead of storing their (batch, L, V, V) / (batch, L, V, D) intermediates
             ckpt = self.checkpoint_graph and torch.is_grad_enabled() and L >= self.checkpoint_graph_min_len
             if ckpt:
-                graph, mix_A = torch.utils.checkpoint.checkpoint(
-                    self._graph_and_state_mix, x4, adj0, use_reentrant=False
-                )
+                cp = torch.utils.checkpoint.checkpoint
+                graph, mix_A = cp(self._graph_and_state_mix, x4, adj0, use_reentrant=False)
+                u_conv = cp(self._input_conv_dense, u4, graph, use_reentrant=False)
             else:
                 graph, mix_A = self._graph_and_state_mix(x4, adj0)
-            _, y = self._scan_fused(u4, delta4, A, B4, C4, z4, graph, mix_A=mix_A)  # (b, V, D, L)
+                u_conv = self._input_conv_dense(u4, graph)
+            _, y = self._scan_fused(u4, delta4, A, B4, C4, z4, graph, mix_A=mix_A, u_conv=u_conv)  # (b, V, D, L)
         else:
             graph = self._learn_graph(x4, adj0)  # (b, T, V, V)
             _, y = self._scan_reference(u4, delta4, A, B4, C4, z4, graph)
@@ -507,6 +522,46 @@ class TGMamba(nn.Module):
         edge_state = self.edge_learner.init_state(batch_size, device, dtype) if self.edge_learner is not None else None
         return TGMambaInferenceCache(conv_state, ssm_state, edge_state, 0)
 
+    def _state_ops_step(self, g: Tensor) -> list[Tensor | None]:
+        """State-side vertex operators of one step (identity as None): g (b, V, V)."""
+        if self.conv_type == "gcnconv":
+            return [gcn_mix(g)]
+        if self.conv_type == "chebconv":
+            return [None, cheb_mix(g)]
+        if self.conv_type == "graphconv":
+            return [None, state_adjacency(g)]
+        return [None]
+
+    @staticmethod
+    def _apply_ops(ops: list[Tensor | None], H: Tensor, W: Tensor) -> Tensor:
+        """sum_k ops[k] @ H @ W[k] per (b, d), skipping identity operators: H (b, V, D, N)."""
+        b, V, D, N = H.shape
+        out = None
+        for k, M in enumerate(ops):
+            t = H @ W[k]
+            if M is not None:
+                t = torch.matmul(M, t.reshape(b, V, D * N)).view(b, V, D, N)
+            out = t if out is None else out + t
+        return out
+
+    @staticmethod
+    def _readout_step(ops: list[Tensor | None], H: Tensor, W_C: Tensor | None, C_t: Tensor) -> Tensor:
+        """y[i, d] = sum_k sum_n (M_k H)[i, d, n] (W_C[k] C_i)[n]: the readout folded into C.
+
+        Equal to ``(sum_k M_k H W_C[k]) . C`` but skips the (N x N) products (cheap streaming).
+        H (b, V, D, N), C_t (b, V, N) -> (b, V, D).
+        """
+        if W_C is None:
+            return (H * C_t.unsqueeze(2)).sum(-1)
+        b, V, D, N = H.shape
+        wc = torch.matmul(W_C.to(H.dtype).unsqueeze(1), C_t.unsqueeze(-1).unsqueeze(1))  # (b, K, V, N, 1)
+        y = None
+        for k, M in enumerate(ops):
+            Hk = H if M is None else torch.matmul(M, H.reshape(b, V, D * N)).view(b, V, D, N)
+            t = torch.matmul(Hk, wc[:, k]).squeeze(-1)  # (b, V, D)
+            y = t if y is None else y + t
+        return y
+
     @torch.no_grad()
     def step(
         self,
@@ -530,6 +585,9 @@ class TGMamba(nn.Module):
         V, D, N = self.num_vertices, self.d_inner, self.d_state
         if cache.ssm_state.shape[0] != batch:
             raise ValueError(f"x_t holds {batch} samples but the cache was allocated for {cache.ssm_state.shape[0]}")
+        if edge_index is not None:
+            check_edges_structure(edge_index, edge_weight)
+        self._validate_values(x_t, edge_index, edge_weight, batch, "x_t")
         adj0 = self._input_graph(edge_index, edge_weight, adj, batch, 1, x_t)
         if adj0 is not None and adj0.shape[1] != 1:
             raise ValueError("adj passed to step() must hold one step: shape (batch or 1, 1, V, V)")
@@ -553,13 +611,13 @@ class TGMamba(nn.Module):
         Bt, Ct = Bm.view(batch, V, N).to(sdt), Cm.view(batch, V, N).to(sdt)
         if self.conv_type in FUSED_CONV_TYPES:
             u = self._input_conv_dense(u.unsqueeze(-1), graph).squeeze(-1).to(sdt)
-            mix = state_mix(self.conv_type, g.unsqueeze(1)).squeeze(1)  # (b, K, V, V)
+            ops = self._state_ops_step(g)  # per k: (b, V, V) or None (identity)
             W_A, W_C = self._state_weights()
             H = cache.ssm_state
-            P = torch.einsum("bkij,bjdn,knm->bidm", mix, H, W_A.to(sdt))
-            H = P * torch.exp(dt.unsqueeze(-1) * A) + (dt * u).unsqueeze(-1) * Bt.unsqueeze(2)
-            G = H if W_C is None else torch.einsum("bkij,bjdn,knm->bidm", mix, H, W_C.to(sdt))
-            y = (G * Ct.unsqueeze(2)).sum(-1) + self.D.to(sdt) * u
+            P = self._apply_ops(ops, H, W_A.to(sdt)) if self.conv_type != "none" else H
+            decay = torch.exp_(dt.unsqueeze(-1) * A)  # (b, V, D, N); no autograd in step()
+            H = torch.addcmul((dt * u).unsqueeze(-1) * Bt.unsqueeze(2), P, decay)
+            y = self._readout_step(ops, H, W_C, Ct) + self.D.to(sdt) * u
         else:
             u = self._ref_input_conv_step(u, g.to(u.dtype)).to(sdt)
             H, y = self._ref_state_step(cache.ssm_state, u, dt, A, Bt, Ct, g, self._state_params())

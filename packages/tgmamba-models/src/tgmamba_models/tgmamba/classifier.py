@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .block import TGMamba, TGMambaInferenceCache, _make_conv
 from .config import TGMambaClassifierConfig
-from .graph_ops import dense_adjacency, dense_to_edges
+from .graph_ops import check_edges_structure, dense_adjacency, dense_to_edges, edge_value_flags, raise_flags
 
 __all__ = ["TGMambaClassifier", "TGMambaClassifierCache"]
 
@@ -104,8 +104,7 @@ class TGMambaClassifier(nn.Module):
             raise ValueError(f"x has feature size {x.shape[-1]} but the classifier has in_features={F_in}")
         if not x.is_floating_point():
             raise TypeError(f"x must be floating point, got {x.dtype}")
-        if self.validate_inputs and not torch.isfinite(x).all():
-            raise ValueError("x contains NaN or inf")
+        flags = [("x contains NaN or inf", ~torch.isfinite(x).all())] if self.validate_inputs else []
         shared = x.dim() == plain_dim
         if shared:
             if x.shape[1] != V:
@@ -119,14 +118,22 @@ class TGMambaClassifier(nn.Module):
                 )
             bsz = x.shape[0] // V
             if batch is not None:
+                msg = (
+                    f"batch must assign exactly num_vertices={V} consecutive rows to each graph (graphs of equal size)"
+                )
                 want = torch.arange(bsz, device=batch.device).repeat_interleave(V)
-                if batch.shape != want.shape or not torch.equal(batch.long(), want):
-                    raise ValueError(
-                        f"batch must assign exactly num_vertices={V} consecutive rows to each graph (graphs of equal size)"
-                    )
+                if batch.shape != want.shape:
+                    raise ValueError(msg)
+                if self.validate_inputs:
+                    flags.append((msg, (batch.long() != want).any()))
         adj0 = None
         if edge_index is not None:
-            adj0 = dense_adjacency(edge_index, edge_weight, bsz, V, shared=shared, dtype=x.dtype)
+            check_edges_structure(edge_index, edge_weight)
+            if self.validate_inputs:
+                flags += edge_value_flags(edge_index, edge_weight, V if shared else bsz * V, None if shared else V)
+        raise_flags(flags)
+        if edge_index is not None:
+            adj0 = dense_adjacency(edge_index, edge_weight, bsz, V, shared=shared, dtype=x.dtype, validate=False)
         elif edge_weight is not None:
             raise ValueError("edge_weight was given without edge_index")
         return x, adj0, bsz

@@ -79,6 +79,8 @@ class TGMambaClassifierConfig:
     ``pass_edges``: each block receives the graph the previous block learned. ``final_gconv``:
     one graph convolution (``conv_type``) over the time-pooled vertex features before vertex
     pooling. ``residual``: add each block's input to its output (off in the original).
+    Defaults follow the original LightGTMamba (2 blocks, last-step sequence pooling, mean vertex
+    pooling, graphconv, gated RMSNorm, time-varying edge learner with attention).
     """
 
     num_vertices: int
@@ -88,7 +90,7 @@ class TGMambaClassifierConfig:
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
-    num_layers: int = 1
+    num_layers: int = 2
     conv_type: str = "graphconv"
     rmsnorm: bool = True
     edge_learner_layers: int = 1
@@ -98,7 +100,7 @@ class TGMambaClassifierConfig:
     attn_threshold: float = 0.1
     attn_softmax_temp: float = 0.01
     init_skip_param: float = 0.25
-    seq_pool_type: str = "mean"
+    seq_pool_type: str = "last"
     vertex_pool_type: str = "mean"
     dropout: float = 0.0
     pass_edges: bool = False

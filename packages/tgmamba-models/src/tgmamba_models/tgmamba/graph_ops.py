@@ -37,6 +37,9 @@ __all__ = [
     "bound_scale",
     "cheb_mix",
     "check_edges",
+    "check_edges_structure",
+    "edge_value_flags",
+    "raise_flags",
     "dense_adjacency",
     "dense_to_edges",
     "gcn_mix",
@@ -50,29 +53,70 @@ CONV_TYPES = ("gcnconv", "chebconv", "graphconv", "gatv2conv", "none")
 FUSED_CONV_TYPES = ("gcnconv", "chebconv", "graphconv", "none")
 
 
-def check_edges(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, name: str = "edge_index") -> None:
-    """Raise an error naming ``edge_index``/``edge_weight`` if they break the contract."""
+def check_edges_structure(edge_index: Tensor, edge_weight: Tensor | None, name: str = "edge_index") -> None:
+    """Shape and dtype checks of PyG edges (no device sync); errors name the argument."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (2, E), got {type(edge_index).__name__}")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"{name} must have shape (2, E), got {tuple(edge_index.shape)}")
     if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer vertex ids, got {edge_index.dtype}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(
-            f"{name} has vertex ids in [{int(edge_index.min())}, {int(edge_index.max())}] but must lie in "
-            f"[0, {num_nodes}) (out of range)"
-        )
     if edge_weight is not None:
         if not isinstance(edge_weight, Tensor) or edge_weight.dim() != 1 or edge_weight.shape[0] != edge_index.shape[1]:
             shape = tuple(edge_weight.shape) if isinstance(edge_weight, Tensor) else type(edge_weight).__name__
             raise ValueError(f"edge_weight must have shape (E,) = ({edge_index.shape[1]},), got {shape}")
         if not edge_weight.is_floating_point():
             raise TypeError(f"edge_weight must be floating point, got {edge_weight.dtype}")
-        if not torch.isfinite(edge_weight).all():
-            raise ValueError("edge_weight contains NaN or inf")
-        if (edge_weight < 0).any():
-            raise ValueError("edge_weight must be non-negative (normalised graph operators need non-negative weights)")
+
+
+def edge_value_flags(
+    edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, num_vertices: int | None = None,
+    name: str = "edge_index",
+) -> list[tuple[str, Tensor]]:  # fmt: skip
+    """Device-side flags (0-d bool tensors, True = problem) for the values of PyG edges.
+
+    ``num_vertices``: also flag edges between different samples of a PyG-batched graph. Evaluate
+    them with :func:`raise_flags`, batched with other checks, so validation costs one sync.
+    """
+    flags: list[tuple[str, Tensor]] = []
+    if edge_index.numel():
+        flags.append((f"{name} has vertex ids outside [0, {num_nodes}) (out of range)", edge_index.min() < 0))
+        flags.append((f"{name} has vertex ids outside [0, {num_nodes}) (out of range)", edge_index.max() >= num_nodes))
+        if num_vertices is not None:
+            same = torch.div(edge_index[0], num_vertices, rounding_mode="floor") != torch.div(
+                edge_index[1], num_vertices, rounding_mode="floor"
+            )
+            flags.append(
+                (
+                    f"{name} connects vertices of different samples (num_vertices={num_vertices}); "
+                    "edges must stay within a sample",
+                    same.any(),
+                )
+            )
+    if edge_weight is not None and edge_weight.numel():
+        flags.append(("edge_weight contains NaN or inf", ~torch.isfinite(edge_weight).all()))
+        flags.append(
+            ("edge_weight must be non-negative (normalised graph operators need non-negative weights)",
+             (edge_weight < 0).any())
+        )  # fmt: skip
+    return flags
+
+
+def raise_flags(flags: list[tuple[str, Tensor]]) -> None:
+    """Evaluate device-side check flags with ONE host sync; raise ValueError with the first message."""
+    if not flags:
+        return
+    values = torch.stack([f.reshape(()).to(torch.bool) for _, f in flags]).tolist()
+    for (msg, _), bad in zip(flags, values):
+        if bad:
+            raise ValueError(msg)
+
+
+def check_edges(edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int, num_vertices: int | None = None,
+                name: str = "edge_index") -> None:  # fmt: skip
+    """Raise an error naming ``edge_index``/``edge_weight`` if they break the contract (one sync)."""
+    check_edges_structure(edge_index, edge_weight, name)
+    raise_flags(edge_value_flags(edge_index, edge_weight, num_nodes, num_vertices, name))
 
 
 def dense_adjacency(
@@ -100,23 +144,20 @@ def dense_adjacency(
     V = num_vertices
     n = V if shared else batch * V
     if validate:
-        check_edges(edge_index, edge_weight, n)
+        check_edges(edge_index, edge_weight, n, None if shared else V)
     src, dst = edge_index[0].long(), edge_index[1].long()
     w = edge_weight.to(dtype) if edge_weight is not None else torch.ones(src.shape[0], dtype=dtype, device=src.device)
     nb = 1 if shared else batch
     if shared:
         gs = torch.zeros_like(src)
     else:
-        gs, gd = torch.div(src, V, rounding_mode="floor"), torch.div(dst, V, rounding_mode="floor")
-        if validate and (gs != gd).any():
-            raise ValueError(
-                f"edge_index connects vertices of different samples (num_vertices={V}); edges must stay within a sample"
-            )
+        gs = torch.div(src, V, rounding_mode="floor")
         src, dst = src - gs * V, dst - gs * V
-    keep = src != dst
     adj = torch.zeros(nb, V, V, dtype=dtype, device=w.device)
-    adj = adj.index_put((gs[keep], dst[keep], src[keep]), w[keep], accumulate=True)
-    return adj.unsqueeze(1)
+    adj = adj.index_put((gs, dst, src), w, accumulate=True)
+    # drop self loops without boolean indexing (no host sync: CUDA-graph capturable)
+    offdiag = 1.0 - torch.eye(V, dtype=dtype, device=w.device)
+    return (adj * offdiag).unsqueeze(1)
 
 
 def dense_to_edges(adj: Tensor, replicate: int = 1) -> tuple[Tensor, Tensor]:

@@ -38,11 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEF.label_policy,
         help="windows straddling an eye-state transition: drop (counted) or label by majority/centre",
     )
-    add_flag(d, "features", choices=("bands", "bands-abs", "stft", "raw"), default=_DEF.features, help="eye-state input features")
+    add_flag(
+        d,
+        "features",
+        choices=("bands", "bands-abs", "bands-both", "stft", "raw"),
+        default=_DEF.features,
+        help="eye-state input features",
+    )
     add_flag(d, "gap", type=int, default=_DEF.gap, help="samples left out between train/val/test blocks")
     add_flag(d, "val-fraction", type=float, default=_DEF.val_fraction, help="contiguous validation stretch")
-    add_flag(d, "electrode-features", action=argparse.BooleanOptionalAction, default=_DEF.electrode_features,
-             help="append each electrode's 3-D position to its features (eye-state)")
+    add_flag(
+        d,
+        "electrode-features",
+        choices=("onehot", "positions", "none"),
+        default=_DEF.electrode_features,
+        help="electrode identity appended to each vertex's features (eye-state)",
+    )
     add_flag(d, "graph-top-k", type=int, default=_DEF.graph_top_k, help="neighbours kept per electrode")
 
     m = p.add_argument_group("model (TGMamba)")
@@ -77,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(o, "num_epochs", type=int, default=_DEF.num_epochs)
     add_flag(o, "patience", type=int, default=_DEF.patience, help="early-stopping patience (epochs, val_loss)")
     add_flag(o, "accumulate_grad_batches", type=int, default=_DEF.accumulate_grad_batches)
+    add_flag(
+        o,
+        "eval-checkpoint",
+        choices=("best", "last"),
+        default=_DEF.eval_checkpoint,
+        help="checkpoint evaluated on the test split (best = lowest val_loss)",
+    )
+    add_flag(
+        o,
+        "ensemble",
+        type=int,
+        default=_DEF.ensemble,
+        help="TGMamba models per fold (different seeds); their test probabilities are averaged",
+    )
     add_flag(o, "balance_classes", action=bool_, default=_DEF.balance_classes, help="class-weighted loss")
 
     r = p.add_argument_group("runtime")

@@ -19,7 +19,12 @@ Pipeline (all of it documented in the package README):
    "bands" (default), (14, 5, 5): for 0.5-s frames every 0.125 s, the log band powers (delta, theta, alpha,
    beta, gamma; Welch) minus their mean over the 14 electrodes (a common-average reference in the log-power
    domain, which removes slow drifts shared by all electrodes and makes the model rely on spatial contrasts,
-   e.g. occipital alpha); "stft" short-time log power (14, 5, 24), bins 2-48 Hz; "raw" scaled samples (14, 128, 1).
+   e.g. occipital alpha); "bands-abs" the same without the reference; "stft" short-time log power (14, 5, 24),
+   bins 2-48 Hz; "raw" scaled samples (14, 128, 1).
+7. Electrode identity: a one-hot code of the electrode (default; 14 extra features per step) or its 3-D
+   position is appended, so the shared per-vertex weights can respond differently per electrode (with
+   referenced features and mean vertex pooling, a model without it cannot weight occipital against frontal
+   sites). Default input: (14, 5, 5 + 14).
 """
 
 from __future__ import annotations
@@ -78,14 +83,18 @@ class EyeStateConfig:
     val_fraction: float = 0.1
     gap: int = 64
     blocks_per_fold: int = 2
-    positions: bool = True
+    electrode_features: str = "onehot"  # "onehot" | "positions" | "none"
     graph_top_k: int = 3
 
     def __post_init__(self) -> None:
         if self.label_policy not in ("drop", "majority", "center"):
             raise ValueError(f"label_policy must be 'drop', 'majority' or 'center', got {self.label_policy!r}")
-        if self.features not in ("bands", "bands-abs", "stft", "raw"):
+        if self.features not in ("bands", "bands-abs", "bands-both", "stft", "raw"):
             raise ValueError(f"features must be 'bands', 'stft' or 'raw', got {self.features!r}")
+        if self.electrode_features not in ("onehot", "positions", "none"):
+            raise ValueError(
+                f"electrode_features must be 'onehot', 'positions' or 'none', got {self.electrode_features!r}"
+            )
         if self.window < 64 or self.stride < 1:
             raise ValueError(f"window must be >= 64 and stride >= 1, got {self.window}, {self.stride}")
 
@@ -199,14 +208,17 @@ def window_labels(labels: np.ndarray, starts: np.ndarray, window: int, policy: s
 def _features(windows: np.ndarray, cfg: EyeStateConfig) -> np.ndarray:
     if cfg.features == "raw":
         return windows[..., None].astype(np.float32)  # (N, V, T, 1)
-    if cfg.features in ("bands", "bands-abs"):
+    if cfg.features in ("bands", "bands-abs", "bands-both"):
         nper = cfg.window // 2
         frames = frame_signal(windows, nper, max(1, nper // 4))  # (N, V, L, nper)
         N, V, Lf, _ = frames.shape
         bp = band_powers(frames.reshape(N, V * Lf, nper), SFREQ, nperseg=nper).reshape(N, V, Lf, -1)
+        ref = bp - bp.mean(axis=1, keepdims=True)
         if cfg.features == "bands":
             # spatial (common-average) reference in the log-power domain: removes drifts shared by all electrodes
-            bp = bp - bp.mean(axis=1, keepdims=True)
+            return ref.astype(np.float32)  # (N, V, L, 5)
+        if cfg.features == "bands-both":
+            return np.concatenate([ref, bp], axis=-1).astype(np.float32)  # (N, V, L, 10)
         return bp.astype(np.float32)  # (N, V, L, 5)
     # 0.5-s Hann frames, hop 1/8 s, bins 1..24 (2-48 Hz at 128 Hz and nperseg 64)
     nper = cfg.window // 2
@@ -252,13 +264,17 @@ def prepare_eye_state(
         if len(np.unique(splits[name].y)) < 2:
             raise DataError(recording.source, f"fold {fold}: the {name} split has a single class; use fewer folds")
     std = FeatureStandardizer.fit(splits["train"].x)
-    pos = electrode_positions(recording.channels).astype(np.float32)  # (V, 3)
+    V = len(recording.channels)
+    ident = {
+        "onehot": np.eye(V, dtype=np.float32),
+        "positions": electrode_positions(recording.channels).astype(np.float32),
+        "none": np.zeros((V, 0), np.float32),
+    }[cfg.electrode_features]  # (V, E)
     for s in splits.values():
         s.x = std.transform(s.x)
-        if cfg.positions:
-            # electrode coordinates as 3 extra features per step (after standardisation, which would zero them)
-            p = np.broadcast_to(pos[None, :, None, :], (*s.x.shape[:3], 3))
-            s.x = np.concatenate([s.x, p], axis=-1)
+        # electrode identity as extra features per step (appended after standardisation, which would zero them)
+        e = np.broadcast_to(ident[None, :, None, :], (*s.x.shape[:3], ident.shape[1]))
+        s.x = np.concatenate([s.x, e], axis=-1)
     info["feature_standardizer"] = std.to_dict()
     edge_index, edge_weight = graph_for_channels(recording.channels, top_k=cfg.graph_top_k)
     return PreparedData(

@@ -121,14 +121,14 @@ class DatasetWriter:
             raise ValueError(f"x must be (n, V, L, F) with n = len(y) = {len(y)}, got {x.shape}")
         if len(x) == 0:
             return
-        if self.sample_shape is None:
-            self.sample_shape = x.shape[1:]
-        elif x.shape[1:] != self.sample_shape:
-            raise ValueError(f"sample shape {x.shape[1:]} differs from earlier samples {self.sample_shape}")
         if not np.isfinite(x).all():
             raise ValueError(f"non-finite features for group {group!r}")
         if y.min() < 0 or y.max() >= self.meta["num_classes"]:
             raise ValueError(f"labels must be in [0, {self.meta['num_classes']}), got {np.unique(y).tolist()}")
+        if self.sample_shape is None:
+            self.sample_shape = x.shape[1:]
+        elif x.shape[1:] != self.sample_shape:
+            raise ValueError(f"sample shape {x.shape[1:]} differs from earlier samples {self.sample_shape}")
         gid = self.groups.setdefault(group, len(self.groups))
         self.buf[split].append((x, y, np.full(len(y), gid, np.int64)))
         self.class_counts[split] += np.bincount(y, minlength=self.meta["num_classes"])

@@ -56,6 +56,12 @@ void check_opt(const optional<Tensor>& t, const char* name, at::ScalarType st) {
   }
 }
 
+// Kernel generation: SSM_KERNELS_SCAN_IMPL=v1 selects the first-version kernels (default v2).
+int scan_impl() {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_IMPL");
+  return (e != nullptr && e[0] == 'v' && e[1] == '1' && e[2] == '\0') ? 1 : 2;
+}
+
 // Backward chunk length K (= forward checkpoint interval, <= 32 steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
 // (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
@@ -72,7 +78,21 @@ int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
   const int64_t blocks = (nrows + ssk::kRows - 1) / ssk::kRows;
   const int per_sm = (int)std::min<int64_t>(3, std::max<int64_t>(1, (blocks + sms - 1) / std::max(sms, 1)));
   const size_t budget = std::min<size_t>((size_t)smem_block, (size_t)smem_sm / per_sm - 1024);
-  int K = (int)std::min<int64_t>(32, std::max<int64_t>(1, L));
+  if (scan_impl() == 1) {
+    int K = (int)std::min<int64_t>(32, std::max<int64_t>(1, L));
+    while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
+    return K;
+  }
+  // v2: K <= kMaxChunkV2; one chunk when L fits, else a multiple of 8 (16-byte vector loads) when possible
+  if (L <= ssk::kMaxChunkV2) {
+    int K = (int)std::max<int64_t>(1, L);
+    while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
+    return K;
+  }
+  for (int K : {16, 8}) {
+    if (K <= ssk::kMaxChunkV2 && ssk::bwd_smem_bytes(np, K) <= budget) return K;
+  }
+  int K = 7;
   while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
   return K;
 }
@@ -173,10 +193,14 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows == 0 || p.L == 0) return {out, last, ckpt};
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   cudaError_t err = cudaSuccess;
-  switch (dt) {
-    case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
-    case ssk::kFloat16: err = ssk::launch_fwd_f16(p, stream); break;
-    case ssk::kBFloat16: err = ssk::launch_fwd_bf16(p, stream); break;
+  if (scan_impl() == 1) {
+    err = ssk::launch_fwd_v1(p, (int)dt, stream);
+  } else {
+    switch (dt) {
+      case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
+      case ssk::kFloat16: err = ssk::launch_fwd_f16(p, stream); break;
+      case ssk::kBFloat16: err = ssk::launch_fwd_bf16(p, stream); break;
+    }
   }
   check_launch(err, "forward");
   return {out, last, ckpt};
@@ -240,10 +264,14 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    switch (dt) {
-      case ssk::kFloat32: err = ssk::launch_bwd_f32(p, stream); break;
-      case ssk::kFloat16: err = ssk::launch_bwd_f16(p, stream); break;
-      case ssk::kBFloat16: err = ssk::launch_bwd_bf16(p, stream); break;
+    if (scan_impl() == 1 || p.K > ssk::kMaxChunkV2) {
+      err = ssk::launch_bwd_v1(p, (int)dt, stream);
+    } else {
+      switch (dt) {
+        case ssk::kFloat32: err = ssk::launch_bwd_f32(p, stream); break;
+        case ssk::kFloat16: err = ssk::launch_bwd_f16(p, stream); break;
+        case ssk::kBFloat16: err = ssk::launch_bwd_bf16(p, stream); break;
+      }
     }
     check_launch(err, "backward");
   }

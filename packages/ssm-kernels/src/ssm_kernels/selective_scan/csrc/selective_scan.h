@@ -55,6 +55,10 @@ struct ScanParams {
 
 // Rows of (b, d) handled by one block (one thread per row).
 constexpr int kRows = 64;
+// v2 kernels: forward tile length bound (ScanParams::tile <= this) and backward chunk bound (K <= this;
+// larger K runs the v1 backward).
+constexpr int kMaxTileV2 = 32;
+constexpr int kMaxChunkV2 = 16;
 
 // Dynamic shared memory (bytes) of the kernels for a given padded state size and tile/chunk length.
 inline size_t fwd_smem_bytes(int np, int tile) {
@@ -83,5 +87,8 @@ cudaError_t launch_fwd_bf16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_f32(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_f16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_bf16(const ScanParams& p, cudaStream_t stream);
+// first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
+cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
+cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
 
 }  // namespace ssk

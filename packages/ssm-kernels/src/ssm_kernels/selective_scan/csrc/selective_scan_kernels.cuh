@@ -19,6 +19,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#ifdef SSK_EMULATE
+#include <string.h>
+#endif
 
 #include "selective_scan.h"
 
@@ -58,29 +61,269 @@ __device__ __forceinline__ float exp2_approx(float x) {
 __device__ __forceinline__ float softplus_f(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
 
-// Load rows [row0, row0 + kRows) x steps [t0, t0 + nt) of a contiguous (nrows, L) array into
-// tile[r * pitch + j] as float; rows past nrows read as 0.
+// ------------------------------------------------------------------------------------------
+// tile movement: 16-byte vector loads / stores, all issued before any use
+// ------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ float bits_as_float(uint32_t b) {
+#ifdef SSK_EMULATE
+  float f;
+  memcpy(&f, &b, 4);
+  return f;
+#else
+  return __uint_as_float(b);
+#endif
+}
+__device__ __forceinline__ uint32_t float_as_bits(float f) {
+#ifdef SSK_EMULATE
+  uint32_t b;
+  memcpy(&b, &f, 4);
+  return b;
+#else
+  return __float_as_uint(f);
+#endif
+}
+
+// Element bits (in the low bits of a word) <-> float.
 template <typename T>
-__device__ __forceinline__ void load_tile(float* tile, const T* __restrict__ src, int row0, int nrows, int L, int t0,
-                                          int nt, int pitch) {
-  for (int idx = threadIdx.x; idx < kRows * nt; idx += blockDim.x) {
-    const int r = idx / nt;
-    const int j = idx - r * nt;
-    const int row = row0 + r;
-    float v = 0.f;
-    if (row < nrows) v = to_f<T>(src[(size_t)row * L + t0 + j]);
-    tile[r * pitch + j] = v;
+__device__ __forceinline__ float bits_to_f(uint32_t b);
+template <>
+__device__ __forceinline__ float bits_to_f<float>(uint32_t b) { return bits_as_float(b); }
+template <>
+__device__ __forceinline__ float bits_to_f<__nv_bfloat16>(uint32_t b) { return bits_as_float(b << 16); }
+template <>
+__device__ __forceinline__ float bits_to_f<__half>(uint32_t b) {
+  __half_raw r;
+  r.x = (unsigned short)(b & 0xffffu);
+  return __half2float(__half(r));
+}
+template <typename T>
+__device__ __forceinline__ uint32_t f_to_bits(float x);
+template <>
+__device__ __forceinline__ uint32_t f_to_bits<float>(float x) { return float_as_bits(x); }
+template <>
+__device__ __forceinline__ uint32_t f_to_bits<__nv_bfloat16>(float x) {
+  const __nv_bfloat16_raw r = __float2bfloat16_rn(x);
+  return r.x;
+}
+template <>
+__device__ __forceinline__ uint32_t f_to_bits<__half>(float x) {
+  const __half_raw r = __float2half_rn(x);
+  return r.x;
+}
+
+__device__ __forceinline__ uint32_t vec_word(const uint4& v, int w) {
+  return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
+}
+__device__ __forceinline__ void vec_set_word(uint4& v, int w, uint32_t x) {
+  if (w == 0) v.x = x;
+  else if (w == 1) v.y = x;
+  else if (w == 2) v.z = x;
+  else v.w = x;
+}
+
+// Element e (compile-time after unrolling) of a 16-byte vector of T, as float.
+template <typename T>
+__device__ __forceinline__ float vec_elem(const uint4& v, int e) {
+  constexpr int W = 4 / sizeof(T);  // elements per 32-bit word
+  const uint32_t w = vec_word(v, e / W);
+  return bits_to_f<T>(W == 1 ? w : (w >> (16 * (e % W))));
+}
+template <typename T>
+__device__ __forceinline__ void vec_put(uint4& v, int e, float x) {
+  constexpr int W = 4 / sizeof(T);
+  if (W == 1) {
+    vec_set_word(v, e, f_to_bits<T>(x));
+  } else {
+    const int sh = 16 * (e % W);
+    const uint32_t old = vec_word(v, e / W) & ~(0xffffu << sh);
+    vec_set_word(v, e / W, old | (f_to_bits<T>(x) << sh));
   }
 }
 
+__device__ __forceinline__ bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+enum TileMode : int { kModeScalar = 0, kModeRowVec = 1, kModeFlat = 2 };
+
+// How to move steps [t0, t0 + nt) of the rows of a contiguous (rows, L) array: 16-byte vectors
+// along each row (L, t0, nt multiples of the vector width), 16-byte vectors over the flat range of
+// whole rows (nt == L; rows of one tile start at a multiple of the vector width), or element-wise.
 template <typename T>
-__device__ __forceinline__ void store_tile(T* __restrict__ dst, const float* tile, int row0, int nrows, int L, int t0,
-                                           int nt, int pitch) {
-  for (int idx = threadIdx.x; idx < kRows * nt; idx += blockDim.x) {
-    const int r = idx / nt;
-    const int j = idx - r * nt;
-    const int row = row0 + r;
-    if (row < nrows) dst[(size_t)row * L + t0 + j] = from_f<T>(tile[r * pitch + j]);
+__device__ __forceinline__ int tile_mode(const T* base, int L, int t0, int nt) {
+  constexpr int V = 16 / sizeof(T);
+  if (!aligned16(base)) return kModeScalar;
+  if (L % V == 0 && t0 % V == 0 && nt % V == 0) return kModeRowVec;
+  if (nt == L) return kModeFlat;
+  return kModeScalar;
+}
+
+// Loads tile rows [row0, row0 + ROWS) (rows >= nrows read as 0) x steps [t0, t0 + nt) (nt <= MAXT)
+// of a contiguous (nrows, L) array: issue() starts the 16-byte loads into registers, commit() writes
+// the values as float to dst[r * rs + j * cs] (the element-wise fallback loads there, in one batch).
+// row0 must be a multiple of 8. Called by all kRows threads of the block.
+template <typename T, int ROWS, int MAXT>
+struct TileLoader {
+  static constexpr int V = 16 / sizeof(T);
+  static constexpr int NV = (ROWS * MAXT / V + kRows - 1) / kRows;  // vectors per thread
+  static constexpr int NS = (ROWS * MAXT + kRows - 1) / kRows;      // elements per thread (fallback)
+  uint4 buf[NV];
+  int mode;
+
+  __device__ __forceinline__ void issue(const T* __restrict__ src, int row0, int nrows, int L, int t0, int nt) {
+    mode = tile_mode<T>(src, L, t0, nt);
+    const int tid = threadIdx.x;
+    if (mode == kModeRowVec) {
+      const int vpr = nt / V;
+      const int total = ROWS * vpr;
+#pragma unroll
+      for (int k = 0; k < NV; ++k) {
+        const int i = tid + k * kRows;
+        buf[k] = make_uint4(0u, 0u, 0u, 0u);
+        if (i < total) {
+          const int r = i / vpr;
+          const int q = i - r * vpr;
+          if (row0 + r < nrows) buf[k] = *reinterpret_cast<const uint4*>(src + (size_t)(row0 + r) * L + t0 + q * V);
+        }
+      }
+    } else if (mode == kModeFlat) {
+      const T* base = src + (size_t)row0 * L;
+      const int rows = nrows - row0 < ROWS ? nrows - row0 : ROWS;
+      const int nvalid = rows * L;
+#pragma unroll
+      for (int k = 0; k < NV; ++k) {
+        const int f = (tid + k * kRows) * V;
+        buf[k] = make_uint4(0u, 0u, 0u, 0u);
+        if (f + V <= nvalid) {
+          buf[k] = *reinterpret_cast<const uint4*>(base + f);
+        } else if (f < nvalid) {
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            if (f + e < nvalid) vec_put<T>(buf[k], e, to_f<T>(base[f + e]));
+        }
+      }
+    }
+  }
+
+  __device__ __forceinline__ void commit(float* dst, int rs, int cs, const T* __restrict__ src, int row0, int nrows,
+                                         int L, int t0, int nt) {
+    const int tid = threadIdx.x;
+    if (mode == kModeRowVec) {
+      const int vpr = nt / V;
+      const int total = ROWS * vpr;
+#pragma unroll
+      for (int k = 0; k < NV; ++k) {
+        const int i = tid + k * kRows;
+        if (i < total) {
+          const int r = i / vpr;
+          const int q = i - r * vpr;
+          float* d = dst + r * rs + q * V * cs;
+#pragma unroll
+          for (int e = 0; e < V; ++e) d[e * cs] = vec_elem<T>(buf[k], e);
+        }
+      }
+    } else if (mode == kModeFlat) {
+      const int nall = ROWS * L;
+#pragma unroll
+      for (int k = 0; k < NV; ++k) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const int f = (tid + k * kRows) * V + e;
+          if (f < nall) {
+            const int r = f / L;
+            const int j = f - r * L;
+            dst[r * rs + j * cs] = vec_elem<T>(buf[k], e);
+          }
+        }
+      }
+    } else {
+      const int total = ROWS * nt;
+      float v[NS];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) {
+        const int i = tid + k * kRows;
+        v[k] = 0.f;
+        if (i < total) {
+          const int r = i / nt;
+          const int j = i - r * nt;
+          if (row0 + r < nrows) v[k] = to_f<T>(src[(size_t)(row0 + r) * L + t0 + j]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < NS; ++k) {
+        const int i = tid + k * kRows;
+        if (i < total) {
+          const int r = i / nt;
+          const int j = i - r * nt;
+          dst[r * rs + j * cs] = v[k];
+        }
+      }
+    }
+  }
+};
+
+// Store tile[r * pitch + j] (rows [row0, row0 + kRows) clipped to nrows, steps [t0, t0 + nt), nt <= MAXT)
+// into a contiguous (nrows, L) array of T, with 16-byte stores where possible.
+template <typename T, int MAXT>
+__device__ __forceinline__ void store_tile_v(T* __restrict__ dst, const float* tile, int pitch, int row0, int nrows,
+                                             int L, int t0, int nt) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int NV = MAXT / V > 0 ? MAXT / V : 1;
+  const int tid = threadIdx.x;
+  const int mode = tile_mode<T>(dst, L, t0, nt);
+  if (mode == kModeRowVec) {
+    const int vpr = nt / V;
+    const int total = kRows * vpr;
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const int i = tid + k * kRows;
+      if (i < total) {
+        const int r = i / vpr;
+        const int q = i - r * vpr;
+        if (row0 + r < nrows) {
+          uint4 w = make_uint4(0u, 0u, 0u, 0u);
+          const float* s = tile + r * pitch + q * V;
+#pragma unroll
+          for (int e = 0; e < V; ++e) vec_put<T>(w, e, s[e]);
+          *reinterpret_cast<uint4*>(dst + (size_t)(row0 + r) * L + t0 + q * V) = w;
+        }
+      }
+    }
+  } else if (mode == kModeFlat) {
+    T* base = dst + (size_t)row0 * L;
+    const int rows = nrows - row0 < kRows ? nrows - row0 : kRows;
+    const int nvalid = rows * L;
+    constexpr int NVF = (kRows * MAXT / V + kRows - 1) / kRows;
+#pragma unroll
+    for (int k = 0; k < NVF; ++k) {
+      const int f = (tid + k * kRows) * V;
+      if (f < nvalid) {
+        uint4 w = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const int fe = f + e < nvalid ? f + e : nvalid - 1;
+          const int r = fe / L;
+          vec_put<T>(w, e, tile[r * pitch + fe - r * L]);
+        }
+        if (f + V <= nvalid) {
+          *reinterpret_cast<uint4*>(base + f) = w;
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            if (f + e < nvalid) base[f + e] = from_f<T>(vec_elem<T>(w, e));
+        }
+      }
+    }
+  } else {
+    const int total = kRows * nt;
+#pragma unroll 8
+    for (int k = 0; k < MAXT; ++k) {
+      const int i = tid + k * kRows;
+      if (i < total) {
+        const int r = i / nt;
+        const int j = i - r * nt;
+        if (row0 + r < nrows) dst[(size_t)(row0 + r) * L + t0 + j] = from_f<T>(tile[r * pitch + j]);
+      }
+    }
   }
 }
 
@@ -89,16 +332,6 @@ __device__ __forceinline__ void store_tile(T* __restrict__ dst, const float* til
 template <typename TBC>
 __device__ __forceinline__ float coef(const TBC* var_row, const float* const_row, int n, int L, int t) {
   return var_row != nullptr ? to_f<TBC>(var_row[(size_t)n * L + t]) : const_row[n];
-}
-
-// Stage B or C of one (b, group) for steps [t0, t0 + nt) as dst[j * NP + n] (float, padded n = 0).
-template <int NP, typename TBC>
-__device__ __forceinline__ void load_bc_tile(float* dst, const TBC* __restrict__ src, int N, int L, int t0, int nt) {
-  for (int idx = threadIdx.x; idx < NP * nt; idx += blockDim.x) {
-    const int n = idx / nt;
-    const int j = idx - n * nt;
-    dst[j * NP + n] = n < N ? to_f<TBC>(src[(size_t)n * L + t0 + j]) : 0.f;
-  }
 }
 
 // Coefficients of B or C for step t (tile index j) into registers: from the staged tile when the
@@ -135,8 +368,13 @@ __device__ __forceinline__ int seq_of(const int* cu, int nseq, int t) {
 // ------------------------------------------------------------------------------------------
 // forward
 // ------------------------------------------------------------------------------------------
+constexpr int kMaxTile = kMaxTileV2;    // forward tile length bound (p.tile <= kMaxTile)
+constexpr int kMaxChunk = kMaxChunkV2;  // backward chunk length bound (p.K <= kMaxChunk)
+
 template <int NP, typename T, typename TBC>
 __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
+  // prefetch the next tile into registers while computing this one (register budget: NP <= 16)
+  constexpr bool kPrefetch = NP <= 16;
   extern __shared__ float smem[];
   const int tile = p.tile;
   const int pitch = tile | 1;
@@ -155,6 +393,24 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
   const int d = row_c - b * p.dim;
   const int N = p.N;
   const int L = p.L;
+
+  const T* u = static_cast<const T*>(p.u);
+  const T* delta = static_cast<const T*>(p.delta);
+  const T* z = static_cast<const T*>(p.z);
+  // (b, group) of the whole block when B / C tiles are staged (p.smem_*: the block lies in one group)
+  const TBC* Bblk = p.smem_b ? static_cast<const TBC*>(p.B) + (size_t)(row0 / (p.dim / p.b_groups)) * N * L : nullptr;
+  const TBC* Cblk = p.smem_c ? static_cast<const TBC*>(p.C) + (size_t)(row0 / (p.dim / p.c_groups)) * N * L : nullptr;
+
+  TileLoader<T, kRows, kMaxTile> lu, ld, lz;
+  TileLoader<TBC, NP, kMaxTile> lb, lc;
+  auto issue = [&](int t0, int nt) {
+    lu.issue(u, row0, p.nrows, L, t0, nt);
+    ld.issue(delta, row0, p.nrows, L, t0, nt);
+    if (z != nullptr) lz.issue(z, row0, p.nrows, L, t0, nt);
+    if (Bblk != nullptr) lb.issue(Bblk, 0, N, L, t0, nt);
+    if (Cblk != nullptr) lc.issue(Cblk, 0, N, L, t0, nt);
+  };
+  if (kPrefetch) issue(0, min(tile, L));
 
   float A2[NP];
   float h[NP];
@@ -178,34 +434,35 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
 #pragma unroll
   for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
 
-  const T* u = static_cast<const T*>(p.u);
-  const T* delta = static_cast<const T*>(p.delta);
-  const T* z = static_cast<const T*>(p.z);
-
   for (int t0 = 0; t0 < L; t0 += tile) {
     const int nt = min(tile, L - t0);
     __syncthreads();  // the previous tile has been stored
-    load_tile<T>(s_u, u, row0, p.nrows, L, t0, nt, pitch);
-    load_tile<T>(s_dt, delta, row0, p.nrows, L, t0, nt, pitch);
-    if (z != nullptr) load_tile<T>(s_z, z, row0, p.nrows, L, t0, nt, pitch);
-    if (p.smem_b) load_bc_tile<NP, TBC>(s_B, Bv, N, L, t0, nt);
-    if (p.smem_c) load_bc_tile<NP, TBC>(s_C, Cv, N, L, t0, nt);
+    if (!kPrefetch) issue(t0, nt);
+    lu.commit(s_u, pitch, 1, u, row0, p.nrows, L, t0, nt);
+    ld.commit(s_dt, pitch, 1, delta, row0, p.nrows, L, t0, nt);
+    if (z != nullptr) lz.commit(s_z, pitch, 1, z, row0, p.nrows, L, t0, nt);
+    if (Bblk != nullptr) lb.commit(s_B, 1, NP, Bblk, 0, N, L, t0, nt);
+    if (Cblk != nullptr) lc.commit(s_C, 1, NP, Cblk, 0, N, L, t0, nt);
     __syncthreads();
+    if (kPrefetch && t0 + tile < L) issue(t0 + tile, min(tile, L - t0 - tile));
     if (active) {
       // element-wise prologue on this thread's own row (independent steps -> good ILP):
       // s_dt <- dt = softplus(delta + bias), s_z <- silu(z)
+      float* my_dt = s_dt + tid * pitch;
+      float* my_z = s_z + tid * pitch;
+      const float* my_u = s_u + tid * pitch;
       for (int j = 0; j < nt; ++j) {
-        const float x = s_dt[tid * pitch + j] + bias;
-        s_dt[tid * pitch + j] = p.softplus ? softplus_f(x) : x;
+        const float x = my_dt[j] + bias;
+        my_dt[j] = p.softplus ? softplus_f(x) : x;
       }
       if (z != nullptr) {
         for (int j = 0; j < nt; ++j) {
-          const float zz = s_z[tid * pitch + j];
-          s_z[tid * pitch + j] = zz * sigmoid_f(zz);
+          const float zz = my_z[j];
+          my_z[j] = zz * sigmoid_f(zz);
         }
       }
-#pragma unroll 2
-      for (int j = 0; j < nt; ++j) {
+      int j = 0;
+      while (j < nt) {
         const int t = t0 + j;
         while (t == next_end) {  // packed sequences: sequence s ended before t
           if (p.last != nullptr) {
@@ -218,31 +475,44 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
           for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
           next_end = p.cu[s + 1];
         }
-        if (p.ckpt != nullptr && t > 0 && t % p.K == 0) {
-          const size_t base = (size_t)(t / p.K - 1) * N;
+        int stop = min(nt, next_end - t0);  // next event: end of the sequence ...
+        if (p.ckpt != nullptr) {           // ... or a checkpoint
+          if (t > 0 && t % p.K == 0) {
+            const size_t base = (size_t)(t / p.K - 1) * N;
 #pragma unroll
-          for (int n = 0; n < NP; ++n)
-            if (n < N) p.ckpt[(base + n) * p.nrows + row] = h[n];
+            for (int n = 0; n < NP; ++n)
+              if (n < N) p.ckpt[(base + n) * p.nrows + row] = h[n];
+          }
+          stop = min(stop, (t / p.K + 1) * p.K - t0);
         }
-        const float uu = s_u[tid * pitch + j];
-        const float dt = s_dt[tid * pitch + j];
-        const float dtu = dt * uu;
-        float bv[NP], cv[NP];
-        get_coefs<NP, TBC>(bv, p.smem_b != 0, s_B, j, Bv, Bc, N, L, t);
-        get_coefs<NP, TBC>(cv, p.smem_c != 0, s_C, j, Cv, Cc, N, L, t);
-        float y = 0.f;
+#pragma unroll 4
+        for (; j < stop; ++j) {
+          const float uu = my_u[j];
+          const float dt = my_dt[j];
+          const float dtu = dt * uu;
+          float bv[NP], cv[NP];
+          get_coefs<NP, TBC>(bv, Bblk != nullptr, s_B, j, Bv, Bc, N, L, t0 + j);
+          get_coefs<NP, TBC>(cv, Cblk != nullptr, s_C, j, Cv, Cc, N, L, t0 + j);
+          float y0 = 0.f, y1 = 0.f, y2 = 0.f, y3 = 0.f;  // partial sums: short dependency chains
 #pragma unroll
-        for (int n = 0; n < NP; ++n) {
-          h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * bv[n];
-          y += h[n] * cv[n];
+          for (int n = 0; n < NP; n += 4) {
+            h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * bv[n];
+            y0 += h[n] * cv[n];
+            h[n + 1] = exp2_approx(dt * A2[n + 1]) * h[n + 1] + dtu * bv[n + 1];
+            y1 += h[n + 1] * cv[n + 1];
+            h[n + 2] = exp2_approx(dt * A2[n + 2]) * h[n + 2] + dtu * bv[n + 2];
+            y2 += h[n + 2] * cv[n + 2];
+            h[n + 3] = exp2_approx(dt * A2[n + 3]) * h[n + 3] + dtu * bv[n + 3];
+            y3 += h[n + 3] * cv[n + 3];
+          }
+          float y = (y0 + y1) + (y2 + y3) + Dd * uu;
+          if (z != nullptr) y *= my_z[j];
+          my_z[j] = y;
         }
-        y += Dd * uu;
-        if (z != nullptr) y *= s_z[tid * pitch + j];
-        s_z[tid * pitch + j] = y;
       }
     }
     __syncthreads();
-    store_tile<T>(static_cast<T*>(p.out), s_z, row0, p.nrows, L, t0, nt, pitch);
+    store_tile_v<T, kMaxTile>(static_cast<T*>(p.out), s_z, pitch, row0, p.nrows, L, t0, nt);
   }
   if (active && p.last != nullptr) {
     const int s_end = p.cu != nullptr ? p.nseq : b + 1;
@@ -409,18 +679,36 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
   }
   float dD = 0.f, ddb = 0.f;
 
+  // B / C of the whole block when staged (p.smem_*: the block lies in one (b, group))
+  const TBC* Bblk = p.smem_b ? static_cast<const TBC*>(p.B) + (size_t)(row0 / (p.dim / p.b_groups)) * N * L : nullptr;
+  const TBC* Cblk = p.smem_c ? static_cast<const TBC*>(p.C) + (size_t)(row0 / (p.dim / p.c_groups)) * N * L : nullptr;
+  constexpr bool kPrefetch = NP <= 16;  // register budget
+  TileLoader<T, kRows, kMaxChunk> lu, ld, lz, lg;
+  TileLoader<TBC, NP, kMaxChunk> lb, lc;
+  auto issue = [&](int t0, int nt) {
+    lu.issue(u, row0, p.nrows, L, t0, nt);
+    ld.issue(delta, row0, p.nrows, L, t0, nt);
+    if (z != nullptr) lz.issue(z, row0, p.nrows, L, t0, nt);
+    lg.issue(dout, row0, p.nrows, L, t0, nt);
+    if (Bblk != nullptr) lb.issue(Bblk, 0, N, L, t0, nt);
+    if (Cblk != nullptr) lc.issue(Cblk, 0, N, L, t0, nt);
+  };
+
   const int nchunks = (L + K - 1) / K;
+  if (kPrefetch) issue((nchunks - 1) * K, L - (nchunks - 1) * K);
   for (int c = nchunks - 1; c >= 0; --c) {
     const int t0 = c * K;
     const int nt = min(K, L - t0);
     __syncthreads();  // previous chunk stored
-    load_tile<T>(s_u, u, row0, p.nrows, L, t0, nt, pitch);
-    load_tile<T>(s_dt, delta, row0, p.nrows, L, t0, nt, pitch);
-    if (z != nullptr) load_tile<T>(s_z, z, row0, p.nrows, L, t0, nt, pitch);
-    load_tile<T>(s_g, dout, row0, p.nrows, L, t0, nt, pitch);
-    if (p.smem_b) load_bc_tile<NP, TBC>(s_B, Bv, N, L, t0, nt);
-    if (p.smem_c) load_bc_tile<NP, TBC>(s_C, Cv, N, L, t0, nt);
+    if (!kPrefetch) issue(t0, nt);
+    lu.commit(s_u, pitch, 1, u, row0, p.nrows, L, t0, nt);
+    ld.commit(s_dt, pitch, 1, delta, row0, p.nrows, L, t0, nt);
+    if (z != nullptr) lz.commit(s_z, pitch, 1, z, row0, p.nrows, L, t0, nt);
+    lg.commit(s_g, pitch, 1, dout, row0, p.nrows, L, t0, nt);
+    if (Bblk != nullptr) lb.commit(s_B, 1, NP, Bblk, 0, N, L, t0, nt);
+    if (Cblk != nullptr) lc.commit(s_C, 1, NP, Cblk, 0, N, L, t0, nt);
     __syncthreads();
+    if (kPrefetch && c > 0) issue(t0 - K, K);
 
     // ---- prologue on this thread's own row: s_dt <- dt = softplus(delta + bias) ----
     for (int j = 0; j < nt; ++j) {
@@ -458,15 +746,18 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
         float bv[NP], cv[NP];
         get_coefs<NP, TBC>(bv, p.smem_b != 0, s_B, j, Bv, Bc, N, L, t);
         get_coefs<NP, TBC>(cv, p.smem_c != 0, s_C, j, Cv, Cc, N, L, t);
-        float y = 0.f;
+        float y0 = 0.f, y1 = 0.f;
         float* hs = s_h + (size_t)(j + 1) * NP * kRows + tid;
 #pragma unroll
-        for (int n = 0; n < NP; ++n) {
+        for (int n = 0; n < NP; n += 2) {
           h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * bv[n];
-          y += h[n] * cv[n];
+          y0 += h[n] * cv[n];
           hs[n * kRows] = h[n];
+          h[n + 1] = exp2_approx(dt * A2[n + 1]) * h[n + 1] + dtu * bv[n + 1];
+          y1 += h[n + 1] * cv[n + 1];
+          hs[(n + 1) * kRows] = h[n + 1];
         }
-        y += Dd * uu;
+        const float y = y0 + y1 + Dd * uu;
         const float go = s_g[tid * pitch + j];
         float dy = go;
         if (z != nullptr) {
@@ -554,9 +845,9 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
       }
     }
     __syncthreads();
-    store_tile<T>(static_cast<T*>(p.du), s_u, row0, p.nrows, L, t0, nt, pitch);
-    store_tile<T>(static_cast<T*>(p.ddelta), s_dt, row0, p.nrows, L, t0, nt, pitch);
-    if (z != nullptr) store_tile<T>(static_cast<T*>(p.dz), s_z, row0, p.nrows, L, t0, nt, pitch);
+    store_tile_v<T, kMaxChunk>(static_cast<T*>(p.du), s_u, pitch, row0, p.nrows, L, t0, nt);
+    store_tile_v<T, kMaxChunk>(static_cast<T*>(p.ddelta), s_dt, pitch, row0, p.nrows, L, t0, nt);
+    if (z != nullptr) store_tile_v<T, kMaxChunk>(static_cast<T*>(p.dz), s_z, pitch, row0, p.nrows, L, t0, nt);
   }
 
   if (active) {

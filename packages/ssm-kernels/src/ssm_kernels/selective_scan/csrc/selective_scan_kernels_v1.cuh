@@ -1,0 +1,636 @@
+// Selective scan (Mamba-1) forward and backward kernels, first version (kept selectable with
+// SSM_KERNELS_SCAN_IMPL=v1 until the v2 kernels in selective_scan_kernels.cuh are proven).
+//
+// Layout of the work: one thread per row (b, d), kRows rows per block; each thread keeps its NP
+// fp32 states in registers and walks time sequentially. u / delta / z / out / dout are staged
+// through shared memory tiles [row][time] (pitch odd -> no bank conflicts) so that global
+// accesses are coalesced along L. B and C are read directly (all lanes of a warp usually read the
+// same address: a broadcast served by L1).
+//
+// Backward: the forward stores the state every K steps (checkpoints). The backward walks chunks
+// of K steps in reverse: it recomputes the chunk's states from the checkpoint into shared memory
+// (layout [step][n][row], conflict-free), then runs the adjoint recurrence backwards. Per-row
+// gradients (dA, dD, d delta_bias, constant dB/dC) are written per row and summed over the batch
+// by the host; per-step dB/dC are reduced over the 32 rows of a warp with shuffles and written as
+// per-warp partials that the host sums in a fixed order. No atomics: the backward is
+// deterministic.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "selective_scan.h"
+
+namespace ssk {
+namespace v1 {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+template <typename T>
+__device__ __forceinline__ float to_f(T x);
+template <>
+__device__ __forceinline__ float to_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ float to_f<__half>(__half x) { return __half2float(x); }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+__device__ __forceinline__ T from_f(float x);
+template <>
+__device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float exp2_approx(float x) {
+#ifdef SSK_EMULATE  // host emulation of the kernels (tests/selective_scan/emulate)
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
+__device__ __forceinline__ float softplus_f(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
+
+// Load rows [row0, row0 + kRows) x steps [t0, t0 + nt) of a contiguous (nrows, L) array into
+// tile[r * pitch + j] as float; rows past nrows read as 0.
+template <typename T>
+__device__ __forceinline__ void load_tile(float* tile, const T* __restrict__ src, int row0, int nrows, int L, int t0,
+                                          int nt, int pitch) {
+  for (int idx = threadIdx.x; idx < kRows * nt; idx += blockDim.x) {
+    const int r = idx / nt;
+    const int j = idx - r * nt;
+    const int row = row0 + r;
+    float v = 0.f;
+    if (row < nrows) v = to_f<T>(src[(size_t)row * L + t0 + j]);
+    tile[r * pitch + j] = v;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store_tile(T* __restrict__ dst, const float* tile, int row0, int nrows, int L, int t0,
+                                           int nt, int pitch) {
+  for (int idx = threadIdx.x; idx < kRows * nt; idx += blockDim.x) {
+    const int r = idx / nt;
+    const int j = idx - r * nt;
+    const int row = row0 + r;
+    if (row < nrows) dst[(size_t)row * L + t0 + j] = from_f<T>(tile[r * pitch + j]);
+  }
+}
+
+// Coefficient n of B or C for this row at step t (variable: row pointer into (bg, N, L);
+// constant: row pointer into (dim, N) float32).
+template <typename TBC>
+__device__ __forceinline__ float coef(const TBC* var_row, const float* const_row, int n, int L, int t) {
+  return var_row != nullptr ? to_f<TBC>(var_row[(size_t)n * L + t]) : const_row[n];
+}
+
+// Stage B or C of one (b, group) for steps [t0, t0 + nt) as dst[j * NP + n] (float, padded n = 0).
+template <int NP, typename TBC>
+__device__ __forceinline__ void load_bc_tile(float* dst, const TBC* __restrict__ src, int N, int L, int t0, int nt) {
+  for (int idx = threadIdx.x; idx < NP * nt; idx += blockDim.x) {
+    const int n = idx / nt;
+    const int j = idx - n * nt;
+    dst[j * NP + n] = n < N ? to_f<TBC>(src[(size_t)n * L + t0 + j]) : 0.f;
+  }
+}
+
+// Coefficients of B or C for step t (tile index j) into registers: from the staged tile when the
+// whole block shares one (b, group), else from global memory.
+template <int NP, typename TBC>
+__device__ __forceinline__ void get_coefs(float (&out)[NP], bool staged, const float* tile, int j, const TBC* var_row,
+                                          const float* const_row, int N, int L, int t) {
+  if (staged) {
+    const float4* q = reinterpret_cast<const float4*>(tile + j * NP);
+#pragma unroll
+    for (int i = 0; i < NP / 4; ++i) {
+      const float4 w = q[i];
+      out[4 * i] = w.x;
+      out[4 * i + 1] = w.y;
+      out[4 * i + 2] = w.z;
+      out[4 * i + 3] = w.w;
+    }
+  } else {
+#pragma unroll
+    for (int n = 0; n < NP; ++n) out[n] = n < N ? coef<TBC>(var_row, const_row, n, L, t) : 0.f;
+  }
+}
+
+// Largest sequence s in [0, nseq) with cu[s] <= t (the sequence that contains step t).
+__device__ __forceinline__ int seq_of(const int* cu, int nseq, int t) {
+  int lo = 0, hi = nseq - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (cu[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// ------------------------------------------------------------------------------------------
+// forward
+// ------------------------------------------------------------------------------------------
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
+  extern __shared__ float smem[];
+  const int tile = p.tile;
+  const int pitch = tile | 1;
+  float* s_u = smem;
+  float* s_dt = s_u + kRows * pitch;
+  float* s_z = s_dt + kRows * pitch;  // z in, out written back in place
+  float* s_B = s_z + kRows * pitch;   // tile x NP (when p.smem_b)
+  float* s_C = s_B + tile * NP;       // tile x NP (when p.smem_c)
+
+  const int tid = threadIdx.x;
+  const int row0 = blockIdx.x * kRows;
+  const int row = row0 + tid;
+  const bool active = row < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int b = row_c / p.dim;
+  const int d = row_c - b * p.dim;
+  const int N = p.N;
+  const int L = p.L;
+
+  float A2[NP];
+  float h[NP];
+#pragma unroll
+  for (int n = 0; n < NP; ++n) A2[n] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+
+  const TBC* Bv = nullptr;
+  const float* Bc = nullptr;
+  if (p.b_groups > 0) Bv = static_cast<const TBC*>(p.B) + (size_t)(row_c / (p.dim / p.b_groups)) * N * L;
+  else Bc = static_cast<const float*>(p.B) + (size_t)d * N;
+  const TBC* Cv = nullptr;
+  const float* Cc = nullptr;
+  if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L;
+  else Cc = static_cast<const float*>(p.C) + (size_t)d * N;
+
+  // sequence bookkeeping: s = current sequence, next_end = first step after it
+  int s = p.cu != nullptr ? 0 : b;
+  int next_end = p.cu != nullptr ? p.cu[1] : L;
+#pragma unroll
+  for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+
+  const T* u = static_cast<const T*>(p.u);
+  const T* delta = static_cast<const T*>(p.delta);
+  const T* z = static_cast<const T*>(p.z);
+
+  for (int t0 = 0; t0 < L; t0 += tile) {
+    const int nt = min(tile, L - t0);
+    __syncthreads();  // the previous tile has been stored
+    load_tile<T>(s_u, u, row0, p.nrows, L, t0, nt, pitch);
+    load_tile<T>(s_dt, delta, row0, p.nrows, L, t0, nt, pitch);
+    if (z != nullptr) load_tile<T>(s_z, z, row0, p.nrows, L, t0, nt, pitch);
+    if (p.smem_b) load_bc_tile<NP, TBC>(s_B, Bv, N, L, t0, nt);
+    if (p.smem_c) load_bc_tile<NP, TBC>(s_C, Cv, N, L, t0, nt);
+    __syncthreads();
+    if (active) {
+      // element-wise prologue on this thread's own row (independent steps -> good ILP):
+      // s_dt <- dt = softplus(delta + bias), s_z <- silu(z)
+      for (int j = 0; j < nt; ++j) {
+        const float x = s_dt[tid * pitch + j] + bias;
+        s_dt[tid * pitch + j] = p.softplus ? softplus_f(x) : x;
+      }
+      if (z != nullptr) {
+        for (int j = 0; j < nt; ++j) {
+          const float zz = s_z[tid * pitch + j];
+          s_z[tid * pitch + j] = zz * sigmoid_f(zz);
+        }
+      }
+#pragma unroll 2
+      for (int j = 0; j < nt; ++j) {
+        const int t = t0 + j;
+        while (t == next_end) {  // packed sequences: sequence s ended before t
+          if (p.last != nullptr) {
+#pragma unroll
+            for (int n = 0; n < NP; ++n)
+              if (n < N) p.last[((size_t)s * p.dim + d) * N + n] = h[n];
+          }
+          ++s;
+#pragma unroll
+          for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+          next_end = p.cu[s + 1];
+        }
+        if (p.ckpt != nullptr && t > 0 && t % p.K == 0) {
+          const size_t base = (size_t)(t / p.K - 1) * N;
+#pragma unroll
+          for (int n = 0; n < NP; ++n)
+            if (n < N) p.ckpt[(base + n) * p.nrows + row] = h[n];
+        }
+        const float uu = s_u[tid * pitch + j];
+        const float dt = s_dt[tid * pitch + j];
+        const float dtu = dt * uu;
+        float bv[NP], cv[NP];
+        get_coefs<NP, TBC>(bv, p.smem_b != 0, s_B, j, Bv, Bc, N, L, t);
+        get_coefs<NP, TBC>(cv, p.smem_c != 0, s_C, j, Cv, Cc, N, L, t);
+        float y0 = 0.f, y1 = 0.f;  // two partial sums: shorter dependency chain
+#pragma unroll
+        for (int n = 0; n < NP; n += 2) {
+          h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * bv[n];
+          y0 += h[n] * cv[n];
+          h[n + 1] = exp2_approx(dt * A2[n + 1]) * h[n + 1] + dtu * bv[n + 1];
+          y1 += h[n + 1] * cv[n + 1];
+        }
+        float y = y0 + y1 + Dd * uu;
+        if (z != nullptr) y *= s_z[tid * pitch + j];
+        s_z[tid * pitch + j] = y;
+      }
+    }
+    __syncthreads();
+    store_tile<T>(static_cast<T*>(p.out), s_z, row0, p.nrows, L, t0, nt, pitch);
+  }
+  if (active && p.last != nullptr) {
+    const int s_end = p.cu != nullptr ? p.nseq : b + 1;
+    while (s < s_end) {
+#pragma unroll
+      for (int n = 0; n < NP; ++n)
+        if (n < N) p.last[((size_t)s * p.dim + d) * N + n] = h[n];
+      ++s;
+      if (s < s_end) {
+#pragma unroll
+        for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// warp reductions for dB / dC
+// ------------------------------------------------------------------------------------------
+
+// Sum V values over the 32 lanes and scatter the sums: afterwards, for V >= 32, v[i] (i < V / 32)
+// holds the warp sum of index lane * (V / 32) + i; for V < 32, v[0] holds the sum of index
+// lane >> (5 - log2 V). V - 1 shuffles for V >= 32 (a reduce-scatter), not 5 V.
+template <int V, int LVL>
+__device__ __forceinline__ void reduce_scatter_level(float (&v)[V], int lane) {
+  constexpr int mask = 16 >> LVL;
+  constexpr int cnt = V >> LVL;
+  if constexpr (cnt > 1) {
+    constexpr int half = cnt >> 1;
+    const bool upper = (lane & mask) != 0;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? v[i] : v[i + half];
+      const float keep = upper ? v[i + half] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
+    }
+  } else {
+    v[0] += __shfl_xor_sync(0xffffffffu, v[0], mask);
+  }
+  if constexpr (LVL < 4) reduce_scatter_level<V, LVL + 1>(v, lane);
+}
+
+template <int V>
+__device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane) {
+  reduce_scatter_level<V, 0>(v, lane);
+}
+
+__host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x / 2); }
+
+// Reduce this step's per-row contributions v[n] over the rows of each (b, group) inside the warp and
+// write them to part[((bg * npart + part) * N + n) * L + t]. All 32 lanes must call this.
+template <int NP>
+__device__ __forceinline__ void reduce_write_bc(float (&v)[NP], bool uniform, int lane, int bg, int part, bool lane_active,
+                                                bool warp_active, float* __restrict__ out, int npart, int N, int L, int t) {
+  if (uniform) {
+    warp_reduce_scatter<NP>(v, lane);
+    if (!warp_active) return;
+    const size_t base = ((size_t)bg * npart + part) * N;
+    if constexpr (NP >= 32) {
+#pragma unroll
+      for (int i = 0; i < NP / 32; ++i) {
+        const int n = lane * (NP / 32) + i;
+        if (n < N) out[(base + n) * L + t] = v[i];
+      }
+    } else {
+      constexpr int shift = 5 - ilog2(NP);
+      const int n = lane >> shift;
+      if ((lane & ((1 << shift) - 1)) == 0 && n < N) out[(base + n) * L + t] = v[0];
+    }
+    return;
+  }
+  // general case: contiguous segments of lanes share bg; segmented suffix sums, head lane writes
+  const int prev_bg = __shfl_up_sync(0xffffffffu, bg, 1);
+  const bool head = lane_active && (lane == 0 || prev_bg != bg);
+#pragma unroll
+  for (int n = 0; n < NP; ++n) {
+    float x = v[n];
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const float other = __shfl_down_sync(0xffffffffu, x, off);
+      const int obg = __shfl_down_sync(0xffffffffu, bg, off);
+      if (lane + off < 32 && obg == bg) x += other;
+    }
+    if (head && n < N) out[(((size_t)bg * npart + part) * N + n) * L + t] = x;
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// backward
+// ------------------------------------------------------------------------------------------
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
+  extern __shared__ float smem[];
+  const int K = p.K;
+  const int pitch = K | 1;
+  float* s_u = smem;                    // u in, du out
+  float* s_dt = s_u + kRows * pitch;    // delta in, d delta out
+  float* s_z = s_dt + kRows * pitch;    // z in, dz out
+  float* s_g = s_z + kRows * pitch;     // dout in, dy (gated) in the chunk
+  float* s_h = s_g + kRows * pitch;     // (K + 1) x NP x kRows states: [0] = before the chunk, [j + 1] = after step j
+  float* s_accB = s_h + (size_t)(K + 1) * NP * kRows;  // NP x kRows: constant-B gradient per row
+  float* s_accC = s_accB + NP * kRows;
+  float* s_B = s_accC + NP * kRows;  // K x NP (when p.smem_b)
+  float* s_C = s_B + K * NP;         // K x NP (when p.smem_c)
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int row0 = blockIdx.x * kRows;
+  const int row = row0 + tid;
+  const bool active = row < p.nrows;
+  const bool warp_active = (row - lane) < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int b = row_c / p.dim;
+  const int d = row_c - b * p.dim;
+  const int N = p.N;
+  const int L = p.L;
+
+  float A2[NP];
+#pragma unroll
+  for (int n = 0; n < NP; ++n) A2[n] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+
+  const TBC* Bv = nullptr;
+  const float* Bc = nullptr;
+  int bgB = 0, partB = 0;
+  if (p.b_groups > 0) {
+    const int gs = p.dim / p.b_groups;
+    bgB = row_c / gs;
+    partB = row_c / 32 - (bgB * gs) / 32;
+    Bv = static_cast<const TBC*>(p.B) + (size_t)bgB * N * L;
+  } else {
+    Bc = static_cast<const float*>(p.B) + (size_t)d * N;
+  }
+  const TBC* Cv = nullptr;
+  const float* Cc = nullptr;
+  int bgC = 0, partC = 0;
+  if (p.c_groups > 0) {
+    const int gs = p.dim / p.c_groups;
+    bgC = row_c / gs;
+    partC = row_c / 32 - (bgC * gs) / 32;
+    Cv = static_cast<const TBC*>(p.C) + (size_t)bgC * N * L;
+  } else {
+    Cc = static_cast<const float*>(p.C) + (size_t)d * N;
+  }
+
+#pragma unroll
+  for (int n = 0; n < NP; ++n) {
+    s_accB[n * kRows + tid] = 0.f;
+    s_accC[n * kRows + tid] = 0.f;
+  }
+
+  const T* u = static_cast<const T*>(p.u);
+  const T* delta = static_cast<const T*>(p.delta);
+  const T* z = static_cast<const T*>(p.z);
+  const T* dout = static_cast<const T*>(p.dout);
+
+  float g[NP];   // adjoint of the state carried from step t + 1 (already multiplied by a_{t+1})
+  float dA[NP];
+#pragma unroll
+  for (int n = 0; n < NP; ++n) {
+    g[n] = 0.f;
+    dA[n] = 0.f;
+  }
+  float dD = 0.f, ddb = 0.f;
+
+  const int nchunks = (L + K - 1) / K;
+  for (int c = nchunks - 1; c >= 0; --c) {
+    const int t0 = c * K;
+    const int nt = min(K, L - t0);
+    __syncthreads();  // previous chunk stored
+    load_tile<T>(s_u, u, row0, p.nrows, L, t0, nt, pitch);
+    load_tile<T>(s_dt, delta, row0, p.nrows, L, t0, nt, pitch);
+    if (z != nullptr) load_tile<T>(s_z, z, row0, p.nrows, L, t0, nt, pitch);
+    load_tile<T>(s_g, dout, row0, p.nrows, L, t0, nt, pitch);
+    if (p.smem_b) load_bc_tile<NP, TBC>(s_B, Bv, N, L, t0, nt);
+    if (p.smem_c) load_bc_tile<NP, TBC>(s_C, Cv, N, L, t0, nt);
+    __syncthreads();
+
+    // ---- prologue on this thread's own row: s_dt <- dt = softplus(delta + bias) ----
+    for (int j = 0; j < nt; ++j) {
+      const float x = s_dt[tid * pitch + j] + bias;
+      s_dt[tid * pitch + j] = p.softplus ? softplus_f(x) : x;
+    }
+
+    // ---- recompute the chunk's states (each thread touches only its own smem column) ----
+    int s = p.cu != nullptr ? seq_of(p.cu, p.nseq, t0) : b;
+    {
+      float h[NP];
+#pragma unroll
+      for (int n = 0; n < NP; ++n) {
+        float v = 0.f;
+        if (n < N) {
+          if (c > 0) v = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
+          else if (p.h0 != nullptr) v = p.h0[((size_t)s * p.dim + d) * N + n];
+        }
+        h[n] = v;
+        s_h[n * kRows + tid] = v;
+      }
+      for (int j = 0; j < nt; ++j) {
+        const int t = t0 + j;
+        if (p.cu != nullptr) {
+          while (s + 1 < p.nseq && p.cu[s + 1] <= t) ++s;
+        }
+        const int start = p.cu != nullptr ? p.cu[s] : 0;
+        if (t == start) {
+#pragma unroll
+          for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+        }
+        const float uu = s_u[tid * pitch + j];
+        const float dt = s_dt[tid * pitch + j];
+        const float dtu = dt * uu;
+        float bv[NP], cv[NP];
+        get_coefs<NP, TBC>(bv, p.smem_b != 0, s_B, j, Bv, Bc, N, L, t);
+        get_coefs<NP, TBC>(cv, p.smem_c != 0, s_C, j, Cv, Cc, N, L, t);
+        float y0 = 0.f, y1 = 0.f;
+        float* hs = s_h + (size_t)(j + 1) * NP * kRows + tid;
+#pragma unroll
+        for (int n = 0; n < NP; n += 2) {
+          h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * bv[n];
+          y0 += h[n] * cv[n];
+          hs[n * kRows] = h[n];
+          h[n + 1] = exp2_approx(dt * A2[n + 1]) * h[n + 1] + dtu * bv[n + 1];
+          y1 += h[n + 1] * cv[n + 1];
+          hs[(n + 1) * kRows] = h[n + 1];
+        }
+        const float y = y0 + y1 + Dd * uu;
+        const float go = s_g[tid * pitch + j];
+        float dy = go;
+        if (z != nullptr) {
+          const float zz = s_z[tid * pitch + j];
+          const float sz = sigmoid_f(zz);
+          dy = go * zz * sz;
+          s_z[tid * pitch + j] = go * y * sz * (1.f + zz * (1.f - sz));  // dz
+        }
+        s_g[tid * pitch + j] = active ? dy : 0.f;
+      }
+    }
+
+    // ---- adjoint recurrence, backwards through the chunk ----
+    for (int j = nt - 1; j >= 0; --j) {
+      const int t = t0 + j;
+      if (p.cu != nullptr) {
+        while (s > 0 && p.cu[s] > t) --s;
+      }
+      const int start = p.cu != nullptr ? p.cu[s] : 0;
+      const int end = p.cu != nullptr ? p.cu[s + 1] : L;
+      const bool reset = (t == start);
+      if (p.dlast != nullptr && active && t == end - 1) {
+#pragma unroll
+        for (int n = 0; n < NP; ++n)
+          if (n < N) g[n] += p.dlast[((size_t)s * p.dim + d) * N + n];
+      }
+      const float dy = s_g[tid * pitch + j];
+      const float uu = s_u[tid * pitch + j];
+      const float dt = s_dt[tid * pitch + j];
+      const float dtu = dt * uu;
+      const float* hprev = s_h + (size_t)j * NP * kRows + tid;
+      const float* hcur = hprev + NP * kRows;
+      float vb[NP], vc[NP];
+      get_coefs<NP, TBC>(vb, p.smem_b != 0, s_B, j, Bv, Bc, N, L, t);  // B_t, replaced by dB_t below
+      get_coefs<NP, TBC>(vc, p.smem_c != 0, s_C, j, Cv, Cc, N, L, t);  // C_t, replaced by dC_t below
+      float sum_gb = 0.f, ddt = 0.f;
+#pragma unroll
+      for (int n = 0; n < NP; ++n) {
+        const float bn = vb[n];
+        const float cn = vc[n];
+        vb[n] = 0.f;
+        vc[n] = 0.f;
+        if (n < N) {
+          float hp;
+          if (reset) hp = p.h0 != nullptr ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+          else hp = hprev[n * kRows];
+          const float a = exp2_approx(dt * A2[n]);
+          const float gn = g[n] + cn * dy;
+          vb[n] = gn * dtu;
+          vc[n] = dy * hcur[n * kRows];
+          sum_gb += gn * bn;
+          const float gpa = gn * hp * a;
+          ddt += gpa * (A2[n] * kLn2);
+          dA[n] += gpa * dt;
+          g[n] = gn * a;
+        }
+      }
+      ddt += sum_gb * uu;
+      dD += dy * uu;
+      // d softplus(x) / dx = sigmoid(x) = 1 - exp(-softplus(x))
+      const float dd = p.softplus ? ddt * -expm1f(-dt) : ddt;
+      ddb += dd;
+      s_u[tid * pitch + j] = sum_gb * dt + Dd * dy;
+      s_dt[tid * pitch + j] = dd;
+      if (reset) {
+        if (p.dh0 != nullptr && active) {
+#pragma unroll
+          for (int n = 0; n < NP; ++n)
+            if (n < N) p.dh0[((size_t)s * p.dim + d) * N + n] = g[n];
+        }
+#pragma unroll
+        for (int n = 0; n < NP; ++n) g[n] = 0.f;
+      }
+      if (p.b_groups > 0) {
+        reduce_write_bc<NP>(vb, p.uniform_b != 0, lane, bgB, partB, active, warp_active, p.dB_part, p.npart_b, N, L, t);
+      } else {
+#pragma unroll
+        for (int n = 0; n < NP; ++n) s_accB[n * kRows + tid] += vb[n];
+      }
+      if (p.c_groups > 0) {
+        reduce_write_bc<NP>(vc, p.uniform_c != 0, lane, bgC, partC, active, warp_active, p.dC_part, p.npart_c, N, L, t);
+      } else {
+#pragma unroll
+        for (int n = 0; n < NP; ++n) s_accC[n * kRows + tid] += vc[n];
+      }
+    }
+    __syncthreads();
+    store_tile<T>(static_cast<T*>(p.du), s_u, row0, p.nrows, L, t0, nt, pitch);
+    store_tile<T>(static_cast<T*>(p.ddelta), s_dt, row0, p.nrows, L, t0, nt, pitch);
+    if (z != nullptr) store_tile<T>(static_cast<T*>(p.dz), s_z, row0, p.nrows, L, t0, nt, pitch);
+  }
+
+  if (active) {
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      if (n < N) {
+        p.dA_part[(size_t)row * N + n] = dA[n];
+        if (p.b_groups == 0) p.dB_part[(size_t)row * N + n] = s_accB[n * kRows + tid];
+        if (p.c_groups == 0) p.dC_part[(size_t)row * N + n] = s_accC[n * kRows + tid];
+      }
+    }
+    p.dD_part[row] = dD;
+    p.ddb_part[row] = ddb;
+  }
+}
+
+#ifndef SSK_EMULATE
+// ------------------------------------------------------------------------------------------
+// host launchers
+// ------------------------------------------------------------------------------------------
+template <int NP, typename T, typename TBC>
+cudaError_t launch_fwd_np(const ScanParams& p, cudaStream_t stream) {
+  const size_t smem = fwd_smem_bytes(NP, p.tile);
+  auto kernel = scan_fwd_kernel<NP, T, TBC>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  const int blocks = (p.nrows + kRows - 1) / kRows;
+  kernel<<<blocks, kRows, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int NP, typename T, typename TBC>
+cudaError_t launch_bwd_np(const ScanParams& p, cudaStream_t stream) {
+  const size_t smem = bwd_smem_bytes(NP, p.K);
+  auto kernel = scan_bwd_kernel<NP, T, TBC>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  const int blocks = (p.nrows + kRows - 1) / kRows;
+  kernel<<<blocks, kRows, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, typename TBC>
+cudaError_t launch_fwd_t(const ScanParams& p, cudaStream_t stream) {
+  switch (padded_state(p.N)) {
+    case 4: return launch_fwd_np<4, T, TBC>(p, stream);
+    case 8: return launch_fwd_np<8, T, TBC>(p, stream);
+    case 16: return launch_fwd_np<16, T, TBC>(p, stream);
+    case 32: return launch_fwd_np<32, T, TBC>(p, stream);
+    case 64: return launch_fwd_np<64, T, TBC>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename T, typename TBC>
+cudaError_t launch_bwd_t(const ScanParams& p, cudaStream_t stream) {
+  switch (padded_state(p.N)) {
+    case 4: return launch_bwd_np<4, T, TBC>(p, stream);
+    case 8: return launch_bwd_np<8, T, TBC>(p, stream);
+    case 16: return launch_bwd_np<16, T, TBC>(p, stream);
+    case 32: return launch_bwd_np<32, T, TBC>(p, stream);
+    case 64: return launch_bwd_np<64, T, TBC>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+#endif  // SSK_EMULATE
+
+}  // namespace v1
+}  // namespace ssk

@@ -1,0 +1,59 @@
+"""Ahead-of-time compile of the graph-scan kernels for sm_90 (no GPU needed): resources fit an H100/H200.
+
+Guards against configurations that cannot launch (shared memory above 227 KB per block, which
+the fully unrolled K loop once reached at V = N = 64). Slow (ptxas): marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SM90_SMEM = 232448  # bytes of shared memory one block may use on sm_90
+
+
+def _compile(kind: str, VP: int, BD: int, NP: int, K: int, mixc: bool, warps: int, prec: str):
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip("this triton has no ahead-of-time compile API")
+    import ssm_kernels.graph_scan.triton as gst
+
+    fn = gst._graph_scan_fwd_kernel if kind == "fwd" else gst._graph_scan_bwd_kernel
+    const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+                 CHUNK=32, VP=VP, BD=BD, NP=NP, PREC=prec)  # fmt: skip
+    if kind == "fwd":
+        const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True)
+    else:
+        const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
+                     KPC=triton.next_power_of_2(K if mixc else 1))  # fmt: skip
+    half = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "dout_ptr"}
+    sig = {
+        n: "constexpr" if n in const else ("*bf16" if n in half else "*fp32") if n.endswith("_ptr") else "i32"
+        for n in fn.arg_names
+    }
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()})
+    try:
+        return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    except Exception as exc:  # a toolchain without the NVIDIA backend / ptxas
+        if "ptxas" in str(exc).lower() or "backend" in str(exc).lower():
+            pytest.skip(f"cannot compile for sm_90 here: {exc}")
+        raise
+
+
+@pytest.mark.parametrize(
+    "kind,VP,BD,NP,K,mixc,warps,prec",
+    [
+        ("fwd", 32, 8, 16, 2, False, 8, "tf32x3"),  # TUSZ defaults (V 19, N 16)
+        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3"),
+        ("fwd", 64, 1, 64, 3, True, 8, "tf32"),  # the largest supported sizes
+        ("bwd", 64, 1, 64, 3, True, 8, "tf32"),
+    ],
+    ids=["fwd-V19N16", "bwd-V19N16-mixC", "fwd-V64N64K3-mixC", "bwd-V64N64K3-mixC"],
+)
+def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec):
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec)
+    assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"
