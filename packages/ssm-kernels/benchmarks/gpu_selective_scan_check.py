@@ -6,6 +6,8 @@ Run from the repository root on a GPU machine:
 
 Every case catches its own exceptions and the script keeps going; a summary line lists failures.
 Set SSM_KERNELS_DEBUG=1 to synchronise and check errors after every kernel launch.
+Correctness runs the default (v2) kernels; timings run both kernel generations (SSM_KERNELS_SCAN_IMPL=v1 /
+v2) in the same process. ``--quick`` skips the fp16 correctness sweep.
 """
 
 from __future__ import annotations
@@ -67,8 +69,16 @@ def correctness() -> None:
         ("packed", 1, 65, 100, 16, dict(cu_seqlens=[0, 1, 1, 40, 99, 100], with_initial_state=True)),
         ("N5-padded", 2, 33, 50, 5, dict(with_initial_state=True)),
         ("tusz-small", 512, 64, 10, 16, {}),
+        # 16-byte vector paths: L a multiple of 8, several tiles / chunks, staged B/C, partial last block
+        ("vec-L304", 2, 128, 304, 16, dict(with_initial_state=True)),
+        ("vec-rows80-L48", 2, 40, 48, 16, {}),
+        ("flat-L13-N8", 7, 50, 13, 8, dict(with_initial_state=True)),
+        ("odd-L33", 3, 70, 33, 16, {}),
     ]
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    dtypes = (
+        (torch.float32, torch.bfloat16) if "--quick" in sys.argv else (torch.float32, torch.bfloat16, torch.float16)
+    )
+    for dtype in dtypes:
         for name, batch, dim, L, N, kw in cases:
             label = f"{name}-{str(dtype).replace('torch.', '')}"
             rows = []
@@ -122,6 +132,37 @@ def _nbytes(*ts) -> int:
 
 def timings() -> None:
     section("timings (median of CUDA-event timed calls; z, D, delta_bias, softplus)")
+    table = []
+    for impl in ("v1", "v2"):
+        os.environ["SSM_KERNELS_SCAN_IMPL"] = impl
+        print(f"--- kernels {impl}", flush=True)
+        _timings(impl, table)
+    os.environ.pop("SSM_KERNELS_SCAN_IMPL", None)
+    section("v2 vs v1 at the timing shapes (out and every gradient; max|v2 - v1| / max|v1|)")
+    from ssm_kernels.testing import max_rel_err
+
+    for name, (*_, dtype) in SHAPES.items():
+        a, b = RESULTS.get(("v2", name)), RESULTS.get(("v1", name))
+        if a is None or b is None:
+            continue
+        tol = 1e-4 if dtype == torch.float32 else 1.6e-2
+        errs = {k: max_rel_err(a[k], b[k]) for k in b}
+        worst = max(errs, key=errs.get)
+        ok = all(e <= tol for e in errs.values())
+        print(f"{'ok  ' if ok else 'FAIL'} {name:5s} worst {worst}: {errs[worst]:.2e} (tol {tol:.0e})", flush=True)
+        if not ok:
+            print(f"       {errs}", flush=True)
+            failures.append(f"v2-vs-v1-{name}")
+    RESULTS.clear()
+    section("timing table (ms; speedup vs mamba_ssm; target)")
+    for row in table:
+        print(row, flush=True)
+
+
+RESULTS: dict = {}
+
+
+def _timings(impl: str, table: list) -> None:
     from ssm_kernels import selective_scan_fn
 
     for name, (batch, dim, L, N, dtype) in SHAPES.items():
@@ -140,7 +181,8 @@ def timings() -> None:
 
             xg = {k: (v.detach().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
                   for k, v in x.items()}  # fmt: skip
-            dout = torch.randn_like(x["u"])
+            gen = torch.Generator(device="cpu").manual_seed(4)  # same dout for v1 and v2
+            dout = torch.randn(x["u"].shape, generator=gen).to(device="cuda", dtype=x["u"].dtype)
             leaves = [v for v in xg.values() if isinstance(v, torch.Tensor) and v.requires_grad]
 
             def fwdbwd(xg=xg, leaves=leaves, dout=dout):
@@ -155,15 +197,21 @@ def timings() -> None:
                 gbps = nbytes / (ms * 1e-3) / 1e9
                 speedup = base / ms
                 ok = speedup >= TARGET[name]
+                table.append(f"{impl} {name:5s} {mode:8s} {ms:8.3f} ms  {speedup:5.2f}x  (target {TARGET[name]}x, "
+                             f"<= {base / TARGET[name]:.3f} ms) {'ok' if ok else 'BELOW'}")  # fmt: skip
                 print(f"{name:5s} {mode:8s} {ms:8.3f} ms  {gbps:7.1f} GB/s ({100 * gbps / H200_COPY_GBPS:5.1f}% of copy bw)  "
                       f"mamba_ssm {base:.3f} ms -> {speedup:5.2f}x (target {TARGET[name]}x) {'ok' if ok else 'BELOW TARGET'}",
                       flush=True)  # fmt: skip
+            out = selective_scan_fn(**xg, delta_softplus=True, backend="cuda")
+            names = [k for k, v in xg.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+            grads = torch.autograd.grad(out, leaves, dout)
+            RESULTS[(impl, name)] = {"out": out.detach(), **{f"d{k}": g for k, g in zip(names, grads)}}
             peak = torch.cuda.max_memory_allocated() / 2**30
             print(f"      peak memory so far {peak:.2f} GiB", flush=True)
         except Exception:
             print(f"FAIL timing {name}: exception", flush=True)
             traceback.print_exc()
-            failures.append(f"timing-{name}")
+            failures.append(f"timing-{impl}-{name}")
 
 
 def main() -> int:

@@ -188,3 +188,10 @@ def test_load_model_initialises_and_checks_shapes(tiny_run, tmp_path, capsys):
     torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)  # started from the loaded weights
     assert _run(train_cli.main, [*args, "--run-name", "bad", "--model_dim", "6"]) == 2
     assert "parameter shapes differ" in capsys.readouterr().err
+
+
+def test_relative_save_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _run(train_cli.main, [*TINY, "--fold", "0", "--no-baseline", "--save_dir", "rel", "--run-name", "r"]) == 0
+    m = json.loads((tmp_path / "rel" / "r" / "metrics.json").read_text())
+    assert m["per_fold"][0]["last_checkpoint"] == "fold0/checkpoints/last.ckpt"

@@ -190,6 +190,9 @@ CASES = [
     ("packed", 1, 65, 100, 16, "variable", 1, [0, 1, 1, 40, 99, 100], True, True, True),
     ("packed-staged", 1, 64, 97, 16, "variable", 1, [0, 33, 64, 97], True, True, True),
     ("packed-empty-ends", 1, 32, 20, 4, "grouped", 2, [0, 0, 20, 20], True, True, True),
+    # 16-byte vector tiles (L % 8 == 0): several forward tiles and backward chunks, staged B/C, prefetch
+    ("vec-staged-L80", 1, 64, 80, 16, "variable", 1, None, True, True, True),
+    ("vec-partial-rows", 2, 40, 48, 16, "variable", 1, None, False, True, True),
 ]
 
 

@@ -74,17 +74,17 @@ def test_triton_interpret_forced_backend_rejects_float64():
         mamba_chunk_scan_combined(chunk_size=4, backend="triton", **inp)
 
 
-# the GPU autotune configurations, each forced in turn (the interpreter normally runs one small config)
-_GPU_KERNELS = tuple(__import__("ssm_kernels.ssd.triton_ssd", fromlist=["_GPU_CONFIGS"])._GPU_CONFIGS)
+# the GPU autotune configurations of every kernel (T._GPU_CONFIGS), each forced in turn (the interpreter
+# normally runs one small config)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", range(5))
+@pytest.mark.parametrize("which", range(7))
 def test_triton_interpret_gpu_configs(which, monkeypatch):
     """Every GPU block configuration (BM/BK up to 128, BP/BN 64 > p, n) gives the reference's results."""
     import ssm_kernels.ssd.triton_ssd as T
 
-    for name in _GPU_KERNELS:
+    for name in T._GPU_CONFIGS:
         tuner = getattr(T, name)
         full = T._GPU_CONFIGS[name]
         monkeypatch.setattr(tuner, "configs", [full[which % len(full)]])

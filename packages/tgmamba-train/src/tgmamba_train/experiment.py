@@ -281,7 +281,8 @@ def train_fold(
         members.append(_fit_member(data, settings, mdir, fold, seed, normalization, class_weights))
     if members[0] is None:  # not rank 0
         return None
-    rel = lambda p: str(Path(p).relative_to(out_dir.parent)) if p else None
+    base = out_dir.resolve().parent
+    rel = lambda p: str(Path(p).resolve().relative_to(base)) if p else None
     probs = np.mean([mb["probs"] for mb in members], axis=0)
     head = members[0]
     result = {
@@ -349,6 +350,7 @@ def run_training(settings: TrainSettings) -> dict | None:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     run_dir, settings = _resolve_run_dir(settings)
+    run_dir = run_dir.resolve()
     rank0 = _is_rank_zero()
     if rank0:
         os.environ[RUN_DIR_ENV] = str(run_dir.resolve())

@@ -13,7 +13,12 @@ DATASETS = ("eye-state", "tusz", "dodh", "bcicha", "mamem", "sleep-edf", "disk")
 
 @dataclass
 class TrainSettings:
-    """Defaults are tuned for the main job: blocked 5-fold CV on the embedded EEG Eye State recording, on CPU."""
+    """All settings; the defaults are the main job: blocked 5-fold CV on the embedded EEG Eye State recording,
+    on CPU, with a small model (d_model 8, d_state 8, 20 epochs) sized to finish within minutes on 2 cores.
+
+    ``ensemble`` > 1 trains that many seeds per fold and averages their test probabilities (fold-level AUROC on
+    this small recording varies by about 0.1 between seeds; averaging reduces that spread, at a cost in time).
+    """
 
     # data
     dataset: str = "eye-state"
@@ -61,7 +66,7 @@ class TrainSettings:
     accumulate_grad_batches: int = 1
     balance_classes: bool = True
     eval_checkpoint: str = "last"
-    ensemble: int = 3
+    ensemble: int = 1
     # runtime
     save_dir: str = "results"
     run_name: str | None = None

@@ -3,23 +3,39 @@
 Decomposition (per batch ``b``, head ``h``, chunk ``c`` of ``Q`` steps; ``cs`` is the within-chunk
 cumulative sum of ``dt * A``; ``S_c`` the state entering chunk ``c``):
 
+* ``_prep_kernel``            one launch: ``dt`` processing (bias, softplus, clamp) with the within-chunk
+                              ``cs`` and chunk decays, and ``C.B`` per chunk and group (bf16 for bf16
+                              inputs, fp32 otherwise), shared by the group's heads;
 * ``_state_scan_fwd_kernel``  chunk-local end states ``L_c = sum_j exp(cs_last - cs_j) dt_j x_j B_j^T``
                               fused with the passing ``S_{c+1} = exp(cs_last) S_c + L_c`` (loop over chunks);
 * ``_chunk_scan_fwd_kernel``  ``y_i = exp(cs_i) S_c C_i + sum_{j<=i} (C_i.B_j) exp(cs_i - cs_j) dt_j x_j
-                              + D x_i``, gated by ``silu(z)``; ``C.B`` per chunk and group comes from one
-                              batched matmul shared by the group's heads;
+                              + D x_i``, gated by ``silu(z)``;
 * ``_state_scan_bwd_kernel``  the adjoint passing ``dS_c = G_c + exp(cs_last) dS_{c+1}`` fused with the
                               read-out adjoint ``G_c = sum_i exp(cs_i) dy_i C_i^T``, in reverse;
-* ``_chunk_scan_bwd_kernel``  ``dx, dB, dC, dD`` and the gradients of ``dt`` and of the log decays, one
-                              program per (chunk, group, row block, head split) looping over heads
-                              (so ``dB``/``dC`` sum over heads in registers);
+* backward v2 (default, ``SSM_KERNELS_SSD_BWD=v2``), three kernels:
+  ``_bwd_dcb_kernel``  per (chunk, group, lower tile): ``dCB_ij = sum_h (dy_i.x_j) exp(cs_i - cs_j) dt_j``
+                       and, per head, the row sums of ``dCB_h * CB`` (intra-chunk part of ``dC_i.C_i``);
+  ``_bwd_dbc_kernel``  per (chunk, group, row block, n block): ``dC = dCB B + read-out part``,
+                       ``dB = dCB^T C + chunk-state part`` (the last two loop over the group's heads);
+  ``_bwd_dx_kernel``   per (chunk, head, row block): ``dx``, the direct ``dt`` gradient, ``dD`` partials
+                       and ``dcs``; so ``dB``/``dC`` cost one product per group instead of one per head;
+* backward v1 (``SSM_KERNELS_SSD_BWD=v1``, the previous version): ``_chunk_scan_bwd_kernel``, one program
+  per (chunk, group, row block, head split) looping over heads;
+* ``_dt_bwd_kernel``          suffix sums of ``dcs`` and the chain through clamp/softplus/bias: raw ``dt``
+                              gradient plus partial sums for ``dA`` and ``ddt_bias``;
 * ``_gate_bwd_kernel``        the ``silu(z)`` gate's backward.
 
 The gradient of the cumulative log decay needs no extra pass: for step ``i`` of a chunk,
 ``dcs_i = dC_i . C_i - dt_i (x_i . dxdt_i)`` (+ ``<dS_{c+1}, S_{c+1}>`` at the chunk's last step),
-where ``dxdt`` is the gradient with respect to ``dt_i x_i``. Cheap glue (``dt`` processing,
-cumulative sums of ``(b, h, l)`` vectors, partial-sum reductions) stays in PyTorch. Segment resets
-(``seq_idx``/``cu_seqlens``) enter as masks on the decay factors.
+where ``dxdt`` is the gradient with respect to ``dt_i x_i``. Off-diagonal tiles split the decay as
+``exp(cs_i - cs_ref) exp(cs_ref - cs_j)`` with ``cs_ref`` between the two blocks (both factors <= 1 when
+``dt * A <= 0``, the usual ``A < 0``, ``dt >= 0``): two exp vectors instead of a tile of exps.
+Segment resets (``seq_idx``/``cu_seqlens``) enter as masks on the decay factors.
+
+Environment: ``SSM_KERNELS_SSD_BWD=v1|v2`` (backward), ``SSM_KERNELS_SSD_SAVE_STATES=1`` (keep the chunk
+states for the backward instead of recomputing them: faster, ``(b, nc + 1, h, p, n)`` fp32 more memory),
+``SSM_KERNELS_SSD_CB_FP32=1`` (C.B in fp32 for bf16 inputs), ``SSM_KERNELS_AUTOTUNE=0`` (first config only),
+``SSM_KERNELS_TF32=1`` (tf32 dots for fp32 inputs).
 """
 
 from __future__ import annotations
@@ -81,6 +97,8 @@ _CFG_CHUNK_SCAN_FWD = [
     triton.Config({"BM": 128, "BK": 64}, num_warps=8, num_stages=2),
     triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=3),
     triton.Config({"BM": 128, "BK": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
 ]
 _CFG_CHUNK_SCAN_BWD = [
     triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
@@ -1433,8 +1451,9 @@ _CB_INTERPRET_BLOCKS = (
 
 
 def _cb_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Storage of C.B: the 16-bit input dtype unless ``SSM_KERNELS_SSD_CB_FP32=1`` (fp32 inputs: fp32)."""
-    if dtype in (torch.bfloat16, torch.float16) and os.environ.get("SSM_KERNELS_SSD_CB_FP32", "0") != "1":
+    """Storage of C.B: bf16 for bf16 inputs unless ``SSM_KERNELS_SSD_CB_FP32=1``; fp32 otherwise (fp16's
+    range could overflow for large B, C)."""
+    if dtype == torch.bfloat16 and os.environ.get("SSM_KERNELS_SSD_CB_FP32", "0") != "1":
         return dtype
     return torch.float32
 
@@ -1450,7 +1469,7 @@ def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
     dt_t = torch.empty(b, h, T, device=dt.device, dtype=torch.float32)
     cs = torch.empty_like(dt_t)
     cdec = torch.empty(b, h, nc, device=dt.device, dtype=torch.float32)
-    # 16-bit inputs keep C.B in their dtype (half the re-read traffic; the products are rounded to it anyway)
+    # bf16 inputs keep C.B in bf16 (half the re-read traffic; the products are rounded to bf16 anyway)
     cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=_cb_dtype(B.dtype))
     BQ, BKN = _CB_INTERPRET_BLOCKS if triton_interpret() else (64, min(64, _pow2(n)))
     NQ = triton.cdiv(Q, BQ)

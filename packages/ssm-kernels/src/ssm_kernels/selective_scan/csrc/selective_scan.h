@@ -90,5 +90,11 @@ cudaError_t launch_bwd_bf16(const ScanParams& p, cudaStream_t stream);
 // first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
 cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
 cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
+cudaError_t launch_fwd_v1_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_v1_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_v1_bf16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_v1_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_v1_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_v1_bf16(const ScanParams& p, cudaStream_t stream);
 
 }  // namespace ssk

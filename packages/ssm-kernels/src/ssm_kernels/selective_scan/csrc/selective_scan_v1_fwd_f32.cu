@@ -1,0 +1,10 @@
+// First-version selective scan fwd kernels for float inputs (SSM_KERNELS_SCAN_IMPL=v1; one file per dtype).
+#include "selective_scan_kernels_v1.cuh"
+
+namespace ssk {
+
+cudaError_t launch_fwd_v1_f32(const ScanParams& p, cudaStream_t stream) {
+  return v1::launch_fwd_t<float, float>(p, stream);
+}
+
+}  // namespace ssk
