@@ -115,10 +115,12 @@ GPU_CASES = [
     ("tusz", "fwd", "fused"),
     ("tusz", "fwdbwd", "fused"),
     ("tusz", "fwdbwd", "fused-cudagraph"),
+    ("tusz", "fwdbwd", "fused-tf32"),
     ("tusz", "fwd", "reference"),
     ("tusz", "fwdbwd", "reference"),
     ("raw", "fwd", "fused"),
     ("raw", "fwdbwd", "fused"),
+    ("raw", "fwdbwd", "fused-tf32"),
     ("raw", "fwdbwd", "reference"),
 ]
 
@@ -133,6 +135,17 @@ def test_tgmamba_block_gpu(benchmark, shape, mode, backend):
     else:
         path = "reference" if backend == "reference" else "fused"
         fn = (_fwd_fn if mode == "fwd" else _fwdbwd_fn)(block, x, ei, ew, path)
+    if backend.endswith("-tf32"):  # torch.set_float32_matmul_precision("high"): tf32 mixing products
+        inner = fn
+
+        def fn():
+            prev = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")
+            try:
+                return inner()
+            finally:
+                torch.set_float32_matmul_precision(prev)
+
     baseline = BASELINE_MS[shape] if mode == "fwdbwd" else None
     _record(benchmark, fn, shape=shape, mode=mode, backend=backend, device="cuda", s=s, baseline=baseline)
 

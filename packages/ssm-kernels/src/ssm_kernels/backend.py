@@ -27,7 +27,7 @@ class BackendUnavailableError(RuntimeError):
     """A backend was forced (or requested) that cannot run here."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_available() -> bool:
     """True when ``triton`` can be imported (checked once, without importing it)."""
     return importlib.util.find_spec("triton") is not None
@@ -95,7 +95,9 @@ def select_backend(
                 return name
         return "reference"
     if choice not in fast:
-        raise BackendUnavailableError(f"{op}: backend {choice!r} is not implemented (available: reference, {', '.join(fast)})")
+        raise BackendUnavailableError(
+            f"{op}: backend {choice!r} is not implemented (available: reference, {', '.join(fast)})"
+        )
     ok, why = checks[choice](tensors)
     if not ok:
         raise BackendUnavailableError(f"{op}: backend {choice!r} forced but unusable: {why}")

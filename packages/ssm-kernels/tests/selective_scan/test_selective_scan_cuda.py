@@ -54,6 +54,28 @@ def test_cuda_without_last_state():
     compare_scan_to_reference(_inputs(case, torch.float32, seed=5), with_last=False, seed=6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_misaligned_inputs_use_the_elementwise_path(dtype):
+    """Contiguous inputs that start 1 element past a 16-byte boundary (no vector loads possible)."""
+    case = ("misaligned", 2, 64, 48, 16, "variable", 1, None, True, True, True)
+    x = _inputs(case, dtype, seed=13)
+    for k in ("u", "delta", "z", "B", "C"):
+        t = x[k]
+        buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        view = buf[1:].view(t.shape)
+        view.copy_(t)
+        assert view.is_contiguous() and view.data_ptr() % 16 != 0
+        x[k] = view
+    compare_scan_to_reference(x, seed=14)
+
+
+@pytest.mark.parametrize("case", [AWKWARD[1], AWKWARD[2], AWKWARD[11]], ids=lambda c: c[0])
+def test_cuda_v1_kernels_still_match_reference(case, monkeypatch):
+    """The first-version kernels stay selectable (SSM_KERNELS_SCAN_IMPL=v1) and correct."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
+    compare_scan_to_reference(_inputs(case, torch.float32, seed=15), delta_softplus=case[-1], seed=16)
+
+
 BENCH = [
     ("big", 8, 2048, 2048, 16, torch.bfloat16),
     ("tusz", 4864, 64, 10, 16, torch.float32),

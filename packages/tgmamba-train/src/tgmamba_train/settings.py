@@ -66,7 +66,7 @@ class TrainSettings:
     accumulate_grad_batches: int = 1
     balance_classes: bool = True
     eval_checkpoint: str = "last"
-    ensemble: int = 1
+    ensemble: int = 3
     # runtime
     save_dir: str = "results"
     run_name: str | None = None

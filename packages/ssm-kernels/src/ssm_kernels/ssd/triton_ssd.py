@@ -95,17 +95,13 @@ _CFG_CHUNK_SCAN_FWD = [
     triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=2),
     triton.Config({"BM": 64, "BK": 32}, num_warps=4, num_stages=3),
     triton.Config({"BM": 128, "BK": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BM": 128, "BK": 32}, num_warps=8, num_stages=3),
     triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=3),
     triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
 ]
-_CFG_CHUNK_SCAN_BWD = [
+_CFG_CHUNK_SCAN_BWD = [  # backward v1 (the fallback): fewer configs, to keep its tuning short
     triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
     triton.Config({"BM": 64, "BK": 32}, num_warps=4, num_stages=2),
     triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BM": 32, "BK": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BM": 64, "BK": 32}, num_warps=8, num_stages=3),
 ]
 _CFG_BWD_DCB = [
     triton.Config({}, num_warps=4, num_stages=2),

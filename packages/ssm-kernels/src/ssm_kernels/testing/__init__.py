@@ -84,7 +84,9 @@ def assert_close_to_reference(
     """
     assert out.shape == ref_hi.shape, f"{name}: shape {tuple(out.shape)} != reference {tuple(ref_hi.shape)}"
     if floor is None:
-        floor = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(out.dtype, 1e-4)
+        floor = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(
+            out.dtype, 1e-4
+        )
         if os.environ.get("SSM_KERNELS_TF32", "0") == "1" and out.dtype == torch.float32:
             floor = 1e-3
     err = max_rel_err(out, ref_hi)

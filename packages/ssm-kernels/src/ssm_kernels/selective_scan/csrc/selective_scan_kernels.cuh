@@ -699,6 +699,19 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
   for (int c = nchunks - 1; c >= 0; --c) {
     const int t0 = c * K;
     const int nt = min(K, L - t0);
+    // state before the chunk (checkpoint or initial state), loaded early: the commit and the
+    // prologue below hide its latency
+    int s = p.cu != nullptr ? seq_of(p.cu, p.nseq, t0) : b;
+    float hinit[NP];
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      float v = 0.f;
+      if (n < N) {
+        if (c > 0) v = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
+        else if (p.h0 != nullptr) v = p.h0[((size_t)s * p.dim + d) * N + n];
+      }
+      hinit[n] = v;
+    }
     __syncthreads();  // previous chunk stored
     if (!kPrefetch) issue(t0, nt);
     lu.commit(s_u, pitch, 1, u, row0, p.nrows, L, t0, nt);
@@ -717,18 +730,12 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
     }
 
     // ---- recompute the chunk's states (each thread touches only its own smem column) ----
-    int s = p.cu != nullptr ? seq_of(p.cu, p.nseq, t0) : b;
     {
       float h[NP];
 #pragma unroll
       for (int n = 0; n < NP; ++n) {
-        float v = 0.f;
-        if (n < N) {
-          if (c > 0) v = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
-          else if (p.h0 != nullptr) v = p.h0[((size_t)s * p.dim + d) * N + n];
-        }
-        h[n] = v;
-        s_h[n * kRows + tid] = v;
+        h[n] = hinit[n];
+        s_h[n * kRows + tid] = hinit[n];
       }
       for (int j = 0; j < nt; ++j) {
         const int t = t0 + j;
@@ -810,12 +817,12 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
           vc[n] = dy * hcur[n * kRows];
           sum_gb += gn * bn;
           const float gpa = gn * hp * a;
-          ddt += gpa * (A2[n] * kLn2);
+          ddt += gpa * A2[n];  // times ln 2 below (A2 = A log2 e)
           dA[n] += gpa * dt;
           g[n] = gn * a;
         }
       }
-      ddt += sum_gb * uu;
+      ddt = ddt * kLn2 + sum_gb * uu;
       dD += dy * uu;
       // d softplus(x) / dx = sigmoid(x) = 1 - exp(-softplus(x))
       const float dd = p.softplus ? ddt * -expm1f(-dt) : ddt;

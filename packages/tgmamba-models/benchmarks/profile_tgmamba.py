@@ -1,0 +1,41 @@
+"""Per-kernel CUDA time of one TGMamba block forward+backward (torch.profiler), for performance work.
+
+PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src python packages/tgmamba-models/benchmarks/profile_tgmamba.py [tusz|raw]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_tgmamba import TUSZ_BLOCK, electrode_graph
+
+from tgmamba_models import TGMamba
+
+
+def main(shape: str = "tusz") -> None:
+    batch, L = (256, 10) if shape == "tusz" else (16, 2000)
+    V = 19
+    torch.manual_seed(0)
+    block = TGMamba(d_model=32, d_state=16, num_vertices=V, **TUSZ_BLOCK).cuda()
+    block.validate_inputs = False
+    x = torch.randn(batch * V, L, 32, device="cuda", requires_grad=True)
+    ei, ew = electrode_graph(batch, V, device="cuda")
+    g = torch.randn_like(x)
+    for _ in range(3):
+        block(x, ei, ew).backward(g)
+    torch.cuda.synchronize()
+    steps = 5 if shape == "tusz" else 1
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            block(x, ei, ew).backward(g)
+        torch.cuda.synchronize()
+    print(f"TGMamba block {shape} (batch {batch}, V {V}, L {L}) fwd+bwd x{steps}")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:2] or ["tusz"]))
