@@ -127,18 +127,24 @@ def test_triton_interpret_env_forced_backend(monkeypatch):
         ("v2", (32, 32, 16, 32)),  # a partial last tile (48 = 32 + 16), several n blocks in dB/dC only
         ("v1", None),  # the previous fused backward kernel stays selectable
         ("v2-big-decay", (16, 16, 16, 16)),  # dt ~ 3-5: decays underflow inside a chunk (split exp factors)
+        ("v2-btm2", (16, 16, 16, 16)),  # dB/dC programs of two dCB tiles of rows (a partial second block)
     ],
-    ids=["v2-blocks16", "v2-blocks32", "v1", "v2-big-decay"],
+    ids=["v2-blocks16", "v2-blocks32", "v1", "v2-big-decay", "v2-btm2"],
 )
 def test_triton_interpret_backward_variants(variant, blocks, monkeypatch):
     """SSM_KERNELS_SSD_BWD picks the backward; both variants, at block sizes that split every axis,
     give the reference's outputs and gradients (segments, grouped heads, D (h, p), gate, partial chunk)."""
+    import triton
+
     import ssm_kernels.ssd.triton_ssd as T
 
     big = variant.endswith("big-decay")
     monkeypatch.setenv("SSM_KERNELS_SSD_BWD", variant.split("-")[0])
     if blocks is not None:
         monkeypatch.setattr(T, "_BWD2_INTERPRET_BLOCKS", blocks)
+    if variant.endswith("btm2"):
+        monkeypatch.setattr(T._bwd_dbc_kernel, "configs", [triton.Config({"BTM": 2}, num_warps=4)])
+        monkeypatch.setattr(T._bwd_dbc_kernel, "cache", {})
     b, l, h, p, g, n, q = 1, 83, 4, 17, 2, 24, 48
     inp = make_inputs(b, l, h, p, g, n, dtype=torch.float32, D_shape="hp", seed=5)
     if big:

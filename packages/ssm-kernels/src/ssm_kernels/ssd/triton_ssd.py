@@ -109,8 +109,9 @@ _CFG_BWD_DCB = [
     triton.Config({}, num_warps=4, num_stages=3),
 ]
 _CFG_BWD_DBC = [
-    triton.Config({}, num_warps=4, num_stages=2),
-    triton.Config({}, num_warps=8, num_stages=2),
+    triton.Config({"BTM": 1}, num_warps=4, num_stages=2),
+    triton.Config({"BTM": 1}, num_warps=8, num_stages=2),
+    triton.Config({"BTM": 2}, num_warps=8, num_stages=2),
 ]
 _CFG_BWD_DX = [
     triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=2),
@@ -296,7 +297,11 @@ def _state_scan_fwd_kernel(
     else:
         b_s = tl.zeros((BP, BN), dtype=tl.float32)
     for i_c in range(nc):
-        tl.store(S_ALL + ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n + o_pn, b_s, mask=m_pn)
+        tl.store(
+            S_ALL + ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n + o_pn,
+            b_s,
+            mask=m_pn,
+        )
         b_loc = _chunk_state_block(
             X,
             Bm,
@@ -332,7 +337,11 @@ def _state_scan_fwd_kernel(
             BK,
         )
         b_s = tl.load(CDEC + i_bh * nc + i_c) * b_s + b_loc
-    tl.store(S_ALL + ((i_b * (nc + 1) + nc) * h + i_h).to(tl.int64) * p * n + o_pn, b_s, mask=m_pn)
+    tl.store(
+        S_ALL + ((i_b * (nc + 1) + nc) * h + i_h).to(tl.int64) * p * n + o_pn,
+        b_s,
+        mask=m_pn,
+    )
 
 
 @triton.autotune(
@@ -351,6 +360,7 @@ def _state_scan_bwd_kernel(
     DFIN,
     S_ALL,
     DS_ALL,
+    DINIT,
     DOTS,
     l,
     T,
@@ -371,6 +381,7 @@ def _state_scan_bwd_kernel(
     s_cn,
     HAS_SEG: tl.constexpr,
     HAS_DFIN: tl.constexpr,
+    HAS_DINIT: tl.constexpr,
     PREC: tl.constexpr,
     UP: tl.constexpr,
     BP: tl.constexpr,
@@ -379,6 +390,9 @@ def _state_scan_bwd_kernel(
 ):
     """Adjoint state passing: DS_ALL[b, c] = G_c + CDEC[c] DS_ALL[b, c + 1], DS_ALL[b, nc] = dfinal,
     with G_c = sum_i exp(cs_i) dy_i C_i^T; DOTS[b, h, c, blk] = partial <DS_ALL[c + 1], S_ALL[c + 1]>.
+
+    DS_ALL may be 16-bit (its readers round it to the dot dtype anyway; DOTS use the fp32 values); slot 0,
+    the initial state's gradient, goes to DINIT in fp32 instead (if HAS_DINIT).
     """
     i_bh = tl.program_id(0)
     i_b = i_bh // h
@@ -398,9 +412,12 @@ def _state_scan_bwd_kernel(
     for i_r in range(nc):
         i_c = nc - 1 - i_r
         o_next = ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n + o_pn
-        tl.store(DS_ALL + o_next, b_ds, mask=m_pn)
+        tl.store(DS_ALL + o_next, b_ds.to(DS_ALL.dtype.element_ty), mask=m_pn)
         b_sn = tl.load(S_ALL + o_next, mask=m_pn, other=0.0)
-        tl.store(DOTS + (i_bh * nc + i_c) * NBLK + i_blk, tl.sum(tl.sum(b_ds * b_sn, axis=1), axis=0))
+        tl.store(
+            DOTS + (i_bh * nc + i_c) * NBLK + i_blk,
+            tl.sum(tl.sum(b_ds * b_sn, axis=1), axis=0),
+        )
         b_g = _chunk_state_block(
             DY,
             Cm,
@@ -436,7 +453,8 @@ def _state_scan_bwd_kernel(
             BK,
         )
         b_ds = b_g + tl.load(CDEC + i_bh * nc + i_c) * b_ds
-    tl.store(DS_ALL + ((i_b * (nc + 1)) * h + i_h).to(tl.int64) * p * n + o_pn, b_ds, mask=m_pn)
+    if HAS_DINIT:
+        tl.store(DINIT + i_bh.to(tl.int64) * p * n + o_pn, b_ds, mask=m_pn)
 
 
 @triton.autotune(
@@ -533,7 +551,11 @@ def _chunk_scan_fwd_kernel(
         m_j = o_j < i0
         t_j = i_c * Q + o_j
         mt_j = m_j & (t_j < l)
-        b_cb = tl.load(p_cb0 + o_i[:, None] * Q + o_j[None, :], mask=m_i[:, None] & m_j[None, :], other=0.0)
+        b_cb = tl.load(
+            p_cb0 + o_i[:, None] * Q + o_j[None, :],
+            mask=m_i[:, None] & m_j[None, :],
+            other=0.0,
+        )
         b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
         b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
         b_w = b_cb * tl.where(mt_j, tl.exp(cs_ref - b_csj) * b_dtj, 0.0)[None, :]
@@ -550,7 +572,11 @@ def _chunk_scan_fwd_kernel(
         m_j = o_j < hi
         t_j = i_c * Q + o_j
         mt_j = m_j & (t_j < l)
-        b_cb = tl.load(p_cb0 + o_i[:, None] * Q + o_j[None, :], mask=m_i[:, None] & m_j[None, :], other=0.0)
+        b_cb = tl.load(
+            p_cb0 + o_i[:, None] * Q + o_j[None, :],
+            mask=m_i[:, None] & m_j[None, :],
+            other=0.0,
+        )
         b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
         b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
         live = (o_j[None, :] <= o_i[:, None]) & mt_j[None, :]
@@ -736,7 +762,11 @@ def _chunk_scan_bwd_kernel(
             tl.store(DDP + (i_slot * h + i_h).to(tl.int64) * p + o_p, b_dd, mask=m_p)
             for k in range(1, BM // 16):
                 m_slot = (o_p * 0 + i_m * (BM // 16) + k) < Q16  # vector mask
-                tl.store(DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p, tl.zeros_like(b_dd), mask=m_p & m_slot)
+                tl.store(
+                    DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p,
+                    tl.zeros_like(b_dd),
+                    mask=m_p & m_slot,
+                )
         # --- dC_r: sum over earlier rows j <= r, plus the carried state's read-out
         b_dc = tl.zeros((BM, BN), dtype=tl.float32)
         hi = tl.minimum((i_m + 1) * BM, Q)
@@ -901,7 +931,26 @@ def _bwd_dcb_kernel(
                 b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
                 b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
                 b_dyx = _dyx_tile(
-                    X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp, PREC, UP, BT, BPK, NPK
+                    X,
+                    DY,
+                    i_b,
+                    i_h,
+                    t_i,
+                    t_j,
+                    mt_i,
+                    mt_j,
+                    l,
+                    h,
+                    p,
+                    s_xb,
+                    s_xl,
+                    s_xh,
+                    s_xp,
+                    PREC,
+                    UP,
+                    BT,
+                    BPK,
+                    NPK,
                 )
                 b_ri = tl.where(mt_i, tl.exp(b_csi - cs_ref), 0.0)
                 b_cj = tl.where(mt_j, tl.exp(cs_ref - b_csj) * b_dtj, 0.0)
@@ -910,7 +959,9 @@ def _bwd_dcb_kernel(
                     b_w = tl.where(live, b_w, 0.0)
                 acc += b_w
                 tl.store(
-                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i, tl.sum(b_w * b_cb, axis=1), mask=m_i
+                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i,
+                    tl.sum(b_w * b_cb, axis=1),
+                    mask=m_i,
                 )
         else:
             for i_h in range(i_g * hg, (i_g + 1) * hg):
@@ -919,19 +970,40 @@ def _bwd_dcb_kernel(
                 b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
                 b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
                 b_dyx = _dyx_tile(
-                    X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp, PREC, UP, BT, BPK, NPK
+                    X,
+                    DY,
+                    i_b,
+                    i_h,
+                    t_i,
+                    t_j,
+                    mt_i,
+                    mt_j,
+                    l,
+                    h,
+                    p,
+                    s_xb,
+                    s_xl,
+                    s_xh,
+                    s_xp,
+                    PREC,
+                    UP,
+                    BT,
+                    BPK,
+                    NPK,
                 )
                 b_dec = tl.exp(tl.where(live, b_csi[:, None] - b_csj[None, :], float("-inf")))
                 b_w = b_dyx * b_dec * b_dtj[None, :]
                 acc += b_w
                 tl.store(
-                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i, tl.sum(b_w * b_cb, axis=1), mask=m_i
+                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i,
+                    tl.sum(b_w * b_cb, axis=1),
+                    mask=m_i,
                 )
         tl.store(DCB + o_cb, acc, mask=m_cb)
 
 
 @triton.autotune(
-    configs=_configs(_CFG_BWD_DBC, triton.Config({}, num_warps=4)),
+    configs=_configs(_CFG_BWD_DBC, triton.Config({"BTM": 1}, num_warps=4)),
     prune_configs_by={"early_config_prune": _prune},
     key=["Q", "p", "n", "hg", "HAS_SEG", "BT", "BPK", "BNC"],
 )
@@ -981,19 +1053,23 @@ def _bwd_dbc_kernel(
     BPK: tl.constexpr,
     NPK: tl.constexpr,
     BNC: tl.constexpr,
+    BTM: tl.constexpr,
 ):
-    """dB and dC for BT steps k of one chunk and group (one n block): ``dC_k = sum_{j<=k} dCB_kj B_j +
+    """dB and dC for BT * BTM steps k of one chunk and group (one n block): ``dC_k = sum_{j<=k} dCB_kj B_j +
     sum_h exp(cs_k) dy_k S_c``, ``dB_k = sum_{i>=k} dCB_ik C_i + sum_h exp(cs_last - cs_k) dt_k x_k dS_{c+1}``;
     per head the read-out part of ``dC_k . C_k`` goes to ``RS[NT + n_block, b, h, t_k]``.
     """
-    i_kn = tl.program_id(0) % (NT * NBN)
-    i_bcg = tl.program_id(0) // (NT * NBN)
+    # rows per program: BTM dCB tiles (fewer re-reads of S and dS per head)
+    BTC: tl.constexpr = BT * BTM
+    NK = tl.cdiv(Q, BTC)
+    i_kn = tl.program_id(0) % (NK * NBN)
+    i_bcg = tl.program_id(0) // (NK * NBN)
     i_k = i_kn // NBN
     i_nb = i_kn % NBN
     i_g = i_bcg % g
     i_c = (i_bcg // g) % nc
     i_b = i_bcg // (g * nc)
-    o_k = i_k * BT + tl.arange(0, BT)
+    o_k = i_k * BTC + tl.arange(0, BTC)
     m_k = o_k < Q
     t_k = i_c * Q + o_k
     mt_k = m_k & (t_k < l)
@@ -1001,9 +1077,10 @@ def _bwd_dbc_kernel(
     m_n = o_n < n
     m_kn = mt_k[:, None] & m_n[None, :]
     base = i_bcg.to(tl.int64) * Q * Q
-    acc_dc = tl.zeros((BT, BNC), dtype=tl.float32)
-    acc_db = tl.zeros((BT, BNC), dtype=tl.float32)
-    for j0 in range(0, i_k * BT + BT, BT):
+    acc_dc = tl.zeros((BTC, BNC), dtype=tl.float32)
+    acc_db = tl.zeros((BTC, BNC), dtype=tl.float32)
+    # only dCB entries with j <= i were written (lower tiles; zeros above the diagonal inside them)
+    for j0 in range(0, tl.minimum(i_k * BTC + BTC, Q), BT):
         o_j = j0 + tl.arange(0, BT)
         m_j = o_j < Q
         t_j = i_c * Q + o_j
@@ -1012,9 +1089,10 @@ def _bwd_dbc_kernel(
             mask=(m_j & (t_j < l))[:, None] & m_n[None, :],
             other=0.0,
         )  # (BT, BNC)
-        b_d = tl.load(DCB + base + o_k[:, None] * Q + o_j[None, :], mask=m_k[:, None] & m_j[None, :], other=0.0)
+        m_d = m_k[:, None] & m_j[None, :] & (o_j[None, :] <= o_k[:, None])
+        b_d = tl.load(DCB + base + o_k[:, None] * Q + o_j[None, :], mask=m_d, other=0.0)  # (BTC, BT)
         acc_dc += _dot(b_d.to(b_bj.dtype), b_bj, PREC, UP)
-    for i0 in range(i_k * BT, Q, BT):
+    for i0 in range(i_k * BTC, Q, BT):
         o_i = i0 + tl.arange(0, BT)
         m_i = o_i < Q
         t_i = i_c * Q + o_i
@@ -1023,7 +1101,8 @@ def _bwd_dbc_kernel(
             mask=(m_i & (t_i < l))[:, None] & m_n[None, :],
             other=0.0,
         )  # (BT, BNC)
-        b_dt = tl.load(DCB + base + o_i[None, :] * Q + o_k[:, None], mask=m_k[:, None] & m_i[None, :], other=0.0)
+        m_d = m_k[:, None] & m_i[None, :] & (o_i[None, :] >= o_k[:, None])
+        b_dt = tl.load(DCB + base + o_i[None, :] * Q + o_k[:, None], mask=m_d, other=0.0)  # (BTC, BT)
         acc_db += _dot(b_dt.to(b_ci.dtype), b_ci, PREC, UP)
     # carried-state read-out (dC) and chunk-state (dB) parts, per head
     if HAS_SEG:
@@ -1044,17 +1123,21 @@ def _bwd_dbc_kernel(
         w_st = tl.where(mt_k, w_st * b_dtk, 0.0)
         o_s = ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n
         o_ds = ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n
-        t_dc = tl.zeros((BT, BNC), dtype=tl.float32)
+        t_dc = tl.zeros((BTC, BNC), dtype=tl.float32)
         for i_pk in tl.static_range(NPK):
             o_p = i_pk * BPK + tl.arange(0, BPK)
             m_p = o_p < p
             m_kp = mt_k[:, None] & m_p[None, :]
             m_pn = m_p[:, None] & m_n[None, :]
             b_dyk = tl.load(
-                DY + ((i_b * l + t_k[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :], mask=m_kp, other=0.0
+                DY + ((i_b * l + t_k[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :],
+                mask=m_kp,
+                other=0.0,
             )
             b_xk = tl.load(
-                X + i_b * s_xb + t_k[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp, mask=m_kp, other=0.0
+                X + i_b * s_xb + t_k[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp,
+                mask=m_kp,
+                other=0.0,
             )
             b_s = tl.load(S_ALL + o_s + o_p[:, None] * n + o_n[None, :], mask=m_pn, other=0.0)  # (BPK, BNC)
             b_ds = tl.load(DS_ALL + o_ds + o_p[:, None] * n + o_n[None, :], mask=m_pn, other=0.0)
@@ -1065,7 +1148,9 @@ def _bwd_dbc_kernel(
         acc_dc += t_dc
         b_ck = tl.load(p_ck, mask=m_kn, other=0.0).to(tl.float32)  # reloaded per head (cache hit): fewer registers
         tl.store(
-            RS + (((NT + i_nb) * bsz + i_b) * h + i_h).to(tl.int64) * T + t_k, tl.sum(t_dc * b_ck, axis=1), mask=m_k
+            RS + (((NT + i_nb) * bsz + i_b) * h + i_h).to(tl.int64) * T + t_k,
+            tl.sum(t_dc * b_ck, axis=1),
+            mask=m_k,
         )
     o_out = ((i_b * l + t_k[:, None]).to(tl.int64) * g + i_g) * n + o_n[None, :]
     tl.store(DB + o_out, acc_db.to(DB.dtype.element_ty), mask=m_kn)
@@ -1168,7 +1253,11 @@ def _bwd_dx_kernel(
             other=0.0,
         )  # (BK, BP)
         b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
-        b_bc = tl.load(CB + base_cb + o_i[None, :] * Q + o_r[:, None], mask=m_r[:, None] & m_i[None, :], other=0.0)
+        b_bc = tl.load(
+            CB + base_cb + o_i[None, :] * Q + o_r[:, None],
+            mask=m_r[:, None] & m_i[None, :],
+            other=0.0,
+        )
         b_a = b_bc * tl.where(mt_i, tl.exp(b_csi - cs_ref), 0.0)[None, :]
         if HAS_SEG:
             b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-2)
@@ -1191,7 +1280,11 @@ def _bwd_dx_kernel(
             b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-2)
             live = live & (b_segi[None, :] == b_segr[:, None])
         b_dec = tl.exp(tl.where(live, b_csi[None, :] - b_csr[:, None], float("-inf")))  # (BM, BK)
-        b_bc = tl.load(CB + base_cb + o_i[None, :] * Q + o_r[:, None], mask=m_r[:, None] & m_i[None, :], other=0.0)
+        b_bc = tl.load(
+            CB + base_cb + o_i[None, :] * Q + o_r[:, None],
+            mask=m_r[:, None] & m_i[None, :],
+            other=0.0,
+        )
         b_dxdt += _dot((b_bc * b_dec).to(b_dyi.dtype), b_dyi, PREC, UP)
     # chunk-state part: L_c feeds S_{c+1}
     w_st = tl.exp(cs_last - b_csr)
@@ -1208,11 +1301,19 @@ def _bwd_dx_kernel(
             mask=mt_r[:, None] & m_n[None, :],
             other=0.0,
         )  # (BM, BNK)
-        b_dst = tl.load(DS_ALL + o_ds + o_p[None, :] * n + o_n[:, None], mask=m_n[:, None] & m_p[None, :], other=0.0)
+        b_dst = tl.load(
+            DS_ALL + o_ds + o_p[None, :] * n + o_n[:, None],
+            mask=m_n[:, None] & m_p[None, :],
+            other=0.0,
+        )
         b_st += _dot(b_br, b_dst.to(b_br.dtype), PREC, UP)
     b_dxdt += b_st * w_st[:, None]
     o_dyr = ((i_b * l + t_r[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :]
-    b_xr = tl.load(X + i_b * s_xb + t_r[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp, mask=m_rp, other=0.0)
+    b_xr = tl.load(
+        X + i_b * s_xb + t_r[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp,
+        mask=m_rp,
+        other=0.0,
+    )
     b_xr32 = b_xr.to(tl.float32)
     b_ddt = tl.sum(b_xr32 * b_dxdt, axis=1)  # (BM,)
     b_dx = b_dxdt * b_dtr[:, None]
@@ -1229,7 +1330,11 @@ def _bwd_dx_kernel(
         tl.store(DDP + (i_slot * h + i_h).to(tl.int64) * p + o_p, b_dd, mask=m_p)
         for k in range(1, BM // 16):
             m_slot = (o_p * 0 + i_m * (BM // 16) + k) < Q16  # vector mask
-            tl.store(DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p, tl.zeros_like(b_dd), mask=m_p & m_slot)
+            tl.store(
+                DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p,
+                tl.zeros_like(b_dd),
+                mask=m_p & m_slot,
+            )
     tl.store(DX + o_dyr, b_dx.to(DX.dtype.element_ty), mask=m_rp)
     tl.store(DDT + o_cs + o_r, b_ddt, mask=m_r)
     # (dC_r . C_r) of this head: intra-chunk tiles j_block <= r // BT, then the read-out n blocks
@@ -1376,7 +1481,11 @@ def _dt_bwd_kernel(
             g = tl.where((sp >= lo) & (sp <= hi), g, 0.0)
         if SOFTPLUS:
             g = tl.where(v > 20.0, g, g * tl.sigmoid(v))
-    tl.store(DDT_RAW + (i_b * l + t).to(tl.int64) * h + i_h, g.to(DDT_RAW.dtype.element_ty), mask=m)
+    tl.store(
+        DDT_RAW + (i_b * l + t).to(tl.int64) * h + i_h,
+        g.to(DDT_RAW.dtype.element_ty),
+        mask=m,
+    )
     o_p = (i_b * h + i_h) * nc + i_c
     tl.store(PART + o_p, part_a)
     tl.store(PART + bsz * h * nc + o_p, tl.sum(g, axis=0))
@@ -1411,7 +1520,11 @@ def _gate_bwd_kernel(
     b_z = tl.load(p_z, mask=m, other=0.0).to(tl.float32)
     sig = tl.sigmoid(b_z)
     tl.store(DY + o_c, (b_do * b_z * sig).to(DY.dtype.element_ty), mask=m)
-    tl.store(DZ + o_c, (b_do * b_y * sig * (1.0 + b_z * (1.0 - sig))).to(DZ.dtype.element_ty), mask=m)
+    tl.store(
+        DZ + o_c,
+        (b_do * b_y * sig * (1.0 + b_z * (1.0 - sig))).to(DZ.dtype.element_ty),
+        mask=m,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1439,7 +1552,10 @@ def _dt_limits(dt_limit) -> tuple[bool, float, float]:
     return (lo != 0.0 or hi != float("inf")), lo, hi
 
 
-_STATE_BWD_INTERPRET_BLOCKS = (16, 16)  # (BP, BN) of _state_scan_bwd_kernel under the interpreter
+_STATE_BWD_INTERPRET_BLOCKS = (
+    16,
+    16,
+)  # (BP, BN) of _state_scan_bwd_kernel under the interpreter
 _CB_INTERPRET_BLOCKS = (
     16,
     16,
@@ -1564,7 +1680,12 @@ def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q):
     return out, y, s_all
 
 
-_BWD2_INTERPRET_BLOCKS = (16, 16, 16, 16)  # (BT, BPK, BNC, BNK) of the v2 backward under the interpreter
+_BWD2_INTERPRET_BLOCKS = (
+    16,
+    16,
+    16,
+    16,
+)  # (BT, BPK, BNC, BNK) of the v2 backward under the interpreter
 
 
 def _bwd_version() -> str:
@@ -1585,7 +1706,12 @@ def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     if triton_interpret():
         BT, BPK, BNC, BNK = _BWD2_INTERPRET_BLOCKS
     else:
-        BT, BPK, BNC, BNK = min(64, _pow2(Q)), min(64, _pow2(p)), min(64, _pow2(n)), min(64, _pow2(n))
+        BT, BPK, BNC, BNK = (
+            min(64, _pow2(Q)),
+            min(64, _pow2(p)),
+            min(64, _pow2(n)),
+            min(64, _pow2(n)),
+        )
     NT = triton.cdiv(Q, BT)
     NBN = triton.cdiv(n, BNC)
     NRS = NT + NBN
@@ -1599,7 +1725,7 @@ def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     )  # fmt: skip
     dB = torch.empty(b, l, g, n, device=x.device, dtype=B.dtype)
     dC = torch.empty(b, l, g, n, device=x.device, dtype=C.dtype)
-    _bwd_dbc_kernel[(NT * NBN * b * nc * g,)](
+    _bwd_dbc_kernel[lambda META: (triton.cdiv(Q, BT * META["BTM"]) * NBN * b * nc * g,)](
         x, dy, dt_t, cs, dcb, B, C, s_all, ds_all, seg, dB, dC, rs, b, l, T, nc, h, hg, g, p, n, Q, NT, NBN,
         *x.stride(), *B.stride(), *C.stride(),
         HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK), BNC=BNC,
@@ -1647,14 +1773,46 @@ def _save_states() -> bool:
 
 class _SSDChunkScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, init, seg_p, cu_seqlens, Q, softplus, dt_limit, want_varlen):
+    def forward(
+        ctx,
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        z,
+        dt_bias,
+        init,
+        seg_p,
+        cu_seqlens,
+        Q,
+        softplus,
+        dt_limit,
+        want_varlen,
+    ):
         dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit)
         out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q)
         final = s_all[:, -1]
         varlen = _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q) if want_varlen else final.new_zeros(0)
         keep = _save_states()
         ctx.save_for_backward(
-            x, dt, A, B, C, D, z, y, dt_bias, init, seg_p, dt_t, cs, cdec, cb, s_all if keep else None
+            x,
+            dt,
+            A,
+            B,
+            C,
+            D,
+            z,
+            y,
+            dt_bias,
+            init,
+            seg_p,
+            dt_t,
+            cs,
+            cdec,
+            cb,
+            s_all if keep else None,
         )
         ctx.Q, ctx.softplus, ctx.dt_limit = Q, softplus, dt_limit
         ctx.mark_non_differentiable(varlen)
@@ -1684,7 +1842,9 @@ class _SSDChunkScanFn(torch.autograd.Function):
         else:
             dy = dout.to(x.dtype)
         # reverse state passing (adjoint of the read-out folded in)
-        ds_all = torch.empty_like(s_all)
+        # dS in the 16-bit input dtype (every reader rounds it to that dtype for its dot): half the traffic
+        ds_all = torch.empty(s_all.shape, device=x.device, dtype=x.dtype if x.dtype != torch.float32 else torch.float32)
+        dinit = torch.empty(b, h, p, n, device=x.device, dtype=torch.float32) if init is not None else None
         # block sizes fixed on the host (not autotuned) so the partial-dot slots do not depend on the config
         BPs, BNs = _STATE_BWD_INTERPRET_BLOCKS if triton_interpret() else (min(64, _pow2(p)), min(64, _pow2(n)))
         if BPs > 16 and b * h * triton.cdiv(p, BPs) * triton.cdiv(n, BNs) < 512:  # a sequential loop per program:
@@ -1703,6 +1863,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
             ds_all if dfin is None else dfin,
             s_all,
             ds_all,
+            dinit if dinit is not None else ds_all,
             dots,
             l,
             T,
@@ -1717,6 +1878,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
             *C.stride(),
             HAS_SEG=seg_p is not None,
             HAS_DFIN=dfin is not None,
+            HAS_DINIT=dinit is not None,
             PREC=_prec(x.dtype),
             UP=_up(x.dtype),
             BP=BPs,
@@ -1797,8 +1959,24 @@ class _SSDChunkScanFn(torch.autograd.Function):
         if D is not None and ctx.needs_input_grad[5]:
             dD = ddp.sum((0, 1, 2))  # (h, p)
             dD = (dD if D.dim() == 2 else dD.sum(-1)).to(D.dtype)
-        dinit = ds_all[:, 0].to(init.dtype) if init is not None else None
-        return dx, ddt_raw, dA, dB, dC, dD, dz, ddt_bias, dinit, None, None, None, None, None, None
+        dinit = dinit.to(init.dtype) if init is not None else None
+        return (
+            dx,
+            ddt_raw,
+            dA,
+            dB,
+            dC,
+            dD,
+            dz,
+            ddt_bias,
+            dinit,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def ssd_chunk_scan_triton(
