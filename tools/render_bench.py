@@ -44,7 +44,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def _key(b: dict) -> tuple:
     e = b.get("extra_info", {})
     func = b["name"].split("[")[0]
-    return (func, e.get("op", func), json.dumps(e.get("shape"), sort_keys=True), e.get("dtype"))
+    case = b["name"].split("[", 1)[1].rstrip("]") if "[" in b["name"] else ""
+    backend = str(e.get("backend", ""))
+    case = "-".join(p for p in case.split("-") if p != backend and p not in REFERENCE_NAMES)
+    return (func, e.get("op", func), json.dumps(e.get("shape"), sort_keys=True), e.get("dtype"), case)
 
 
 def render(rows: list[dict]) -> str:
@@ -53,8 +56,8 @@ def render(rows: list[dict]) -> str:
         if str(b.get("extra_info", {}).get("backend", "")).lower() in REFERENCE_NAMES:
             refs[_key(b)] = b["stats"]["median"]
     out = [
-        "| op | shape | dtype | backend | device | median ms | GB/s | % copy BW | peak MB | vs ref | vs baseline |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| op | case | shape | dtype | backend | device | median ms | GB/s | % copy BW | peak MB | vs ref | vs baseline |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for b in sorted(rows, key=lambda b: (_key(b), str(b.get("extra_info", {}).get("backend")))):
         e = b.get("extra_info", {})
@@ -69,8 +72,9 @@ def render(rows: list[dict]) -> str:
         base = e.get("baseline_ms")
         vs_base = f"{base / (med * 1e3):.2f}x" if base else ""
         out.append(
-            "| {op} | {shape} | {dtype} | {backend} | {device} | {ms} | {gbps} | {pct} | {peak} | {vr} | {vb} |".format(
+            "| {op} | {case} | {shape} | {dtype} | {backend} | {device} | {ms} | {gbps} | {pct} | {peak} | {vr} | {vb} |".format(
                 op=e.get("op", b["name"].split("[")[0]),
+                case=b["name"].split("[", 1)[1].rstrip("]") if "[" in b["name"] else "",
                 shape=shape,
                 dtype=e.get("dtype", ""),
                 backend=e.get("backend", ""),
