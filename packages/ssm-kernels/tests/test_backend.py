@@ -56,3 +56,15 @@ def test_check_same_device_and_finite():
     assert check_same_device(a=torch.zeros(1), b=None) == torch.device("cpu")
     with pytest.raises(ValueError, match="x contains NaN"):
         check_finite("x", torch.tensor([1.0, float("nan")]))
+
+
+def test_fp32_kernels_send_float64_to_reference(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("SSM_KERNELS_BACKEND", raising=False)
+    x64 = torch.zeros(2, dtype=torch.float64)
+    if backend.triton_available():
+        assert backend.select_backend("norms", [torch.zeros(2)], fp32_kernels=True) == "triton"
+    assert backend.select_backend("norms", [x64], fp32_kernels=True) == "reference"
+    monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
+    with pytest.raises(backend.BackendUnavailableError, match="float64"):
+        backend.select_backend("norms", [x64], fp32_kernels=True)

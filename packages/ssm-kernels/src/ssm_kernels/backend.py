@@ -70,6 +70,7 @@ def select_backend(
     fast: Sequence[str] = ("triton",),
     cuda_usable=None,
     backend: str | None = None,
+    fp32_kernels: bool = False,
 ) -> str:
     """Pick the backend for one call of ``op``.
 
@@ -79,6 +80,8 @@ def select_backend(
         fast: fast backends this op implements, in order of preference.
         cuda_usable: callable ``(tensors) -> (bool, reason)`` for ops with a CUDA backend.
         backend: explicit choice from the caller (``None`` = use the environment).
+        fp32_kernels: the fast kernels compute in fp32/fp16/bf16 only: float64 inputs go to the
+            reference under ``auto``, and forcing a fast backend on them raises.
     """
     choice = (backend or requested_backend(op)).lower()
     if choice not in BACKENDS:
@@ -88,12 +91,19 @@ def select_backend(
         checks["cuda"] = cuda_usable
     if choice == "reference":
         return "reference"
+    has_f64 = fp32_kernels and any(t is not None and t.dtype == torch.float64 for t in tensors)
     if choice == "auto":
+        if has_f64:
+            return "reference"
         for name in fast:
             ok, _ = checks[name](tensors)
             if ok:
                 return name
         return "reference"
+    if has_f64 and choice in fast:
+        raise BackendUnavailableError(
+            f"{op}: backend {choice!r} forced but an input is float64 (kernels: fp32/fp16/bf16)"
+        )
     if choice not in fast:
         raise BackendUnavailableError(
             f"{op}: backend {choice!r} is not implemented (available: reference, {', '.join(fast)})"

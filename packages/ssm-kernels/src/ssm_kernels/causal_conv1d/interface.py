@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_device, check_tensor
-from ..backend import BackendUnavailableError, requested_backend, select_backend
+from ..backend import select_backend
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 __all__ = ["causal_conv1d_fn", "causal_conv1d_update"]
@@ -21,19 +21,6 @@ __all__ = ["causal_conv1d_fn", "causal_conv1d_update"]
 _FAST = ("triton",)
 _INT_DTYPES = (torch.int32, torch.int64)
 MAX_TRITON_WIDTH = 8
-
-
-def _pick(op: str, tensors, backend: str | None) -> str:
-    """select_backend, plus: the kernels compute in fp32, so float64 inputs go to the reference
-    (and forcing triton on float64 raises)."""
-    choice = select_backend(op, tensors, fast=_FAST, backend=backend)
-    if choice == "triton" and any(t is not None and t.dtype == torch.float64 for t in tensors):
-        if (backend or requested_backend(op)).lower() == "triton":
-            raise BackendUnavailableError(
-                f"{op}: backend 'triton' forced but an input is float64 (kernels: fp32/fp16/bf16)"
-            )
-        return "reference"
-    return choice
 
 
 def _check_activation(activation):
@@ -83,7 +70,9 @@ def causal_conv1d_fn(
     check_same_device(
         x=x, weight=weight, bias=bias, seq_idx=seq_idx, initial_states=initial_states, final_states_out=final_states_out
     )
-    choice = _pick("causal_conv1d", [x, weight, bias, initial_states], backend)
+    choice = select_backend(
+        "causal_conv1d", [x, weight, bias, initial_states], fast=_FAST, backend=backend, fp32_kernels=True
+    )
     if choice == "triton" and width > MAX_TRITON_WIDTH:
         raise ValueError(f"weight width {width} > {MAX_TRITON_WIDTH} is not supported by the triton backend")
     if choice == "reference":
@@ -152,7 +141,9 @@ def causal_conv1d_update(
         cache_seqlens=cache_seqlens,
         conv_state_indices=conv_state_indices,
     )
-    choice = _pick("causal_conv1d", [x, conv_state, weight, bias], backend)
+    choice = select_backend(
+        "causal_conv1d", [x, conv_state, weight, bias], fast=_FAST, backend=backend, fp32_kernels=True
+    )
     if choice == "triton" and width > MAX_TRITON_WIDTH:
         raise ValueError(f"weight width {width} > {MAX_TRITON_WIDTH} is not supported by the triton backend")
     if choice == "reference":

@@ -20,25 +20,12 @@ import torch
 from torch import nn
 
 from .._checks import check_same_device, check_tensor
-from ..backend import BackendUnavailableError, requested_backend, select_backend
+from ..backend import select_backend
 from .reference import layer_norm_ref, rms_norm_gated_ref, rms_norm_ref
 
 __all__ = ["LayerNorm", "RMSNorm", "RMSNormGated", "layer_norm_fn", "rms_norm_fn", "rms_norm_gated_fn"]
 
 _FAST = ("triton",)
-
-
-def _pick(op: str, tensors, backend: str | None) -> str:
-    """select_backend, plus: the kernels compute in fp32, so float64 inputs go to the reference
-    (and forcing triton on float64 raises)."""
-    choice = select_backend(op, tensors, fast=_FAST, backend=backend)
-    if choice == "triton" and any(t is not None and t.dtype == torch.float64 for t in tensors):
-        if (backend or requested_backend(op)).lower() == "triton":
-            raise BackendUnavailableError(
-                f"{op}: backend 'triton' forced but an input is float64 (kernels: fp32/fp16/bf16)"
-            )
-        return "reference"
-    return choice
 
 
 def _reject_extras(x1, weight1, bias1, dropout_p, rowscale, return_dropout_mask):
@@ -101,7 +88,7 @@ def layer_norm_fn(
     if residual is not None:
         check_tensor("residual", residual, shape=tuple(x.shape))
         check_same_device(x=x, residual=residual)
-    choice = _pick("norms", [x, weight, bias, residual], backend)
+    choice = select_backend("norms", [x, weight, bias, residual], fast=_FAST, backend=backend, fp32_kernels=True)
     if choice == "reference":
         ref = rms_norm_ref if is_rms_norm else layer_norm_ref
         return ref(x, weight, bias, residual, eps, prenorm, True, residual_in_fp32)
@@ -175,7 +162,7 @@ def rms_norm_gated_fn(
     n = x.shape[-1]
     if group_size is not None and (group_size < 1 or n % group_size != 0):
         raise ValueError(f"group_size must divide the last dim of x ({n}), got {group_size}")
-    choice = _pick("norms", [x, weight, bias, z], backend)
+    choice = select_backend("norms", [x, weight, bias, z], fast=_FAST, backend=backend, fp32_kernels=True)
     if choice == "reference":
         return rms_norm_gated_ref(x, weight, bias, z, eps, group_size, norm_before_gate, True)
     from .triton import rms_norm_gated_triton

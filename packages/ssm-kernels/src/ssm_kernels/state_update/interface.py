@@ -15,26 +15,13 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_device, check_tensor
-from ..backend import BackendUnavailableError, requested_backend, select_backend
+from ..backend import select_backend
 from .reference import selective_state_update_ref
 
 __all__ = ["selective_state_update"]
 
 _FAST = ("triton",)
 _INT_DTYPES = (torch.int32, torch.int64)
-
-
-def _pick(op: str, tensors, backend: str | None) -> str:
-    """select_backend, plus: the kernels compute in fp32, so float64 inputs go to the reference
-    (and forcing triton on float64 raises)."""
-    choice = select_backend(op, tensors, fast=_FAST, backend=backend)
-    if choice == "triton" and any(t is not None and t.dtype == torch.float64 for t in tensors):
-        if (backend or requested_backend(op)).lower() == "triton":
-            raise BackendUnavailableError(
-                f"{op}: backend 'triton' forced but an input is float64 (kernels: fp32/fp16/bf16)"
-            )
-        return "reference"
-    return choice
 
 
 def _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices):
@@ -122,7 +109,7 @@ def selective_state_update(
         out shaped like x, in x.dtype.
     """
     _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices)
-    choice = _pick("state_update", [state, x, dt, A, B, C], backend)
+    choice = select_backend("state_update", [state, x, dt, A, B, C], fast=_FAST, backend=backend, fp32_kernels=True)
     if choice == "reference":
         return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)
     from .triton import selective_state_update_triton
