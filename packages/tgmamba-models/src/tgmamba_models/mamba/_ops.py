@@ -77,3 +77,28 @@ def check_hidden(name: str, x: torch.Tensor, d_model: int) -> None:
         raise ValueError(f"{name} must have shape (batch, seqlen, {d_model}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+
+
+def states_from_cache(
+    module: Any, inference_params: Any, batch_size: int, initialize_states: bool = False, input_name: str = "input"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conv_state, ssm_state) of ``module``'s layer in ``inference_params``, allocated on first use.
+
+    Raises if the module has no ``layer_idx`` or the cached batch differs from ``batch_size``.
+    """
+    name = type(module).__name__
+    if module.layer_idx is None:
+        raise ValueError(f"{name}: layer_idx must be set to use an inference cache")
+    cache = inference_params.key_value_memory_dict
+    if module.layer_idx not in cache:
+        cache[module.layer_idx] = module.allocate_inference_cache(batch_size, inference_params.max_seqlen)
+    conv_state, ssm_state = cache[module.layer_idx]
+    if conv_state.shape[0] != batch_size:
+        raise ValueError(
+            f"{name}: inference cache of layer {module.layer_idx} holds batch {conv_state.shape[0]}, "
+            f"{input_name} has batch {batch_size}"
+        )
+    if initialize_states:
+        conv_state.zero_()
+        ssm_state.zero_()
+    return conv_state, ssm_state

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._ops import check_hidden, get_ops, init_dt_bias_
+from ._ops import check_hidden, get_ops, init_dt_bias_, states_from_cache
 
 __all__ = ["Mamba"]
 
@@ -242,21 +242,7 @@ class Mamba(nn.Module):
     def _get_states_from_cache(
         self, inference_params: Any, batch_size: int, initialize_states: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.layer_idx is None:
-            raise ValueError("Mamba: layer_idx must be set to use an inference cache")
-        cache = inference_params.key_value_memory_dict
-        if self.layer_idx not in cache:
-            cache[self.layer_idx] = self.allocate_inference_cache(batch_size, inference_params.max_seqlen)
-        conv_state, ssm_state = cache[self.layer_idx]
-        if conv_state.shape[0] != batch_size:
-            raise ValueError(
-                f"Mamba: inference cache of layer {self.layer_idx} holds batch {conv_state.shape[0]}, "
-                f"hidden_states has batch {batch_size}"
-            )
-        if initialize_states:
-            conv_state.zero_()
-            ssm_state.zero_()
-        return conv_state, ssm_state
+        return states_from_cache(self, inference_params, batch_size, initialize_states, input_name="hidden_states")
 
     def extra_repr(self) -> str:
         return (
