@@ -13,7 +13,18 @@ pytestmark = pytest.mark.slow
 SM90_SMEM = 232448  # bytes of shared memory one block may use on sm_90
 
 
-def _compile(kind: str, VP: int, BD: int, NP: int, K: int, mixc: bool, warps: int, prec: str):
+def _compile(
+    kind: str,
+    VP: int,
+    BD: int,
+    NP: int,
+    K: int,
+    mixc: bool,
+    warps: int,
+    prec: str,
+    unroll: bool = False,
+    all_states: bool = False,
+):
     triton = pytest.importorskip("triton")
     try:
         from triton.backends.compiler import GPUTarget
@@ -24,12 +35,12 @@ def _compile(kind: str, VP: int, BD: int, NP: int, K: int, mixc: bool, warps: in
 
     fn = gst._graph_scan_fwd_kernel if kind == "fwd" else gst._graph_scan_bwd_kernel
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                 CHUNK=32, VP=VP, BD=BD, NP=NP, PREC=prec)  # fmt: skip
+                 CHUNK=1 if all_states else 32, VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
     if kind == "fwd":
         const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
-                     KPC=triton.next_power_of_2(K if mixc else 1))  # fmt: skip
+                     KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
     half = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "dout_ptr"}
     sig = {
         n: "constexpr" if n in const else ("*bf16" if n in half else "*fp32") if n.endswith("_ptr") else "i32"
@@ -45,15 +56,16 @@ def _compile(kind: str, VP: int, BD: int, NP: int, K: int, mixc: bool, warps: in
 
 
 @pytest.mark.parametrize(
-    "kind,VP,BD,NP,K,mixc,warps,prec",
+    "kind,VP,BD,NP,K,mixc,warps,prec,unroll,all_states",
     [
-        ("fwd", 32, 8, 16, 2, False, 8, "tf32x3"),  # TUSZ defaults (V 19, N 16)
-        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3"),
-        ("fwd", 64, 1, 64, 3, True, 8, "tf32"),  # the largest supported sizes
-        ("bwd", 64, 1, 64, 3, True, 8, "tf32"),
+        ("fwd", 32, 8, 16, 2, False, 8, "tf32x3", True, False),  # TUSZ defaults (V 19, N 16)
+        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, True),
+        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, False),
+        ("fwd", 64, 1, 64, 3, True, 8, "tf32", False, False),  # the largest supported sizes
+        ("bwd", 64, 1, 64, 3, True, 8, "tf32", False, False),
     ],
-    ids=["fwd-V19N16", "bwd-V19N16-mixC", "fwd-V64N64K3-mixC", "bwd-V64N64K3-mixC"],
+    ids=["fwd-V19N16", "bwd-V19N16-mixC-all_states", "bwd-V19N16-mixC", "fwd-V64N64K3-mixC", "bwd-V64N64K3-mixC"],
 )
-def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec):
-    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec)
+def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states):
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

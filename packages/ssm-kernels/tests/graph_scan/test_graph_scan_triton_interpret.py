@@ -27,6 +27,10 @@ CASES = {
     "V3-D3-N5-L9-K1-TL-chunk4-BD4-z_init": (
         dict(V=3, D=3, N=5, L=9, K=1, T="L", with_z=True, with_initial_state=True), dict(chunk=4, block_d_fwd=4,
                                                                                         block_d_bwd=4)),
+    # chunk 1: the forward stores every state and the backward recomputes nothing (ALL_STATES)
+    "V3-D5-N4-L7-K2-TL-mixC_K2_TL-all_states": (
+        dict(V=3, D=5, N=4, L=7, K=2, T="L", mix_C=True, K_C=2, T_C="L", **FULL), dict(chunk=1)),
+    "V4-D3-N5-L1-K1-T1-all_states": (dict(V=4, D=3, N=5, L=1, K=1, T="1", with_z=True), dict(chunk=1)),
     "bf16-V3-D3-N4-L6-K2-TL-mixC": (
         dict(V=3, D=3, N=4, L=6, K=2, T="L", mix_C=True, with_z=True, softplus=True, dtype=torch.bfloat16), {}),
 }  # fmt: skip
@@ -43,6 +47,14 @@ def test_triton_matches_reference(case):
     factory, extra = CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=11, **factory)
     check_graph_scan_against_reference(_triton(**extra), inputs)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_triton_operator_loop_not_unrolled(monkeypatch, chunk):
+    """SSM_KERNELS_GRAPH_SCAN_UNROLL=0: the runtime loop over the K operators (used for large V, N)."""
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_UNROLL", "0")
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", mix_C=True, K_C=3, seed=15, **FULL)
+    check_graph_scan_against_reference(_triton(chunk=chunk), inputs)
 
 
 def test_triton_atomic_partials(monkeypatch):

@@ -76,6 +76,116 @@ def test_cuda_v1_kernels_still_match_reference(case, monkeypatch):
     compare_scan_to_reference(_inputs(case, torch.float32, seed=15), delta_softplus=case[-1], seed=16)
 
 
+# Short-sequence kernels (L <= 16, no cu_seqlens; csrc/selective_scan_short.cuh): R = NP / 4 lanes per row.
+# id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype, with_last
+_F32, _F16, _BF16 = torch.float32, torch.float16, torch.bfloat16
+SHORT = [
+    ("L1-N1", 3, 7, 1, 1, "variable", 1, True, True, True, _F32, None, True),
+    ("L2-N5-nonuniform", 2, 65, 2, 5, "grouped", 5, True, True, True, _F32, None, True),
+    ("L10-N16-dim65", 3, 65, 10, 16, "variable", 1, True, True, True, _F32, None, True),
+    ("L10-N16-block-groups", 2, 256, 10, 16, "grouped", 2, True, True, True, _F32, None, True),
+    ("L10-N16-warp-groups", 2, 48, 10, 16, "grouped", 3, False, True, True, _F32, None, True),
+    ("L16-N33-uniform", 2, 64, 16, 33, "grouped", 4, True, True, True, _F32, None, True),
+    ("L16-N33-nonuniform", 2, 21, 16, 33, "grouped", 3, True, True, True, _F32, None, False),
+    ("L16-N64", 2, 40, 16, 64, "variable", 1, True, True, True, _F32, None, True),
+    ("L10-N8-constant", 2, 70, 10, 8, "constant", 1, True, True, True, _F32, None, True),
+    ("L16-N16-plain", 2, 64, 16, 16, "variable", 1, False, False, False, _F32, None, False),
+    ("L10-N16-bf16", 3, 65, 10, 16, "variable", 1, True, True, True, _BF16, None, True),
+    ("L10-N16-bf16-fp32bc", 3, 64, 10, 16, "variable", 1, True, True, True, _BF16, _F32, True),
+    ("L7-N5-fp16", 2, 33, 7, 5, "grouped", 3, True, True, True, _F16, None, True),
+    ("L16-N16-fp16-fp32bc", 2, 64, 16, 16, "variable", 1, False, True, False, _F16, _F32, True),
+    ("L1-N33-constant-bf16", 2, 9, 1, 33, "constant", 1, True, True, True, _BF16, None, True),
+]
+
+
+def _short_inputs(case, seed):
+    _, batch, dim, L, N, bc, groups, init, extras, _sp, dtype, bc_dtype, _last = case
+    return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
+                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, device="cuda",
+                            seed=seed)  # fmt: skip
+
+
+def _kernel_names(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("case", SHORT, ids=[c[0] for c in SHORT])
+@pytest.mark.parametrize("short", ["1", "0"], ids=["short", "general"])
+def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
+    """L <= 16: the short kernels (default) and, with SSM_KERNELS_SCAN_SHORT=0, the general v2 kernels."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", short)
+    compare_scan_to_reference(_short_inputs(case, seed=21), delta_softplus=case[9], with_last=case[12], seed=22)
+
+
+def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
+    """TUSZ-like call: the short kernels run (and only they), SSM_KERNELS_SCAN_SHORT=0 runs the general ones."""
+    from ssm_kernels import selective_scan_fn
+
+    x = make_scan_inputs(64, 64, 10, 16, device="cuda", seed=23, requires_grad=True)
+
+    def step():
+        out = selective_scan_fn(**x, delta_softplus=True, backend="cuda")
+        out.backward(torch.ones_like(out))
+
+    monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT", raising=False)
+    names = " ".join(_kernel_names(step))
+    assert "scan_fwd_short_kernel" in names and "scan_bwd_short_kernel" in names, names
+    assert "scan_fwd_kernel" not in names and "scan_bwd_kernel" not in names, names
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
+    names = " ".join(_kernel_names(step))
+    assert "_short_kernel" not in names and "scan_fwd_kernel" in names and "scan_bwd_kernel" in names, names
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
+    """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): short kernels vs the
+    general v2 kernels (SSM_KERNELS_SCAN_SHORT=0): both against the float64 reference, and against each other."""
+    from ssm_kernels import selective_scan_fn
+
+    x = make_scan_inputs(4864, 64, 10, 16, dtype=dtype, device="cuda", seed=24)
+    res = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", flag)
+        compare_scan_to_reference(x, with_last=True, seed=25, hi_dtype=torch.float64)
+        xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+              for k, v in x.items()}  # fmt: skip
+        g = torch.Generator().manual_seed(26)
+        dout = torch.randn(x["u"].shape, generator=g).to("cuda", dtype)
+        res[flag] = run_scan_with_grads(selective_scan_fn, xi, dout, None, delta_softplus=True, backend="cuda")
+    (o1, _, g1), (o0, _, g0) = res["1"], res["0"]
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(o1.float(), o0.float(), **tol)
+    assert g1.keys() == g0.keys()
+    for k in g1:
+        scale = g0[k].float().abs().max().clamp_min(1e-6)
+        err = (g1[k].float() - g0[k].float()).abs().max() / scale
+        assert err < (1e-4 if dtype == torch.float32 else 2e-2), f"d{k}: short vs general max rel err {err:.3g}"
+
+
+@pytest.mark.parametrize("bc,groups,dim", [("variable", 1, 64), ("grouped", 5, 65), ("constant", 1, 65)])
+def test_cuda_short_backward_is_deterministic(bc, groups, dim):
+    from ssm_kernels import selective_scan_fn
+
+    x = make_scan_inputs(4, dim, 10, 16, bc=bc, groups=groups, with_initial_state=True, device="cuda", seed=27)
+    dout = torch.randn_like(x["u"])
+    dlast = torch.randn(4, dim, 16, device="cuda")
+    runs = []
+    for _ in range(2):
+        xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+              for k, v in x.items()}  # fmt: skip
+        runs.append(run_scan_with_grads(selective_scan_fn, xi, dout, dlast, delta_softplus=True, backend="cuda"))
+    (o1, l1, g1), (o2, l2, g2) = runs
+    assert torch.equal(o1, o2) and torch.equal(l1, l2)
+    assert g1.keys() == g2.keys() and len(g1) == 9
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), f"d{k} differs between two identical backward runs"
+
+
 BENCH = [
     ("big", 8, 2048, 2048, 16, torch.bfloat16),
     ("tusz", 4864, 64, 10, 16, torch.float32),

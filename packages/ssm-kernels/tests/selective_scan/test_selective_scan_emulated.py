@@ -1,11 +1,14 @@
 """The CUDA kernels' own source, run on the CPU through a host emulation, against the reference.
 
-``emulate/emulate.cpp`` compiles ``csrc/selective_scan_kernels.cuh`` with g++ (one OS thread per
-CUDA thread, barriers for ``__syncthreads`` and warp shuffles, NaN-poisoned shared memory). This
-checks the kernels' indexing, chunking, checkpoints, packed sequences and warp reductions without a
-GPU. The host glue below mirrors ``csrc/selective_scan.cpp``. Needs g++ with C++20 and the CUDA
-headers (for the half/bfloat16 types); slow, so it runs only with ``-m slow`` or
-``SSM_KERNELS_EMULATE=1``.
+``emulate/emulate.cpp`` compiles ``csrc/selective_scan_kernels.cuh`` and ``csrc/selective_scan_short.cuh``
+with g++ (one OS thread per CUDA thread, barriers for ``__syncthreads`` and warp shuffles, NaN-poisoned
+shared memory). This checks the kernels' indexing, chunking, checkpoints, packed sequences and warp
+reductions without a GPU. The host glue below mirrors ``csrc/selective_scan.cpp``. Needs g++ with
+C++20 and the CUDA headers (for the half/bfloat16 types).
+
+The general (v2) kernels are slow to emulate: they run only with ``SSM_KERNELS_EMULATE=1`` (marker
+``slow``). The short-sequence kernels (L <= 16) run a few small cases by default (a short-only build
+of the emulator, seconds) and a wider sweep under ``slow``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 K_ROWS = 64
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(
         shutil.which("g++") is None or not (CUDA_INCLUDE / "cuda_fp16.h").exists(),
         reason="needs g++ and the CUDA headers",
@@ -58,21 +60,26 @@ class ScanParams(ctypes.Structure):
     ]
 
 
-_LIB = None
+_LIBS: dict[bool, ctypes.CDLL] = {}
 
 
-def _lib():
-    global _LIB
-    if _LIB is None:
+def _lib(short_only: bool = False):
+    """The emulator library; ``short_only`` builds just the short-sequence kernels (fast compile)."""
+    if short_only and False in _LIBS:
+        return _LIBS[False]
+    if short_only not in _LIBS:
         out = Path(tempfile.mkdtemp(prefix="ssk_emu_")) / "libemu.so"
-        cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", f"-I{CUDA_INCLUDE}", f"-I{CSRC}",
-               str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
+        flags = ["-DSSK_EMU_SHORT_ONLY"] if short_only else []
+        cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", *flags, f"-I{CUDA_INCLUDE}",
+               f"-I{CSRC}", str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
-        _LIB = ctypes.CDLL(str(out))
-        _LIB.emu_scan_fwd.argtypes = [ctypes.POINTER(ScanParams), _I]
-        _LIB.emu_scan_bwd.argtypes = [ctypes.POINTER(ScanParams), _I]
-        assert _LIB.emu_sizeof_params() == ctypes.sizeof(ScanParams), "ScanParams layout mismatch"
-    return _LIB
+        lib = ctypes.CDLL(str(out))
+        names = ["emu_scan_fwd_short", "emu_scan_bwd_short"] + ([] if short_only else ["emu_scan_fwd", "emu_scan_bwd"])
+        for name in names:
+            getattr(lib, name).argtypes = [ctypes.POINTER(ScanParams), _I]
+        assert lib.emu_sizeof_params() == ctypes.sizeof(ScanParams), "ScanParams layout mismatch"
+        _LIBS[short_only] = lib
+    return _LIBS[short_only]
 
 
 _DT = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -84,10 +91,22 @@ def _ptr(t):
 
 class EmulatedExtension:
     """Stand-in for the compiled extension: ``fwd``/``bwd``/``choose_chunk`` as in selective_scan.cpp,
-    running the emulated kernels on CPU tensors (outputs poisoned with NaN before the launch)."""
+    running the emulated kernels on CPU tensors (outputs poisoned with NaN before the launch).
+    ``calls`` records which kernels ran ("fwd", "bwd", "fwd_short", "bwd_short")."""
+
+    def __init__(self, short_only: bool = False):
+        self.short_only = short_only
+        self.calls: list[str] = []
+        self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
 
     def choose_chunk(self, N, L, nrows):
-        return _lib().emu_choose_chunk(int(N), int(L))
+        return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
+
+    @staticmethod
+    def uses_short_path(L, has_cu):
+        from ssm_kernels.selective_scan.cuda import short_path
+
+        return short_path(int(L), bool(has_cu))
 
     @staticmethod
     def _common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
@@ -120,7 +139,12 @@ class EmulatedExtension:
             ckpt = torch.full((max(nck, 0), p.N, p.nrows), nan)
             p.ckpt = _ptr(ckpt) if nck > 0 else None
         p.out, p.last, p.tile = _ptr(out), (_ptr(last) if want_last else None), min(p.L, 32)
-        assert _lib().emu_scan_fwd(ctypes.byref(p), _DT[u.dtype]) == 0
+        if self.uses_short_path(p.L, cu is not None) and not p.ckpt:  # as scan_fwd: short kernels, no checkpoints
+            self.calls.append("fwd_short")
+            assert _lib(self.short_only).emu_scan_fwd_short(ctypes.byref(p), _DT[u.dtype]) == 0
+        else:
+            self.calls.append("fwd")
+            assert _lib(self.short_only).emu_scan_fwd(ctypes.byref(p), _DT[u.dtype]) == 0
         return out, last, ckpt
 
     def bwd(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus, ckpt, K, dout, dlast, want_dh0):
@@ -135,13 +159,19 @@ class EmulatedExtension:
         dz = torch.full_like(u, nan) if z is not None else torch.empty(0)
         dA_part = torch.full((nrows, N), nan)
         dD_part, ddb_part = torch.full((nrows,), nan), torch.full((nrows,), nan)
+        short = self.uses_short_path(L, cu is not None)
+        lib = _lib(self.short_only)
 
         def alloc(groups):
             if groups == 0:
                 return torch.full((nrows, N), nan), 0, 0
             gs = dim // groups
-            uniform = int(gs % 32 == 0)
-            npart = gs // 32 if uniform else (gs - 1) // 32 + 2
+            if short:  # 0: per warp segment, 1: per warp, 2: per block (ShortPartMode)
+                uniform, npart = lib.emu_short_part_mode(gs, N), lib.emu_short_npart(gs, N)
+                self.part_modes.append(uniform)
+            else:
+                uniform = int(gs % 32 == 0)
+                npart = gs // 32 if uniform else (gs - 1) // 32 + 2
             shape = (batch * groups, npart, N, L)
             return (torch.full(shape, nan) if uniform else torch.zeros(shape)), npart, uniform
 
@@ -152,7 +182,9 @@ class EmulatedExtension:
         p.dz = _ptr(dz) if z is not None else None
         p.dA_part, p.dD_part, p.ddb_part = _ptr(dA_part), _ptr(dD_part), _ptr(ddb_part)
         p.dB_part, p.dC_part, p.dh0 = _ptr(dB_part), _ptr(dC_part), (_ptr(dh0) if want_dh0 else None)
-        assert _lib().emu_scan_bwd(ctypes.byref(p), _DT[u.dtype]) == 0
+        self.calls.append("bwd_short" if short else "bwd")
+        run = _lib(self.short_only).emu_scan_bwd_short if short else _lib(self.short_only).emu_scan_bwd
+        assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
         def finish(part, groups):
             if groups == 0:
@@ -167,11 +199,60 @@ class EmulatedExtension:
 
 @pytest.fixture
 def emulated_cuda_backend(monkeypatch):
-    """Route ssm_kernels.selective_scan.cuda through the emulated extension on CPU tensors."""
+    """Route ssm_kernels.selective_scan.cuda through the emulated extension (all kernels) on CPU tensors."""
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
     monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
     return scan_cuda
+
+
+@pytest.fixture
+def emulated_short_backend(monkeypatch):
+    """As emulated_cuda_backend, with a short-kernels-only emulator build (fast to compile)."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
+    ext = EmulatedExtension(short_only=True)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
+    return scan_cuda
+
+
+def _check_against_reference(scan_cuda, x, *, softplus, with_last, seed=2):
+    """Emulated kernels vs selective_scan_ref (float64 and input dtype): output, last state, every gradient."""
+    from ssm_kernels.selective_scan.reference import check_scan_inputs, selective_scan_ref
+
+    def fast(**kw):
+        sp = kw.pop("delta_softplus")
+        last = kw.pop("return_last_state")
+        info = check_scan_inputs(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["delta_bias"],
+                                 kw["initial_state"], kw["cu_seqlens"])  # fmt: skip
+        return scan_cuda.selective_scan_cuda(info, kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"],
+                                             kw["delta_bias"], sp, last, kw["initial_state"], kw["cu_seqlens"])  # fmt: skip
+
+    u = x["u"]
+    batch, dim, L = u.shape
+    N = x["A"].shape[1]
+    g = torch.Generator().manual_seed(seed)
+    nseq = batch if x["cu_seqlens"] is None else x["cu_seqlens"].numel() - 1
+    dout = torch.randn(batch, dim, L, generator=g)
+    dlast = torch.randn(nseq, dim, N, generator=g) if with_last else None
+
+    def leafs(dt):
+        return {k: (v.detach().clone().to(dt if dt is not None else v.dtype).requires_grad_(True)
+                    if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}  # fmt: skip
+
+    out, last, grads = run_scan_with_grads(fast, leafs(None), dout, dlast, delta_softplus=softplus)
+    out_hi, last_hi, g_hi = run_scan_with_grads(
+        selective_scan_ref, leafs(torch.float64), dout, dlast, delta_softplus=softplus
+    )
+    out_lo, last_lo, g_lo = run_scan_with_grads(selective_scan_ref, leafs(None), dout, dlast, delta_softplus=softplus)
+    assert_close_to_reference("out", out, out_hi, out_lo)
+    if with_last:
+        assert_close_to_reference("last_state", last, last_hi, last_lo)
+    assert set(grads) == set(g_hi), f"gradients {sorted(grads)} vs reference {sorted(g_hi)}"
+    for k in g_hi:
+        assert_close_to_reference(f"d{k}", grads[k], g_hi[k], g_lo[k])
 
 
 # id, batch, dim, L, N, bc, groups, cu_seqlens, init, z/D/bias, softplus
@@ -200,45 +281,131 @@ def _enabled():
     return os.environ.get("SSM_KERNELS_EMULATE", "0") == "1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_emulated_kernels_match_reference(case, dtype, emulated_cuda_backend):
-    from ssm_kernels.selective_scan.reference import check_scan_inputs, selective_scan_ref
-
-    def fast(**kw):
-        sp = kw.pop("delta_softplus")
-        last = kw.pop("return_last_state")
-        info = check_scan_inputs(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"], kw["delta_bias"],
-                                 kw["initial_state"], kw["cu_seqlens"])  # fmt: skip
-        return emulated_cuda_backend.selective_scan_cuda(info, kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"],
-                                                         kw["z"], kw["delta_bias"], sp, last, kw["initial_state"],
-                                                         kw["cu_seqlens"])  # fmt: skip
-
+def test_emulated_kernels_match_reference(case, dtype, emulated_cuda_backend, monkeypatch):
+    """The general (v2) kernels; the short path is switched off so that L <= 16 cases test v2 too."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     _, batch, dim, L, N, bc, groups, cu, init, extras, sp = case
     x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, cu_seqlens=cu, with_initial_state=init,
                          with_D=extras, with_z=extras, with_delta_bias=extras, dtype=dtype, seed=1)  # fmt: skip
-    g = torch.Generator().manual_seed(2)
-    nseq = batch if cu is None else len(cu) - 1
-    dout = torch.randn(batch, dim, L, generator=g)
-    dlast = torch.randn(nseq, dim, N, generator=g)
-
-    def leafs(dt):
-        return {k: (v.detach().clone().to(dt if dt is not None else v.dtype).requires_grad_(True)
-                    if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}  # fmt: skip
-
-    out, last, grads = run_scan_with_grads(fast, leafs(None), dout, dlast, delta_softplus=sp)
-    out_hi, last_hi, g_hi = run_scan_with_grads(
-        selective_scan_ref, leafs(torch.float64), dout, dlast, delta_softplus=sp
-    )
-    out_lo, last_lo, g_lo = run_scan_with_grads(selective_scan_ref, leafs(None), dout, dlast, delta_softplus=sp)
-    assert_close_to_reference("out", out, out_hi, out_lo)
-    assert_close_to_reference("last_state", last, last_hi, last_lo)
-    assert set(grads) == set(g_hi), f"gradients {sorted(grads)} vs reference {sorted(g_hi)}"
-    for k in g_hi:
-        assert_close_to_reference(f"d{k}", grads[k], g_hi[k], g_lo[k])
+    _check_against_reference(emulated_cuda_backend, x, softplus=sp, with_last=True)
+    assert "fwd_short" not in emulated_cuda_backend._EXT.calls
 
 
 if not _enabled():  # keep it out of plain `-m slow` sweeps unless asked for explicitly
     test_emulated_kernels_match_reference = pytest.mark.skip(reason="set SSM_KERNELS_EMULATE=1")(
         test_emulated_kernels_match_reference
     )
+
+
+# Short-sequence kernels (L <= 16, no cu_seqlens): R = NP / 4 lanes per row, 32 / R rows per warp.
+# id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype, with_last
+_F32, _F16, _BF16 = torch.float32, torch.float16, torch.bfloat16
+SHORT_FAST = [
+    # TUSZ-like features; dim 20 is no multiple of 8 rows per warp: segmented dB/dC reduction, 2 blocks
+    ("tusz-like-dim20-L10-N16", 3, 20, 10, 16, "variable", 1, True, True, True, _F32, None, True),
+    # R = 2; one row per group (segments of one row), bf16 with fp32 B/C, nothing optional
+    ("L1-N5-per-channel-bf16", 2, 5, 1, 5, "grouped", 5, False, False, False, _BF16, _F32, False),
+    # R = 16 (2 rows per warp); group size 2: warp-uniform reduce-scatter; fp16 B/C in fp16
+    ("L16-N33-uniform-fp16", 1, 6, 16, 33, "grouped", 3, True, True, True, _F16, None, True),
+    # R = 1 (32 rows per warp, partial last warp); time-invariant B/C
+    ("L2-N1-constant", 2, 9, 2, 1, "constant", 1, True, True, True, _F32, None, True),
+    # R = 4, group size 64 = 2 blocks of 32 rows: one partial per block; bf16 B/C in bf16; z/D/bias off
+    ("L10-N16-block-bf16", 1, 128, 10, 16, "grouped", 2, True, False, True, _BF16, None, True),
+]
+# dB / dC partial mode of the short backward (0: warp segments, 1: per warp, 2: per block) where B / C vary
+PART_MODE = {
+    "tusz-like-dim20-L10-N16": 0,
+    "L1-N5-per-channel-bf16": 0,
+    "L16-N33-uniform-fp16": 1,
+    "L10-N16-block-bf16": 2,
+    "L10-N16-tusz-dim64": 2,
+    "L2-N5-nonuniform": 0,
+    "L16-N5-fp16-fp32bc": 0,
+    "L10-N33-grouped-nonuniform": 0,
+    "L16-N16-dim65": 0,
+    "L16-N16-warp-uniform-groups": 1,
+}
+SHORT_SLOW = [
+    ("L16-N16-dim65", 2, 65, 16, 16, "variable", 1, True, True, True, _F32, None, True),
+    ("L10-N16-tusz-dim64", 4, 64, 10, 16, "variable", 1, False, True, True, _F32, None, True),
+    ("L2-N5-nonuniform", 2, 65, 2, 5, "grouped", 5, True, True, True, _F32, None, True),
+    ("L1-N33-constant", 2, 7, 1, 33, "constant", 1, True, True, False, _F32, None, True),
+    ("L16-N1-bf16", 3, 33, 16, 1, "variable", 1, True, True, True, _BF16, None, False),
+    ("L10-N33-grouped-nonuniform", 1, 12, 10, 33, "grouped", 4, False, True, True, _BF16, _F32, True),
+    ("L16-N5-fp16-fp32bc", 2, 24, 16, 5, "grouped", 3, True, True, True, _F16, _F32, True),
+    ("L2-N16-plain", 2, 40, 2, 16, "variable", 1, False, False, False, _F32, None, False),
+    ("L10-N64", 1, 5, 10, 64, "variable", 1, True, True, True, _F32, None, True),
+    ("L1-N8-constant-bf16", 2, 17, 1, 8, "constant", 1, True, True, True, _BF16, None, True),
+    ("L16-N16-warp-uniform-groups", 1, 48, 16, 16, "grouped", 3, True, True, True, _F32, None, True),
+]
+
+
+def _short_case(case, backend):
+    _, batch, dim, L, N, bc, groups, init, extras, sp, dtype, bc_dtype, with_last = case
+    x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
+                         with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, seed=3)  # fmt: skip
+    _check_against_reference(backend, x, softplus=sp, with_last=with_last, seed=4)
+    assert backend._EXT.calls == ["fwd_short", "bwd_short"], backend._EXT.calls
+    if case[0] in PART_MODE:
+        assert backend._EXT.part_modes == [PART_MODE[case[0]]] * 2, backend._EXT.part_modes
+
+
+@pytest.mark.parametrize("case", SHORT_FAST, ids=[c[0] for c in SHORT_FAST])
+def test_emulated_short_kernels_match_reference(case, emulated_short_backend):
+    _short_case(case, emulated_short_backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SHORT_SLOW, ids=[c[0] for c in SHORT_SLOW])
+def test_emulated_short_kernels_sweep(case, emulated_short_backend):
+    _short_case(case, emulated_short_backend)
+
+
+def test_emulated_short_path_rules(emulated_short_backend, monkeypatch):
+    """L <= 16 without cu_seqlens takes the short kernels and allocates no checkpoints; the env switch and
+    v1 turn them off, as do longer or packed sequences."""
+    scan_cuda = emulated_short_backend
+    assert scan_cuda.short_path(16, False) and scan_cuda.short_path(1, False)
+    assert not scan_cuda.short_path(17, False) and not scan_cuda.short_path(10, True)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
+    assert not scan_cuda.short_path(10, False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1")
+    assert scan_cuda.short_path(10, False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
+    assert not scan_cuda.short_path(10, False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL")
+
+    x = make_scan_inputs(1, 4, 10, 16, seed=5, requires_grad=True)
+    saved = []
+    orig_fwd = scan_cuda._EXT.fwd
+
+    def fwd(*args):
+        res = orig_fwd(*args)
+        saved.append((args[-1], res[2]))
+        return res
+
+    monkeypatch.setattr(scan_cuda._EXT, "fwd", fwd)
+    out = scan_cuda.selective_scan_cuda(None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                        x["delta_bias"], True, False, None, None)  # fmt: skip
+    out.sum().backward()
+    ((K, ckpt),) = saved
+    assert K == 10 and ckpt.numel() == 0
+    assert scan_cuda._EXT.calls == ["fwd_short", "bwd_short"]
+
+
+@pytest.mark.slow
+def test_emulated_short_switch_matches_general_kernels(emulated_cuda_backend, monkeypatch):
+    """SSM_KERNELS_SCAN_SHORT=0 vs default on the same inputs (v2 vs short kernels): both match each other."""
+    if not _enabled():
+        pytest.skip("set SSM_KERNELS_EMULATE=1")
+    x = make_scan_inputs(2, 40, 10, 16, with_initial_state=True, seed=6)
+    outs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", flag)
+        emulated_cuda_backend._EXT.calls.clear()
+        _check_against_reference(emulated_cuda_backend, x, softplus=True, with_last=True)
+        outs[flag] = list(emulated_cuda_backend._EXT.calls)
+    assert outs == {"0": ["fwd", "bwd"], "1": ["fwd_short", "bwd_short"]}

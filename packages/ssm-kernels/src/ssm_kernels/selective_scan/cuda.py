@@ -6,6 +6,12 @@ under a folder named after the torch version, CUDA version and GPU architecture,
 driver upgrade rebuilds instead of loading a stale binary. ``MAX_JOBS`` bounds the parallel
 compile jobs (one per .cu file). Without nvcc or a GPU, or when the build fails, the op warns once
 and uses the reference. ``SSM_KERNELS_DEBUG=1`` synchronises and checks after every launch.
+
+Kernel choice: sequences of at most :data:`SHORT_MAX_L` steps without ``cu_seqlens`` run the
+short-sequence kernels (``csrc/selective_scan_short.cuh``: the states of a row split over several
+lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/B timing against
+the general kernels). ``SSM_KERNELS_SCAN_IMPL=v1`` selects the first-version general kernels (and
+no short path).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 
 from .reference import ScanInputs
 
-__all__ = ["build_directory", "cuda_usable", "load_extension", "selective_scan_cuda"]
+__all__ = ["build_directory", "cuda_usable", "load_extension", "selective_scan_cuda", "short_path"]
 
 _NAME = "ssm_kernels_selective_scan"
 _LOCK = threading.Lock()
@@ -29,6 +35,14 @@ _ERROR: str | None = None
 _WARNED = False
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 64
+SHORT_MAX_L = 16  # kShortMaxL in csrc/selective_scan.h
+
+
+def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
+    """Whether the short-sequence kernels run (mirrors ``use_short`` in csrc/selective_scan.cpp)."""
+    off = os.environ.get("SSM_KERNELS_SCAN_SHORT") == "0"
+    v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
+    return not off and not v1 and not has_cu_seqlens and 1 <= seqlen <= SHORT_MAX_L
 
 
 def csrc_dir() -> Path:
@@ -191,7 +205,13 @@ class SelectiveScanCuda(torch.autograd.Function):
             B_, C_ = B_.float(), C_.float()
         A_, D_, db_, h0_ = _f32(A), _f32(D), _f32(delta_bias), _f32(initial_state)
         cu_ = None if cu_seqlens is None else cu_seqlens.detach().to(torch.int32).contiguous()
-        K = int(ext.choose_chunk(A.shape[1], u.shape[-1], u.shape[0] * u.shape[1])) if need_grad else 0
+        L = u.shape[-1]
+        if not need_grad:
+            K = 0
+        elif short_path(L, cu_ is not None):
+            K = L  # one chunk: no checkpoints (the short backward keeps the row's states itself)
+        else:
+            K = int(ext.choose_chunk(A.shape[1], L, u.shape[0] * u.shape[1]))
         out, last, ckpt = ext.fwd(u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, bool(softplus), bool(return_last), K)
         ctx.K = K
         ctx.softplus = bool(softplus)

@@ -1,11 +1,12 @@
 // Host emulation of the selective-scan CUDA kernels, for testing their logic on a CPU.
 //
-// The kernel source (csrc/selective_scan_kernels.cuh) is compiled by the host compiler with
+// The kernel sources (csrc/selective_scan_kernels.cuh, csrc/selective_scan_short.cuh) are compiled by the host compiler with
 // SSK_EMULATE defined: every CUDA thread of a block runs as an OS thread, __syncthreads() is a
 // block-wide barrier, warp shuffles exchange through a per-warp buffer between two warp barriers,
 // and shared memory is one static buffer poisoned with NaN before each block. Blocks run one after
 // another. Control flow, indexing, shared-memory layout and reductions are exactly the kernel's;
-// only exp2 is the libm one instead of ex2.approx.
+// only exp2 is the libm one instead of ex2.approx. -DSSK_EMU_SHORT_ONLY builds only the short-sequence
+// kernels (a much faster compile, for the default test run).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -52,7 +53,8 @@ struct EmuWarp {
   uint32_t buf[32];
   std::barrier<>* bar;
 };
-static EmuWarp emu_warps[kRows / 32];
+constexpr int kEmuMaxThreads = kRows > kShortThreads ? kRows : kShortThreads;
+static EmuWarp emu_warps[kEmuMaxThreads / 32];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -77,6 +79,11 @@ inline V __shfl_xor_sync(unsigned, V v, int m) {
   return emu_shfl(v, (threadIdx.x & 31) ^ m);
 }
 template <class V>
+inline V __shfl_sync(unsigned, V v, int src, int width = 32) {
+  const int l = threadIdx.x & 31;
+  return emu_shfl(v, (l & ~(width - 1)) | (src & (width - 1)));
+}
+template <class V>
 inline V __shfl_down_sync(unsigned, V v, unsigned d) {
   const int l = threadIdx.x & 31;
   return emu_shfl(v, l + (int)d < 32 ? l + (int)d : l);
@@ -90,26 +97,29 @@ inline V __shfl_up_sync(unsigned, V v, unsigned d) {
 
 #define SSK_EMULATE 1
 #include "selective_scan_kernels.cuh"
+#include "selective_scan_short.cuh"
 
 namespace {
 
+// Run `kernel` on blocks of nthreads threads, each covering rows_per_block rows.
 template <class F>
-int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel) {
+int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel, int nthreads = ssk::kRows,
+             int rows_per_block = ssk::kRows) {
   if (smem_bytes > sizeof(ssk::smem)) return 2;
-  std::barrier<> block_bar(ssk::kRows);
-  std::vector<std::barrier<>*> wbars;
-  for (int w = 0; w < ssk::kRows / 32; ++w) {
+  if (nthreads > ssk::kEmuMaxThreads || nthreads % 32 != 0) return 3;
+  std::barrier<> block_bar(nthreads);
+  for (int w = 0; w < nthreads / 32; ++w) {
     ssk::emu_warps[w].bar = new std::barrier<>(32);
   }
   ssk::emu_block_barrier = &block_bar;
-  emu_block_dim.x = ssk::kRows;
-  const int blocks = (p.nrows + ssk::kRows - 1) / ssk::kRows;
+  emu_block_dim.x = nthreads;
+  const int blocks = (p.nrows + rows_per_block - 1) / rows_per_block;
   for (int b = 0; b < blocks; ++b) {
     emu_block_idx.x = b;
     const float nan = std::numeric_limits<float>::quiet_NaN();
     for (size_t i = 0; i < smem_bytes / 4; ++i) ssk::smem[i] = nan;
     std::vector<std::thread> threads;
-    for (int t = 0; t < ssk::kRows; ++t) {
+    for (int t = 0; t < nthreads; ++t) {
       threads.emplace_back([t, &kernel] {
         emu_thread_idx.x = t;
         kernel();
@@ -117,9 +127,47 @@ int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel) {
     }
     for (auto& th : threads) th.join();
   }
-  for (int w = 0; w < ssk::kRows / 32; ++w) delete ssk::emu_warps[w].bar;
+  for (int w = 0; w < nthreads / 32; ++w) delete ssk::emu_warps[w].bar;
   return 0;
 }
+
+template <int NP, class T, class TBC>
+int run_short_np(const ssk::ScanParams& p, bool bwd) {
+  constexpr int rpb = ssk::kShortThreads / (NP / 4);
+  if (p.L < 1 || p.L > ssk::kShortMaxL || p.cu != nullptr) return 4;
+  if (bwd) {
+    return run_grid(p, ssk::short_bwd_smem_bytes(NP, p.L),
+                    [&p] { ssk::scan_bwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads, rpb);
+  }
+  return run_grid(p, 0, [&p] { ssk::scan_fwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads,
+                  rpb);
+}
+
+template <class T, class TBC>
+int run_short_t(const ssk::ScanParams& p, bool bwd) {
+  switch (ssk::padded_state(p.N)) {
+    case 4: return run_short_np<4, T, TBC>(p, bwd);
+    case 8: return run_short_np<8, T, TBC>(p, bwd);
+    case 16: return run_short_np<16, T, TBC>(p, bwd);
+    case 32: return run_short_np<32, T, TBC>(p, bwd);
+    case 64: return run_short_np<64, T, TBC>(p, bwd);
+    default: return 1;
+  }
+}
+
+int run_short(const ssk::ScanParams* pp, int dtype, bool bwd) {
+  const ssk::ScanParams& p = *pp;
+  const bool bc32 = p.bc_dtype == ssk::kFloat32;
+  switch (dtype) {
+    case ssk::kFloat32: return run_short_t<float, float>(p, bwd);
+    case ssk::kFloat16: return bc32 ? run_short_t<__half, float>(p, bwd) : run_short_t<__half, __half>(p, bwd);
+    case ssk::kBFloat16:
+      return bc32 ? run_short_t<__nv_bfloat16, float>(p, bwd) : run_short_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
+    default: return 1;
+  }
+}
+
+#ifndef SSK_EMU_SHORT_ONLY
 
 template <int NP, class T, class TBC>
 int run_np(const ssk::ScanParams& p, bool bwd) {
@@ -151,11 +199,18 @@ int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
   }
 }
 
+#endif  // SSK_EMU_SHORT_ONLY
+
 }  // namespace
 
+extern "C" int emu_scan_fwd_short(const ssk::ScanParams* p, int dtype) { return run_short(p, dtype, false); }
+extern "C" int emu_scan_bwd_short(const ssk::ScanParams* p, int dtype) { return run_short(p, dtype, true); }
+extern "C" int emu_short_part_mode(int gs, int N) { return ssk::short_part_mode(gs, ssk::padded_state(N)); }
+extern "C" int emu_short_npart(int gs, int N) { return ssk::short_npart(gs, ssk::padded_state(N)); }
+extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
+#ifndef SSK_EMU_SHORT_ONLY
 extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
-extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
 extern "C" int emu_choose_chunk(int N, int L) {
   // mirrors choose_chunk (v2) in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);
@@ -172,3 +227,4 @@ extern "C" int emu_choose_chunk(int N, int L) {
   while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
   return K;
 }
+#endif  // SSK_EMU_SHORT_ONLY

@@ -62,6 +62,14 @@ int scan_impl() {
   return (e != nullptr && e[0] == 'v' && e[1] == '1' && e[2] == '\0') ? 1 : 2;
 }
 
+// Short-sequence kernels (selective_scan_short.cuh) for L <= kShortMaxL without cu_seqlens, with the v2
+// generation; SSM_KERNELS_SCAN_SHORT=0 turns them off (cuda.py's short_path() mirrors this rule).
+bool use_short(int L, bool has_cu) {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_SHORT");
+  const bool off = e != nullptr && e[0] == '0' && e[1] == '\0';
+  return !off && scan_impl() == 2 && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
+}
+
 // Backward chunk length K (= forward checkpoint interval, <= 32 steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
 // (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
@@ -193,7 +201,14 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows == 0 || p.L == 0) return {out, last, ckpt};
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   cudaError_t err = cudaSuccess;
-  if (scan_impl() == 1) {
+  // the short kernels write no checkpoints: only when none were asked for (K = 0, or K >= L as cuda.py passes)
+  if (use_short(p.L, p.cu != nullptr) && p.ckpt == nullptr) {
+    switch (dt) {
+      case ssk::kFloat32: err = ssk::launch_fwd_short_f32(p, stream); break;
+      case ssk::kFloat16: err = ssk::launch_fwd_short_f16(p, stream); break;
+      case ssk::kBFloat16: err = ssk::launch_fwd_short_bf16(p, stream); break;
+    }
+  } else if (scan_impl() == 1) {
     err = ssk::launch_fwd_v1(p, (int)dt, stream);
   } else {
     switch (dt) {
@@ -222,8 +237,12 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   const int nck = (p.L + p.K - 1) / p.K - 1;
   TORCH_CHECK(ckpt.scalar_type() == at::kFloat && ckpt.numel() == (int64_t)std::max(nck, 0) * p.N * p.nrows,
               "checkpoint buffer does not match (L, K, N, rows)");
+  // short path: no checkpoints needed (the kernel keeps the row's states); dB / dC partials per warp of
+  // 32 / (NP / 4) rows
+  const bool short_path = use_short(p.L, p.cu != nullptr);
   const size_t smem = ssk::bwd_smem_bytes(ssk::padded_state(p.N), p.K);
-  TORCH_CHECK(smem <= 227 * 1024, "selective_scan backward: chunk K=", K, " needs too much shared memory");
+  TORCH_CHECK(short_path || smem <= 227 * 1024, "selective_scan backward: chunk K=", K,
+              " needs too much shared memory");
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
 
@@ -240,10 +259,18 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
       return at::empty({p.nrows, p.N}, f32);
     }
     const int gs = p.dim / groups;
-    *uniform = gs % 32 == 0 ? 1 : 0;
-    *npart = *uniform ? gs / 32 : (gs - 1) / 32 + 2;
+    if (short_path) {  // partials per block, per warp or per warp segment (selective_scan_short.cuh)
+      const int np = ssk::padded_state(p.N);
+      *uniform = ssk::short_part_mode(gs, np);
+      *npart = ssk::short_npart(gs, np);
+    } else {
+      *uniform = gs % 32 == 0 ? 1 : 0;
+      *npart = *uniform ? gs / 32 : (gs - 1) / 32 + 2;
+    }
     auto shape = std::vector<int64_t>{(int64_t)p.batch * groups, *npart, p.N, p.L};
-    return *uniform ? at::empty(shape, f32) : at::zeros(shape, f32);
+    // every partial is written unless warps straddle groups (segments: some stay zero)
+    const bool all_written = short_path ? *uniform != ssk::kShortPartSegments : *uniform != 0;
+    return all_written ? at::empty(shape, f32) : at::zeros(shape, f32);
   };
   Tensor dB_part = alloc_bc(p.b_groups, &p.npart_b, &p.uniform_b);
   Tensor dC_part = alloc_bc(p.c_groups, &p.npart_c, &p.uniform_c);
@@ -264,7 +291,13 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    if (scan_impl() == 1 || p.K > ssk::kMaxChunkV2) {
+    if (short_path) {
+      switch (dt) {
+        case ssk::kFloat32: err = ssk::launch_bwd_short_f32(p, stream); break;
+        case ssk::kFloat16: err = ssk::launch_bwd_short_f16(p, stream); break;
+        case ssk::kBFloat16: err = ssk::launch_bwd_short_bf16(p, stream); break;
+      }
+    } else if (scan_impl() == 1 || p.K > ssk::kMaxChunkV2) {
       err = ssk::launch_bwd_v1(p, (int)dt, stream);
     } else {
       switch (dt) {
@@ -295,4 +328,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &scan_fwd, "selective scan forward");
   m.def("bwd", &scan_bwd, "selective scan backward");
   m.def("choose_chunk", &choose_chunk, "backward chunk length (checkpoint interval) for (N, L, rows)");
+  m.def("uses_short_path", &use_short, "whether (L, has_cu_seqlens) runs the short-sequence kernels");
 }

@@ -47,8 +47,8 @@ struct ScanParams {
   float* ddb_part;   // (nrows,)
   float* dB_part;    // variable: (batch * b_groups, npart_b, N, L); constant: (nrows, N)
   float* dC_part;    // same for C
-  int npart_b, npart_c;  // partials per (b, group): warps of 32 rows that touch it
-  int uniform_b, uniform_c;  // every warp of 32 rows lies in one group (dim / groups % 32 == 0)
+  int npart_b, npart_c;  // partials per (b, group): warps that touch it (32 rows; short kernels 32 / (NP / 4))
+  int uniform_b, uniform_c;  // every warp lies in one group (dim / groups % 32 == 0); short kernels: ShortPartMode
   int smem_b, smem_c;        // every block of kRows rows lies in one group: stage B / C tiles in smem
   float* dh0;        // (nseq, dim, N) or nullptr
 };
@@ -59,6 +59,35 @@ constexpr int kRows = 64;
 // larger K runs the v1 backward).
 constexpr int kMaxTileV2 = 32;
 constexpr int kMaxChunkV2 = 16;
+// Short-sequence kernels (selective_scan_short.cuh): used for L <= kShortMaxL without cu_seqlens;
+// kShortThreads threads per block, NP / 4 lanes per row (4 states per lane), no checkpoints.
+constexpr int kShortMaxL = 16;
+constexpr int kShortThreads = 128;
+// Rows of one warp in the short kernels (the dB / dC partials are per warp).
+inline int short_rows_per_warp(int np) { return 32 / (np / 4); }
+// How the short backward writes the partials of variable dB / dC (ScanParams::uniform_b / uniform_c):
+// per warp with segmented sums (warps straddle groups), per warp (each warp in one group), or per block
+// (each block in one group; the warps' sums are combined in shared memory).
+enum ShortPartMode : int { kShortPartSegments = 0, kShortPartWarp = 1, kShortPartBlock = 2 };
+// Dynamic shared memory of the short backward: the states before each step (4 per lane) and, for the
+// block mode, per-warp [NP][L] slices of dB and dC.
+inline size_t short_bwd_smem_bytes(int np, int L) {
+  return sizeof(float) * ((size_t)L * 4 * kShortThreads + 2 * (size_t)(kShortThreads / 32) * np * L);
+}
+// Partial mode and count per (b, group) of the short backward for group size gs and padded state size np.
+inline int short_part_mode(int gs, int np) {
+  const int rpw = short_rows_per_warp(np);
+  if (gs % (rpw * (kShortThreads / 32)) == 0) return kShortPartBlock;
+  return gs % rpw == 0 ? kShortPartWarp : kShortPartSegments;
+}
+inline int short_npart(int gs, int np) {
+  const int rpw = short_rows_per_warp(np);
+  switch (short_part_mode(gs, np)) {
+    case kShortPartBlock: return gs / (rpw * (kShortThreads / 32));
+    case kShortPartWarp: return gs / rpw;
+    default: return (gs - 1) / rpw + 2;
+  }
+}
 
 // Dynamic shared memory (bytes) of the kernels for a given padded state size and tile/chunk length.
 inline size_t fwd_smem_bytes(int np, int tile) {
@@ -87,6 +116,13 @@ cudaError_t launch_fwd_bf16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_f32(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_f16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_bf16(const ScanParams& p, cudaStream_t stream);
+// short-sequence kernels (L <= kShortMaxL, no cu_seqlens; p.ckpt unused)
+cudaError_t launch_fwd_short_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_short_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_short_bf16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_short_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_short_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_short_bf16(const ScanParams& p, cudaStream_t stream);
 // first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
 cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
 cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);

@@ -1,0 +1,11 @@
+// Short-sequence selective scan fwd kernels instantiated for __half inputs (one file per dtype: parallel builds).
+#include "selective_scan_short.cuh"
+
+namespace ssk {
+
+cudaError_t launch_fwd_short_f16(const ScanParams& p, cudaStream_t stream) {
+  if (p.bc_dtype == kFloat32) return launch_short_t<false, __half, float>(p, stream);
+  return launch_short_t<false, __half, __half>(p, stream);
+}
+
+}  // namespace ssk
