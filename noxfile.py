@@ -157,8 +157,10 @@ def build(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark suites of all packages. Saves JSON under .benchmarks/ and compares with the
-    stored baseline of this machine when one exists (fails on a median regression > BENCH_THRESHOLD, default 25%)."""
+    """pytest-benchmark suites of all packages. Saves JSON under .benchmarks/ and compares with a baseline:
+    the committed reports matching BENCH_BASELINE (e.g. 'packages/*/benchmarks/results/*-h200.json' on an H200),
+    else the newest stored run of this machine when one exists. Fails on a median regression > BENCH_THRESHOLD
+    (default 25%)."""
     install_package(session, "tgmamba-train")
     session.install("pytest-benchmark>=4", "numpy")
     threshold = os.environ.get("BENCH_THRESHOLD", "25%")
@@ -170,8 +172,14 @@ def bench(session: nox.Session) -> None:
         "--benchmark-columns=median,iqr,ops,rounds",
         "--benchmark-sort=name",
     ]
-    # compare with the newest stored run for this machine, if any
-    if list(storage.glob("*/*.json")):
+    # compare with the committed reports named by BENCH_BASELINE (a glob, e.g. the H200 reports on an H200),
+    # else with the newest stored run for this machine, if any
+    baseline = os.environ.get("BENCH_BASELINE")
+    if baseline:
+        merged = storage / "baseline.json"
+        session.run("python", str(ROOT / "tools" / "bench_baseline.py"), str(merged), baseline, external=False)
+        args += [f"--benchmark-compare={merged}", f"--benchmark-compare-fail=median:{threshold}"]
+    elif list(storage.glob("*/*.json")):
         args += ["--benchmark-compare", f"--benchmark-compare-fail=median:{threshold}"]
     paths = [str(p / "benchmarks") for p in PACKAGES.values()]
     run_pytest(session, *paths, *args, "-p", "no:cacheprovider")
