@@ -6,7 +6,7 @@ import json
 import edfio
 import numpy as np
 import pytest
-from conftest import HYPNOGRAM, PSG
+from conftest import HYPNOGRAM, PSG, TUSZ_TUH_CHANNELS
 
 from tgmamba_train.cli import preprocess as pre_cli
 from tgmamba_train.data.convert.sleep_edf import epochs_from_hypnogram, read_sleep_edf_pair
@@ -109,30 +109,7 @@ def test_features_shapes():
 def test_tusz_cli_end_to_end(tmp_path, rng):
     """Patient-level corpus splits from TUSZ's own folders; 19 channels with TUH labels at 256 Hz -> 200 Hz."""
     root = tmp_path / "tusz" / "edf"
-    labels = [
-        f"EEG {c.upper()}-REF"
-        for c in [
-            "Fp1",
-            "Fp2",
-            "F7",
-            "F3",
-            "Fz",
-            "F4",
-            "F8",
-            "T3",
-            "C3",
-            "Cz",
-            "C4",
-            "T4",
-            "T5",
-            "P3",
-            "Pz",
-            "P4",
-            "T6",
-            "O1",
-            "O2",
-        ]
-    ] + ["EKG1"]
+    labels = [f"EEG {c.upper()}-REF" for c in TUSZ_TUH_CHANNELS] + ["EKG1"]
     for split, pid in (("train", "aaaaaaaa"), ("train", "aaaaaaab"), ("dev", "aaaaaaac"), ("eval", "aaaaaaad")):
         d = root / split / pid / "s001_2015" / "01_tcp_ar"
         d.mkdir(parents=True)

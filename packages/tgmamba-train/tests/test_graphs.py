@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TUSZ_TUH_CHANNELS
 
 from tgmamba_train.graphs import (
     canonical_name,
@@ -12,27 +13,7 @@ from tgmamba_train.graphs import (
 )
 
 EMOTIV = ["AF3", "F7", "F3", "FC5", "T7", "P7", "O1", "O2", "P8", "T8", "FC6", "F4", "F8", "AF4"]
-TUSZ = [
-    "Fp1",
-    "Fp2",
-    "F7",
-    "F3",
-    "Fz",
-    "F4",
-    "F8",
-    "T3",
-    "C3",
-    "Cz",
-    "C4",
-    "T4",
-    "T5",
-    "P3",
-    "Pz",
-    "P4",
-    "T6",
-    "O1",
-    "O2",
-]
+TUSZ = TUSZ_TUH_CHANNELS
 BCI = (
     "Fp1 Fp2 AF7 AF3 AF4 AF8 F7 F5 F3 F1 Fz F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCz FC2 FC4 FC6 FT8 T7 C5 C3 C1 Cz C2 C4 "
     "C6 T8 TP7 CP5 CP3 CP1 CPz CP2 CP4 CP6 TP8 P7 P5 P3 P1 Pz P2 P4 P6 P8 PO7 POz PO8 O1 O2"

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Ops", "get_ops", "inv_softplus", "init_dt_bias_"]
+__all__ = ["Ops", "get_ops", "inv_softplus", "init_dt_bias_", "init_ssd_head_params"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,31 @@ def init_dt_bias_(bias: torch.Tensor, dt_min: float, dt_max: float, dt_init_floo
     u = torch.rand(bias.shape, device=bias.device, dtype=torch.float32)
     dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
     bias.copy_(inv_softplus(dt).to(bias.dtype))
+
+
+def init_ssd_head_params(
+    module: torch.nn.Module,
+    nheads: int,
+    d_D: int,
+    A_init_range: tuple[float, float],
+    dt_min: float,
+    dt_max: float,
+    dt_init_floor: float,
+    device: torch.device | str | None,
+) -> None:
+    """The per-head SSD parameters of Mamba-2 blocks, fp32 and excluded from weight decay.
+
+    ``dt_bias`` (nheads,): softplus(dt_bias) log-uniform in [dt_min, dt_max] (see :func:`init_dt_bias_`);
+    ``A_log`` (nheads,): A = -exp(A_log) with -A uniform in ``A_init_range`` (one scalar decay per head);
+    ``D`` (d_D,): ones (the skip connection, per head or per channel).
+    """
+    module.dt_bias = torch.nn.Parameter(torch.empty(nheads, device=device, dtype=torch.float32))
+    init_dt_bias_(module.dt_bias, dt_min, dt_max, dt_init_floor)
+    A = torch.empty(nheads, device=device, dtype=torch.float32).uniform_(*A_init_range)
+    module.A_log = torch.nn.Parameter(torch.log(A))
+    module.D = torch.nn.Parameter(torch.ones(d_D, device=device, dtype=torch.float32))
+    for p in (module.dt_bias, module.A_log, module.D):
+        p._no_weight_decay = True
 
 
 def check_hidden(name: str, x: torch.Tensor, d_model: int) -> None:

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._ops import Ops, check_hidden, get_ops, init_dt_bias_, states_from_cache
+from ._ops import Ops, check_hidden, get_ops, init_ssd_head_params, states_from_cache
 
 __all__ = ["Mamba2"]
 
@@ -147,16 +147,9 @@ class Mamba2(nn.Module):
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
         self.act = nn.SiLU()
 
-        # softplus(dt_bias) log-uniform in [dt_min, dt_max]
-        self.dt_bias = nn.Parameter(torch.empty(self.nheads, device=device, dtype=torch.float32))
-        init_dt_bias_(self.dt_bias, dt_min, dt_max, dt_init_floor)
-        self.dt_bias._no_weight_decay = True
-        # A = -exp(A_log), -A uniform in A_init_range (one scalar decay per head)
-        A = torch.empty(self.nheads, device=device, dtype=torch.float32).uniform_(*A_init_range)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
-        self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads, device=device, dtype=torch.float32))
-        self.D._no_weight_decay = True
+        # dt_bias, A_log (one scalar decay per head) and D
+        init_ssd_head_params(self, self.nheads, self.d_ssm if D_has_hdim else self.nheads, A_init_range, dt_min,
+                             dt_max, dt_init_floor, device)  # fmt: skip
 
         if rmsnorm:
             import ssm_kernels as sk

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._ops import check_hidden, get_ops, init_dt_bias_
+from ._ops import check_hidden, get_ops, init_ssd_head_params
 from .mamba2 import _gated_norm
 
 __all__ = ["Mamba2Simple"]
@@ -115,14 +115,7 @@ class Mamba2Simple(nn.Module):
             self.init_states._no_weight_decay = True
         self.act = nn.SiLU()
 
-        self.dt_bias = nn.Parameter(torch.empty(self.nheads, device=device, dtype=torch.float32))
-        init_dt_bias_(self.dt_bias, dt_min, dt_max, dt_init_floor)
-        self.dt_bias._no_weight_decay = True
-        A = torch.empty(self.nheads, device=device, dtype=torch.float32).uniform_(*A_init_range)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
-        self.D = nn.Parameter(torch.ones(self.nheads, device=device, dtype=torch.float32))
-        self.D._no_weight_decay = True
+        init_ssd_head_params(self, self.nheads, self.nheads, A_init_range, dt_min, dt_max, dt_init_floor, device)
 
         import ssm_kernels as sk
 

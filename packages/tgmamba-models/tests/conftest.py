@@ -1,4 +1,5 @@
-"""Tiny CPU models: one intra-op thread is much faster than several (and robust on a shared machine)."""
+"""tgmamba-models tests run single-threaded: tiny CPU models and the per-step reference paths issue thousands
+of small ops, for which intra-op threads only add contention (up to 100x slower on a loaded 2-core machine)."""
 
 from __future__ import annotations
 
