@@ -5,8 +5,10 @@
     python tools/render_bench.py --from-storage .benchmarks                    # newest autosaved run
 
 Each row is one case. "vs ref" divides the reference's median (same op, shape, dtype and test, measured
-in the same run) by the case's median; "vs baseline" divides ``extra_info['baseline_ms']`` (a figure
-quoted in the issues, e.g. mamba_ssm on an H200) by the case's median.
+in the same run) by the case's median; for cases with a throughput ("rate": decoding tokens/s, samples/s) it
+divides the rates instead, so a reference that generates fewer tokens (``genlen``) still compares.
+"vs baseline" divides ``extra_info['baseline_ms']`` (a figure quoted in the issues, e.g. mamba_ssm on an
+H200) by the case's median.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import re
 import sys
 from pathlib import Path
 
-REFERENCE_NAMES = {"reference", "ref", "torch", "pytorch", "eager"}
+REFERENCE_NAMES = {"reference", "ref", "torch", "pytorch"}
+# shape entries that do not change what is compared (only how much of it one call does)
+RATE_ONLY_SHAPE_KEYS = {"genlen"}
+# extra_info throughput keys, in order of preference, and their unit
+RATE_KEYS = (("decode_tokens_per_s", "tok/s"), ("tokens_per_s", "tok/s"), ("samples_per_s", "samples/s"))
 BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 
 
@@ -47,17 +53,28 @@ def _key(b: dict) -> tuple:
     case = b["name"].split("[", 1)[1].rstrip("]") if "[" in b["name"] else ""
     backend = str(e.get("backend", ""))
     case = "-".join(p for p in case.split("-") if p != backend and p not in REFERENCE_NAMES)
-    return (func, e.get("op", func), json.dumps(e.get("shape"), sort_keys=True), e.get("dtype"), case)
+    shape = e.get("shape")
+    if isinstance(shape, dict) and _rate(e) is not None:
+        shape = {k: v for k, v in shape.items() if k not in RATE_ONLY_SHAPE_KEYS}
+    return (func, e.get("op", func), json.dumps(shape, sort_keys=True), e.get("dtype"), case)
+
+
+def _rate(e: dict) -> tuple[float, str] | None:
+    for key, unit in RATE_KEYS:
+        if e.get(key):
+            return float(e[key]), unit
+    return None
 
 
 def render(rows: list[dict]) -> str:
     refs = {}
     for b in rows:
         if str(b.get("extra_info", {}).get("backend", "")).lower() in REFERENCE_NAMES:
-            refs[_key(b)] = b["stats"]["median"]
+            refs[_key(b)] = b
     out = [
-        "| op | case | shape | dtype | backend | device | median ms | GB/s | % copy BW | peak MB | vs ref | vs baseline |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| op | case | shape | dtype | backend | device | median ms | rate | GB/s | % copy BW | peak MB | vs ref "
+        "| vs baseline |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for b in sorted(rows, key=lambda b: (_key(b), str(b.get("extra_info", {}).get("backend")))):
         e = b.get("extra_info", {})
@@ -68,11 +85,19 @@ def render(rows: list[dict]) -> str:
         elif isinstance(shape, list):
             shape = "x".join(map(str, shape))
         ref = refs.get(_key(b))
-        vs_ref = f"{ref / med:.1f}x" if ref and str(e.get("backend", "")).lower() not in REFERENCE_NAMES else ""
+        rate = _rate(e)
+        vs_ref = ""
+        if ref is not None and str(e.get("backend", "")).lower() not in REFERENCE_NAMES:
+            ref_rate = _rate(ref.get("extra_info", {}))
+            if rate is not None and ref_rate is not None:
+                vs_ref = f"{rate[0] / ref_rate[0]:.1f}x"
+            else:
+                vs_ref = f"{ref['stats']['median'] / med:.1f}x"
         base = e.get("baseline_ms")
         vs_base = f"{base / (med * 1e3):.2f}x" if base else ""
         out.append(
-            "| {op} | {case} | {shape} | {dtype} | {backend} | {device} | {ms} | {gbps} | {pct} | {peak} | {vr} | {vb} |".format(
+            "| {op} | {case} | {shape} | {dtype} | {backend} | {device} | {ms} | {rate} | {gbps} | {pct} | {peak} | {vr} "
+            "| {vb} |".format(
                 op=e.get("op", b["name"].split("[")[0]),
                 case=b["name"].split("[", 1)[1].rstrip("]") if "[" in b["name"] else "",
                 shape=shape,
@@ -80,6 +105,7 @@ def render(rows: list[dict]) -> str:
                 backend=e.get("backend", ""),
                 device=re.sub(r"^NVIDIA ", "", str(e.get("device", ""))),
                 ms=_fmt(med * 1e3),
+                rate=f"{_fmt(rate[0])} {rate[1]}" if rate else "",
                 gbps=_fmt(e.get("gbps")),
                 pct=_fmt(e.get("pct_copy_bw"), 2),
                 peak=_fmt(e.get("peak_mem_mb")),

@@ -101,18 +101,11 @@ def _time_ms(fn, rounds=3) -> float:
 
 @needs_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["triton", "triton-bwdv1", "reference"])
+@pytest.mark.parametrize("backend", ["triton", "reference"])
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
 def test_ssd(benchmark, shape, mode, backend, monkeypatch):
-    """``triton`` runs the default backward (v2); ``triton-bwdv1`` the previous fused kernel (fwdbwd only)."""
     s = SHAPES[shape]
-    variant = None
-    if backend == "triton-bwdv1":
-        if mode == "fwd":
-            pytest.skip("the backward variant does not change the forward")
-        variant, backend = "v1", "triton"
-    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", variant or "v2")
     if backend == "triton":
         from ssm_kernels.ssd.triton_ssd import clear_autotune_cache
 
@@ -128,7 +121,6 @@ def test_ssd(benchmark, shape, mode, backend, monkeypatch):
     else:
         benchmark.pedantic(timed, rounds=3, warmup_rounds=1, iterations=1)
     extra = {"mode": mode, "chunk_size": CHUNK, "baseline": "mamba_ssm Triton SSD (issue 7, H200)"}
-    extra["bwd_variant"] = variant or "v2"
     base = BASELINE_MS[shape][mode]
     extra["baseline_ms"] = base
     median_ms = benchmark.stats.stats.median * 1e3

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
 
 from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
+from ssm_kernels.testing.bench import cuda_event_ms
 from ssm_kernels.testing.graph_scan import graph_scan_grad_names, make_graph_scan_inputs
 
 SHAPES = {"tusz": dict(batch=256, V=19, D=64, N=16, L=10), "raw": dict(batch=16, V=19, D=64, N=16, L=2000)}
@@ -34,18 +34,6 @@ CONFIGS = {  # name: env overrides
     "stages1": {"SSM_KERNELS_GRAPH_SCAN_STAGES_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_STAGES_BWD": "1"},
     "stages2": {"SSM_KERNELS_GRAPH_SCAN_STAGES_FWD": "2", "SSM_KERNELS_GRAPH_SCAN_STAGES_BWD": "2"},
 }  # fmt: skip
-
-
-def cuda_ms(fn, iters):
-    ts = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
 
 
 def run(shape, dtype, prec, names_cfg, iters, deadline):
@@ -73,7 +61,7 @@ def run(shape, dtype, prec, names_cfg, iters, deadline):
         try:
             fwd(), fwdbwd()
             torch.cuda.synchronize()
-            t_f, t_fb = cuda_ms(fwd, iters), cuda_ms(fwdbwd, iters)
+            t_f, t_fb = cuda_event_ms(fwd, rounds=iters, warmup=0), cuda_event_ms(fwdbwd, rounds=iters, warmup=0)
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             fwdbwd()

@@ -20,6 +20,7 @@ import traceback
 import torch
 
 from ssm_kernels.testing import assert_close_to_reference
+from ssm_kernels.testing.bench import cuda_event_ms
 from ssm_kernels.testing.selective_scan import compare_scan_to_reference, make_scan_inputs
 
 H200_COPY_GBPS = 4300.0
@@ -110,22 +111,6 @@ def correctness() -> None:
                 failures.append(label)
 
 
-def _time(fn, iters: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
-
-
 def _nbytes(*ts) -> int:
     return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
@@ -193,7 +178,7 @@ def _timings(impl: str, table: list) -> None:
                 ("fwd", fwd, fwd_bytes, BASELINE[name][0]),
                 ("fwd+bwd", fwdbwd, bwd_bytes, BASELINE[name][1]),
             ):
-                ms = _time(fn)
+                ms = cuda_event_ms(fn)
                 gbps = nbytes / (ms * 1e-3) / 1e9
                 speedup = base / ms
                 ok = speedup >= TARGET[name]

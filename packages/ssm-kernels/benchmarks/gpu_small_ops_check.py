@@ -16,13 +16,12 @@ The exit status is 1 if any correctness case failed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import traceback
 
 import torch
 
-from ssm_kernels.testing.bench import H200_COPY_GBPS, tensor_bytes
+from ssm_kernels.testing.bench import H200_COPY_GBPS, cuda_event_ms, tensor_bytes
 from ssm_kernels.testing.causal_conv1d import check_conv1d, check_conv1d_update, make_conv1d_inputs
 from ssm_kernels.testing.norms import check_layer_norm, check_rms_norm_gated
 from ssm_kernels.testing.state_update import check_state_update, make_state_update_inputs
@@ -50,24 +49,9 @@ def case(name, fn):
         traceback.print_exc()
 
 
-def time_ms(fn, reps=30, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def timing(name, fn, nbytes, reps=30):
     try:
-        ms = time_ms(fn, reps=reps)
+        ms = cuda_event_ms(fn, rounds=reps, warmup=5)
         gbps = nbytes / (ms * 1e-3) / 1e9
         print(
             f"  {name:64s} {ms:9.4f} ms  {gbps:8.1f} GB/s  {100 * gbps / H200_COPY_GBPS:5.1f}% of copy bw", flush=True

@@ -3,9 +3,9 @@
     PYTHONPATH=packages/ssm-kernels/src python packages/ssm-kernels/benchmarks/gpu_ssd_check.py \
         [--no-profile] [--full] [--cb32]
 
-Accuracy (backward v2 on small/medium shapes, v1 once; ``--full`` adds fp16 and the two benchmark shapes
-against the fp32 reference), then timings of the forward and of forward+backward for each variant (default v2, v2 with
-the chunk states kept for the backward, the previous fused backward v1; ``--cb32`` adds C.B in fp32), a
+Accuracy (small/medium shapes; ``--full`` adds fp16 and the two benchmark shapes against the fp32
+reference), then timings of the forward and of forward+backward for each variant (default "v2", "v2+save" with
+the chunk states kept for the backward; ``--cb32`` adds the forward's C.B in fp32), a
 compact per-kernel profile of v2, the autotuned configs, registers/spills of the compiled kernels, and a
 summary table last.
 
@@ -22,6 +22,7 @@ import traceback
 import torch
 
 from ssm_kernels.testing import max_rel_err
+from ssm_kernels.testing.bench import cuda_event_ms
 from ssm_kernels.testing.ssd import compare_ssd_with_reference, make_inputs, ssd_tolerance
 
 ACC_LINES: list[str] = []
@@ -53,29 +54,12 @@ def accuracy(shape, dtype, chunk, hi_dtype, **opts):
         good = err <= allowed
         ok &= good
         parts.append(f"{name}={err:.1e}/{allowed:.1e}{'' if good else ' FAIL'}")
-    bwd = os.environ.get("SSM_KERNELS_SSD_BWD", "v2")
-    ACC_LINES.append(f"{'PASS' if ok else 'FAIL'} bwd={bwd} {shape} {dtype} chunk={chunk} seq={seq}")
+    ACC_LINES.append(f"{'PASS' if ok else 'FAIL'} {shape} {dtype} chunk={chunk} seq={seq}")
     print(
-        f"[{'PASS' if ok else 'FAIL'}] bwd={bwd} {shape} {dtype} chunk={chunk} seq={seq} ({time.time() - t:.1f}s): "
+        f"[{'PASS' if ok else 'FAIL'}] {shape} {dtype} chunk={chunk} seq={seq} ({time.time() - t:.1f}s): "
         + " ".join(parts)
     )
     return ok
-
-
-def time_ms(fn, rounds=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(rounds):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def _inputs(shape):
@@ -156,19 +140,18 @@ def host_ms(fn, rounds=10):
 
 
 def _set_env(env):
-    for k in ("SSM_KERNELS_SSD_BWD", "SSM_KERNELS_SSD_SAVE_STATES", "SSM_KERNELS_SSD_CB_FP32"):
+    for k in ("SSM_KERNELS_SSD_SAVE_STATES", "SSM_KERNELS_SSD_CB_FP32"):
         os.environ.pop(k, None)
     os.environ.update(env)
 
 
-# variants timed: the first is the default; v1 is the previous fused backward kernel (the fallback)
+# variants timed: the first is the default
 VARIANTS = [
-    ("v2", {"SSM_KERNELS_SSD_BWD": "v2"}),
-    ("v2+save", {"SSM_KERNELS_SSD_BWD": "v2", "SSM_KERNELS_SSD_SAVE_STATES": "1"}),
-    ("v1", {"SSM_KERNELS_SSD_BWD": "v1"}),
+    ("v2", {}),
+    ("v2+save", {"SSM_KERNELS_SSD_SAVE_STATES": "1"}),
 ]
-if "--cb32" in sys.argv:  # C.B stored in fp32 for 16-bit inputs (re-tunes and recompiles: ~20 s more)
-    VARIANTS.insert(2, ("v2+cb32", {"SSM_KERNELS_SSD_BWD": "v2", "SSM_KERNELS_SSD_CB_FP32": "1"}))
+if "--cb32" in sys.argv:  # the forward's C.B in fp32 for bf16 inputs (re-tunes and recompiles: ~20 s more)
+    VARIANTS.insert(2, ("v2+cb32", {"SSM_KERNELS_SSD_CB_FP32": "1"}))
 
 
 def _compiled_report():
@@ -204,9 +187,9 @@ def bench(shape, profile, results):
         _set_env(env)
         t0 = time.time()
         if label in ("v2", "v2+cb32"):
-            t_f = time_ms(fwd)
+            t_f = cuda_event_ms(fwd)
             results.append((shape, "fwd", label, t_f, base["fwd"], host_ms(fwd)))
-        t_fb = time_ms(fwdbwd)
+        t_fb = cuda_event_ms(fwdbwd)
         results.append((shape, "fwd+bwd", label, t_fb, base["fwdbwd"], host_ms(fwdbwd)))
         print(f"  {shape} {label}: fwd+bwd {t_fb:.3f} ms ({time.time() - t0:.1f}s incl. tuning)", flush=True)
         if profile and label == VARIANTS[0][0]:
@@ -232,7 +215,6 @@ def main():
         ("v2", (2, 257, 6, 17, 2, 24), torch.float32, 64, torch.float64, {"seq": True}),
         ("v2", (1, 700, 12, 64, 2, 128), torch.bfloat16, 256, torch.float32, {"seq": True, "D_shape": "hp"}),
         ("v2", (2, 1024, 16, 64, 1, 64), torch.bfloat16, 256, torch.float32, {"z": False, "init": False}),
-        ("v1", (2, 1024, 16, 64, 1, 64), torch.bfloat16, 256, torch.float32, {"z": False, "init": False}),
     ]
     if "--full" in sys.argv:
         acc_cases.append(("v2", (1, 600, 8, 64, 1, 128), torch.float16, 256, torch.float64, {"z": False}))
@@ -242,12 +224,11 @@ def main():
             ("v2", (8, 4096, 32, 64, 1, 64), torch.bfloat16, 256, torch.float32, {"z": False, "init": False}),
         ]
     for variant, shape, dtype, chunk, hi, opts in acc_cases:
-        os.environ["SSM_KERNELS_SSD_BWD"] = variant
         try:
             failures += not accuracy(shape, dtype, chunk, hi, **opts)
         except Exception:
             failures += 1
-            print(f"[ERROR] accuracy bwd={variant} {shape} {dtype}")
+            print(f"[ERROR] accuracy {variant} {shape} {dtype}")
             traceback.print_exc()
         torch.cuda.empty_cache()
     from ssm_kernels.ssd.triton_ssd import clear_autotune_cache

@@ -24,6 +24,8 @@ import traceback
 
 import torch
 
+from ssm_kernels.testing.bench import cuda_event_ms
+
 RESULTS: list[dict] = []
 
 
@@ -42,22 +44,6 @@ def case(name):
         return run
 
     return deco
-
-
-def cuda_time_ms(fn, iters=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def peak_mb(fn):
@@ -175,11 +161,11 @@ def _timings(shape_name, batch, L, graphed: bool, reference: bool):
         block(xg, ei, ew).backward(gout)
 
     iters = 5 if L > 100 else 50
-    res["fwd_ms"] = cuda_time_ms(fwd, iters=iters)
-    res["fwdbwd_ms"] = cuda_time_ms(fwdbwd, iters=iters)
+    res["fwd_ms"] = cuda_event_ms(fwd, rounds=iters)
+    res["fwdbwd_ms"] = cuda_event_ms(fwdbwd, rounds=iters)
     res["fwdbwd_peak_mb"] = peak_mb(fwdbwd)
     block.validate_inputs = False
-    res["fwdbwd_novalidate_ms"] = cuda_time_ms(fwdbwd, iters=iters)
+    res["fwdbwd_novalidate_ms"] = cuda_event_ms(fwdbwd, rounds=iters)
     res["speedup_vs_original"] = BASELINE_MS[shape_name] / res["fwdbwd_ms"]
     if graphed:
         try:
@@ -188,7 +174,7 @@ def _timings(shape_name, batch, L, graphed: bool, reference: bool):
             def gfwdbwd():
                 g(xg, ei, ew).backward(gout)
 
-            res["graphed_fwdbwd_ms"] = cuda_time_ms(gfwdbwd, iters=iters)
+            res["graphed_fwdbwd_ms"] = cuda_event_ms(gfwdbwd, rounds=iters)
             res["graphed_speedup_vs_original"] = BASELINE_MS[shape_name] / res["graphed_fwdbwd_ms"]
         except Exception as e:  # keep the eager numbers
             res["graphed_error"] = f"{type(e).__name__}: {e}"
@@ -201,7 +187,7 @@ def _timings(shape_name, batch, L, graphed: bool, reference: bool):
                 block.zero_grad(set_to_none=True)
                 block(xg, ei, ew, path="reference").backward(gout)
 
-            res["reference_fwdbwd_ms"] = cuda_time_ms(rfwdbwd, iters=1 if L > 100 else 5, warmup=0 if L > 100 else 1)
+            res["reference_fwdbwd_ms"] = cuda_event_ms(rfwdbwd, rounds=1 if L > 100 else 5, warmup=0 if L > 100 else 1)
             res["fused_speedup_vs_reference"] = res["reference_fwdbwd_ms"] / res["fwdbwd_ms"]
         except Exception as e:
             res["reference_error"] = f"{type(e).__name__}: {e}"

@@ -125,21 +125,19 @@ def test_triton_interpret_env_forced_backend(monkeypatch):
     [
         ("v2", (16, 16, 16, 16)),  # several dCB tiles, p and n blocks, read-out slots
         ("v2", (32, 32, 16, 32)),  # a partial last tile (48 = 32 + 16), several n blocks in dB/dC only
-        ("v1", None),  # the previous fused backward kernel stays selectable
         ("v2-big-decay", (16, 16, 16, 16)),  # dt ~ 3-5: decays underflow inside a chunk (split exp factors)
         ("v2-btm2", (16, 16, 16, 16)),  # dB/dC programs of two dCB tiles of rows (a partial second block)
     ],
-    ids=["v2-blocks16", "v2-blocks32", "v1", "v2-big-decay", "v2-btm2"],
+    ids=["v2-blocks16", "v2-blocks32", "v2-big-decay", "v2-btm2"],
 )
 def test_triton_interpret_backward_variants(variant, blocks, monkeypatch):
-    """SSM_KERNELS_SSD_BWD picks the backward; both variants, at block sizes that split every axis,
-    give the reference's outputs and gradients (segments, grouped heads, D (h, p), gate, partial chunk)."""
+    """The backward at block sizes that split every axis gives the reference's outputs and gradients
+    (segments, grouped heads, D (h, p), gate, partial chunk)."""
     import triton
 
     import ssm_kernels.ssd.triton_ssd as T
 
     big = variant.endswith("big-decay")
-    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", variant.split("-")[0])
     if blocks is not None:
         monkeypatch.setattr(T, "_BWD2_INTERPRET_BLOCKS", blocks)
     if variant.endswith("btm2"):
@@ -155,14 +153,22 @@ def test_triton_interpret_backward_variants(variant, blocks, monkeypatch):
     kw = dict(chunk_size=q, dt_softplus=True, return_final_states=True, seq_idx=si)
     for name_, fast, hi, lo in compare_ssd_with_reference(inp, kw, seed=3):
         # dA sums dt * (suffix sums of the log-decay gradient) over every step: with decays this steep the
-        # terms cancel to ~1e-4 relative in any fp32 order (v1 and the fp32 reference alike), hence factor 4
+        # terms cancel to ~1e-4 relative in any fp32 order (the fp32 reference alike), hence factor 4
         factor = 4.0 if big and name_ == "dA" else 2.0
         assert_close_to_reference(name_, fast, hi, lo, factor=factor)
 
 
-def test_triton_interpret_backward_variant_env_rejects_unknown(monkeypatch):
-    import ssm_kernels.ssd.triton_ssd as T
-
-    monkeypatch.setenv("SSM_KERNELS_SSD_BWD", "v9")
-    with pytest.raises(ValueError, match="SSM_KERNELS_SSD_BWD"):
-        T._bwd_version()
+def test_triton_interpret_decay_gradient_as_accurate_as_reference():
+    """dA and dt_bias sum the log-decay gradient over every step. Gathered as row totals minus column totals
+    (the identity dcs_i = dC_i . C_i - dt_i x_i . dxdt_i) the large near-diagonal terms cancel and these two
+    gradients came out 2-5x less accurate than the fp32 reference on long, slowly decaying chunks (Mamba2's
+    configuration, L not a multiple of the chunk); summed over spanning pairs they match it. No floor here:
+    the errors are ~1e-6, far below the default fp32 floor."""
+    inp = make_inputs(2, 77, 8, 16, 2, 32, dtype=torch.float32, D_shape="h", z=False, init=False, seed=5)
+    kw = dict(chunk_size=64, dt_softplus=True)
+    checked = 0
+    for name_, fast, hi, lo in compare_ssd_with_reference(inp, kw):
+        if name_ in ("dA", "ddt_bias"):
+            assert_close_to_reference(name_, fast, hi, lo, factor=1.5, floor=1e-7)
+            checked += 1
+    assert checked == 2

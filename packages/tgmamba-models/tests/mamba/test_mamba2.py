@@ -179,15 +179,6 @@ def test_mamba2_simple_default_shape():
     assert m(x).shape == x.shape
 
 
-# Known defect (root README, "Where we stand"): on an H200 the Triton SSD's dt_bias / A gradients exceed the
-# tolerance when L is not a multiple of the chunk in this configuration (fp32 at L = 77: 7.6e-5 against the
-# reference's 3.8e-6; bf16 at L = 77: 0.2 against 0.015; bf16 at L = 300: 0.033 against 0.004). Not reproduced in
-# the Triton interpreter. strict: a fix makes these XPASS and fails the run until the marks are removed.
-_SSD_DT_GRAD_DEFECT = pytest.mark.xfail(
-    reason="known SSD dt_bias/A gradient error on GPU for partial chunks (see the root README)", strict=True
-)
-
-
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize(
@@ -195,10 +186,10 @@ _SSD_DT_GRAD_DEFECT = pytest.mark.xfail(
     [
         pytest.param(1, torch.float32, id="1-fp32"),
         pytest.param(1, torch.bfloat16, id="1-bf16"),
-        pytest.param(77, torch.float32, id="77-fp32", marks=_SSD_DT_GRAD_DEFECT),
-        pytest.param(77, torch.bfloat16, id="77-bf16", marks=_SSD_DT_GRAD_DEFECT),
+        pytest.param(77, torch.float32, id="77-fp32"),
+        pytest.param(77, torch.bfloat16, id="77-bf16"),
         pytest.param(300, torch.float32, id="300-fp32"),
-        pytest.param(300, torch.bfloat16, id="300-bf16", marks=_SSD_DT_GRAD_DEFECT),
+        pytest.param(300, torch.bfloat16, id="300-bf16"),
     ],
 )
 def test_fast_path_matches_reference_cuda(L, dtype):

@@ -12,29 +12,33 @@ cumulative sum of ``dt * A``; ``S_c`` the state entering chunk ``c``):
                               + D x_i``, gated by ``silu(z)``;
 * ``_state_scan_bwd_kernel``  the adjoint passing ``dS_c = G_c + exp(cs_last) dS_{c+1}`` fused with the
                               read-out adjoint ``G_c = sum_i exp(cs_i) dy_i C_i^T``, in reverse;
-* backward v2 (default, ``SSM_KERNELS_SSD_BWD=v2``), three kernels:
+* backward, three kernels after the state passing:
   ``_bwd_dcb_kernel``  per (chunk, group, lower tile): ``dCB_ij = sum_h (dy_i.x_j) exp(cs_i - cs_j) dt_j``
-                       and, per head, the row sums of ``dCB_h * CB`` (intra-chunk part of ``dC_i.C_i``);
+                       and, per head, the crossing sums of ``M_ij = dCB_h[i, j] CB[i, j]`` (below);
   ``_bwd_dbc_kernel``  per (chunk, group, row block, n block): ``dC = dCB B + read-out part``,
                        ``dB = dCB^T C + chunk-state part`` (the last two loop over the group's heads);
   ``_bwd_dx_kernel``   per (chunk, head, row block): ``dx``, the direct ``dt`` gradient, ``dD`` partials
-                       and ``dcs``; so ``dB``/``dC`` cost one product per group instead of one per head;
-* backward v1 (``SSM_KERNELS_SSD_BWD=v1``, the previous version): ``_chunk_scan_bwd_kernel``, one program
-  per (chunk, group, row block, head split) looping over heads;
-* ``_dt_bwd_kernel``          suffix sums of ``dcs`` and the chain through clamp/softplus/bias: raw ``dt``
+                       and the state parts of the log-decay gradient; so ``dB``/``dC`` cost one product per
+                       group instead of one per head;
+* ``_dt_bwd_kernel``          gathers the log-decay gradient and chains through clamp/softplus/bias: raw ``dt``
                               gradient plus partial sums for ``dA`` and ``ddt_bias``;
 * ``_gate_bwd_kernel``        the ``silu(z)`` gate's backward.
 
-The gradient of the cumulative log decay needs no extra pass: for step ``i`` of a chunk,
-``dcs_i = dC_i . C_i - dt_i (x_i . dxdt_i)`` (+ ``<dS_{c+1}, S_{c+1}>`` at the chunk's last step),
-where ``dxdt`` is the gradient with respect to ``dt_i x_i``. Off-diagonal tiles split the decay as
-``exp(cs_i - cs_ref) exp(cs_ref - cs_j)`` with ``cs_ref`` between the two blocks (both factors <= 1 when
-``dt * A <= 0``, the usual ``A < 0``, ``dt >= 0``): two exp vectors instead of a tile of exps.
-Segment resets (``seq_idx``/``cu_seqlens``) enter as masks on the decay factors.
+The log-decay gradient. Step k's increment ``a_k = dt_k A`` enters every decay ``exp(cs_i - cs_j)`` with
+``j < k <= i``, so its gradient is the sum over the terms that span it: intra-chunk pairs
+``sum_{i >= k > j} M_ij``, the read-out of the incoming state at steps ``i >= k``, the chunk's end state
+(``CDEC <dS_{c+1}, S_c>``) and the chunk-local state contributions of steps ``j < k``. Each part is summed
+directly over the pairs that span k. (The shorter route through ``dcs_i = dC_i . C_i - dt_i x_i . dxdt_i``
+and its suffix sums subtracts two large sums whose near-diagonal terms cancel; on long chunks with slow
+decay that lost an order of magnitude of accuracy in ``dA`` and ``dt_bias``.)
+Off-diagonal tiles split the decay as ``exp(cs_i - cs_ref) exp(cs_ref - cs_j)`` with ``cs_ref`` between the
+two blocks (both factors <= 1 when ``dt * A <= 0``, the usual ``A < 0``, ``dt >= 0``): two exp vectors
+instead of a tile of exps. Segment resets (``seq_idx``/``cu_seqlens``) enter as masks on the decay factors.
 
-Environment: ``SSM_KERNELS_SSD_BWD=v1|v2`` (backward), ``SSM_KERNELS_SSD_SAVE_STATES=1`` (keep the chunk
+Environment: ``SSM_KERNELS_SSD_SAVE_STATES=1`` (keep the chunk
 states for the backward instead of recomputing them: faster, ``(b, nc + 1, h, p, n)`` fp32 more memory),
-``SSM_KERNELS_SSD_CB_FP32=1`` (C.B in fp32 for bf16 inputs), ``SSM_KERNELS_AUTOTUNE=0`` (first config only),
+``SSM_KERNELS_SSD_CB_FP32=1`` (the forward's C.B in fp32 for bf16 inputs too; the backward always recomputes
+it in fp32), ``SSM_KERNELS_AUTOTUNE=0`` (first config only),
 ``SSM_KERNELS_TF32=1`` (tf32 dots for fp32 inputs).
 """
 
@@ -97,11 +101,9 @@ _CFG_CHUNK_SCAN_FWD = [
     triton.Config({"BM": 128, "BK": 64}, num_warps=8, num_stages=2),
     triton.Config({"BM": 64, "BK": 64}, num_warps=4, num_stages=3),
     triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
-]
-_CFG_CHUNK_SCAN_BWD = [  # backward v1 (the fallback): fewer configs, to keep its tuning short
-    triton.Config({"BM": 32, "BK": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BM": 64, "BK": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BM": 64, "BK": 128}, num_warps=4, num_stages=2),
+    triton.Config({"BM": 64, "BK": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BM": 128, "BK": 32}, num_warps=8, num_stages=3),
 ]
 _CFG_BWD_DCB = [
     triton.Config({}, num_warps=4, num_stages=2),
@@ -123,7 +125,6 @@ _GPU_CONFIGS = {
     "_state_scan_fwd_kernel": _CFG_STATE_SCAN_FWD,
     "_state_scan_bwd_kernel": _CFG_STATE_SCAN_BWD,
     "_chunk_scan_fwd_kernel": _CFG_CHUNK_SCAN_FWD,
-    "_chunk_scan_bwd_kernel": _CFG_CHUNK_SCAN_BWD,
     "_bwd_dcb_kernel": _CFG_BWD_DCB,
     "_bwd_dbc_kernel": _CFG_BWD_DBC,
     "_bwd_dx_kernel": _CFG_BWD_DX,
@@ -389,7 +390,8 @@ def _state_scan_bwd_kernel(
     BK: tl.constexpr,
 ):
     """Adjoint state passing: DS_ALL[b, c] = G_c + CDEC[c] DS_ALL[b, c + 1], DS_ALL[b, nc] = dfinal,
-    with G_c = sum_i exp(cs_i) dy_i C_i^T; DOTS[b, h, c, blk] = partial <DS_ALL[c + 1], S_ALL[c + 1]>.
+    with G_c = sum_i exp(cs_i) dy_i C_i^T; DOTS[b, h, c, blk] = partial CDEC[c] <DS_ALL[c + 1], S_ALL[c]>, the
+    gradient of the chunk's total log decay through the state it passes on.
 
     DS_ALL may be 16-bit (its readers round it to the dot dtype anyway; DOTS use the fp32 values); slot 0,
     the initial state's gradient, goes to DINIT in fp32 instead (if HAS_DINIT).
@@ -413,10 +415,12 @@ def _state_scan_bwd_kernel(
         i_c = nc - 1 - i_r
         o_next = ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n + o_pn
         tl.store(DS_ALL + o_next, b_ds.to(DS_ALL.dtype.element_ty), mask=m_pn)
-        b_sn = tl.load(S_ALL + o_next, mask=m_pn, other=0.0)
+        o_cur = ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n + o_pn
+        b_sc = tl.load(S_ALL + o_cur, mask=m_pn, other=0.0)
+        dec = tl.load(CDEC + i_bh * nc + i_c)
         tl.store(
             DOTS + (i_bh * nc + i_c) * NBLK + i_blk,
-            tl.sum(tl.sum(b_ds * b_sn, axis=1), axis=0),
+            dec * tl.sum(tl.sum(b_ds * b_sc, axis=1), axis=0),
         )
         b_g = _chunk_state_block(
             DY,
@@ -452,7 +456,7 @@ def _state_scan_bwd_kernel(
             BN,
             BK,
         )
-        b_ds = b_g + tl.load(CDEC + i_bh * nc + i_c) * b_ds
+        b_ds = b_g + dec * b_ds
     if HAS_DINIT:
         tl.store(DINIT + i_bh.to(tl.int64) * p * n + o_pn, b_ds, mask=m_pn)
 
@@ -607,209 +611,6 @@ def _chunk_scan_fwd_kernel(
     tl.store(OUT + o_out, acc.to(OUT.dtype.element_ty), mask=m_out)
 
 
-@triton.autotune(
-    configs=_configs(_CFG_CHUNK_SCAN_BWD, triton.Config({"BM": 16, "BK": 16}, num_warps=4)),
-    prune_configs_by={"early_config_prune": _prune},
-    key=["Q", "p", "n", "HAS_SEG", "HAS_D"],
-)
-@triton.jit
-def _chunk_scan_bwd_kernel(
-    X,
-    DY,
-    DT,
-    CS,
-    CB,
-    Bm,
-    Cm,
-    S_ALL,
-    DS_ALL,
-    Dp,
-    SEG,
-    DX,
-    DB,
-    DC,
-    DDT,
-    DCS,
-    DDP,
-    bsz,
-    l,
-    T,
-    nc,
-    h,
-    hg,
-    g,
-    p,
-    n,
-    Q,
-    Q16,
-    NSPLIT,
-    HPS,
-    s_xb,
-    s_xl,
-    s_xh,
-    s_xp,
-    s_bb,
-    s_bl,
-    s_bg,
-    s_bn,
-    s_cb,
-    s_cl,
-    s_cg,
-    s_cn,
-    HAS_D: tl.constexpr,
-    D_HAS_P: tl.constexpr,
-    HAS_SEG: tl.constexpr,
-    PREC: tl.constexpr,
-    UP: tl.constexpr,
-    BP: tl.constexpr,
-    BN: tl.constexpr,
-    BM: tl.constexpr,
-    BK: tl.constexpr,
-):
-    """Backward of the chunk scan and chunk state for rows ``r`` of one chunk, looping over a head split.
-
-    Writes dx, per-split partial dB and dC, ``ddt_r = x_r . dxdt_r`` and the row part of ``dcs``.
-    """
-    # row blocks of one (b, c, g, split) are adjacent in launch order: they share dS, S, x, dy in L2
-    NM = tl.cdiv(Q, BM)
-    i_m = tl.program_id(0) % NM
-    i_prog = tl.program_id(0) // NM
-    i_sp = i_prog % NSPLIT
-    i_g = (i_prog // NSPLIT) % g
-    i_c = (i_prog // (NSPLIT * g)) % nc
-    i_b = i_prog // (NSPLIT * g * nc)
-    o_r = i_m * BM + tl.arange(0, BM)
-    m_r = o_r < Q
-    t_r = i_c * Q + o_r
-    mt_r = m_r & (t_r < l)
-    o_p = tl.arange(0, BP)
-    m_p = o_p < p
-    o_n = tl.arange(0, BN)
-    m_n = o_n < n
-    m_rn = mt_r[:, None] & m_n[None, :]
-    m_rp = mt_r[:, None] & m_p[None, :]
-    p_br = Bm + i_b * s_bb + t_r[:, None] * s_bl + i_g * s_bg + o_n[None, :] * s_bn
-    p_cr = Cm + i_b * s_cb + t_r[:, None] * s_cl + i_g * s_cg + o_n[None, :] * s_cn
-    if HAS_SEG:
-        b_segr = tl.load(SEG + i_b * T + t_r, mask=m_r, other=-1)
-        seg_last = tl.load(SEG + i_b * T + i_c * Q + Q - 1)
-        seg_prev = tl.load(SEG + i_b * T + i_c * Q - 1, mask=i_c > 0, other=0)
-    acc_db = tl.zeros((BM, BN), dtype=tl.float32)
-    acc_dc = tl.zeros((BM, BN), dtype=tl.float32)
-    h_lo = i_g * hg + i_sp * HPS
-    h_hi = tl.minimum(h_lo + HPS, (i_g + 1) * hg)
-    for i_h in range(h_lo, h_hi):
-        o_cs = (i_b * h + i_h) * T + i_c * Q
-        b_csr = tl.load(CS + o_cs + o_r, mask=m_r, other=0.0)
-        b_dtr = tl.load(DT + o_cs + o_r, mask=m_r, other=0.0)
-        cs_last = tl.load(CS + o_cs + Q - 1)
-        p_xr = X + i_b * s_xb + t_r[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp
-        b_xr = tl.load(p_xr, mask=m_rp, other=0.0)  # (BM, BP)
-        o_dyr = ((i_b * l + t_r[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :]
-        b_dyr = tl.load(DY + o_dyr, mask=m_rp, other=0.0)  # (BM, BP)
-        # --- gradient w.r.t. dt_r x_r (dxdt) and dB_r: sum over later rows i >= r
-        b_dxdt = tl.zeros((BM, BP), dtype=tl.float32)
-        for k0 in range(i_m * BM, Q, BK):
-            o_i = k0 + tl.arange(0, BK)
-            m_i = o_i < Q
-            t_i = i_c * Q + o_i
-            mt_i = m_i & (t_i < l)
-            b_ci = tl.load(
-                Cm + i_b * s_cb + t_i[:, None] * s_cl + i_g * s_cg + o_n[None, :] * s_cn,
-                mask=mt_i[:, None] & m_n[None, :],
-                other=0.0,
-            )  # (BK, BN)
-            b_dyi = tl.load(
-                DY + ((i_b * l + t_i[:, None]).to(tl.int64) * h + i_h) * p + o_p[None, :],
-                mask=mt_i[:, None] & m_p[None, :],
-                other=0.0,
-            )  # (BK, BP)
-            b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
-            live = (o_i[None, :] >= o_r[:, None]) & mt_i[None, :]
-            if HAS_SEG:
-                b_segi = tl.load(SEG + i_b * T + t_i, mask=m_i, other=-2)
-                live = live & (b_segi[None, :] == b_segr[:, None])
-            b_dec = tl.exp(tl.where(live, b_csi[None, :] - b_csr[:, None], float("-inf")))  # (BM, BK)
-            p_cb = CB + ((i_b * nc + i_c) * g + i_g).to(tl.int64) * Q * Q + o_i[None, :] * Q + o_r[:, None]
-            b_bc = tl.load(p_cb, mask=m_r[:, None] & m_i[None, :], other=0.0)  # (BM, BK) B_r . C_i
-            b_dxdt += _dot((b_bc * b_dec).to(b_dyi.dtype), b_dyi, PREC, UP)
-            b_xdy = _dot(b_xr, tl.trans(b_dyi), PREC, UP)  # x_r . dy_i
-            acc_db += _dot((b_xdy * b_dec * b_dtr[:, None]).to(b_ci.dtype), b_ci, PREC, UP)
-        # state part: L_c feeds S_{c+1}
-        p_ds = DS_ALL + ((i_b * (nc + 1) + i_c + 1) * h + i_h).to(tl.int64) * p * n + o_p[:, None] * n + o_n[None, :]
-        b_ds = tl.load(p_ds, mask=m_p[:, None] & m_n[None, :], other=0.0)  # (BP, BN) fp32
-        w_st = tl.exp(cs_last - b_csr)
-        if HAS_SEG:
-            w_st = tl.where(b_segr == seg_last, w_st, 0.0)
-        w_st = tl.where(mt_r, w_st, 0.0)
-        b_br = tl.load(p_br, mask=m_rn, other=0.0)  # (BM, BN), reloaded per head (cache hit) to spare registers
-        b_dxdt += _dot(b_br, tl.trans(b_ds).to(b_br.dtype), PREC, UP) * w_st[:, None]
-        acc_db += _dot(b_xr, b_ds.to(b_xr.dtype), PREC, UP) * (w_st * b_dtr)[:, None]
-        b_xr32 = b_xr.to(tl.float32)
-        b_ddt = tl.sum(b_xr32 * b_dxdt, axis=1)  # (BM,)
-        b_dx = b_dxdt * b_dtr[:, None]
-        if HAS_D:
-            if D_HAS_P:
-                b_d = tl.load(Dp + i_h * p + o_p, mask=m_p, other=0.0).to(tl.float32)
-                b_dx += b_dyr.to(tl.float32) * b_d[None, :]
-            else:
-                b_dx += b_dyr.to(tl.float32) * tl.load(Dp + i_h).to(tl.float32)
-        tl.store(DX + o_dyr, b_dx.to(DX.dtype.element_ty), mask=m_rp)
-        if HAS_D:
-            # dD partial over these rows into 16-row slot i_m * BM // 16; the block's other slots get zeros
-            i_slot = (i_b * nc + i_c) * Q16 + i_m * (BM // 16)
-            b_dd = tl.sum(b_dyr.to(tl.float32) * b_xr32, axis=0)  # (BP,)
-            tl.store(DDP + (i_slot * h + i_h).to(tl.int64) * p + o_p, b_dd, mask=m_p)
-            for k in range(1, BM // 16):
-                m_slot = (o_p * 0 + i_m * (BM // 16) + k) < Q16  # vector mask
-                tl.store(
-                    DDP + ((i_slot + k) * h + i_h).to(tl.int64) * p + o_p,
-                    tl.zeros_like(b_dd),
-                    mask=m_p & m_slot,
-                )
-        # --- dC_r: sum over earlier rows j <= r, plus the carried state's read-out
-        b_dc = tl.zeros((BM, BN), dtype=tl.float32)
-        hi = tl.minimum((i_m + 1) * BM, Q)
-        for k0 in range(0, hi, BK):
-            o_j = k0 + tl.arange(0, BK)
-            m_j = o_j < hi
-            t_j = i_c * Q + o_j
-            mt_j = m_j & (t_j < l)
-            b_bj = tl.load(
-                Bm + i_b * s_bb + t_j[:, None] * s_bl + i_g * s_bg + o_n[None, :] * s_bn,
-                mask=mt_j[:, None] & m_n[None, :],
-                other=0.0,
-            )  # (BK, BN)
-            b_xj = tl.load(
-                X + i_b * s_xb + t_j[:, None] * s_xl + i_h * s_xh + o_p[None, :] * s_xp,
-                mask=mt_j[:, None] & m_p[None, :],
-                other=0.0,
-            )  # (BK, BP)
-            b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
-            b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
-            live = (o_j[None, :] <= o_r[:, None]) & mt_j[None, :]
-            if HAS_SEG:
-                b_segj = tl.load(SEG + i_b * T + t_j, mask=m_j, other=-2)
-                live = live & (b_segj[None, :] == b_segr[:, None])
-            b_dec = tl.exp(tl.where(live, b_csr[:, None] - b_csj[None, :], float("-inf")))
-            b_dyx = _dot(b_dyr, tl.trans(b_xj), PREC, UP)  # dy_r . x_j
-            b_dc += _dot((b_dyx * b_dec * b_dtj[None, :]).to(b_bj.dtype), b_bj, PREC, UP)
-        p_s = S_ALL + ((i_b * (nc + 1) + i_c) * h + i_h).to(tl.int64) * p * n + o_p[:, None] * n + o_n[None, :]
-        b_s = tl.load(p_s, mask=m_p[:, None] & m_n[None, :], other=0.0)  # (BP, BN)
-        w_in = tl.exp(b_csr)
-        if HAS_SEG:
-            w_in = tl.where(b_segr == seg_prev, w_in, 0.0)
-        b_dc += _dot(b_dyr, b_s.to(b_dyr.dtype), PREC, UP) * w_in[:, None]
-        b_cr = tl.load(p_cr, mask=m_rn, other=0.0).to(tl.float32)
-        b_dcs = tl.sum(b_dc * b_cr, axis=1) - b_dtr * b_ddt
-        tl.store(DDT + o_cs + o_r, b_ddt, mask=m_r)
-        tl.store(DCS + o_cs + o_r, b_dcs, mask=m_r)
-        acc_dc += b_dc
-    o_out = (((i_sp * bsz + i_b).to(tl.int64) * T + t_r[:, None]) * g + i_g) * n + o_n[None, :]
-    tl.store(DB + o_out, acc_db, mask=m_r[:, None] & m_n[None, :])
-    tl.store(DC + o_out, acc_dc, mask=m_r[:, None] & m_n[None, :])
-
-
 @triton.jit
 def _dyx_tile(
     X,
@@ -870,6 +671,7 @@ def _bwd_dcb_kernel(
     SEG,
     DCB,
     RS,
+    TOT,
     bsz,
     l,
     T,
@@ -893,8 +695,15 @@ def _bwd_dcb_kernel(
 ):
     """One (BT, BT) tile (rows i, columns j <= i) of the group's ``dCB`` summed over its heads.
 
-    ``dCB[i, j] = sum_h (dy_i . x_j) exp(cs_i - cs_j) dt_j`` (causal, same segment); per head the row sums
-    of ``dCB_h * CB`` (the intra-chunk part of ``dC_i . C_i``) go to ``RS[j_block, b, h, t_i]``.
+    ``dCB[i, j] = sum_h (dy_i . x_j) exp(cs_i - cs_j) dt_j`` (causal, same segment). Per head, with
+    ``M_ij = dCB_h[i, j] CB[i, j]``, the tile's share of the log-decay gradient of step ``k``'s increment,
+    ``X_k = sum_{i >= k > j} M_ij`` (the pairs the increment lies between), goes to ``RS[slot, b, h, t_k]``:
+    below the diagonal the reverse cumulative row sums (rows k of block i, slot j_block) and the exclusive
+    cumulative column sums (columns k of block j, slot i_block), and the tile total to
+    ``TOT[b, h, c, i_block, j_block]`` for the blocks strictly between; on the diagonal the 2-D crossing sums
+    (slot i_block). Every (slot, block) pair is written once. Summing crossing pairs directly, instead of
+    row totals minus column totals, keeps the cancellation of the large near-diagonal terms out of the
+    ``dA`` / ``dt_bias`` gradients.
     """
     # 1-D grid, the tiles of one (b, c, g) adjacent (they share x and dy rows in L2)
     i_ij = tl.program_id(0) % (NT * NT)
@@ -958,11 +767,21 @@ def _bwd_dcb_kernel(
                 if HAS_SEG:
                     b_w = tl.where(live, b_w, 0.0)
                 acc += b_w
+                b_m = b_w * b_cb.to(tl.float32)
+                b_row = tl.sum(b_m, axis=1)  # (BT,) over columns j
+                b_col = tl.sum(b_m, axis=0)  # (BT,) over rows i
+                tot = tl.sum(b_row, axis=0)
                 tl.store(
                     RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i,
-                    tl.sum(b_w * b_cb, axis=1),
+                    tot - tl.cumsum(b_row, axis=0) + b_row,
                     mask=m_i,
                 )
+                tl.store(
+                    RS + ((i_i * bsz + i_b) * h + i_h).to(tl.int64) * T + t_j,
+                    tl.cumsum(b_col, axis=0) - b_col,
+                    mask=m_j,
+                )
+                tl.store(TOT + (((i_b * h + i_h) * nc + i_c) * NT + i_i) * NT + i_j, tot)
         else:
             for i_h in range(i_g * hg, (i_g + 1) * hg):
                 o_cs = (i_b * h + i_h) * T + i_c * Q
@@ -994,11 +813,10 @@ def _bwd_dcb_kernel(
                 b_dec = tl.exp(tl.where(live, b_csi[:, None] - b_csj[None, :], float("-inf")))
                 b_w = b_dyx * b_dec * b_dtj[None, :]
                 acc += b_w
-                tl.store(
-                    RS + ((i_j * bsz + i_b) * h + i_h).to(tl.int64) * T + t_i,
-                    tl.sum(b_w * b_cb, axis=1),
-                    mask=m_i,
-                )
+                b_m = b_w * b_cb.to(tl.float32)
+                b_pre = tl.cumsum(b_m, axis=1) - b_m  # [i, k] = sum_{j < k} M_ij
+                b_x = tl.sum(tl.where(o_i[:, None] >= o_j[None, :], b_pre, 0.0), axis=0)  # (BT,) over k
+                tl.store(RS + ((i_i * bsz + i_b) * h + i_h).to(tl.int64) * T + t_j, b_x, mask=m_j)
         tl.store(DCB + o_cb, acc, mask=m_cb)
 
 
@@ -1212,8 +1030,8 @@ def _bwd_dx_kernel(
     BK: tl.constexpr,
 ):
     """Per head and BM steps r of a chunk: ``dxdt_r = sum_{i>=r} (C_i . B_r) exp(cs_i - cs_r) dy_i
-    + exp(cs_last - cs_r) dS_{c+1} B_r``; writes dx, ``ddt_r = x_r . dxdt_r``, dD partials and
-    ``dcs_r = (dC_r . C_r)_h - dt_r ddt_r`` (the first term summed from ``RS``).
+    + exp(cs_last - cs_r) dS_{c+1} B_r``; writes dx, ``ddt_r = x_r . dxdt_r``, dD partials and the
+    state parts of the log-decay gradient (``DCS[0]``: read-out, ``DCS[1]``: chunk state; see the end).
     """
     NM = tl.cdiv(Q, BM)
     i_m = tl.program_id(0) % NM
@@ -1337,13 +1155,16 @@ def _bwd_dx_kernel(
             )
     tl.store(DX + o_dyr, b_dx.to(DX.dtype.element_ty), mask=m_rp)
     tl.store(DDT + o_cs + o_r, b_ddt, mask=m_r)
-    # (dC_r . C_r) of this head: intra-chunk tiles j_block <= r // BT, then the read-out n blocks
-    b_rs = tl.zeros((BM,), dtype=tl.float32)
+    # the log-decay gradient's parts that are not intra-chunk pairs (those come from _bwd_dcb_kernel):
+    # DCS[0] the read-out from the incoming state (dC_r . C_r's read-out part, summed over RS's n blocks),
+    # DCS[1] the chunk-state part E_r = dt_r x_r . (w_st_r dS_{c+1} B_r)
+    b_rd = tl.zeros((BM,), dtype=tl.float32)
     o_rs = (i_b * h + i_h).to(tl.int64) * T + t_r
-    for s in range(0, NRS):
-        m_s = m_r & ((o_r >= s * BT) | (o_r * 0 + s >= NT))  # vector mask
-        b_rs += tl.load(RS + s * bsz * h * T + o_rs, mask=m_s, other=0.0)
-    tl.store(DCS + o_cs + o_r, b_rs - b_dtr * b_ddt, mask=m_r)
+    for s in range(NT, NRS):
+        b_rd += tl.load(RS + s * bsz * h * T + o_rs, mask=m_r, other=0.0)
+    tl.store(DCS + o_cs + o_r, b_rd, mask=m_r)
+    b_e = b_dtr * w_st * tl.sum(b_xr32 * b_st, axis=1)
+    tl.store(DCS + bsz * h * T + o_cs + o_r, b_e, mask=m_r)
 
 
 @triton.jit
@@ -1415,12 +1236,28 @@ def _prep_kernel(
 
 
 @triton.jit
+def _cb_kernel(
+    Bm, Cm, CB, l, nc, g, n, Q, NQ, s_bb, s_bl, s_bg, s_bn, s_cb, s_cl, s_cg, s_cn,
+    PREC: tl.constexpr, UP: tl.constexpr, BQ: tl.constexpr, BKN: tl.constexpr,
+):  # fmt: skip
+    """C.B tiles alone (the backward's fp32 copy): one program per (b, c, g, tile)."""
+    pid = tl.program_id(0)
+    i_q = pid % (NQ * NQ)
+    _cb_tile(
+        Bm, Cm, CB, pid // (NQ * NQ), i_q // NQ, i_q % NQ, l, nc, g, n, Q, s_bb, s_bl, s_bg, s_bn,
+        s_cb, s_cl, s_cg, s_cn, PREC, UP, BQ, BKN,
+    )  # fmt: skip
+
+
+@triton.jit
 def _dt_bwd_kernel(
     DT,
     BIAS,
     A,
     DT_T,
     DDT,
+    XS,
+    TOT,
     DCS,
     DOTS,
     DDT_RAW,
@@ -1431,6 +1268,7 @@ def _dt_bwd_kernel(
     nc,
     h,
     Q,
+    NT,
     NBLK,
     s_db,
     s_dl,
@@ -1440,12 +1278,20 @@ def _dt_bwd_kernel(
     HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_LIMIT: tl.constexpr,
+    BT: tl.constexpr,
     BQ: tl.constexpr,
 ):
-    """Backward of :func:`_dt_chunk` for one (b, h, chunk), fed by the kernels' ``ddt`` (direct part)
-    and ``dcs`` (log-decay part, plus ``<dS_{c+1}, S_{c+1}>`` at the chunk's last step).
+    """Backward of :func:`_dt_chunk` for one (b, h, chunk): the gradient of step k's log-decay increment
+    ``dt_k A`` is the sum of every term whose decay spans it, gathered without cancellation:
 
-    Writes the raw ``dt`` gradient ``(b, l, h)`` and partial sums ``PART[0|1, b, h, c]`` for ``dA`` / ``ddt_bias``.
+    * intra-chunk pairs ``sum_{i >= k > j} M_ij``: the ``NT`` slots of ``XS`` plus the totals ``TOT`` of
+      the tiles whose row and column blocks lie on either side of k's block (:func:`_bwd_dcb_kernel`);
+    * the read-out of the incoming state at steps ``i >= k``: suffix sums of ``DCS[0]``;
+    * the chunk state: ``DOTS`` (the passed-on state's part, ``CDEC <dS_{c+1}, S_c>``) plus the prefix sums
+      of ``DCS[1]`` over steps ``j < k``.
+
+    Adds the direct ``ddt``, chains through clamp, softplus and the bias; writes the raw ``dt`` gradient
+    ``(b, l, h)`` and partial sums ``PART[0|1, b, h, c]`` for ``dA`` / ``ddt_bias``.
     """
     i_bh = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -1456,18 +1302,26 @@ def _dt_bwd_kernel(
     m_q = o < Q
     m = m_q & (t < l)
     o_t = i_bh.to(tl.int64) * T + t
-    b_dcs = tl.load(DCS + o_t, mask=m_q, other=0.0)
+    b_da = tl.zeros((BQ,), dtype=tl.float32)
+    for s in range(0, NT):
+        b_da += tl.load(XS + s * bsz * h * T + o_t, mask=m_q, other=0.0)
+    kb = o // BT
+    o_tot = (i_bh * nc + i_c) * NT * NT
+    for bi in range(2, NT):
+        for bj in range(0, bi - 1):
+            tot = tl.load(TOT + o_tot + bi * NT + bj)
+            b_da += tl.where((kb > bj) & (kb < bi), tot, 0.0)
+    b_rd = tl.load(DCS + o_t, mask=m_q, other=0.0)
+    b_e = tl.load(DCS + bsz * h * T + o_t, mask=m_q, other=0.0)
     dots = tl.load(DOTS + (i_bh * nc + i_c) * NBLK)
     for k in range(1, NBLK):
         dots += tl.load(DOTS + (i_bh * nc + i_c) * NBLK + k)
-    b_dcs = tl.where(o == Q - 1, b_dcs + dots, b_dcs)
-    # gradient of the log-decay increments: suffix sums of dcs within the chunk
-    b_da = tl.sum(b_dcs, axis=0) - tl.cumsum(b_dcs, axis=0) + b_dcs
+    b_da += tl.sum(b_rd, axis=0) - tl.cumsum(b_rd, axis=0) + b_rd + dots + tl.cumsum(b_e, axis=0) - b_e
     b_dt = tl.load(DT_T + o_t, mask=m_q, other=0.0)
     a = tl.load(A + i_h).to(tl.float32)
     g = tl.load(DDT + o_t, mask=m_q, other=0.0) + a * b_da
     g = tl.where(m, g, 0.0)
-    part_a = tl.sum(b_dt * b_da, axis=0)
+    part_a = tl.sum(tl.where(m, b_dt * b_da, 0.0), axis=0)
     # chain through clamp, softplus and the bias
     if SOFTPLUS or HAS_LIMIT:
         v = tl.load(DT + i_b * s_db + t * s_dl + i_h * s_dh, mask=m, other=0.0).to(tl.float32)
@@ -1563,8 +1417,9 @@ _CB_INTERPRET_BLOCKS = (
 
 
 def _cb_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Storage of C.B: bf16 for bf16 inputs unless ``SSM_KERNELS_SSD_CB_FP32=1``; fp32 otherwise (fp16's
-    range could overflow for large B, C)."""
+    """The forward's storage of C.B: bf16 for bf16 inputs (half the traffic of its re-reads by every head of
+    a group) unless ``SSM_KERNELS_SSD_CB_FP32=1``; fp32 otherwise (fp16's range could overflow for large B, C).
+    The backward uses fp32 always (:func:`_cb_fp32`)."""
     if dtype == torch.bfloat16 and os.environ.get("SSM_KERNELS_SSD_CB_FP32", "0") != "1":
         return dtype
     return torch.float32
@@ -1596,6 +1451,21 @@ def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
         num_warps=4,
     )  # fmt: skip
     return dt_t, cs, cdec, cb
+
+
+def _cb_fp32(B, C, Q, nc):
+    """C.B of every chunk and group in fp32, for the backward. Its pairs' products summed over a chunk in the
+    log-decay gradient turn bf16's 8-bit mantissa into several times the reference's ``dA`` / ``dt_bias``
+    error (Mamba2's configuration: slow decay, long chunks)."""
+    b, l, g, n = B.shape
+    cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=torch.float32)
+    BQ, BKN = _CB_INTERPRET_BLOCKS if triton_interpret() else (64, min(64, _pow2(n)))
+    NQ = triton.cdiv(Q, BQ)
+    _cb_kernel[(b * nc * g * NQ * NQ,)](
+        B, C, cb, l, nc, g, n, Q, NQ, *B.stride(), *C.stride(),
+        PREC=_prec(B.dtype), UP=_up(B.dtype), BQ=BQ, BKN=BKN, num_warps=4,
+    )  # fmt: skip
+    return cb
 
 
 def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
@@ -1688,16 +1558,9 @@ _BWD2_INTERPRET_BLOCKS = (
 )  # (BT, BPK, BNC, BNK) of the v2 backward under the interpreter
 
 
-def _bwd_version() -> str:
-    """Backward implementation: ``SSM_KERNELS_SSD_BWD=v2`` (default, three kernels) or ``v1`` (one fused kernel)."""
-    v = os.environ.get("SSM_KERNELS_SSD_BWD", "v2").lower()
-    if v not in ("v1", "v2"):
-        raise ValueError(f"SSM_KERNELS_SSD_BWD={v!r}: expected 'v1' or 'v2'")
-    return v
-
-
-def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
-    """Backward of the chunk scan (v2): returns ``dx, dB, dC, ddt (b, h, T), dcs (b, h, T), ddp``."""
+def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
+    """Backward of the chunk scan: returns ``dx, dB, dC, ddt (b, h, T), ddp`` and the log-decay gradient's
+    parts ``(rs, tot, dcs, NT, BT)`` for :func:`_dt_bwd_kernel`."""
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hg = h // g
@@ -1719,8 +1582,9 @@ def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     seg = seg_p if seg_p is not None else cs
     dcb = torch.empty(b, nc, g, Q, Q, device=x.device, dtype=torch.float32)
     rs = torch.empty(NRS, b, h, T, device=x.device, dtype=torch.float32)
+    tot = torch.empty(b, h, nc, NT, NT, device=x.device, dtype=torch.float32)
     _bwd_dcb_kernel[(NT * NT * b * nc * g,)](
-        x, dy, dt_t, cs, cb, seg, dcb, rs, b, l, T, nc, h, hg, g, p, Q, NT, *x.stride(),
+        x, dy, dt_t, cs, cb, seg, dcb, rs, tot, b, l, T, nc, h, hg, g, p, Q, NT, *x.stride(),
         HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK),
     )  # fmt: skip
     dB = torch.empty(b, l, g, n, device=x.device, dtype=B.dtype)
@@ -1732,7 +1596,7 @@ def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     )  # fmt: skip
     dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
     ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
-    dcs = torch.empty_like(ddt)
+    dcs = torch.empty(2, b, h, T, device=x.device, dtype=torch.float32)
     Q16 = triton.cdiv(Q, 16)
     ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
     grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * h,)
@@ -1742,7 +1606,7 @@ def _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
         HAS_D=D is not None, D_HAS_P=D is not None and D.dim() == 2, HAS_SEG=seg_p is not None,
         PREC=prec, UP=up, BT=BT, BP=_pow2(p), BNK=BNK, NNK=triton.cdiv(n, BNK),
     )  # fmt: skip
-    return dx, dB, dC, ddt, dcs, ddp
+    return dx, dB, dC, ddt, ddp, (rs, tot, dcs, NT, BT)
 
 
 def _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q):
@@ -1830,6 +1694,8 @@ class _SSDChunkScanFn(torch.autograd.Function):
         nc = T // Q
         if s_all is None:
             s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg)
+        if cb.dtype != torch.float32:
+            cb = _cb_fp32(B, C, Q, nc)
         dout = torch.zeros(b, l, h, p, device=x.device, dtype=x.dtype) if dout is None else dout.contiguous()
         dz = None
         if z is not None:
@@ -1885,72 +1751,16 @@ class _SSDChunkScanFn(torch.autograd.Function):
             BN=BNs,
         )
         # chunk-scan backward
-        if _bwd_version() == "v2":
-            dx, dB, dC, ddt, dcs, ddp = _chunk_bwd_v2(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q)
-        else:
-            HPS = min(hg, 8)
-            NSPLIT = triton.cdiv(hg, HPS)
-            dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
-            dB_part = torch.empty(NSPLIT, b, T, g, n, device=x.device, dtype=torch.float32)
-            dC_part = torch.empty_like(dB_part)
-            ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
-            Q16 = triton.cdiv(Q, 16)
-            ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
-            dcs = torch.empty_like(ddt)
-            grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * g * NSPLIT,)
-            _chunk_scan_bwd_kernel[grid](
-                x,
-                dy,
-                dt_t,
-                cs,
-                cb,
-                B,
-                C,
-                s_all,
-                ds_all,
-                D if D is not None else cs,
-                seg_p if seg_p is not None else cs,
-                dx,
-                dB_part,
-                dC_part,
-                ddt,
-                dcs,
-                ddp,
-                b,
-                l,
-                T,
-                nc,
-                h,
-                hg,
-                g,
-                p,
-                n,
-                Q,
-                Q16,
-                NSPLIT,
-                HPS,
-                *x.stride(),
-                *B.stride(),
-                *C.stride(),
-                HAS_D=D is not None,
-                D_HAS_P=D is not None and D.dim() == 2,
-                HAS_SEG=seg_p is not None,
-                PREC=_prec(x.dtype),
-                UP=_up(x.dtype),
-                BP=_pow2(p),
-                BN=_pow2(n),
-            )
-            dB = dB_part.sum(0)[:, :l].to(B.dtype) if NSPLIT > 1 else dB_part[0, :, :l].to(B.dtype)
-            dC = dC_part.sum(0)[:, :l].to(C.dtype) if NSPLIT > 1 else dC_part[0, :, :l].to(C.dtype)
+        dx, dB, dC, ddt, ddp, (rs, tot, dcs, NT, BT) = _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q)
         # log-decay and direct dt gradients -> raw dt, A and dt_bias (one launch, then one small sum)
         has_limit, lo, hi = _dt_limits(ctx.dt_limit)
         ddt_raw = torch.empty(b, l, h, device=x.device, dtype=dt.dtype)
         part = torch.empty(2, b, h, nc, device=x.device, dtype=torch.float32)
         _dt_bwd_kernel[(b * h, nc)](
-            dt, dt_bias if dt_bias is not None else A, A, dt_t, ddt, dcs, dots, ddt_raw, part,
-            b, l, T, nc, h, Q, dots.shape[-1], *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
+            dt, dt_bias if dt_bias is not None else A, A, dt_t, ddt, rs, tot, dcs, dots, ddt_raw, part,
+            b, l, T, nc, h, Q, NT, dots.shape[-1], *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
             HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(ctx.softplus), HAS_LIMIT=has_limit,
-            BQ=triton.next_power_of_2(Q), num_warps=4 if Q <= 512 else 8,
+            BT=BT, BQ=triton.next_power_of_2(Q), num_warps=4 if Q <= 512 else 8,
         )  # fmt: skip
         part = part.sum((1, 3))  # (2, h)
         dA = part[0].to(A.dtype)

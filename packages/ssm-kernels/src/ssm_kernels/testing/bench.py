@@ -38,6 +38,27 @@ def synced(fn: Callable[[], Any], device: torch.device | str) -> Callable[[], An
     return run
 
 
+def cuda_event_ms(fn: Callable[[], Any], rounds: int = 20, warmup: int = 3) -> float:
+    """Median milliseconds of ``fn`` timed between two CUDA events per call, after ``warmup`` untimed calls.
+
+    The device is idle when each call starts, so host-side launch work before the first kernel counts (as it
+    does for a user calling the op once); for the GPU's own time use the profiler.
+    """
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
 def tensor_bytes(*tensors: torch.Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
