@@ -8,6 +8,7 @@ import math
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
 
 __all__ = ["DEFAULT_MODEL", "TGMambaLightning", "build_model"]
@@ -77,6 +78,9 @@ class TGMambaLightning(L.LightningModule):
         nc = int(model_config["num_classes"])
         if task == "binary":
             self.val_auroc = BinaryAUROC()
+            # validation samples and positives (summed over processes): AUROC is undefined with one class
+            self.val_count = SumMetric()
+            self.val_pos = SumMetric()
         self.val_acc = MulticlassAccuracy(num_classes=nc, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=nc, average="macro")
 
@@ -106,7 +110,19 @@ class TGMambaLightning(L.LightningModule):
         self.log("val_f1", self.val_f1, on_epoch=True, batch_size=x.shape[0])
         if self.hparams.task == "binary":
             self.val_auroc.update(probs[:, 1], y)
-            self.log("val_auroc", self.val_auroc, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+            self.val_count.update(torch.tensor(float(y.numel()), device=y.device))
+            self.val_pos.update(y.sum().float())
+
+    def on_validation_epoch_end(self):
+        """Log the epoch's validation AUROC, or NaN when the validation data hold a single class (a block of
+        one class in a blocked split): torchmetrics would report 0.0 there, which reads as a real score."""
+        if self.hparams.task != "binary":
+            return
+        n, pos = float(self.val_count.compute()), float(self.val_pos.compute())
+        auroc = self.val_auroc.compute() if 0 < pos < n else torch.tensor(float("nan"), device=self.device)
+        self.log("val_auroc", auroc, prog_bar=True)
+        for m in (self.val_auroc, self.val_count, self.val_pos):
+            m.reset()
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

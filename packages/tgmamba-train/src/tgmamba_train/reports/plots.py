@@ -86,7 +86,8 @@ def plot_training_curves(histories: list[list[dict]], path: str | Path, title: s
         a1.plot(ep, [h.get("train_loss", np.nan) for h in hist], color=c, label=f"fold {k} train")
         a1.plot(ep, [h.get("val_loss", np.nan) for h in hist], color=c, ls="--", label=f"fold {k} val")
         key = "val_auroc" if any("val_auroc" in h for h in hist) else "val_acc"
-        a2.plot(ep, [h.get(key, np.nan) for h in hist], color=c, label=f"fold {k}")
+        # NaN (null once written as JSON): no AUROC for a single-class validation set
+        a2.plot(ep, [np.nan if h.get(key) is None else h[key] for h in hist], color=c, label=f"fold {k}")
         a2.set_ylabel(key)
     a1.set(xlabel="epoch", ylabel="cross-entropy", title="loss (solid: train, dashed: val)")
     a2.set(xlabel="epoch", title="validation metric")
