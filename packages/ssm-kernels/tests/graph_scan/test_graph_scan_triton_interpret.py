@@ -57,6 +57,20 @@ def test_triton_operator_loop_not_unrolled(monkeypatch, chunk):
     check_graph_scan_against_reference(_triton(chunk=chunk), inputs)
 
 
+def test_register_cap_env(monkeypatch):
+    """SSM_KERNELS_GRAPH_SCAN_MAXNREG_FWD/_BWD: validated; a ptxas option, so the interpreter runs uncapped."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_MAXNREG_BWD", "300")
+    with pytest.raises(ValueError, match="MAXNREG_BWD=300"):
+        gst._tuning(32, 16, True)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_MAXNREG_BWD", "128")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_MAXNREG_FWD", "128")
+    assert "maxnreg" not in gst._tuning(32, 16, True)
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", mix_C=True, seed=16, **FULL)
+    check_graph_scan_against_reference(_triton(chunk=2), inputs)
+
+
 def test_triton_atomic_partials(monkeypatch):
     """Large partial buffers switch B, C and per-step mix gradients to atomics: same results."""
     import ssm_kernels.graph_scan.triton as gst

@@ -453,17 +453,28 @@ def _env_int(name: str) -> int | None:
 
 
 def _tuning(VP: int, NP: int, backward: bool) -> dict:
-    """Compile options: K-loop unrolling (default: small tiles) and software-pipelining stages.
+    """Compile options: K-loop unrolling (default: small tiles), software-pipelining stages and a register cap.
 
-    ``SSM_KERNELS_GRAPH_SCAN_UNROLL=0/1`` and ``SSM_KERNELS_GRAPH_SCAN_STAGES_FWD/_BWD`` override them.
-    Unrolled operator loops keep one set of shared-memory dot buffers per operator, which is why large
-    V, N keep the runtime loop (see the module docstring).
+    ``SSM_KERNELS_GRAPH_SCAN_UNROLL=0/1``, ``SSM_KERNELS_GRAPH_SCAN_STAGES_FWD/_BWD`` and
+    ``SSM_KERNELS_GRAPH_SCAN_MAXNREG_FWD/_BWD`` (registers per thread, passed to ptxas; unset: no cap) override
+    them. Unrolled operator loops keep one set of shared-memory dot buffers per operator, which is why large
+    V, N keep the runtime loop (see the module docstring). The cap trades spills for resident programs: compiled
+    for sm_90 at the TGMamba block's configuration, the backward uses 255 registers (2 programs of 4 warps per
+    SM) with 2.2 KB of spills per thread, 128 registers (4 programs) with 3.5 KB; the forward 255 with 32 B,
+    128 with 0.6 KB. Untimed on a GPU so far, hence off by default.
     """
     unroll = os.environ.get("SSM_KERNELS_GRAPH_SCAN_UNROLL")
     out = {"UNROLL": (VP <= 32 and NP <= 32) if unroll is None else unroll == "1"}
-    stages = _env_int("SSM_KERNELS_GRAPH_SCAN_STAGES_" + ("BWD" if backward else "FWD"))
+    side = "BWD" if backward else "FWD"
+    stages = _env_int("SSM_KERNELS_GRAPH_SCAN_STAGES_" + side)
     if stages is not None:
         out["num_stages"] = stages
+    maxnreg = _env_int("SSM_KERNELS_GRAPH_SCAN_MAXNREG_" + side)
+    if maxnreg is not None:
+        if not 24 <= maxnreg <= 255:
+            raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_MAXNREG_{side}={maxnreg}: expected 24..255 registers")
+        if not triton_interpret():  # a ptxas option: nothing to cap in the interpreter
+            out["maxnreg"] = maxnreg
     return out
 
 
