@@ -5,6 +5,7 @@
     nox -s "tests(package='ssm-kernels')"    one package: only what it declares is installed
     nox -s interpret                         Triton kernels on CPU (TRITON_INTERPRET=1, tiny shapes)
     nox -s lint                              ruff
+    nox -s tools                             tests of tools/ (README table, benchmark baseline, CI summary)
     nox -s build                             sdist + wheel of each package; ssm-kernels wheel checked alone
     nox -s bench                             pytest-benchmark suites; compares with a stored baseline if any
     nox -s train -- [tgmamba-train flags]    the main job: train + evaluate on the embedded default data
@@ -43,7 +44,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PYPI = "https://pypi.org/simple"
 PYTEST = ["python", "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)]
 
-nox.options.sessions = ["lint", "tests", "interpret", "build"]
+nox.options.sessions = ["lint", "tools", "tests", "interpret", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -122,6 +123,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
+
+
+@nox.session(python=PYTHON)
+def tools(session: nox.Session) -> None:
+    """Tests of the repository tools (README table renderer, benchmark baseline merger, CI summary)."""
+    session.install("pytest>=8")
+    run_pytest(session, str(ROOT / "tools" / "tests"), "-p", "no:cacheprovider")
 
 
 @nox.session(python=PYTHON)
