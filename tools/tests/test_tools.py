@@ -37,37 +37,16 @@ def _report(path: Path, *benches: dict) -> Path:
 SHAPE = {"b": 4, "l": 2048}
 
 
+def _op(case: str, median_s: float, backend: str, shape: dict, **extra) -> dict:
+    return _bench(f"test_op[{case}]", median_s, op="op", shape=shape, dtype="bfloat16", backend=backend,
+                  device="NVIDIA H200", **extra)  # fmt: skip
+
+
 def test_vs_ref_divides_the_reference_median_of_the_same_case():
     rows = [
-        _bench(
-            "test_op[s1-fwd-triton]",
-            0.002,
-            op="op",
-            shape=SHAPE,
-            dtype="bfloat16",
-            backend="triton",
-            device="NVIDIA H200",
-            gbps=1234.5,
-            baseline_ms=3.0,
-        ),  # fmt: skip
-        _bench(
-            "test_op[s1-fwd-reference]",
-            0.010,
-            op="op",
-            shape=SHAPE,
-            dtype="bfloat16",
-            backend="reference",
-            device="NVIDIA H200",
-        ),  # fmt: skip
-        _bench(
-            "test_op[s1-fwd-triton]",
-            0.004,
-            op="op",
-            shape={"b": 8, "l": 2048},
-            dtype="bfloat16",
-            backend="triton",
-            device="NVIDIA H200",
-        ),  # fmt: skip  (another shape: no reference)
+        _op("s1-fwd-triton", 0.002, "triton", SHAPE, gbps=1234.5, baseline_ms=3.0),
+        _op("s1-fwd-reference", 0.010, "reference", SHAPE),
+        _op("s1-fwd-triton", 0.004, "triton", {"b": 8, "l": 2048}),  # another shape: no reference
     ]
     lines = [ln for ln in render_bench.render(rows).splitlines() if "s1-fwd-triton" in ln]
     assert len(lines) == 2
@@ -80,30 +59,14 @@ def test_vs_ref_divides_the_reference_median_of_the_same_case():
     assert without_ref.rstrip().endswith("|  |  |")  # another shape: no reference, no baseline
 
 
+def _gen(backend: str, median_s: float, genlen: int, rate: float) -> dict:
+    return _bench(f"test_gen[m-b1-float16-{backend}]", median_s, op="generate", shape={"batch": 1, "genlen": genlen},
+                  dtype="float16", backend=backend, device="NVIDIA H200", decode_tokens_per_s=rate)  # fmt: skip
+
+
 def test_rates_compare_across_a_different_genlen():
     """Generation cases: the reference decodes fewer tokens (genlen); the rate ratio still compares them."""
-    rows = [
-        _bench(
-            "test_gen[m-b1-float16-cg]",
-            0.128,
-            op="generate",
-            shape={"batch": 1, "genlen": 128},
-            dtype="float16",
-            backend="cg",
-            device="NVIDIA H200",
-            decode_tokens_per_s=1200.0,
-        ),  # fmt: skip
-        _bench(
-            "test_gen[m-b1-float16-reference]",
-            0.465,
-            op="generate",
-            shape={"batch": 1, "genlen": 16},
-            dtype="float16",
-            backend="reference",
-            device="NVIDIA H200",
-            decode_tokens_per_s=40.0,
-        ),  # fmt: skip
-    ]
+    rows = [_gen("cg", 0.128, 128, 1200.0), _gen("reference", 0.465, 16, 40.0)]
     table = render_bench.render(rows)
     fast = next(ln for ln in table.splitlines() if "| cg |" in ln)
     assert "1,200 tok/s" in fast
