@@ -23,7 +23,8 @@ import torch
 
 from ssm_kernels.graph_scan.reference import graph_selective_scan_ref
 from ssm_kernels.testing import max_rel_err
-from ssm_kernels.testing.graph_scan import graph_scan_grad_names, make_graph_scan_inputs
+from ssm_kernels.testing.bench import cuda_event_ms
+from ssm_kernels.testing.graph_scan import graph_scan_grad_names, make_graph_scan_inputs, timing_closures
 
 SHAPES = {
     "tusz": dict(batch=256, V=19, D=64, N=16, L=10),
@@ -78,34 +79,19 @@ def sync():
 
 
 def cuda_time(fn, iters):
+    """Median ms per call: CUDA events on a GPU, wall time on CPU."""
+    if DEVICE == "cuda":
+        return cuda_event_ms(fn, rounds=iters, warmup=0)
     ts = []
     for _ in range(iters):
-        if DEVICE != "cuda":
-            t0 = time.perf_counter()
-            fn()
-            ts.append((time.perf_counter() - t0) * 1e3)
-            continue
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
+        t0 = time.perf_counter()
         fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
+        ts.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(ts)
 
 
 def time_case(fn, inputs, names, iters, warmup=3):
-    leaves = [inputs[n] for n in names]
-    d_out = torch.randn_like(inputs["u"])
-
-    def fwd():
-        with torch.no_grad():
-            fn(**inputs)
-
-    def fwdbwd():
-        out = fn(**{**inputs, **dict(zip(names, leaves))})
-        torch.autograd.grad(out, leaves, d_out)
-
+    fwd, fwdbwd = timing_closures(fn, inputs, names)
     for _ in range(warmup):
         fwd()
         fwdbwd()

@@ -16,7 +16,7 @@ import torch
 
 from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
 from ssm_kernels.testing.bench import cuda_event_ms
-from ssm_kernels.testing.graph_scan import graph_scan_grad_names, make_graph_scan_inputs
+from ssm_kernels.testing.graph_scan import graph_scan_grad_names, make_graph_scan_inputs, timing_closures
 
 SHAPES = {"tusz": dict(batch=256, V=19, D=64, N=16, L=10), "raw": dict(batch=16, V=19, D=64, N=16, L=2000)}
 BLOCK = dict(K=2, T="L", mix_C=True, K_C=2, T_C="L", with_D=True, with_z=True, with_bias=True, softplus=True)
@@ -44,17 +44,7 @@ CONFIGS = {  # name: env overrides
 def run(shape, dtype, prec, names_cfg, iters, deadline):
     torch.set_float32_matmul_precision(prec)
     inputs = make_graph_scan_inputs(**SHAPES[shape], **BLOCK, dtype=dtype, device="cuda", seed=3, requires_grad=True)
-    names = graph_scan_grad_names(inputs)
-    leaves = [inputs[n] for n in names]
-    d_out = torch.randn_like(inputs["u"])
-
-    def fwd():
-        with torch.no_grad():
-            graph_selective_scan_triton(**inputs)
-
-    def fwdbwd():
-        out = graph_selective_scan_triton(**inputs)
-        torch.autograd.grad(out, leaves, d_out)
+    fwd, fwdbwd = timing_closures(graph_selective_scan_triton, inputs, graph_scan_grad_names(inputs))
 
     print(f"== {shape} {str(dtype)[6:]} matmul precision {prec}", flush=True)
     for name in names_cfg:

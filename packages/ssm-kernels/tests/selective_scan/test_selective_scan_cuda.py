@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from ssm_kernels.testing import requires_cuda, seed_all
-from ssm_kernels.testing.selective_scan import compare_scan_to_reference, make_scan_inputs, run_scan_with_grads
+from ssm_kernels.testing.selective_scan import (
+    compare_scan_to_reference,
+    make_scan_inputs,
+    make_short_case_inputs,
+    run_scan_with_grads,
+)
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 
@@ -98,13 +103,6 @@ SHORT = [
 ]
 
 
-def _short_inputs(case, seed):
-    _, batch, dim, L, N, bc, groups, init, extras, _sp, dtype, bc_dtype, _last = case
-    return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
-                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, device="cuda",
-                            seed=seed)  # fmt: skip
-
-
 def _kernel_names(fn):
     from torch.profiler import ProfilerActivity, profile
 
@@ -119,7 +117,9 @@ def _kernel_names(fn):
 def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
     """L <= 16: the short kernels (default) and, with SSM_KERNELS_SCAN_SHORT=0, the general v2 kernels."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", short)
-    compare_scan_to_reference(_short_inputs(case, seed=21), delta_softplus=case[9], with_last=case[12], seed=22)
+    compare_scan_to_reference(
+        make_short_case_inputs(case, "cuda", seed=21), delta_softplus=case[9], with_last=case[12], seed=22
+    )
 
 
 def test_cuda_short_path_runs_the_short_kernels(monkeypatch):

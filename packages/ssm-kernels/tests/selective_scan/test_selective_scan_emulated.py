@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from ssm_kernels.testing import assert_close_to_reference
-from ssm_kernels.testing.selective_scan import make_scan_inputs, run_scan_with_grads
+from ssm_kernels.testing.selective_scan import make_scan_inputs, make_short_case_inputs, run_scan_with_grads
 
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
@@ -344,10 +344,8 @@ SHORT_SLOW = [
 
 
 def _short_case(case, backend):
-    _, batch, dim, L, N, bc, groups, init, extras, sp, dtype, bc_dtype, with_last = case
-    x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
-                         with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, seed=3)  # fmt: skip
-    _check_against_reference(backend, x, softplus=sp, with_last=with_last, seed=4)
+    x = make_short_case_inputs(case, seed=3)
+    _check_against_reference(backend, x, softplus=case[9], with_last=case[12], seed=4)
     assert backend._EXT.calls == ["fwd_short", "bwd_short"], backend._EXT.calls
     if case[0] in PART_MODE:
         assert backend._EXT.part_modes == [PART_MODE[case[0]]] * 2, backend._EXT.part_modes

@@ -108,6 +108,22 @@ def graph_scan_grad_names(inputs: dict) -> list[str]:
     return [n for n in names if isinstance(inputs.get(n), torch.Tensor) and inputs[n].is_floating_point()]
 
 
+def timing_closures(fn: Callable, inputs: dict, names: list[str]) -> tuple[Callable, Callable]:
+    """``(fwd, fwdbwd)`` for timing a graph-scan implementation ``fn(**inputs)``: the forward without
+    autograd, and the forward plus the gradients of ``names`` for a fixed random output cotangent."""
+    leaves = [inputs[n] for n in names]
+    d_out = torch.randn_like(inputs["u"])
+
+    def fwd():
+        with torch.no_grad():
+            fn(**inputs)
+
+    def fwdbwd():
+        torch.autograd.grad(fn(**inputs), leaves, d_out)
+
+    return fwd, fwdbwd
+
+
 def _run(fn: Callable, inputs: dict, names: list[str], cast, d_out, d_last, use_out: bool, use_last: bool):
     leaves = {n: cast(inputs[n]).detach().clone().requires_grad_(True) for n in names}
     out, last = fn(**{**inputs, **leaves}, return_last_state=True)

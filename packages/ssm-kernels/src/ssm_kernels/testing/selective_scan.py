@@ -68,6 +68,15 @@ def make_scan_inputs(
     return out
 
 
+def make_short_case_inputs(case: tuple, device: str | torch.device = "cpu", seed: int = 0) -> dict:
+    """Inputs of one short-kernel test case ``(id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus,
+    dtype, bc_dtype, with_last)`` (the case tables of the CUDA and emulated-kernel tests)."""
+    _, batch, dim, L, N, bc, groups, init, extras, _softplus, dtype, bc_dtype, _with_last = case
+    return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
+                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, device=device,
+                            seed=seed)  # fmt: skip
+
+
 def _clone_inputs(inputs: dict, dtype: torch.dtype | None) -> dict:
     """Fresh leaf copies; floating tensors of the low-precision kind are cast to ``dtype`` (None: keep)."""
     out = {}
