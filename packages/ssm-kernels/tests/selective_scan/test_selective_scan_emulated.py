@@ -74,7 +74,8 @@ def _lib(short_only: bool = False):
                f"-I{CSRC}", str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
         lib = ctypes.CDLL(str(out))
-        names = ["emu_scan_fwd_short", "emu_scan_bwd_short"] + ([] if short_only else ["emu_scan_fwd", "emu_scan_bwd"])
+        full = ["emu_scan_fwd", "emu_scan_bwd", "emu_scan_fwd_long"]
+        names = ["emu_scan_fwd_short", "emu_scan_bwd_short"] + ([] if short_only else full)
         for name in names:
             getattr(lib, name).argtypes = [ctypes.POINTER(ScanParams), _I]
         assert lib.emu_sizeof_params() == ctypes.sizeof(ScanParams), "ScanParams layout mismatch"
@@ -92,7 +93,7 @@ def _ptr(t):
 class EmulatedExtension:
     """Stand-in for the compiled extension: ``fwd``/``bwd``/``choose_chunk`` as in selective_scan.cpp,
     running the emulated kernels on CPU tensors (outputs poisoned with NaN before the launch).
-    ``calls`` records which kernels ran ("fwd", "bwd", "fwd_short", "bwd_short")."""
+    ``calls`` records which kernels ran ("fwd", "bwd", "fwd_short", "bwd_short", "fwd_long")."""
 
     def __init__(self, short_only: bool = False):
         self.short_only = short_only
@@ -107,6 +108,12 @@ class EmulatedExtension:
         from ssm_kernels.selective_scan.cuda import short_path
 
         return short_path(int(L), bool(has_cu))
+
+    @staticmethod
+    def uses_long_path(L, has_cu):
+        from ssm_kernels.selective_scan.cuda import long_path
+
+        return long_path(int(L), bool(has_cu))
 
     @staticmethod
     def _common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
@@ -142,6 +149,9 @@ class EmulatedExtension:
         if self.uses_short_path(p.L, cu is not None) and not p.ckpt:  # as scan_fwd: short kernels, no checkpoints
             self.calls.append("fwd_short")
             assert _lib(self.short_only).emu_scan_fwd_short(ctypes.byref(p), _DT[u.dtype]) == 0
+        elif self.uses_long_path(p.L, cu is not None):
+            self.calls.append("fwd_long")
+            assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[u.dtype]) == 0
         else:
             self.calls.append("fwd")
             assert _lib(self.short_only).emu_scan_fwd(ctypes.byref(p), _DT[u.dtype]) == 0
@@ -407,3 +417,96 @@ def test_emulated_short_switch_matches_general_kernels(emulated_cuda_backend, mo
         _check_against_reference(emulated_cuda_backend, x, softplus=True, with_last=True)
         outs[flag] = list(emulated_cuda_backend._EXT.calls)
     assert outs == {"0": ["fwd", "bwd"], "1": ["fwd_short", "bwd_short"]}
+
+
+# Long-sequence forward (SSM_KERNELS_SCAN_LONG=1, L >= 128): one warp per row, 8 steps per lane, 4 rows per block.
+# id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype
+LONG_CASES = [
+    # two chunks (256 + 44 steps), a partial last block of rows, fp32 element loads where unaligned
+    ("L300-N16-dim5", 2, 5, 300, 16, "variable", 1, True, True, True, _F32, None),
+    # exactly one chunk half full; bf16 16-byte vectors; N padded 5 -> 8; grouped B / C
+    ("L128-N5-grouped-bf16", 1, 8, 128, 5, "grouped", 2, False, True, True, _BF16, None),
+    # L % 8 != 0: rows start unaligned, lanes mix vector and element loads; fp16 with fp32 B / C; NP 64
+    ("L260-N33-fp16-fp32bc", 1, 3, 260, 33, "variable", 1, True, True, False, _F16, _F32),
+    # time-invariant B / C, nothing optional
+    ("L513-N4-constant", 1, 4, 513, 4, "constant", 1, False, False, False, _F32, None),
+]
+
+
+def _long_inputs(case, seed):
+    _, batch, dim, L, N, bc, groups, init, extras, _sp, dtype, bc_dtype = case
+    return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
+                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, seed=seed)  # fmt: skip
+
+
+@pytest.fixture
+def emulated_long_backend(monkeypatch):
+    """The emulated extension with the long-sequence forward switched on."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    return scan_cuda
+
+
+@pytest.mark.parametrize("case", LONG_CASES, ids=[c[0] for c in LONG_CASES])
+def test_emulated_long_forward_matches_reference(case, emulated_long_backend):
+    """Output and last state of the long-sequence forward against the reference (no autograd: no checkpoints)."""
+    from ssm_kernels.selective_scan.reference import selective_scan_ref
+
+    x = _long_inputs(case, seed=7)
+    sp = case[9]
+    with torch.no_grad():
+        out, last = emulated_long_backend.selective_scan_cuda(
+            None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], sp, True,
+            x["initial_state"], None)  # fmt: skip
+        hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
+        out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=sp, return_last_state=True)
+        out_lo, last_lo = selective_scan_ref(**x, delta_softplus=sp, return_last_state=True)
+    assert emulated_long_backend._EXT.calls == ["fwd_long"]
+    assert_close_to_reference("out", out, out_hi, out_lo)
+    assert_close_to_reference("last_state", last, last_hi, last_lo)
+
+
+def test_emulated_long_forward_checkpoints_match_general_kernel(emulated_long_backend, monkeypatch):
+    """The long forward writes the same backward checkpoints (state before every K-th step) as the general one."""
+    case = ("ckpt", 1, 6, 200, 16, "variable", 1, True, True, True, _F32, None)
+    x = _long_inputs(case, seed=8)
+    ext = emulated_long_backend._EXT
+    args = [x[k] for k in ("u", "delta", "A")]
+    args += [t.contiguous() if t.dim() == 2 else t.unsqueeze(1).contiguous() for t in (x["B"], x["C"])]
+    args += [x["D"], x["z"].contiguous(), x["delta_bias"], x["initial_state"], None, True, True, 16]
+    res = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", flag)
+        res[flag] = ext.fwd(*args)
+    assert ext.calls == ["fwd_long", "fwd"]
+    (out_l, last_l, ck_l), (out_g, last_g, ck_g) = res["1"], res["0"]
+    assert ck_l.shape == (12, 16, 6) and not ck_l.isnan().any()
+    torch.testing.assert_close(ck_l, ck_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_l, out_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last_l, last_g, rtol=1e-5, atol=1e-5)
+
+
+def test_emulated_long_path_rules(monkeypatch):
+    from ssm_kernels.selective_scan.cuda import long_path
+
+    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    assert not long_path(4096, False)  # off by default
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    assert long_path(128, False) and not long_path(127, False) and not long_path(4096, True)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
+    assert not long_path(4096, False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", LONG_CASES[:2], ids=[c[0] for c in LONG_CASES[:2]])
+def test_emulated_long_forward_with_general_backward(case, emulated_long_backend):
+    """Every gradient through the long forward's checkpoints and the general backward."""
+    if not _enabled():
+        pytest.skip("set SSM_KERNELS_EMULATE=1")
+    x = _long_inputs(case, seed=9)
+    _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True)
+    assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd"]

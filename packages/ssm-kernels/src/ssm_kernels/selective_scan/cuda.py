@@ -10,8 +10,10 @@ and uses the reference. ``SSM_KERNELS_DEBUG=1`` synchronises and checks after ev
 Kernel choice: sequences of at most :data:`SHORT_MAX_L` steps without ``cu_seqlens`` run the
 short-sequence kernels (``csrc/selective_scan_short.cuh``: the states of a row split over several
 lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/B timing against
-the general kernels). ``SSM_KERNELS_SCAN_IMPL=v1`` selects the first-version general kernels (and
-no short path).
+the general kernels). With ``SSM_KERNELS_SCAN_LONG=1``, sequences of at least :data:`LONG_MIN_L` steps
+without ``cu_seqlens`` run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
+time split over its lanes; it writes the general backward's checkpoints). ``SSM_KERNELS_SCAN_IMPL=v1``
+selects the first-version general kernels (and neither the short nor the long path).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 from .reference import ScanInputs
 
-__all__ = ["build_directory", "cuda_usable", "load_extension", "selective_scan_cuda", "short_path"]
+__all__ = ["build_directory", "cuda_usable", "load_extension", "long_path", "selective_scan_cuda", "short_path"]
 
 _NAME = "ssm_kernels_selective_scan"
 _LOCK = threading.Lock()
@@ -36,6 +38,7 @@ _WARNED = False
 _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 64
 SHORT_MAX_L = 16  # kShortMaxL in csrc/selective_scan.h
+LONG_MIN_L = 128  # kLongMinL in csrc/selective_scan.h
 
 
 def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
@@ -43,6 +46,14 @@ def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     off = os.environ.get("SSM_KERNELS_SCAN_SHORT") == "0"
     v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
     return not off and not v1 and not has_cu_seqlens and 1 <= seqlen <= SHORT_MAX_L
+
+
+def long_path(seqlen: int, has_cu_seqlens: bool) -> bool:
+    """Whether the long-sequence forward kernel runs (mirrors ``use_long`` in csrc/selective_scan.cpp):
+    ``SSM_KERNELS_SCAN_LONG=1``, at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``, v2 kernels."""
+    on = os.environ.get("SSM_KERNELS_SCAN_LONG") == "1"
+    v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
+    return on and not v1 and not has_cu_seqlens and seqlen >= LONG_MIN_L
 
 
 def csrc_dir() -> Path:

@@ -1,6 +1,6 @@
 // Host emulation of the selective-scan CUDA kernels, for testing their logic on a CPU.
 //
-// The kernel sources (csrc/selective_scan_kernels.cuh, csrc/selective_scan_short.cuh) are compiled by the host compiler with
+// The kernel sources (csrc/selective_scan_kernels.cuh, _short.cuh, _long.cuh) are compiled by the host compiler with
 // SSK_EMULATE defined: every CUDA thread of a block runs as an OS thread, __syncthreads() is a
 // block-wide barrier, warp shuffles exchange through a per-warp buffer between two warp barriers,
 // and shared memory is one static buffer poisoned with NaN before each block. Blocks run one after
@@ -53,7 +53,8 @@ struct EmuWarp {
   uint32_t buf[32];
   std::barrier<>* bar;
 };
-constexpr int kEmuMaxThreads = kRows > kShortThreads ? kRows : kShortThreads;
+constexpr int emu_max(int a, int b) { return a > b ? a : b; }
+constexpr int kEmuMaxThreads = emu_max(emu_max(kRows, kShortThreads), 32 * kLongWarps);
 static EmuWarp emu_warps[kEmuMaxThreads / 32];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
@@ -98,6 +99,9 @@ inline V __shfl_up_sync(unsigned, V v, unsigned d) {
 #define SSK_EMULATE 1
 #include "selective_scan_kernels.cuh"
 #include "selective_scan_short.cuh"
+#ifndef SSK_EMU_SHORT_ONLY
+#include "selective_scan_long.cuh"
+#endif
 
 namespace {
 
@@ -187,6 +191,36 @@ int run_t(const ssk::ScanParams& p, bool bwd) {
   }
 }
 
+template <int NP, class T, class TBC>
+int run_long_np(const ssk::ScanParams& p) {
+  if (p.cu != nullptr) return 4;
+  return run_grid(p, 0, [&p] { ssk::scan_fwd_long_kernel<NP, ssk::kLongItems, T, TBC>(p); }, 32 * ssk::kLongWarps,
+                  ssk::kLongWarps);
+}
+
+template <class T, class TBC>
+int run_long_t(const ssk::ScanParams& p) {
+  switch (ssk::padded_state(p.N)) {
+    case 4: return run_long_np<4, T, TBC>(p);
+    case 8: return run_long_np<8, T, TBC>(p);
+    case 16: return run_long_np<16, T, TBC>(p);
+    case 32: return run_long_np<32, T, TBC>(p);
+    case 64: return run_long_np<64, T, TBC>(p);
+    default: return 1;
+  }
+}
+
+int run_long(const ssk::ScanParams* pp, int dtype) {
+  const ssk::ScanParams& p = *pp;
+  const bool bc32 = p.bc_dtype == ssk::kFloat32;
+  switch (dtype) {
+    case ssk::kFloat32: return run_long_t<float, float>(p);
+    case ssk::kFloat16: return bc32 ? run_long_t<__half, float>(p) : run_long_t<__half, __half>(p);
+    case ssk::kBFloat16: return bc32 ? run_long_t<__nv_bfloat16, float>(p) : run_long_t<__nv_bfloat16, __nv_bfloat16>(p);
+    default: return 1;
+  }
+}
+
 int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
   const bool bc32 = p.bc_dtype == ssk::kFloat32;
@@ -211,6 +245,7 @@ extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
 #ifndef SSK_EMU_SHORT_ONLY
 extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
+extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype); }
 extern "C" int emu_choose_chunk(int N, int L) {
   // mirrors choose_chunk (v2) in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);

@@ -70,6 +70,15 @@ bool use_short(int L, bool has_cu) {
   return !off && scan_impl() == 2 && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
 }
 
+// Long-sequence forward (selective_scan_long.cuh: one warp per row, time split over the lanes) for
+// L >= kLongMinL without cu_seqlens, with the v2 generation, when SSM_KERNELS_SCAN_LONG=1 (off by
+// default until it has been timed against the general kernels on a GPU).
+bool use_long(int L, bool has_cu) {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
+  const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
+  return on && scan_impl() == 2 && !has_cu && L >= ssk::kLongMinL;
+}
+
 // Backward chunk length K (= forward checkpoint interval, <= 32 steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
 // (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
@@ -208,6 +217,12 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
       case ssk::kFloat16: err = ssk::launch_fwd_short_f16(p, stream); break;
       case ssk::kBFloat16: err = ssk::launch_fwd_short_bf16(p, stream); break;
     }
+  } else if (use_long(p.L, p.cu != nullptr)) {
+    switch (dt) {
+      case ssk::kFloat32: err = ssk::launch_fwd_long_f32(p, stream); break;
+      case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;
+      case ssk::kBFloat16: err = ssk::launch_fwd_long_bf16(p, stream); break;
+    }
   } else if (scan_impl() == 1) {
     err = ssk::launch_fwd_v1(p, (int)dt, stream);
   } else {
@@ -329,4 +344,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bwd", &scan_bwd, "selective scan backward");
   m.def("choose_chunk", &choose_chunk, "backward chunk length (checkpoint interval) for (N, L, rows)");
   m.def("uses_short_path", &use_short, "whether (L, has_cu_seqlens) runs the short-sequence kernels");
+  m.def("uses_long_path", &use_long, "whether (L, has_cu_seqlens) runs the long-sequence forward kernel");
 }

@@ -63,6 +63,12 @@ constexpr int kMaxChunkV2 = 16;
 // kShortThreads threads per block, NP / 4 lanes per row (4 states per lane), no checkpoints.
 constexpr int kShortMaxL = 16;
 constexpr int kShortThreads = 128;
+// Long-sequence kernels (selective_scan_long.cuh): one warp per row, time split over the lanes in runs of
+// kLongItems steps (a chunk of 32 * kLongItems steps per warp iteration); kLongWarps rows per block.
+// Used without cu_seqlens when SSM_KERNELS_SCAN_LONG=1 (see use_long in selective_scan.cpp).
+constexpr int kLongWarps = 4;
+constexpr int kLongItems = 8;
+constexpr int kLongMinL = 128;
 // Rows of one warp in the short kernels (the dB / dC partials are per warp).
 inline int short_rows_per_warp(int np) { return 32 / (np / 4); }
 // How the short backward writes the partials of variable dB / dC (ScanParams::uniform_b / uniform_c):
@@ -123,6 +129,10 @@ cudaError_t launch_fwd_short_bf16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_short_f32(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_short_f16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_short_bf16(const ScanParams& p, cudaStream_t stream);
+// long-sequence kernels (no cu_seqlens; writes the general backward's checkpoints when p.ckpt is set)
+cudaError_t launch_fwd_long_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_long_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_fwd_long_bf16(const ScanParams& p, cudaStream_t stream);
 // first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
 cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
 cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
