@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 K_ROWS = 64
+LONG_BWD_CHUNK, LONG_WARPS = 128, 4
 
 pytestmark = [
     pytest.mark.skipif(
@@ -57,6 +58,7 @@ class ScanParams(ctypes.Structure):
         ],
         *[(n, _I) for n in ("npart_b", "npart_c", "uniform_b", "uniform_c", "smem_b", "smem_c")],
         ("dh0", _P),
+        ("long_rw", _I),
     ]
 
 
@@ -74,7 +76,7 @@ def _lib(short_only: bool = False):
                f"-I{CSRC}", str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
         subprocess.run(cmd, check=True, capture_output=True)
         lib = ctypes.CDLL(str(out))
-        full = ["emu_scan_fwd", "emu_scan_bwd", "emu_scan_fwd_long"]
+        full = ["emu_scan_fwd", "emu_scan_bwd", "emu_scan_fwd_long", "emu_scan_bwd_long"]
         names = ["emu_scan_fwd_short", "emu_scan_bwd_short"] + ([] if short_only else full)
         for name in names:
             getattr(lib, name).argtypes = [ctypes.POINTER(ScanParams), _I]
@@ -93,12 +95,13 @@ def _ptr(t):
 class EmulatedExtension:
     """Stand-in for the compiled extension: ``fwd``/``bwd``/``choose_chunk`` as in selective_scan.cpp,
     running the emulated kernels on CPU tensors (outputs poisoned with NaN before the launch).
-    ``calls`` records which kernels ran ("fwd", "bwd", "fwd_short", "bwd_short", "fwd_long")."""
+    ``calls`` records which kernels ran ("fwd", "bwd", "fwd_short", "bwd_short", "fwd_long", "bwd_long")."""
 
     def __init__(self, short_only: bool = False):
         self.short_only = short_only
         self.calls: list[str] = []
         self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
+        self.long_rw: list[int] = []  # rows per warp of the long backward calls
 
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
@@ -170,13 +173,20 @@ class EmulatedExtension:
         dA_part = torch.full((nrows, N), nan)
         dD_part, ddb_part = torch.full((nrows,), nan), torch.full((nrows,), nan)
         short = self.uses_short_path(L, cu is not None)
+        long = not short and K == LONG_BWD_CHUNK
         lib = _lib(self.short_only)
+        if long:  # as long_rows_per_warp, without the blocks-per-SM condition (exercises the row loop)
+            sizes = [dim // g for g in (p.b_groups, p.c_groups) if g > 0]
+            p.long_rw = next(rw for rw in (8, 4, 2, 1) if all(s % (LONG_WARPS * rw) == 0 for s in sizes))
+            self.long_rw.append(p.long_rw)
 
         def alloc(groups):
             if groups == 0:
                 return torch.full((nrows, N), nan), 0, 0
             gs = dim // groups
-            if short:  # 0: per warp segment, 1: per warp, 2: per block (ShortPartMode)
+            if long:
+                uniform, npart = 1, gs // (LONG_WARPS * p.long_rw)
+            elif short:  # 0: per warp segment, 1: per warp, 2: per block (ShortPartMode)
                 uniform, npart = lib.emu_short_part_mode(gs, N), lib.emu_short_npart(gs, N)
                 self.part_modes.append(uniform)
             else:
@@ -192,8 +202,8 @@ class EmulatedExtension:
         p.dz = _ptr(dz) if z is not None else None
         p.dA_part, p.dD_part, p.ddb_part = _ptr(dA_part), _ptr(dD_part), _ptr(ddb_part)
         p.dB_part, p.dC_part, p.dh0 = _ptr(dB_part), _ptr(dC_part), (_ptr(dh0) if want_dh0 else None)
-        self.calls.append("bwd_short" if short else "bwd")
-        run = _lib(self.short_only).emu_scan_bwd_short if short else _lib(self.short_only).emu_scan_bwd
+        self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd")
+        run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
         def finish(part, groups):
@@ -501,8 +511,12 @@ def test_emulated_long_path_rules(monkeypatch):
     assert not long_path(4096, False)
 
 
+# group sizes 5 and 3 (no multiple of 4 channels): the long forward writes checkpoints for the general backward
+LONG_FWD_GENERAL_BWD = [LONG_CASES[0], ("L200-N8-groups-of-3", 1, 6, 200, 8, "grouped", 2, True, True, True, _BF16, None)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", LONG_CASES[:2], ids=[c[0] for c in LONG_CASES[:2]])
+@pytest.mark.parametrize("case", LONG_FWD_GENERAL_BWD, ids=[c[0] for c in LONG_FWD_GENERAL_BWD])
 def test_emulated_long_forward_with_general_backward(case, emulated_long_backend):
     """Every gradient through the long forward's checkpoints and the general backward."""
     if not _enabled():
@@ -510,3 +524,26 @@ def test_emulated_long_forward_with_general_backward(case, emulated_long_backend
     x = _long_inputs(case, seed=9)
     _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True)
     assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd"]
+
+
+# Long backward (K = 128 checkpoints from the long forward): rows per warp and chunk edges.
+# id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype, expected rows per warp
+LONG_BWD_CASES = [
+    # 3 chunks (128, 128, 44); 8 rows per group: one block of 2 rows per warp per (b, group)
+    ("L300-N16-rw2", 2, 8, 300, 16, "variable", 1, True, True, True, _F32, None, 2),
+    # grouped (4 channels per group): one row per warp; bf16 vectors; N 5 padded to 8
+    ("L256-N5-grouped-bf16", 1, 8, 256, 5, "grouped", 2, False, True, True, _BF16, None, 1),
+    # time-invariant B / C: any dim; partial block of rows (dim 6 = 1 block of 8 rows with rw 2... capped)
+    ("L130-N4-constant", 2, 3, 130, 4, "constant", 1, True, False, False, _F32, None, 8),
+    # 32 channels in one group: 8 rows per warp, every row of a block in one partial; fp16, fp32 B / C, NP 64
+    ("L140-N33-rw8-fp16", 1, 32, 140, 33, "variable", 1, True, True, True, _F16, _F32, 8),
+]
+
+
+@pytest.mark.parametrize("case", LONG_BWD_CASES, ids=[c[0] for c in LONG_BWD_CASES])
+def test_emulated_long_backward_matches_reference(case, emulated_long_backend):
+    """Output, last state and every gradient (incl. initial state and dlast) through the long kernel pair."""
+    x = _long_inputs(case[:12], seed=10)
+    _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True, seed=11)
+    assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd_long"]
+    assert emulated_long_backend._EXT.long_rw == [case[12]]

@@ -13,7 +13,9 @@ lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/
 the general kernels). With ``SSM_KERNELS_SCAN_LONG=1``, sequences of at least :data:`LONG_MIN_L` steps
 without ``cu_seqlens`` run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
 time split over its lanes; it writes the general backward's checkpoints). ``SSM_KERNELS_SCAN_IMPL=v1``
-selects the first-version general kernels (and neither the short nor the long path).
+selects the first-version general kernels (and neither the short nor the long path). The long backward
+(same file) runs when the forward ran long and every group of variable B / C is a multiple of
+:data:`LONG_WARPS` channels; otherwise the long forward writes checkpoints for the general backward.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _FAST_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_STATE = 64
 SHORT_MAX_L = 16  # kShortMaxL in csrc/selective_scan.h
 LONG_MIN_L = 128  # kLongMinL in csrc/selective_scan.h
+LONG_BWD_CHUNK = 128  # kLongBwdChunk: the long backward's chunk = the forward's checkpoint interval
+LONG_WARPS = 4  # kLongWarps: rows per block of the long kernels (per warp row loop in the backward)
 
 
 def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
@@ -54,6 +58,20 @@ def long_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     on = os.environ.get("SSM_KERNELS_SCAN_LONG") == "1"
     v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
     return on and not v1 and not has_cu_seqlens and seqlen >= LONG_MIN_L
+
+
+def long_backward(seqlen: int, has_cu_seqlens: bool, dim: int, B: torch.Tensor, C: torch.Tensor) -> bool:
+    """Whether the long-sequence backward runs (checkpoints every :data:`LONG_BWD_CHUNK` steps): the long
+    path, and every group of variable B / C a multiple of :data:`LONG_WARPS` channels (a block of the
+    backward sums dB / dC over rows of one group)."""
+    if not long_path(seqlen, has_cu_seqlens):
+        return False
+    for t in (B, C):
+        if t.dim() >= 3:
+            groups = 1 if t.dim() == 3 else t.shape[1]
+            if (dim // groups) % LONG_WARPS != 0:
+                return False
+    return True
 
 
 def csrc_dir() -> Path:
@@ -221,6 +239,8 @@ class SelectiveScanCuda(torch.autograd.Function):
             K = 0
         elif short_path(L, cu_ is not None):
             K = L  # one chunk: no checkpoints (the short backward keeps the row's states itself)
+        elif long_backward(L, cu_ is not None, u.shape[1], B, C):
+            K = LONG_BWD_CHUNK
         else:
             K = int(ext.choose_chunk(A.shape[1], L, u.shape[0] * u.shape[1]))
         out, last, ckpt = ext.fwd(u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, bool(softplus), bool(return_last), K)

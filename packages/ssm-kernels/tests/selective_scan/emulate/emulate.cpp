@@ -30,7 +30,7 @@
 #define __host__
 #define __shared__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 
 struct EmuDim3 {
   unsigned x = 0, y = 0, z = 0;
@@ -58,6 +58,7 @@ constexpr int kEmuMaxThreads = emu_max(emu_max(kRows, kShortThreads), 32 * kLong
 static EmuWarp emu_warps[kEmuMaxThreads / 32];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warps[threadIdx.x / 32].bar->arrive_and_wait(); }
 inline int min(int a, int b) { return a < b ? a : b; }
 
 template <class V>
@@ -192,31 +193,38 @@ int run_t(const ssk::ScanParams& p, bool bwd) {
 }
 
 template <int NP, class T, class TBC>
-int run_long_np(const ssk::ScanParams& p) {
+int run_long_np(const ssk::ScanParams& p, bool bwd) {
   if (p.cu != nullptr) return 4;
+  if (bwd) {
+    if (p.K != ssk::kLongBwdChunk || p.long_rw < 1) return 5;
+    return run_grid(p, ssk::long_bwd_smem_bytes(NP, p.long_rw),
+                    [&p] { ssk::scan_bwd_long_kernel<NP, ssk::kLongItemsBwd, T, TBC>(p); }, 32 * ssk::kLongWarps,
+                    ssk::kLongWarps * p.long_rw);
+  }
   return run_grid(p, 0, [&p] { ssk::scan_fwd_long_kernel<NP, ssk::kLongItems, T, TBC>(p); }, 32 * ssk::kLongWarps,
                   ssk::kLongWarps);
 }
 
 template <class T, class TBC>
-int run_long_t(const ssk::ScanParams& p) {
+int run_long_t(const ssk::ScanParams& p, bool bwd) {
   switch (ssk::padded_state(p.N)) {
-    case 4: return run_long_np<4, T, TBC>(p);
-    case 8: return run_long_np<8, T, TBC>(p);
-    case 16: return run_long_np<16, T, TBC>(p);
-    case 32: return run_long_np<32, T, TBC>(p);
-    case 64: return run_long_np<64, T, TBC>(p);
+    case 4: return run_long_np<4, T, TBC>(p, bwd);
+    case 8: return run_long_np<8, T, TBC>(p, bwd);
+    case 16: return run_long_np<16, T, TBC>(p, bwd);
+    case 32: return run_long_np<32, T, TBC>(p, bwd);
+    case 64: return run_long_np<64, T, TBC>(p, bwd);
     default: return 1;
   }
 }
 
-int run_long(const ssk::ScanParams* pp, int dtype) {
+int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
   const bool bc32 = p.bc_dtype == ssk::kFloat32;
   switch (dtype) {
-    case ssk::kFloat32: return run_long_t<float, float>(p);
-    case ssk::kFloat16: return bc32 ? run_long_t<__half, float>(p) : run_long_t<__half, __half>(p);
-    case ssk::kBFloat16: return bc32 ? run_long_t<__nv_bfloat16, float>(p) : run_long_t<__nv_bfloat16, __nv_bfloat16>(p);
+    case ssk::kFloat32: return run_long_t<float, float>(p, bwd);
+    case ssk::kFloat16: return bc32 ? run_long_t<__half, float>(p, bwd) : run_long_t<__half, __half>(p, bwd);
+    case ssk::kBFloat16:
+      return bc32 ? run_long_t<__nv_bfloat16, float>(p, bwd) : run_long_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
     default: return 1;
   }
 }
@@ -245,7 +253,8 @@ extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
 #ifndef SSK_EMU_SHORT_ONLY
 extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
-extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype); }
+extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, false); }
+extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, true); }
 extern "C" int emu_choose_chunk(int N, int L) {
   // mirrors choose_chunk (v2) in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);

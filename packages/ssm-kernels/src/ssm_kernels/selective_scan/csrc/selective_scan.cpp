@@ -114,6 +114,23 @@ int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
   return K;
 }
 
+// Rows per warp of the long backward (a block owns kLongWarps * rw rows of one (b, group)): the largest rw
+// in {8, 4, 2, 1} that divides the groups of variable B / C and still gives about four blocks per SM;
+// 0 when a group size is not a multiple of kLongWarps (cuda.py then never asks for the long path).
+int long_rows_per_warp(const ssk::ScanParams& p) {
+  int sms = 132, dev = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  cudaGetLastError();
+  for (int rw : {8, 4, 2, 1}) {
+    const int rows = ssk::kLongWarps * rw;
+    if (p.b_groups > 0 && (p.dim / p.b_groups) % rows != 0) continue;
+    if (p.c_groups > 0 && (p.dim / p.c_groups) % rows != 0) continue;
+    if (rw > 1 && (int64_t)(p.nrows + rows - 1) / rows < 4 * (int64_t)sms) continue;
+    return rw;
+  }
+  return 0;
+}
+
 // Fill the parts of ScanParams shared by forward and backward; returns the input dtype.
 ssk::DType fill_common(ssk::ScanParams& p, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                        const Tensor& C, const optional<Tensor>& D, const optional<Tensor>& z,
@@ -253,11 +270,20 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   TORCH_CHECK(ckpt.scalar_type() == at::kFloat && ckpt.numel() == (int64_t)std::max(nck, 0) * p.N * p.nrows,
               "checkpoint buffer does not match (L, K, N, rows)");
   // short path: no checkpoints needed (the kernel keeps the row's states); dB / dC partials per warp of
-  // 32 / (NP / 4) rows
+  // 32 / (NP / 4) rows. Long path: the forward wrote checkpoints every kLongBwdChunk steps (a K no
+  // other path uses); dB / dC partials per block of kLongWarps * long_rw rows.
   const bool short_path = use_short(p.L, p.cu != nullptr);
-  const size_t smem = ssk::bwd_smem_bytes(ssk::padded_state(p.N), p.K);
-  TORCH_CHECK(short_path || smem <= 227 * 1024, "selective_scan backward: chunk K=", K,
-              " needs too much shared memory");
+  const bool long_path = !short_path && p.K == ssk::kLongBwdChunk;
+  if (long_path) {
+    TORCH_CHECK(p.cu == nullptr, "selective_scan backward: the long-sequence kernels take no cu_seqlens");
+    p.long_rw = long_rows_per_warp(p);
+    TORCH_CHECK(p.long_rw > 0, "selective_scan backward: the long-sequence kernels need group sizes divisible by ",
+                ssk::kLongWarps);
+  } else {
+    const size_t smem = ssk::bwd_smem_bytes(ssk::padded_state(p.N), p.K);
+    TORCH_CHECK(short_path || smem <= 227 * 1024, "selective_scan backward: chunk K=", K,
+                " needs too much shared memory");
+  }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
 
@@ -274,7 +300,10 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
       return at::empty({p.nrows, p.N}, f32);
     }
     const int gs = p.dim / groups;
-    if (short_path) {  // partials per block, per warp or per warp segment (selective_scan_short.cuh)
+    if (long_path) {  // one partial per block of rows (the block lies in one (b, group))
+      *uniform = 1;
+      *npart = gs / (ssk::kLongWarps * p.long_rw);
+    } else if (short_path) {  // partials per block, per warp or per warp segment (selective_scan_short.cuh)
       const int np = ssk::padded_state(p.N);
       *uniform = ssk::short_part_mode(gs, np);
       *npart = ssk::short_npart(gs, np);
@@ -284,7 +313,7 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
     }
     auto shape = std::vector<int64_t>{(int64_t)p.batch * groups, *npart, p.N, p.L};
     // every partial is written unless warps straddle groups (segments: some stay zero)
-    const bool all_written = short_path ? *uniform != ssk::kShortPartSegments : *uniform != 0;
+    const bool all_written = long_path || (short_path ? *uniform != ssk::kShortPartSegments : *uniform != 0);
     return all_written ? at::empty(shape, f32) : at::zeros(shape, f32);
   };
   Tensor dB_part = alloc_bc(p.b_groups, &p.npart_b, &p.uniform_b);
@@ -306,7 +335,13 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    if (short_path) {
+    if (long_path) {
+      switch (dt) {
+        case ssk::kFloat32: err = ssk::launch_bwd_long_f32(p, stream); break;
+        case ssk::kFloat16: err = ssk::launch_bwd_long_f16(p, stream); break;
+        case ssk::kBFloat16: err = ssk::launch_bwd_long_bf16(p, stream); break;
+      }
+    } else if (short_path) {
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_short_f32(p, stream); break;
         case ssk::kFloat16: err = ssk::launch_bwd_short_f16(p, stream); break;

@@ -51,6 +51,7 @@ struct ScanParams {
   int uniform_b, uniform_c;  // every warp lies in one group (dim / groups % 32 == 0); short kernels: ShortPartMode
   int smem_b, smem_c;        // every block of kRows rows lies in one group: stage B / C tiles in smem
   float* dh0;        // (nseq, dim, N) or nullptr
+  int long_rw;       // long backward: rows per warp (a block owns kLongWarps * long_rw rows)
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -69,6 +70,16 @@ constexpr int kShortThreads = 128;
 constexpr int kLongWarps = 4;
 constexpr int kLongItems = 8;
 constexpr int kLongMinL = 128;
+// Long backward: kLongItemsBwd steps per lane, i.e. chunks (= the forward's checkpoint interval K) of
+// kLongBwdChunk steps; a block owns kLongWarps * ScanParams::long_rw rows of one (batch, group).
+constexpr int kLongItemsBwd = 4;
+constexpr int kLongBwdChunk = 32 * kLongItemsBwd;
+// Dynamic shared memory of the long backward: the chunk's dB / dC column sums, two staging buffers and
+// the per-row state (adjoint carry, dA, constant dB / dC, dD, d delta_bias).
+inline size_t long_bwd_smem_bytes(int np, int rw) {
+  return sizeof(float) * ((size_t)2 * np * kLongBwdChunk + 4 * kLongWarps * kLongBwdChunk +
+                          (size_t)kLongWarps * rw * (4 * np + 2));
+}
 // Rows of one warp in the short kernels (the dB / dC partials are per warp).
 inline int short_rows_per_warp(int np) { return 32 / (np / 4); }
 // How the short backward writes the partials of variable dB / dC (ScanParams::uniform_b / uniform_c):
@@ -133,6 +144,9 @@ cudaError_t launch_bwd_short_bf16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_long_f32(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_long_f16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_fwd_long_bf16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_long_f32(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_long_f16(const ScanParams& p, cudaStream_t stream);
+cudaError_t launch_bwd_long_bf16(const ScanParams& p, cudaStream_t stream);
 // first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
 cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
 cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);

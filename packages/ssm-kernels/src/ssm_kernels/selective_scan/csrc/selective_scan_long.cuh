@@ -175,12 +175,324 @@ __global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const Sc
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// backward
+// ------------------------------------------------------------------------------------------
+//
+// Same lane layout with KI = kLongItemsBwd steps per lane (chunks of CT = 32 KI steps), chunks walked
+// from the last. A block owns R = kLongWarps * p.long_rw rows of one (batch, group); within a chunk each warp
+// takes its rows one after another. Per row, chunk and state n:
+//   1. the chunk's states are recomputed as in the forward, from the checkpoint the long forward wrote
+//      (K = CT) or the initial state;
+//   2. the adjoint q_t = a_t (dy_t C_t + q_{t+1}) (what flows from step t to t - 1) is another affine
+//      recurrence, run backwards: a lane composition, a reverse warp scan, the carry from the next
+//      chunk (kept per row in shared memory), a replay that forms the step gradients g_t = dy_t C_t + q_{t+1};
+//   3. dB_t = g_t dt_t u_t and dC_t = dy_t h_t are summed over the block's rows in a fixed order: every warp
+//      stages its row's values, then thread k adds the kLongWarps values of column k to its own column
+//      of a chunk accumulator in shared memory. At the chunk's end the block writes its column sums as one
+//      partial per (b, group) slice, summed on the host in a fixed order: deterministic, no atomics.
+// dA, dD, d delta_bias and time-invariant dB / dC are summed over the lanes per chunk and kept per row in
+// shared memory until the end.
+template <int NP, int KI, typename T, typename TBC>
+__global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_long_kernel(const ScanParams p) {
+  constexpr int CT = 32 * KI;
+  constexpr int NT = 32 * kLongWarps;
+  constexpr int kRS = 4 * NP + 2;  // per-row state: q carry [NP], dA [NP], constant dB [NP], dC [NP], dD, ddb
+  extern __shared__ float smem[];
+  float* s_acc = smem;                           // [2][NP][CT]: block sums of variable dB / dC in the chunk
+  float* s_stage = s_acc + 2 * NP * CT;          // [2 buffers][kLongWarps][2][CT]
+  float* s_row = s_stage + 4 * kLongWarps * CT;  // [R][kRS]
+  const int RW = p.long_rw;
+  const int R = kLongWarps * RW;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int row0 = blockIdx.x * R;
+  const int N = p.N;
+  const int L = p.L;
+  const bool varB = p.b_groups > 0;
+  const bool varC = p.c_groups > 0;
+  const bool staged = varB || varC;
+
+  for (int i = tid; i < R * kRS; i += NT) s_row[i] = 0.f;
+  __syncthreads();
+
+  const int nchunks = (L + CT - 1) / CT;
+  int buf = 0;
+  for (int c = nchunks - 1; c >= 0; --c) {
+    const int t0 = c * CT;
+    // column k of the accumulator belongs to thread k % NT alone (zeroed, summed into and written by it)
+    for (int k = tid; k < CT; k += NT) {
+#pragma unroll
+      for (int n = 0; n < NP; ++n) {
+        s_acc[n * CT + k] = 0.f;
+        s_acc[(NP + n) * CT + k] = 0.f;
+      }
+    }
+    for (int r = 0; r < RW; ++r) {
+      const int lr = warp * RW + r;
+      const int row = row0 + lr;
+      const bool active = row < p.nrows;
+      const int row_c = active ? row : p.nrows - 1;
+      const int b = row_c / p.dim;
+      const int d = row_c - b * p.dim;
+      const size_t roff = (size_t)row_c * L;
+      const TBC* Bv = varB ? static_cast<const TBC*>(p.B) + (size_t)(row_c / (p.dim / p.b_groups)) * N * L : nullptr;
+      const TBC* Cv = varC ? static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L : nullptr;
+      const float* Bc = varB ? nullptr : static_cast<const float*>(p.B) + (size_t)d * N;
+      const float* Cc = varC ? nullptr : static_cast<const float*>(p.C) + (size_t)d * N;
+      const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+      const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+      float* rs = s_row + lr * kRS;
+      const int tl = t0 + lane * KI;
+
+      float uu[KI], dt[KI], dy[KI], y[KI], ddt[KI], dus[KI];
+      load_items<T, KI>(static_cast<const T*>(p.u) + roff, tl, L, uu);
+      load_items<T, KI>(static_cast<const T*>(p.delta) + roff, tl, L, dt);
+      load_items<T, KI>(static_cast<const T*>(p.dout) + roff, tl, L, dy);
+      if (p.z != nullptr) {
+        float zz[KI];
+        load_items<T, KI>(static_cast<const T*>(p.z) + roff, tl, L, zz);
+#pragma unroll
+        for (int i = 0; i < KI; ++i) dy[i] *= zz[i] * sigmoid_f(zz[i]);
+      }
+#pragma unroll
+      for (int i = 0; i < KI; ++i) {
+        const float x = dt[i] + bias;
+        dt[i] = tl + i < L ? (p.softplus ? softplus_f(x) : x) : 0.f;  // past L: the identity step
+        if (!active) dy[i] = 0.f;
+        y[i] = Dd * uu[i];
+        ddt[i] = 0.f;
+        dus[i] = 0.f;
+      }
+      const bool last_chunk = c == nchunks - 1;
+#pragma unroll
+      for (int n = 0; n < NP; ++n) {
+        if (n < N) {
+          const float An = p.A[(size_t)d * N + n];
+          const float A2 = An * kLog2e;
+          float a[KI], bb[KI], cc[KI], hp[KI];
+          if (varB) load_items<TBC, KI>(Bv + (size_t)n * L, tl, L, bb);
+          if (varC) load_items<TBC, KI>(Cv + (size_t)n * L, tl, L, cc);
+          // ---- states of the chunk (as the forward) ----
+          float ap = 1.f, hq = 0.f;
+#pragma unroll
+          for (int i = 0; i < KI; ++i) {
+            if (!varB) bb[i] = Bc[n];
+            if (!varC) cc[i] = Cc[n];
+            a[i] = exp2_approx(dt[i] * A2);
+            hq = a[i] * hq + bb[i] * dt[i] * uu[i];
+            ap *= a[i];
+          }
+          warp_scan_affine(ap, hq, lane);
+          float ae = __shfl_up_sync(0xffffffffu, ap, 1);
+          float he = __shfl_up_sync(0xffffffffu, hq, 1);
+          if (lane == 0) {
+            ae = 1.f;
+            he = 0.f;
+          }
+          float hc = 0.f;  // state before the chunk
+          if (c > 0) hc = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
+          else if (p.h0 != nullptr) hc = p.h0[((size_t)b * p.dim + d) * N + n];
+          float h = ae * hc + he;
+          float dcv[KI], e[KI];
+#pragma unroll
+          for (int i = 0; i < KI; ++i) {
+            hp[i] = h;
+            h = a[i] * h + bb[i] * dt[i] * uu[i];
+            y[i] += cc[i] * h;
+            dcv[i] = dy[i] * h;
+            e[i] = dy[i] * cc[i];
+          }
+          if (last_chunk && p.dlast != nullptr && active && tl <= L - 1 && L - 1 < tl + KI) {
+#pragma unroll
+            for (int i = 0; i < KI; ++i)
+              if (tl + i == L - 1) e[i] += p.dlast[((size_t)b * p.dim + d) * N + n];
+          }
+          // ---- adjoint: q_t = a_t (e_t + q_{t+1}), composed from the right ----
+          float aq = 1.f, qq = 0.f;
+#pragma unroll
+          for (int i = KI - 1; i >= 0; --i) {
+            qq = a[i] * (e[i] + qq);
+            aq *= a[i];
+          }
+#pragma unroll
+          for (int off = 1; off < 32; off <<= 1) {
+            const float ao = __shfl_down_sync(0xffffffffu, aq, off);
+            const float qo = __shfl_down_sync(0xffffffffu, qq, off);
+            if (lane + off < 32) {
+              qq = aq * qo + qq;
+              aq = aq * ao;
+            }
+          }
+          float a1 = __shfl_down_sync(0xffffffffu, aq, 1);
+          float q1 = __shfl_down_sync(0xffffffffu, qq, 1);
+          if (lane == 31) {
+            a1 = 1.f;
+            q1 = 0.f;
+          }
+          float q = a1 * rs[n] + q1;  // flowing into this lane's last step from the right
+          float dal = 0.f, dbl = 0.f, dbv[KI];
+#pragma unroll
+          for (int i = KI - 1; i >= 0; --i) {
+            const float g = e[i] + q;
+            const float dtu = dt[i] * uu[i];
+            dbv[i] = g * dtu;
+            dbl += dbv[i];
+            dus[i] += g * bb[i];
+            const float gpa = g * hp[i] * a[i];
+            ddt[i] += gpa * An;
+            dal += gpa * dt[i];
+            q = a[i] * g;
+          }
+          const float qout = __shfl_sync(0xffffffffu, q, 0);  // flows out of the chunk's first step
+          float dcl = 0.f;
+#pragma unroll
+          for (int i = 0; i < KI; ++i) dcl += dcv[i];
+#pragma unroll
+          for (int m = 16; m >= 1; m >>= 1) {
+            dal += __shfl_xor_sync(0xffffffffu, dal, m);
+            if (!varB) dbl += __shfl_xor_sync(0xffffffffu, dbl, m);
+            if (!varC) dcl += __shfl_xor_sync(0xffffffffu, dcl, m);
+          }
+          __syncwarp();  // every lane has read rs[n]
+          if (lane == 0 && active) {
+            rs[n] = qout;
+            rs[NP + n] += dal;
+            if (!varB) rs[2 * NP + n] += dbl;
+            if (!varC) rs[3 * NP + n] += dcl;
+            if (c == 0 && p.dh0 != nullptr) p.dh0[((size_t)b * p.dim + d) * N + n] = qout;
+          }
+          __syncwarp();
+          if (staged) {
+            // stage this row's dB / dC of state n, then sum the warps' columns in a fixed order
+            float* st = s_stage + (size_t)(buf * kLongWarps + warp) * 2 * CT;
+#pragma unroll
+            for (int i = 0; i < KI; ++i) {
+              st[lane * KI + i] = active ? dbv[i] : 0.f;
+              st[CT + lane * KI + i] = active ? dcv[i] : 0.f;
+            }
+            __syncthreads();
+            const float* sb = s_stage + (size_t)buf * kLongWarps * 2 * CT;
+            for (int k = tid; k < CT; k += NT) {
+              float sB = 0.f, sC = 0.f;
+#pragma unroll
+              for (int w = 0; w < kLongWarps; ++w) {
+                sB += sb[w * 2 * CT + k];
+                sC += sb[w * 2 * CT + CT + k];
+              }
+              s_acc[n * CT + k] += sB;
+              s_acc[(NP + n) * CT + k] += sC;
+            }
+            buf ^= 1;
+          }
+        }
+      }
+      // ---- per-step gradients of the row ----
+      float zz[KI], go[KI];
+      if (p.z != nullptr) {
+        load_items<T, KI>(static_cast<const T*>(p.z) + roff, tl, L, zz);
+        load_items<T, KI>(static_cast<const T*>(p.dout) + roff, tl, L, go);
+      }
+      float ddl = 0.f, dDl = 0.f;
+#pragma unroll
+      for (int i = 0; i < KI; ++i) {
+        // d dt = sum_n g (h_prev a A + B u); d delta = d dt * d softplus (= 1 - exp(-dt))
+        const float gd = (ddt[i] + dus[i] * uu[i]) * (p.softplus ? -expm1f(-dt[i]) : 1.f);
+        ddt[i] = gd;
+        dus[i] = dus[i] * dt[i] + Dd * dy[i];  // du
+        if (tl + i < L) {
+          ddl += gd;
+          dDl += dy[i] * uu[i];
+        }
+        if (p.z != nullptr) {
+          const float sz = sigmoid_f(zz[i]);
+          zz[i] = go[i] * y[i] * sz * (1.f + zz[i] * (1.f - sz));
+        }
+      }
+#pragma unroll
+      for (int m = 16; m >= 1; m >>= 1) {
+        ddl += __shfl_xor_sync(0xffffffffu, ddl, m);
+        dDl += __shfl_xor_sync(0xffffffffu, dDl, m);
+      }
+      if (active) {
+        store_items<T, KI>(static_cast<T*>(p.du) + roff, tl, L, dus);
+        store_items<T, KI>(static_cast<T*>(p.ddelta) + roff, tl, L, ddt);
+        if (p.z != nullptr) store_items<T, KI>(static_cast<T*>(p.dz) + roff, tl, L, zz);
+        if (lane == 0) {
+          rs[4 * NP] += dDl;
+          rs[4 * NP + 1] += ddl;
+        }
+      }
+      __syncwarp();
+    }
+    // ---- the block's partial of variable dB / dC for this chunk (columns owned by this thread) ----
+    if (staged) {
+      const int bgB = varB ? row0 / (p.dim / p.b_groups) : 0;
+      const int bgC = varC ? row0 / (p.dim / p.c_groups) : 0;
+      const int partB = varB ? (row0 - bgB * (p.dim / p.b_groups)) / R : 0;
+      const int partC = varC ? (row0 - bgC * (p.dim / p.c_groups)) / R : 0;
+      for (int k = tid; k < CT; k += NT) {
+        const int t = t0 + k;
+        if (t < L) {
+#pragma unroll
+          for (int n = 0; n < NP; ++n) {
+            if (n < N) {
+              if (varB) p.dB_part[(((size_t)bgB * p.npart_b + partB) * N + n) * L + t] = s_acc[n * CT + k];
+              if (varC) p.dC_part[(((size_t)bgC * p.npart_c + partC) * N + n) * L + t] = s_acc[(NP + n) * CT + k];
+            }
+          }
+        }
+      }
+    }
+  }
+  // ---- per-row results ----
+  for (int r = 0; r < RW; ++r) {
+    const int lr = warp * RW + r;
+    const int row = row0 + lr;
+    if (row >= p.nrows) break;
+    const float* rs = s_row + lr * kRS;
+    for (int n = lane; n < N; n += 32) {
+      p.dA_part[(size_t)row * N + n] = rs[NP + n];
+      if (!varB) p.dB_part[(size_t)row * N + n] = rs[2 * NP + n];
+      if (!varC) p.dC_part[(size_t)row * N + n] = rs[3 * NP + n];
+    }
+    if (lane == 0) {
+      p.dD_part[row] = rs[4 * NP];
+      p.ddb_part[row] = rs[4 * NP + 1];
+    }
+  }
+}
+
 #ifndef SSK_EMULATE
 template <int NP, int KI, typename T, typename TBC>
 cudaError_t launch_fwd_long_np(const ScanParams& p, cudaStream_t stream) {
   const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
   scan_fwd_long_kernel<NP, KI, T, TBC><<<blocks, 32 * kLongWarps, 0, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <int NP, int KI, typename T, typename TBC>
+cudaError_t launch_bwd_long_np(const ScanParams& p, cudaStream_t stream) {
+  const size_t smem = long_bwd_smem_bytes(NP, p.long_rw);
+  auto kernel = scan_bwd_long_kernel<NP, KI, T, TBC>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (err != cudaSuccess) return err;
+  const int rows = kLongWarps * p.long_rw;
+  kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, typename TBC>
+cudaError_t launch_bwd_long_t(const ScanParams& p, cudaStream_t stream) {
+  switch (padded_state(p.N)) {
+    case 4: return launch_bwd_long_np<4, kLongItemsBwd, T, TBC>(p, stream);
+    case 8: return launch_bwd_long_np<8, kLongItemsBwd, T, TBC>(p, stream);
+    case 16: return launch_bwd_long_np<16, kLongItemsBwd, T, TBC>(p, stream);
+    case 32: return launch_bwd_long_np<32, kLongItemsBwd, T, TBC>(p, stream);
+    case 64: return launch_bwd_long_np<64, kLongItemsBwd, T, TBC>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 template <typename T, typename TBC>

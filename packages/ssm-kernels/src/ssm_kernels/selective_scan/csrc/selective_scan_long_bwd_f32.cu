@@ -1,0 +1,10 @@
+// Long-sequence selective scan bwd kernels instantiated for float inputs (one file per dtype: parallel builds).
+#include "selective_scan_long.cuh"
+
+namespace ssk {
+
+cudaError_t launch_bwd_long_f32(const ScanParams& p, cudaStream_t stream) {
+  return launch_bwd_long_t<float, float>(p, stream);
+}
+
+}  // namespace ssk
