@@ -6,7 +6,9 @@ GPU (H200):
 CPU (tiny, reference only) runs in the default suite with --benchmark-disable.
 
 Cases are ``<shape>-<dtype>-<backend>`` for ``forward`` and ``forward_backward``, all with z, D,
-delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). mamba_ssm is not
+delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). Backend ``cuda-long``
+is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), timed beside the default
+kernels in the same run. mamba_ssm is not
 installed on the GPU machine, so its times measured earlier on an H200 are recorded as
 ``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
 traffic: forward reads u, delta, z, B, C once and writes out; forward+backward additionally re-reads
@@ -39,19 +41,26 @@ def _cases():
         pytest.param(s, SHAPE_DTYPE[s], "cuda", id=f"{s}-{SHAPE_DTYPE[s]}-cuda", marks=pytest.mark.gpu)
         for s in ("big", "tusz", "raw")
     ]
+    # the long-sequence kernels (SSM_KERNELS_SCAN_LONG=1) beside the general ones, same run
+    cases += [
+        pytest.param(s, SHAPE_DTYPE[s], "cuda-long", id=f"{s}-{SHAPE_DTYPE[s]}-cuda-long", marks=pytest.mark.gpu)
+        for s in ("big", "raw")
+    ]
     cases.append(pytest.param("cpu_tiny", "fp32", "reference", id="cpu_tiny-fp32-reference"))
     return cases
 
 
-def _setup(shape, dt, backend, grad):
+def _setup(shape, dt, backend, grad, monkeypatch):
     if shape != "cpu_tiny" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
+    op_backend = "cuda" if backend == "cuda-long" else backend
     device = "cuda" if shape != "cpu_tiny" else "cpu"
     x = make_scan_inputs(**SHAPES[shape], dtype=DTYPES[dt], device=device, requires_grad=grad, seed=0)
     from ssm_kernels.selective_scan.interface import selective_scan_fn
 
     def fn(**kw):
-        return selective_scan_fn(**kw, delta_softplus=True, backend=backend)
+        return selective_scan_fn(**kw, delta_softplus=True, backend=op_backend)
 
     return x, device, fn
 
@@ -83,8 +92,8 @@ def _traffic(x):
 
 
 @pytest.mark.parametrize("shape,dt,backend", _cases())
-def test_selective_scan_forward(benchmark, shape, dt, backend):
-    x, device, fn = _setup(shape, dt, backend, grad=False)
+def test_selective_scan_forward(benchmark, shape, dt, backend, monkeypatch):
+    x, device, fn = _setup(shape, dt, backend, grad=False, monkeypatch=monkeypatch)
 
     def call():
         with torch.no_grad():
@@ -100,8 +109,8 @@ def test_selective_scan_forward(benchmark, shape, dt, backend):
 
 
 @pytest.mark.parametrize("shape,dt,backend", _cases())
-def test_selective_scan_forward_backward(benchmark, shape, dt, backend):
-    x, device, fn = _setup(shape, dt, backend, grad=True)
+def test_selective_scan_forward_backward(benchmark, shape, dt, backend, monkeypatch):
+    x, device, fn = _setup(shape, dt, backend, grad=True, monkeypatch=monkeypatch)
     leaves = [v for v in x.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     dout = torch.randn_like(x["u"])
 

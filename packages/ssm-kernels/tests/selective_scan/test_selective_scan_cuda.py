@@ -169,16 +169,25 @@ def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
 
 @pytest.mark.parametrize("bc,groups,dim", [("variable", 1, 64), ("grouped", 5, 65), ("constant", 1, 65)])
 def test_cuda_short_backward_is_deterministic(bc, groups, dim):
+    _deterministic_runs(make_scan_inputs(4, dim, 10, 16, bc=bc, groups=groups, with_initial_state=True,
+                                         device="cuda", seed=27))  # fmt: skip
+
+
+def _deterministic_runs(x):
+    """Two identical forward + backward runs give bit-identical outputs and gradients."""
     from ssm_kernels import selective_scan_fn
 
-    x = make_scan_inputs(4, dim, 10, 16, bc=bc, groups=groups, with_initial_state=True, device="cuda", seed=27)
     dout = torch.randn_like(x["u"])
-    dlast = torch.randn(4, dim, 16, device="cuda")
+    dlast = torch.randn(*x["u"].shape[:2], x["A"].shape[1], device="cuda")
     runs = []
     for _ in range(2):
         xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
               for k, v in x.items()}  # fmt: skip
-        runs.append(run_scan_with_grads(selective_scan_fn, xi, dout, dlast, delta_softplus=True, backend="cuda"))
+        runs.append(
+            run_scan_with_grads(
+                selective_scan_fn, xi, dout, dlast, delta_softplus=True, backend="cuda", deterministic=True
+            )
+        )
     (o1, l1, g1), (o2, l2, g2) = runs
     assert torch.equal(o1, o2) and torch.equal(l1, l2)
     assert g1.keys() == g2.keys() and len(g1) == 9
@@ -199,27 +208,66 @@ def test_cuda_benchmark_shapes(name, batch, dim, L, N, dtype):
     compare_scan_to_reference(x, with_last=True, seed=8, hi_dtype=torch.float64)
 
 
+# Long-sequence kernels (SSM_KERNELS_SCAN_LONG=1, L >= 128): kernel pair, or long forward + general backward
+# id, batch, dim, L, N, bc, groups, cu_seqlens, init, z/D/bias, softplus, long backward
+LONG = [
+    ("long-L300-dim64", 2, 64, 300, 16, "variable", 1, None, True, True, True, True),
+    ("long-groups-of-13", 3, 65, 200, 16, "grouped", 5, None, True, True, True, False),
+    ("long-N64-L257", 2, 64, 257, 64, "variable", 1, None, True, True, True, True),
+    ("long-constant-BC", 2, 3, 257, 4, "constant", 1, None, True, True, True, True),
+    ("long-N33-groups-of-32", 1, 96, 1000, 33, "grouped", 3, None, False, True, False, True),
+    ("long-L128-plain", 2, 40, 128, 8, "variable", 1, None, False, False, False, True),
+]
+
+
+def _record_chunks(monkeypatch):
+    """Record the checkpoint interval K of every backward call (128 = the long backward)."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    ext = scan_cuda.load_extension()
+    seen: list[int] = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def bwd(self, *args):
+            seen.append(int(args[12]))
+            return ext.bwd(*args)
+
+    monkeypatch.setattr(scan_cuda, "_EXT", Spy())
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("case", LONG, ids=[c[0] for c in LONG])
+def test_cuda_long_kernels_match_reference(case, dtype, monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    seen = _record_chunks(monkeypatch)
+    compare_scan_to_reference(_inputs(case[:11], dtype, seed=12), delta_softplus=case[10], with_last=True, seed=13)
+    assert len(seen) == 1 and (seen[0] == 128) == case[11], seen
+
+
+@pytest.mark.parametrize("name,batch,dim,L,N,dtype", [BENCH[0], BENCH[2]], ids=["big", "raw"])
+def test_cuda_long_kernels_at_benchmark_shapes(name, batch, dim, L, N, dtype, monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    seen = _record_chunks(monkeypatch)
+    x = make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=7)
+    compare_scan_to_reference(x, with_last=True, seed=8, hi_dtype=torch.float64)
+    assert seen == [128]
+
+
+@pytest.mark.parametrize("bc,groups", [("variable", 1), ("grouped", 2), ("constant", 1)])
+def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    _deterministic_runs(make_scan_inputs(4, 64, 300, 16, bc=bc, groups=groups, with_initial_state=True,
+                                         device="cuda", seed=14))  # fmt: skip
+
+
 @pytest.mark.parametrize("bc,groups", [("variable", 1), ("grouped", 5), ("constant", 1)])
 def test_cuda_backward_is_deterministic(bc, groups):
-    x = make_scan_inputs(4, 65, 130, 16, bc=bc, groups=groups, with_initial_state=True, device="cuda", seed=9)
-    dout = torch.randn_like(x["u"])
-    dlast = torch.randn(4, 65, 16, device="cuda")
-    from ssm_kernels import selective_scan_fn
-
-    runs = []
-    for _ in range(2):
-        xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-              for k, v in x.items()}  # fmt: skip
-        runs.append(
-            run_scan_with_grads(
-                selective_scan_fn, xi, dout, dlast, delta_softplus=True, backend="cuda", deterministic=True
-            )
-        )
-    (o1, l1, g1), (o2, l2, g2) = runs
-    assert torch.equal(o1, o2) and torch.equal(l1, l2)
-    assert g1.keys() == g2.keys() and len(g1) == 9
-    for k in g1:
-        assert torch.equal(g1[k], g2[k]), f"d{k} differs between two identical backward runs"
+    _deterministic_runs(make_scan_inputs(4, 65, 130, 16, bc=bc, groups=groups, with_initial_state=True,
+                                         device="cuda", seed=9))  # fmt: skip
 
 
 def test_auto_backend_uses_cuda_and_matches_forced():

@@ -512,7 +512,10 @@ def test_emulated_long_path_rules(monkeypatch):
 
 
 # group sizes 5 and 3 (no multiple of 4 channels): the long forward writes checkpoints for the general backward
-LONG_FWD_GENERAL_BWD = [LONG_CASES[0], ("L200-N8-groups-of-3", 1, 6, 200, 8, "grouped", 2, True, True, True, _BF16, None)]
+LONG_FWD_GENERAL_BWD = [
+    LONG_CASES[0],
+    ("L200-N8-groups-of-3", 1, 6, 200, 8, "grouped", 2, True, True, True, _BF16, None),
+]
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <vector>
 
@@ -114,21 +115,49 @@ int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
   return K;
 }
 
-// Rows per warp of the long backward (a block owns kLongWarps * rw rows of one (b, group)): the largest rw
-// in {8, 4, 2, 1} that divides the groups of variable B / C and still gives about four blocks per SM;
-// 0 when a group size is not a multiple of kLongWarps (cuda.py then never asks for the long path).
+// Rows per warp of the long backward (a block owns R = kLongWarps * rw rows of one (b, group); rw in
+// {8, 4, 2, 1}, R dividing the groups of variable B / C). A larger rw means fewer dB / dC partials (their
+// traffic is 8 * batch * groups * (group size / R) * N * L bytes, written and read once) but fewer blocks, and
+// a last wave of blocks that may leave SMs idle. Cost model: the scan work divided by the busy fraction of
+// the waves (resident blocks per SM: 4 for N <= 16, else 2) plus the partial traffic at 3 TB/s.
+// SSM_KERNELS_SCAN_LONG_RW forces rw (tuning). 0 when no rw fits (a group size is not a multiple of
+// kLongWarps: cuda.py then never asks for the long path).
 int long_rows_per_warp(const ssk::ScanParams& p) {
+  auto fits = [&](int rw) {
+    const int rows = ssk::kLongWarps * rw;
+    const bool b_ok = p.b_groups == 0 || (p.dim / p.b_groups) % rows == 0;
+    return b_ok && (p.c_groups == 0 || (p.dim / p.c_groups) % rows == 0);
+  };
+  if (const char* e = std::getenv("SSM_KERNELS_SCAN_LONG_RW")) {
+    const int rw = std::atoi(e);
+    TORCH_CHECK(rw == 1 || rw == 2 || rw == 4 || rw == 8, "SSM_KERNELS_SCAN_LONG_RW must be 1, 2, 4 or 8, got '",
+                e, "'");
+    return fits(rw) ? rw : 0;
+  }
   int sms = 132, dev = 0;
   if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   cudaGetLastError();
+  const double slots = (double)sms * (ssk::padded_state(p.N) <= 16 ? 4 : 2);
+  // one row's share of the GPU: ~1.2 warp instructions per state and step, 4 schedulers per SM at ~2 GHz
+  // issuing about every other cycle
+  const double row_ns = 1.2 * p.N * p.L / (sms * 4.0 * 2.0 * 0.5);
+  int best = 0;
+  double best_ns = 0.0;
   for (int rw : {8, 4, 2, 1}) {
+    if (!fits(rw)) continue;
     const int rows = ssk::kLongWarps * rw;
-    if (p.b_groups > 0 && (p.dim / p.b_groups) % rows != 0) continue;
-    if (p.c_groups > 0 && (p.dim / p.c_groups) % rows != 0) continue;
-    if (rw > 1 && (int64_t)(p.nrows + rows - 1) / rows < 4 * (int64_t)sms) continue;
-    return rw;
+    const double blocks = std::ceil((double)p.nrows / rows);
+    const double busy = blocks / (std::ceil(blocks / slots) * slots);
+    int npart_rows = 0;  // partial rows of (N, L) per (b, group), summed over B and C
+    if (p.b_groups > 0) npart_rows += p.batch * p.b_groups * (p.dim / p.b_groups / rows);
+    if (p.c_groups > 0) npart_rows += p.batch * p.c_groups * (p.dim / p.c_groups / rows);
+    const double ns = p.nrows * row_ns / busy + 8.0 * npart_rows * p.N * p.L / 3000.0;  // 3000 B/ns
+    if (best == 0 || ns < best_ns) {
+      best = rw;
+      best_ns = ns;
+    }
   }
-  return 0;
+  return best;
 }
 
 // Fill the parts of ScanParams shared by forward and backward; returns the input dtype.

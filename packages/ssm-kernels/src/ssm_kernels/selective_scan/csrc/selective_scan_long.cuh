@@ -92,8 +92,10 @@ __global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const Sc
   const T* delta = static_cast<const T*>(p.delta) + roff;
   const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
   T* out = static_cast<T*>(p.out) + roff;
-  const TBC* Bv = p.b_groups > 0 ? static_cast<const TBC*>(p.B) + (size_t)(row / (p.dim / p.b_groups)) * N * L : nullptr;
-  const TBC* Cv = p.c_groups > 0 ? static_cast<const TBC*>(p.C) + (size_t)(row / (p.dim / p.c_groups)) * N * L : nullptr;
+  const TBC* Bv = nullptr;
+  const TBC* Cv = nullptr;
+  if (p.b_groups > 0) Bv = static_cast<const TBC*>(p.B) + (size_t)(row / (p.dim / p.b_groups)) * N * L;
+  if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row / (p.dim / p.c_groups)) * N * L;
   const float* Bc = p.b_groups > 0 ? nullptr : static_cast<const float*>(p.B) + (size_t)d * N;
   const float* Cc = p.c_groups > 0 ? nullptr : static_cast<const float*>(p.C) + (size_t)d * N;
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
