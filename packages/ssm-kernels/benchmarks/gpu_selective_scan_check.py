@@ -6,8 +6,9 @@ Run from the repository root on a GPU machine:
 
 Every case catches its own exceptions and the script keeps going; a summary line lists failures.
 Set SSM_KERNELS_DEBUG=1 to synchronise and check errors after every kernel launch.
-Correctness runs the default (v2) kernels; timings run both kernel generations (SSM_KERNELS_SCAN_IMPL=v1 /
-v2) in the same process. ``--quick`` skips the fp16 correctness sweep.
+Correctness runs the default kernels; timings run the default kernels and the long-sequence kernels
+(SSM_KERNELS_SCAN_LONG=1, with each rows-per-warp choice of the long backward, SSM_KERNELS_SCAN_LONG_RW) in the
+same process and compare their results. ``--quick`` skips the fp16 correctness sweep.
 """
 
 from __future__ import annotations
@@ -115,29 +116,41 @@ def _nbytes(*ts) -> int:
     return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
 
+# (label, environment, shapes): the default kernels, then the long-sequence kernels at L >= 128
+VARIANTS = [
+    ("default", {"SSM_KERNELS_SCAN_LONG": "0"}, ("big", "tusz", "raw")),
+    ("long", {"SSM_KERNELS_SCAN_LONG": "1"}, ("big", "raw")),
+    *[(f"long-rw{rw}", {"SSM_KERNELS_SCAN_LONG": "1", "SSM_KERNELS_SCAN_LONG_RW": str(rw)}, ("big", "raw"))
+      for rw in (1, 2, 4, 8)],
+]  # fmt: skip
+
+
 def timings() -> None:
     section("timings (median of CUDA-event timed calls; z, D, delta_bias, softplus)")
     table = []
-    for impl in ("v1", "v2"):
-        os.environ["SSM_KERNELS_SCAN_IMPL"] = impl
-        print(f"--- kernels {impl}", flush=True)
-        _timings(impl, table)
-    os.environ.pop("SSM_KERNELS_SCAN_IMPL", None)
-    section("v2 vs v1 at the timing shapes (out and every gradient; max|v2 - v1| / max|v1|)")
+    for label, env, shapes in VARIANTS:
+        os.environ.update(env)
+        print(f"--- kernels {label}", flush=True)
+        _timings(label, table, shapes)
+        for k in env:
+            os.environ.pop(k, None)
+    section("variants vs default at the timing shapes (out and every gradient; max|a - b| / max|b|)")
     from ssm_kernels.testing import max_rel_err
 
-    for name, (*_, dtype) in SHAPES.items():
-        a, b = RESULTS.get(("v2", name)), RESULTS.get(("v1", name))
-        if a is None or b is None:
-            continue
-        tol = 1e-4 if dtype == torch.float32 else 1.6e-2
-        errs = {k: max_rel_err(a[k], b[k]) for k in b}
-        worst = max(errs, key=errs.get)
-        ok = all(e <= tol for e in errs.values())
-        print(f"{'ok  ' if ok else 'FAIL'} {name:5s} worst {worst}: {errs[worst]:.2e} (tol {tol:.0e})", flush=True)
-        if not ok:
-            print(f"       {errs}", flush=True)
-            failures.append(f"v2-vs-v1-{name}")
+    for label, _env, shapes in VARIANTS[1:]:
+        for name in shapes:
+            a, b = RESULTS.get((label, name)), RESULTS.get(("default", name))
+            if a is None or b is None:
+                continue
+            tol = 1e-4 if SHAPES[name][-1] == torch.float32 else 1.6e-2
+            errs = {k: max_rel_err(a[k], b[k]) for k in b}
+            worst = max(errs, key=errs.get)
+            ok = all(e <= tol for e in errs.values())
+            print(f"{'ok  ' if ok else 'FAIL'} {label:8s} {name:5s} worst {worst}: {errs[worst]:.2e} (tol {tol:.0e})",
+                  flush=True)  # fmt: skip
+            if not ok:
+                print(f"       {errs}", flush=True)
+                failures.append(f"{label}-vs-default-{name}")
     RESULTS.clear()
     section("timing table (ms; speedup vs mamba_ssm; target)")
     for row in table:
@@ -147,10 +160,11 @@ def timings() -> None:
 RESULTS: dict = {}
 
 
-def _timings(impl: str, table: list) -> None:
+def _timings(impl: str, table: list, shapes) -> None:
     from ssm_kernels import selective_scan_fn
 
-    for name, (batch, dim, L, N, dtype) in SHAPES.items():
+    for name in shapes:
+        batch, dim, L, N, dtype = SHAPES[name]
         try:
             x = make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=3)
             fwd_bytes = _nbytes(x["u"], x["delta"], x["z"], x["B"], x["C"]) + _nbytes(x["u"])
@@ -166,7 +180,7 @@ def _timings(impl: str, table: list) -> None:
 
             xg = {k: (v.detach().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
                   for k, v in x.items()}  # fmt: skip
-            gen = torch.Generator(device="cpu").manual_seed(4)  # same dout for v1 and v2
+            gen = torch.Generator(device="cpu").manual_seed(4)  # same dout for every variant
             dout = torch.randn(x["u"].shape, generator=gen).to(device="cuda", dtype=x["u"].dtype)
             leaves = [v for v in xg.values() if isinstance(v, torch.Tensor) and v.requires_grad]
 
@@ -182,7 +196,7 @@ def _timings(impl: str, table: list) -> None:
                 gbps = nbytes / (ms * 1e-3) / 1e9
                 speedup = base / ms
                 ok = speedup >= TARGET[name]
-                table.append(f"{impl} {name:5s} {mode:8s} {ms:8.3f} ms  {speedup:5.2f}x  (target {TARGET[name]}x, "
+                table.append(f"{impl:8s} {name:5s} {mode:8s} {ms:8.3f} ms  {speedup:5.2f}x  (target {TARGET[name]}x, "
                              f"<= {base / TARGET[name]:.3f} ms) {'ok' if ok else 'BELOW'}")  # fmt: skip
                 print(f"{name:5s} {mode:8s} {ms:8.3f} ms  {gbps:7.1f} GB/s ({100 * gbps / H200_COPY_GBPS:5.1f}% of copy bw)  "
                       f"mamba_ssm {base:.3f} ms -> {speedup:5.2f}x (target {TARGET[name]}x) {'ok' if ok else 'BELOW TARGET'}",

@@ -74,13 +74,6 @@ def test_cuda_misaligned_inputs_use_the_elementwise_path(dtype):
     compare_scan_to_reference(x, seed=14)
 
 
-@pytest.mark.parametrize("case", [AWKWARD[1], AWKWARD[2], AWKWARD[11]], ids=lambda c: c[0])
-def test_cuda_v1_kernels_still_match_reference(case, monkeypatch):
-    """The first-version kernels stay selectable (SSM_KERNELS_SCAN_IMPL=v1) and correct."""
-    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
-    compare_scan_to_reference(_inputs(case, torch.float32, seed=15), delta_softplus=case[-1], seed=16)
-
-
 # Short-sequence kernels (L <= 16, no cu_seqlens; csrc/selective_scan_short.cuh): R = NP / 4 lanes per row.
 # id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype, with_last
 _F32, _F16, _BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -115,7 +108,7 @@ def _kernel_names(fn):
 @pytest.mark.parametrize("case", SHORT, ids=[c[0] for c in SHORT])
 @pytest.mark.parametrize("short", ["1", "0"], ids=["short", "general"])
 def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
-    """L <= 16: the short kernels (default) and, with SSM_KERNELS_SCAN_SHORT=0, the general v2 kernels."""
+    """L <= 16: the short kernels (default) and, with SSM_KERNELS_SCAN_SHORT=0, the general kernels."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", short)
     compare_scan_to_reference(
         make_short_case_inputs(case, "cuda", seed=21), delta_softplus=case[9], with_last=case[12], seed=22
@@ -144,7 +137,7 @@ def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
     """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): short kernels vs the
-    general v2 kernels (SSM_KERNELS_SCAN_SHORT=0): both against the float64 reference, and against each other."""
+    general kernels (SSM_KERNELS_SCAN_SHORT=0): both against the float64 reference, and against each other."""
     from ssm_kernels import selective_scan_fn
 
     x = make_scan_inputs(4864, 64, 10, 16, dtype=dtype, device="cuda", seed=24)

@@ -6,7 +6,7 @@ shared memory). This checks the kernels' indexing, chunking, checkpoints, packed
 reductions without a GPU. The host glue below mirrors ``csrc/selective_scan.cpp``. Needs g++ with
 C++20 and the CUDA headers (for the half/bfloat16 types).
 
-The general (v2) kernels are slow to emulate: they run only with ``SSM_KERNELS_EMULATE=1`` (marker
+The general kernels are slow to emulate: they run only with ``SSM_KERNELS_EMULATE=1`` (marker
 ``slow``). The short-sequence kernels (L <= 16) run a few small cases by default (a short-only build
 of the emulator, seconds) and a wider sweep under ``slow``.
 """
@@ -175,9 +175,12 @@ class EmulatedExtension:
         short = self.uses_short_path(L, cu is not None)
         long = not short and K == LONG_BWD_CHUNK
         lib = _lib(self.short_only)
-        if long:  # as long_rows_per_warp, without the blocks-per-SM condition (exercises the row loop)
+        if long:  # as long_rows_per_warp (SSM_KERNELS_SCAN_LONG_RW, else the largest rw that fits: no cost model)
             sizes = [dim // g for g in (p.b_groups, p.c_groups) if g > 0]
-            p.long_rw = next(rw for rw in (8, 4, 2, 1) if all(s % (LONG_WARPS * rw) == 0 for s in sizes))
+            forced = os.environ.get("SSM_KERNELS_SCAN_LONG_RW")
+            fits = [rw for rw in (8, 4, 2, 1) if all(s % (LONG_WARPS * rw) == 0 for s in sizes)]
+            p.long_rw = int(forced) if forced else fits[0]
+            assert p.long_rw in fits
             self.long_rw.append(p.long_rw)
 
         def alloc(groups):
@@ -232,7 +235,6 @@ def emulated_short_backend(monkeypatch):
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
     monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT", raising=False)
-    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
     ext = EmulatedExtension(short_only=True)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     return scan_cuda
@@ -305,7 +307,7 @@ def _enabled():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_emulated_kernels_match_reference(case, dtype, emulated_cuda_backend, monkeypatch):
-    """The general (v2) kernels; the short path is switched off so that L <= 16 cases test v2 too."""
+    """The general kernels; the short path is switched off so that L <= 16 cases test them too."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     _, batch, dim, L, N, bc, groups, cu, init, extras, sp = case
     x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, cu_seqlens=cu, with_initial_state=init,
@@ -383,8 +385,8 @@ def test_emulated_short_kernels_sweep(case, emulated_short_backend):
 
 
 def test_emulated_short_path_rules(emulated_short_backend, monkeypatch):
-    """L <= 16 without cu_seqlens takes the short kernels and allocates no checkpoints; the env switch and
-    v1 turn them off, as do longer or packed sequences."""
+    """L <= 16 without cu_seqlens takes the short kernels and allocates no checkpoints; the env switch turns
+    them off, as do longer or packed sequences."""
     scan_cuda = emulated_short_backend
     assert scan_cuda.short_path(16, False) and scan_cuda.short_path(1, False)
     assert not scan_cuda.short_path(17, False) and not scan_cuda.short_path(10, True)
@@ -392,9 +394,6 @@ def test_emulated_short_path_rules(emulated_short_backend, monkeypatch):
     assert not scan_cuda.short_path(10, False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1")
     assert scan_cuda.short_path(10, False)
-    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
-    assert not scan_cuda.short_path(10, False)
-    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL")
 
     x = make_scan_inputs(1, 4, 10, 16, seed=5, requires_grad=True)
     saved = []
@@ -416,7 +415,7 @@ def test_emulated_short_path_rules(emulated_short_backend, monkeypatch):
 
 @pytest.mark.slow
 def test_emulated_short_switch_matches_general_kernels(emulated_cuda_backend, monkeypatch):
-    """SSM_KERNELS_SCAN_SHORT=0 vs default on the same inputs (v2 vs short kernels): both match each other."""
+    """SSM_KERNELS_SCAN_SHORT=0 vs default on the same inputs (general vs short kernels): both match each other."""
     if not _enabled():
         pytest.skip("set SSM_KERNELS_EMULATE=1")
     x = make_scan_inputs(2, 40, 10, 16, with_initial_state=True, seed=6)
@@ -455,7 +454,6 @@ def emulated_long_backend(monkeypatch):
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
-    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
     monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
     return scan_cuda
 
@@ -502,13 +500,10 @@ def test_emulated_long_forward_checkpoints_match_general_kernel(emulated_long_ba
 def test_emulated_long_path_rules(monkeypatch):
     from ssm_kernels.selective_scan.cuda import long_path
 
-    monkeypatch.delenv("SSM_KERNELS_SCAN_IMPL", raising=False)
     monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     assert not long_path(4096, False)  # off by default
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
     assert long_path(128, False) and not long_path(127, False) and not long_path(4096, True)
-    monkeypatch.setenv("SSM_KERNELS_SCAN_IMPL", "v1")
-    assert not long_path(4096, False)
 
 
 # group sizes 5 and 3 (no multiple of 4 channels): the long forward writes checkpoints for the general backward
@@ -550,3 +545,27 @@ def test_emulated_long_backward_matches_reference(case, emulated_long_backend):
     _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True, seed=11)
     assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd_long"]
     assert emulated_long_backend._EXT.long_rw == [case[12]]
+
+
+LONG_SWEEP = [
+    # many chunks (8 x 128 + 1), fp32, rows per warp forced below
+    ("L1025-N16", 1, 16, 1025, 16, "variable", 1, True, True, True, _F32, None, None),
+    ("L384-N32-bf16-nosoftplus", 2, 8, 384, 32, "variable", 1, False, True, False, _BF16, None, None),
+    ("L200-N16-fp16-noz", 1, 12, 200, 16, "grouped", 3, True, False, True, _F16, None, None),
+    ("L131-N1-grouped-per-4", 2, 16, 131, 1, "grouped", 4, True, True, True, _F32, None, None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rw", ["1", "2", "4"])
+@pytest.mark.parametrize("case", LONG_SWEEP, ids=[c[0] for c in LONG_SWEEP])
+def test_emulated_long_backward_sweep(case, rw, emulated_long_backend, monkeypatch):
+    """Wider sweep of the long kernel pair with each rows-per-warp setting the group sizes allow."""
+    x = _long_inputs(case[:12], seed=12)
+    groups = 1 if case[5] == "variable" else case[6]
+    if (case[2] // groups) % (LONG_WARPS * int(rw)):
+        pytest.skip(f"group size {case[2] // groups} is no multiple of {LONG_WARPS * int(rw)} rows")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG_RW", rw)
+    _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True, seed=13)
+    assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd_long"]
+    assert emulated_long_backend._EXT.long_rw == [int(rw)]

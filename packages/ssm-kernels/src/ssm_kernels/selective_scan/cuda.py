@@ -12,8 +12,7 @@ short-sequence kernels (``csrc/selective_scan_short.cuh``: the states of a row s
 lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/B timing against
 the general kernels). With ``SSM_KERNELS_SCAN_LONG=1``, sequences of at least :data:`LONG_MIN_L` steps
 without ``cu_seqlens`` run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
-time split over its lanes; it writes the general backward's checkpoints). ``SSM_KERNELS_SCAN_IMPL=v1``
-selects the first-version general kernels (and neither the short nor the long path). The long backward
+time split over its lanes; it writes the general backward's checkpoints). The long backward
 (same file) runs when the forward ran long and every group of variable B / C is a multiple of
 :data:`LONG_WARPS` channels; otherwise the long forward writes checkpoints for the general backward.
 """
@@ -48,16 +47,14 @@ LONG_WARPS = 4  # kLongWarps: rows per block of the long kernels (per warp row l
 def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     """Whether the short-sequence kernels run (mirrors ``use_short`` in csrc/selective_scan.cpp)."""
     off = os.environ.get("SSM_KERNELS_SCAN_SHORT") == "0"
-    v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
-    return not off and not v1 and not has_cu_seqlens and 1 <= seqlen <= SHORT_MAX_L
+    return not off and not has_cu_seqlens and 1 <= seqlen <= SHORT_MAX_L
 
 
 def long_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     """Whether the long-sequence forward kernel runs (mirrors ``use_long`` in csrc/selective_scan.cpp):
-    ``SSM_KERNELS_SCAN_LONG=1``, at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``, v2 kernels."""
+    ``SSM_KERNELS_SCAN_LONG=1``, at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``."""
     on = os.environ.get("SSM_KERNELS_SCAN_LONG") == "1"
-    v1 = os.environ.get("SSM_KERNELS_SCAN_IMPL") == "v1"
-    return on and not v1 and not has_cu_seqlens and seqlen >= LONG_MIN_L
+    return on and not has_cu_seqlens and seqlen >= LONG_MIN_L
 
 
 def long_backward(seqlen: int, has_cu_seqlens: bool, dim: int, B: torch.Tensor, C: torch.Tensor) -> bool:

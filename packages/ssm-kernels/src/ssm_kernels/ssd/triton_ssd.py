@@ -739,28 +739,8 @@ def _bwd_dcb_kernel(
                 b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
                 b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
                 b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
-                b_dyx = _dyx_tile(
-                    X,
-                    DY,
-                    i_b,
-                    i_h,
-                    t_i,
-                    t_j,
-                    mt_i,
-                    mt_j,
-                    l,
-                    h,
-                    p,
-                    s_xb,
-                    s_xl,
-                    s_xh,
-                    s_xp,
-                    PREC,
-                    UP,
-                    BT,
-                    BPK,
-                    NPK,
-                )
+                b_dyx = _dyx_tile(X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp,
+                                  PREC, UP, BT, BPK, NPK)  # fmt: skip
                 b_ri = tl.where(mt_i, tl.exp(b_csi - cs_ref), 0.0)
                 b_cj = tl.where(mt_j, tl.exp(cs_ref - b_csj) * b_dtj, 0.0)
                 b_w = b_dyx * b_ri[:, None] * b_cj[None, :]
@@ -788,28 +768,8 @@ def _bwd_dcb_kernel(
                 b_csi = tl.load(CS + o_cs + o_i, mask=m_i, other=0.0)
                 b_csj = tl.load(CS + o_cs + o_j, mask=m_j, other=0.0)
                 b_dtj = tl.load(DT + o_cs + o_j, mask=m_j, other=0.0)
-                b_dyx = _dyx_tile(
-                    X,
-                    DY,
-                    i_b,
-                    i_h,
-                    t_i,
-                    t_j,
-                    mt_i,
-                    mt_j,
-                    l,
-                    h,
-                    p,
-                    s_xb,
-                    s_xl,
-                    s_xh,
-                    s_xp,
-                    PREC,
-                    UP,
-                    BT,
-                    BPK,
-                    NPK,
-                )
+                b_dyx = _dyx_tile(X, DY, i_b, i_h, t_i, t_j, mt_i, mt_j, l, h, p, s_xb, s_xl, s_xh, s_xp,
+                                  PREC, UP, BT, BPK, NPK)  # fmt: skip
                 b_dec = tl.exp(tl.where(live, b_csi[:, None] - b_csj[None, :], float("-inf")))
                 b_w = b_dyx * b_dec * b_dtj[None, :]
                 acc += b_w

@@ -256,16 +256,16 @@ extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p,
 extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, false); }
 extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, true); }
 extern "C" int emu_choose_chunk(int N, int L) {
-  // mirrors choose_chunk (v2) in csrc/selective_scan.cpp with a fixed shared-memory budget
+  // mirrors choose_chunk in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);
   const size_t budget = 100 * 1024;
-  if (L <= ssk::kMaxChunkV2) {
+  if (L <= ssk::kMaxChunk) {
     int K = L < 1 ? 1 : L;
     while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
     return K;
   }
   for (int K : {16, 8}) {
-    if (K <= ssk::kMaxChunkV2 && ssk::bwd_smem_bytes(np, K) <= budget) return K;
+    if (K <= ssk::kMaxChunk && ssk::bwd_smem_bytes(np, K) <= budget) return K;
   }
   int K = 7;
   while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;

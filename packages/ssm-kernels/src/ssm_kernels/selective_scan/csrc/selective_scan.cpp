@@ -57,30 +57,24 @@ void check_opt(const optional<Tensor>& t, const char* name, at::ScalarType st) {
   }
 }
 
-// Kernel generation: SSM_KERNELS_SCAN_IMPL=v1 selects the first-version kernels (default v2).
-int scan_impl() {
-  const char* e = std::getenv("SSM_KERNELS_SCAN_IMPL");
-  return (e != nullptr && e[0] == 'v' && e[1] == '1' && e[2] == '\0') ? 1 : 2;
-}
-
-// Short-sequence kernels (selective_scan_short.cuh) for L <= kShortMaxL without cu_seqlens, with the v2
-// generation; SSM_KERNELS_SCAN_SHORT=0 turns them off (cuda.py's short_path() mirrors this rule).
+// Short-sequence kernels (selective_scan_short.cuh) for L <= kShortMaxL without cu_seqlens;
+// SSM_KERNELS_SCAN_SHORT=0 turns them off (cuda.py's short_path() mirrors this rule).
 bool use_short(int L, bool has_cu) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_SHORT");
   const bool off = e != nullptr && e[0] == '0' && e[1] == '\0';
-  return !off && scan_impl() == 2 && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
+  return !off && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
 }
 
 // Long-sequence forward (selective_scan_long.cuh: one warp per row, time split over the lanes) for
-// L >= kLongMinL without cu_seqlens, with the v2 generation, when SSM_KERNELS_SCAN_LONG=1 (off by
-// default until it has been timed against the general kernels on a GPU).
+// L >= kLongMinL without cu_seqlens when SSM_KERNELS_SCAN_LONG=1 (off by default until it has been timed
+// against the general kernels on a GPU).
 bool use_long(int L, bool has_cu) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
   const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
-  return on && scan_impl() == 2 && !has_cu && L >= ssk::kLongMinL;
+  return on && !has_cu && L >= ssk::kLongMinL;
 }
 
-// Backward chunk length K (= forward checkpoint interval, <= 32 steps, <= L). The backward's shared
+// Backward chunk length K of the general kernels (= forward checkpoint interval, <= kMaxChunk steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
 // (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
 int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
@@ -96,19 +90,14 @@ int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
   const int64_t blocks = (nrows + ssk::kRows - 1) / ssk::kRows;
   const int per_sm = (int)std::min<int64_t>(3, std::max<int64_t>(1, (blocks + sms - 1) / std::max(sms, 1)));
   const size_t budget = std::min<size_t>((size_t)smem_block, (size_t)smem_sm / per_sm - 1024);
-  if (scan_impl() == 1) {
-    int K = (int)std::min<int64_t>(32, std::max<int64_t>(1, L));
-    while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
-    return K;
-  }
-  // v2: K <= kMaxChunkV2; one chunk when L fits, else a multiple of 8 (16-byte vector loads) when possible
-  if (L <= ssk::kMaxChunkV2) {
+  // one chunk when L fits, else a multiple of 8 (16-byte vector loads) when possible
+  if (L <= ssk::kMaxChunk) {
     int K = (int)std::max<int64_t>(1, L);
     while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
     return K;
   }
   for (int K : {16, 8}) {
-    if (K <= ssk::kMaxChunkV2 && ssk::bwd_smem_bytes(np, K) <= budget) return K;
+    if (K <= ssk::kMaxChunk && ssk::bwd_smem_bytes(np, K) <= budget) return K;
   }
   int K = 7;
   while (K > 1 && ssk::bwd_smem_bytes(np, K) > budget) --K;
@@ -269,8 +258,6 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
       case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;
       case ssk::kBFloat16: err = ssk::launch_fwd_long_bf16(p, stream); break;
     }
-  } else if (scan_impl() == 1) {
-    err = ssk::launch_fwd_v1(p, (int)dt, stream);
   } else {
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
@@ -308,10 +295,8 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
     p.long_rw = long_rows_per_warp(p);
     TORCH_CHECK(p.long_rw > 0, "selective_scan backward: the long-sequence kernels need group sizes divisible by ",
                 ssk::kLongWarps);
-  } else {
-    const size_t smem = ssk::bwd_smem_bytes(ssk::padded_state(p.N), p.K);
-    TORCH_CHECK(short_path || smem <= 227 * 1024, "selective_scan backward: chunk K=", K,
-                " needs too much shared memory");
+  } else if (!short_path) {
+    TORCH_CHECK(p.K <= ssk::kMaxChunk, "selective_scan backward: chunk K=", K, " exceeds ", ssk::kMaxChunk);
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
@@ -376,8 +361,6 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
         case ssk::kFloat16: err = ssk::launch_bwd_short_f16(p, stream); break;
         case ssk::kBFloat16: err = ssk::launch_bwd_short_bf16(p, stream); break;
       }
-    } else if (scan_impl() == 1 || p.K > ssk::kMaxChunkV2) {
-      err = ssk::launch_bwd_v1(p, (int)dt, stream);
     } else {
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_f32(p, stream); break;

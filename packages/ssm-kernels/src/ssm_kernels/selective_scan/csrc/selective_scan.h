@@ -56,10 +56,9 @@ struct ScanParams {
 
 // Rows of (b, d) handled by one block (one thread per row).
 constexpr int kRows = 64;
-// v2 kernels: forward tile length bound (ScanParams::tile <= this) and backward chunk bound (K <= this;
-// larger K runs the v1 backward).
-constexpr int kMaxTileV2 = 32;
-constexpr int kMaxChunkV2 = 16;
+// General kernels: forward tile length bound (ScanParams::tile <= this) and backward chunk bound (K <= this).
+constexpr int kMaxTile = 32;
+constexpr int kMaxChunk = 16;
 // Short-sequence kernels (selective_scan_short.cuh): used for L <= kShortMaxL without cu_seqlens;
 // kShortThreads threads per block, NP / 4 lanes per row (4 states per lane), no checkpoints.
 constexpr int kShortMaxL = 16;
@@ -147,14 +146,5 @@ cudaError_t launch_fwd_long_bf16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_long_f32(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_long_f16(const ScanParams& p, cudaStream_t stream);
 cudaError_t launch_bwd_long_bf16(const ScanParams& p, cudaStream_t stream);
-// first-version kernels (SSM_KERNELS_SCAN_IMPL=v1); dtype is a DType
-cudaError_t launch_fwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
-cudaError_t launch_bwd_v1(const ScanParams& p, int dtype, cudaStream_t stream);
-cudaError_t launch_fwd_v1_f32(const ScanParams& p, cudaStream_t stream);
-cudaError_t launch_fwd_v1_f16(const ScanParams& p, cudaStream_t stream);
-cudaError_t launch_fwd_v1_bf16(const ScanParams& p, cudaStream_t stream);
-cudaError_t launch_bwd_v1_f32(const ScanParams& p, cudaStream_t stream);
-cudaError_t launch_bwd_v1_f16(const ScanParams& p, cudaStream_t stream);
-cudaError_t launch_bwd_v1_bf16(const ScanParams& p, cudaStream_t stream);
 
 }  // namespace ssk

@@ -368,8 +368,6 @@ __device__ __forceinline__ int seq_of(const int* cu, int nseq, int t) {
 // ------------------------------------------------------------------------------------------
 // forward
 // ------------------------------------------------------------------------------------------
-constexpr int kMaxTile = kMaxTileV2;    // forward tile length bound (p.tile <= kMaxTile)
-constexpr int kMaxChunk = kMaxChunkV2;  // backward chunk length bound (p.K <= kMaxChunk)
 
 template <int NP, typename T, typename TBC>
 __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
