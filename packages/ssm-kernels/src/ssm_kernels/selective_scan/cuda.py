@@ -204,7 +204,7 @@ def cuda_usable(tensors) -> tuple[bool, str]:
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    return None if t is None else t.to(torch.float32).contiguous()
 
 
 def _prep_bc(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -215,22 +215,29 @@ def _prep_bc(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         t = t.unsqueeze(1)
     if t.dtype not in (dtype, torch.float32):
         t = t.to(torch.float32)
-    return t.detach().contiguous()
+    return t.contiguous()
+
+
+def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
+    """The tensors as csrc/selective_scan.cpp takes them (contiguous; delta / z in u's dtype; A, D,
+    delta_bias, initial_state in fp32; variable B / C as (batch, G, N, L) of one dtype; cu_seqlens int32)."""
+    dtype = u.dtype
+    u_ = u.contiguous()
+    delta_ = delta.to(dtype).contiguous()
+    z_ = None if z is None else z.to(dtype).contiguous()
+    B_, C_ = _prep_bc(B, dtype), _prep_bc(C, dtype)
+    if B_.dim() == 4 and C_.dim() == 4 and B_.dtype != C_.dtype:
+        B_, C_ = B_.float(), C_.float()
+    cu_ = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    return u_, delta_, _f32(A), B_, C_, _f32(D), z_, _f32(delta_bias), _f32(initial_state), cu_
 
 
 class SelectiveScanCuda(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, return_last, need_grad):
         ext = load_extension()
-        dtype = u.dtype
-        u_ = u.detach().contiguous()
-        delta_ = delta.detach().to(dtype).contiguous()
-        z_ = None if z is None else z.detach().to(dtype).contiguous()
-        B_, C_ = _prep_bc(B, dtype), _prep_bc(C, dtype)
-        if B_.dim() == 4 and C_.dim() == 4 and B_.dtype != C_.dtype:
-            B_, C_ = B_.float(), C_.float()
-        A_, D_, db_, h0_ = _f32(A), _f32(D), _f32(delta_bias), _f32(initial_state)
-        cu_ = None if cu_seqlens is None else cu_seqlens.detach().to(torch.int32).contiguous()
+        inputs = _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens)
+        u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_ = inputs
         L = u.shape[-1]
         if not need_grad:
             K = 0
@@ -293,4 +300,8 @@ def selective_scan_cuda(
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     # checkpoints for the backward only when autograd will need them (Function.forward runs under no_grad)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if not need_grad:  # inference: no autograd node (its bookkeeping costs about as much as a small launch)
+        inputs = _kernel_inputs(*tensors, cu_seqlens)
+        out, last, _ = load_extension().fwd(*inputs, bool(delta_softplus), bool(return_last_state), 0)
+        return (out, last) if return_last_state else out
     return SelectiveScanCuda.apply(*tensors, cu_seqlens, bool(delta_softplus), bool(return_last_state), need_grad)
