@@ -28,10 +28,16 @@ def check_tensor(
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if shape is not None:
-        ok = t.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape))
+        dims = t.shape
+        ok = len(dims) == len(shape)
+        if ok:  # a plain loop: this runs on every op call (a generator costs about as much again)
+            for s, d in zip(shape, dims):
+                if s is not None and s != d:
+                    ok = False
+                    break
         if not ok:
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+            raise ValueError(f"{name} must have shape {want}, got {tuple(dims)}")
     if dtypes is not None and t.dtype not in dtypes:
         raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
     if device is not None and t.device != device:

@@ -33,6 +33,17 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for host-side grids and block counts. ``triton.cdiv`` is a constexpr function
+    whose host calls cost microseconds each (argument unwrapping), several per kernel launch."""
+    return -(-a // b)
+
+
+def next_pow2(x: int) -> int:
+    """Smallest power of two >= ``x`` (1 for ``x <= 1``); the host-side ``triton.next_power_of_2``."""
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
 def triton_interpret() -> bool:
     """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import cdiv, next_pow2
+
 __all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
 
 
@@ -299,7 +301,7 @@ def _causal_conv1d_update_kernel(
 def _tiles(x: torch.Tensor, dim: int, seqlen: int, backward: bool) -> tuple[int, int]:
     """(BD, BL) tile sizes. Chosen from the register use of the compiled sm_90 kernels (no spills):
     the backward holds a (BD, BL, BJ) block of shifted inputs, so its 2-D tile is small."""
-    np2 = triton.next_power_of_2
+    np2 = next_pow2
     channel_last = x.stride(1) == 1 and x.stride(2) != 1
     budget = 256 if backward else 2048
     if channel_last:
@@ -323,7 +325,7 @@ def _fwd(x, weight, bias, seq_idx, initial_states, activation):
     if x.numel() == 0:
         return y
     bd, bl = _tiles(x, dim, seqlen, backward=False)
-    grid = (triton.cdiv(seqlen, bl), triton.cdiv(dim, bd), batch)
+    grid = (cdiv(seqlen, bl), cdiv(dim, bd), batch)
     _causal_conv1d_fwd_kernel[grid](
         x, initial_states if initial_states is not None else x, seq_idx if seq_idx is not None else x,
         weight, bias if bias is not None else weight, y,
@@ -342,15 +344,15 @@ def _bwd(x, weight, bias, seq_idx, initial_states, dy, activation):
     dx = torch.empty_like(x)
     dinit = torch.empty_like(initial_states) if initial_states is not None else None
     bd, bl = _tiles(x, dim, seqlen, backward=True)
-    n_dblocks = triton.cdiv(dim, bd)
-    n_tiles = triton.cdiv(seqlen, bl)
+    n_dblocks = cdiv(dim, bd)
+    n_tiles = cdiv(seqlen, bl)
     if x.is_cuda:
         target = 8 * torch.cuda.get_device_properties(x.device).multi_processor_count
     else:
         target = 4
-    n_splits = max(1, min(n_tiles, triton.cdiv(target, batch * n_dblocks)))
-    tiles_per_program = triton.cdiv(n_tiles, n_splits)
-    n_splits = triton.cdiv(n_tiles, tiles_per_program)
+    n_splits = max(1, min(n_tiles, cdiv(target, batch * n_dblocks)))
+    tiles_per_program = cdiv(n_tiles, n_splits)
+    n_splits = cdiv(n_tiles, tiles_per_program)
     dw_part = torch.empty((batch * n_splits, dim, width), device=x.device, dtype=torch.float32)
     db_part = torch.empty((batch * n_splits, dim), device=x.device, dtype=torch.float32) if bias is not None else None
     _causal_conv1d_bwd_kernel[(n_splits, n_dblocks, batch)](
@@ -363,7 +365,7 @@ def _bwd(x, weight, bias, seq_idx, initial_states, dy, activation):
         dim, seqlen, tiles_per_program, n_splits,
         WIDTH=width, HAS_BIAS=bias is not None, HAS_INIT=initial_states is not None,
         HAS_SEQ=seq_idx is not None, ACT=activation is not None, BD=bd, BL=bl,
-        BJ=triton.next_power_of_2(2 * width - 1), BI=triton.next_power_of_2(max(width - 1, 1)), num_warps=4,
+        BJ=next_pow2(2 * width - 1), BI=next_pow2(max(width - 1, 1)), num_warps=4,
     )  # fmt: skip
     dw = dw_part.sum(0).to(weight.dtype)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else None
@@ -438,8 +440,8 @@ def causal_conv1d_update_triton(x, conv_state, weight, bias, activation, cache_s
     state_len = conv_state.shape[2]
     y = torch.empty_like(x3)
     if x3.numel() > 0:
-        bd = min(triton.next_power_of_2(dim), 64)
-        _causal_conv1d_update_kernel[(batch, triton.cdiv(dim, bd))](
+        bd = min(next_pow2(dim), 64)
+        _causal_conv1d_update_kernel[(batch, cdiv(dim, bd))](
             x3, conv_state, weight, bias if bias is not None else weight, y,
             cache_seqlens if cache_seqlens is not None else x3,
             conv_state_indices if conv_state_indices is not None else x3,
@@ -447,6 +449,6 @@ def causal_conv1d_update_triton(x, conv_state, weight, bias, activation, cache_s
             dim, seqlen, state_len,
             WIDTH=width, HAS_BIAS=bias is not None, ACT=activation is not None, CIRCULAR=cache_seqlens is not None,
             HAS_STATE_IDX=conv_state_indices is not None, BD=bd,
-            BS=triton.next_power_of_2(max(state_len, seqlen, 1)), num_warps=4,
+            BS=next_pow2(max(state_len, seqlen, 1)), num_warps=4,
         )  # fmt: skip
     return y.squeeze(-1) if unsqueeze else y

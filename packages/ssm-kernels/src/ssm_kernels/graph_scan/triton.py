@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpret
+from ..backend import cdiv, next_pow2, triton_interpret
 from .reference import check_graph_scan_inputs
 
 __all__ = ["graph_selective_scan_triton"]
@@ -422,10 +422,6 @@ def _graph_scan_bwd_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (int(x) - 1).bit_length())
-
-
 def _precision(dtype: torch.dtype) -> str:
     """Dot precision of the mixing products.
 
@@ -488,16 +484,16 @@ def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch
     per dot, more registers) the larger tile was slower (TGMamba block 335 against 266 ms).
     """
     if override is not None:
-        return max(1, _next_pow2(override))
+        return max(1, next_pow2(override))
     if device.type != "cuda":
         return 2  # interpreter: small tiles, and D = 3 exercises channel masking and several blocks
-    bd = min(32, _next_pow2(Dm))
+    bd = min(32, next_pow2(Dm))
     while bd > 1 and VP * bd * NP > max_tile:
         bd //= 2
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    if max_tile == _MAX_TILE_BWD and prec != "tf32x3" and batch * triton.cdiv(Dm, bd) < 4 * sms and bd < Dm:
+    if max_tile == _MAX_TILE_BWD and prec != "tf32x3" and batch * cdiv(Dm, bd) < 4 * sms and bd < Dm:
         bd *= 2
-    while bd > 4 and batch * triton.cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
+    while bd > 4 and batch * cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
         bd //= 2
     return bd
 
@@ -522,7 +518,7 @@ def _num_warps(VP: int, BD: int, NP: int, backward: bool, programs: int = 0, dev
         if programs >= 4 * sms and VP * BD * NP <= 4096:
             return 4
     per_thread = 8 if backward else 16
-    return max(4, min(8, _next_pow2(VP * BD * NP // (32 * per_thread))))
+    return max(4, min(8, next_pow2(VP * BD * NP // (32 * per_thread))))
 
 
 def _chunk(u: torch.Tensor, N: int, override: int | None) -> int:
@@ -554,15 +550,15 @@ def _mix_strides(mix: torch.Tensor | None) -> tuple[int, int, int, int, int]:
 def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d):
     batch, V, Dm, L = u.shape
     N = A.shape[1]
-    VP, NP = max(16, _next_pow2(V)), max(16, _next_pow2(N))
+    VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec)
-    NC = triton.cdiv(L, chunk)
+    NC = cdiv(L, chunk)
     out = torch.empty_like(u)
     last = torch.empty(batch, V, Dm, N, device=u.device, dtype=torch.float32)
     ckpt = torch.empty(batch, NC, V, Dm, N, device=u.device, dtype=torch.float32) if store_ckpt else last
     dummy = u
-    grid = (batch, triton.cdiv(Dm, BD))
+    grid = (batch, cdiv(Dm, BD))
     args = (
         u, delta, A, B, C, mix_A, W_A,
         mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
@@ -610,10 +606,10 @@ def _bwd(
     N = A.shape[1]
     dev = u.device
     f32 = torch.float32
-    VP, NP = max(16, _next_pow2(V)), max(16, _next_pow2(N))
+    VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_BWD, dev, block_d, prec)
-    NDB = triton.cdiv(Dm, BD)
+    NDB = cdiv(Dm, BD)
     NC = ckpt.shape[1]
     K_A = mix_A.shape[2]
     K_C = mix_C.shape[2] if mix_C is not None else 1
@@ -667,7 +663,7 @@ def _bwd(
         K_A=K_A, K_C=K_C, HAS_MIXC=mix_C is not None, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), HAS_DLAST=dlast is not None,
         MA_MODE=ma_mode, MC_MODE=mc_mode, BC_ATOMIC=bc_atomic, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
-        KPA=_next_pow2(K_A), KPC=_next_pow2(K_C), PREC=prec, ALL_STATES=all_states,
+        KPA=next_pow2(K_A), KPC=next_pow2(K_C), PREC=prec, ALL_STATES=all_states,
         num_warps=_num_warps(VP, BD, NP, True, batch * NDB, dev, prec), **_tuning(VP, NP, True),
     )  # fmt: skip
     _launch(_graph_scan_bwd_kernel, (batch, NDB), args, meta)

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import next_pow2
+
 __all__ = ["layer_norm_triton", "rms_norm_gated_triton"]
 
 MAX_FUSED_SIZE = 65536
@@ -280,7 +282,7 @@ def _rows(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
 
 
 def _block(n: int, element_size: int) -> int:
-    block = triton.next_power_of_2(n)
+    block = next_pow2(n)
     if block * element_size > MAX_FUSED_SIZE * 4:
         raise ValueError(f"feature dim {n} is too large for the fused Triton norm (max {MAX_FUSED_SIZE} features)")
     return block

@@ -50,14 +50,19 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import triton_interpret
+from ..backend import cdiv, next_pow2, triton_interpret
 from .reference import seq_segments
 
 __all__ = ["ssd_chunk_scan_triton"]
 
 
+# Whether the kernels below were decorated for the CPU interpreter (TRITON_INTERPRET is read when
+# triton.jit wraps them, i.e. at import), read once: the launchers consult it on every call.
+_INTERPRET = triton_interpret()
+
+
 def _configs(full: list[triton.Config], one: triton.Config) -> list[triton.Config]:
-    return [one] if triton_interpret() else full
+    return [one] if _INTERPRET else full
 
 
 def _prune(configs, named_args, **kwargs):
@@ -1354,11 +1359,11 @@ def _prec(dtype: torch.dtype) -> str:
 
 
 def _up(dtype: torch.dtype) -> bool:
-    return triton_interpret() and dtype in (torch.bfloat16, torch.float16)
+    return _INTERPRET and dtype in (torch.bfloat16, torch.float16)
 
 
 def _pow2(v: int) -> int:
-    return max(16, triton.next_power_of_2(v))
+    return max(16, next_pow2(v))
 
 
 def _dt_limits(dt_limit) -> tuple[bool, float, float]:
@@ -1398,8 +1403,8 @@ def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
     cdec = torch.empty(b, h, nc, device=dt.device, dtype=torch.float32)
     # bf16 inputs keep C.B in bf16 (half the re-read traffic; the products are rounded to bf16 anyway)
     cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=_cb_dtype(B.dtype))
-    BQ, BKN = _CB_INTERPRET_BLOCKS if triton_interpret() else (64, min(64, _pow2(n)))
-    NQ = triton.cdiv(Q, BQ)
+    BQ, BKN = _CB_INTERPRET_BLOCKS if _INTERPRET else (64, min(64, _pow2(n)))
+    NQ = cdiv(Q, BQ)
     ncb = b * nc * g * NQ * NQ
     has_limit, lo, hi = _dt_limits(dt_limit)
     _prep_kernel[(ncb + b * h * nc,)](
@@ -1407,7 +1412,7 @@ def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
         l, T, nc, h, g, n, Q, ncb, NQ, *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
         *B.stride(), *C.stride(),
         HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(softplus), HAS_LIMIT=has_limit, HAS_SEG=seg_p is not None,
-        PREC=_prec(B.dtype), UP=_up(B.dtype), BQD=triton.next_power_of_2(Q), BQ=BQ, BKN=BKN,
+        PREC=_prec(B.dtype), UP=_up(B.dtype), BQD=next_pow2(Q), BQ=BQ, BKN=BKN,
         num_warps=4,
     )  # fmt: skip
     return dt_t, cs, cdec, cb
@@ -1419,8 +1424,8 @@ def _cb_fp32(B, C, Q, nc):
     error (Mamba2's configuration: slow decay, long chunks)."""
     b, l, g, n = B.shape
     cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=torch.float32)
-    BQ, BKN = _CB_INTERPRET_BLOCKS if triton_interpret() else (64, min(64, _pow2(n)))
-    NQ = triton.cdiv(Q, BQ)
+    BQ, BKN = _CB_INTERPRET_BLOCKS if _INTERPRET else (64, min(64, _pow2(n)))
+    NQ = cdiv(Q, BQ)
     _cb_kernel[(b * nc * g * NQ * NQ,)](
         B, C, cb, l, nc, g, n, Q, NQ, *B.stride(), *C.stride(),
         PREC=_prec(B.dtype), UP=_up(B.dtype), BQ=BQ, BKN=BKN, num_warps=4,
@@ -1435,7 +1440,7 @@ def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
     T = cs.shape[-1]
     nc = T // Q
     s_all = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
-    grid = lambda META: (b * h, triton.cdiv(p, META["BP"]), triton.cdiv(n, META["BN"]))
+    grid = lambda META: (b * h, cdiv(p, META["BP"]), cdiv(n, META["BN"]))
     _state_scan_fwd_kernel[grid](
         x,
         B,
@@ -1472,7 +1477,7 @@ def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q):
     out = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
     y = torch.empty_like(out) if z is not None else None
     BP = min(_pow2(p), 64)
-    grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * h, triton.cdiv(p, BP))
+    grid = lambda META: (cdiv(Q, META["BM"]) * b * nc * h, cdiv(p, BP))
     zz = z if z is not None else x
     _chunk_scan_fwd_kernel[grid](
         x,
@@ -1526,7 +1531,7 @@ def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     hg = h // g
     T = cs.shape[-1]
     nc = T // Q
-    if triton_interpret():
+    if _INTERPRET:
         BT, BPK, BNC, BNK = _BWD2_INTERPRET_BLOCKS
     else:
         BT, BPK, BNC, BNK = (
@@ -1535,8 +1540,8 @@ def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
             min(64, _pow2(n)),
             min(64, _pow2(n)),
         )
-    NT = triton.cdiv(Q, BT)
-    NBN = triton.cdiv(n, BNC)
+    NT = cdiv(Q, BT)
+    NBN = cdiv(n, BNC)
     NRS = NT + NBN
     prec, up = _prec(x.dtype), _up(x.dtype)
     seg = seg_p if seg_p is not None else cs
@@ -1545,26 +1550,26 @@ def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     tot = torch.empty(b, h, nc, NT, NT, device=x.device, dtype=torch.float32)
     _bwd_dcb_kernel[(NT * NT * b * nc * g,)](
         x, dy, dt_t, cs, cb, seg, dcb, rs, tot, b, l, T, nc, h, hg, g, p, Q, NT, *x.stride(),
-        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK),
+        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=cdiv(p, BPK),
     )  # fmt: skip
     dB = torch.empty(b, l, g, n, device=x.device, dtype=B.dtype)
     dC = torch.empty(b, l, g, n, device=x.device, dtype=C.dtype)
-    _bwd_dbc_kernel[lambda META: (triton.cdiv(Q, BT * META["BTM"]) * NBN * b * nc * g,)](
+    _bwd_dbc_kernel[lambda META: (cdiv(Q, BT * META["BTM"]) * NBN * b * nc * g,)](
         x, dy, dt_t, cs, dcb, B, C, s_all, ds_all, seg, dB, dC, rs, b, l, T, nc, h, hg, g, p, n, Q, NT, NBN,
         *x.stride(), *B.stride(), *C.stride(),
-        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=triton.cdiv(p, BPK), BNC=BNC,
+        HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=cdiv(p, BPK), BNC=BNC,
     )  # fmt: skip
     dx = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
     ddt = torch.empty(b, h, T, device=x.device, dtype=torch.float32)
     dcs = torch.empty(2, b, h, T, device=x.device, dtype=torch.float32)
-    Q16 = triton.cdiv(Q, 16)
+    Q16 = cdiv(Q, 16)
     ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
-    grid = lambda META: (triton.cdiv(Q, META["BM"]) * b * nc * h,)
+    grid = lambda META: (cdiv(Q, META["BM"]) * b * nc * h,)
     _bwd_dx_kernel[grid](
         x, dy, dt_t, cs, cb, B, ds_all, D if D is not None else cs, seg, rs, dx, ddt, dcs, ddp,
         b, l, T, nc, h, hg, g, p, n, Q, Q16, NT, NRS, *x.stride(), *B.stride(),
         HAS_D=D is not None, D_HAS_P=D is not None and D.dim() == 2, HAS_SEG=seg_p is not None,
-        PREC=prec, UP=up, BT=BT, BP=_pow2(p), BNK=BNK, NNK=triton.cdiv(n, BNK),
+        PREC=prec, UP=up, BT=BT, BP=_pow2(p), BNK=BNK, NNK=cdiv(n, BNK),
     )  # fmt: skip
     return dx, dB, dC, ddt, ddp, (rs, tot, dcs, NT, BT)
 
@@ -1595,6 +1600,16 @@ def _save_states() -> bool:
     return os.environ.get("SSM_KERNELS_SSD_SAVE_STATES", "0") == "1"
 
 
+def _forward(x, dt, A, B, C, D, z, dt_bias, init, seg_p, cu_seqlens, Q, softplus, dt_limit, want_varlen):
+    """The forward launches: ``out``, the final state, the varlen states (empty unless asked for) and the
+    intermediates the backward keeps ``(dt_t, cs, cdec, cb, y, s_all)``."""
+    dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit)
+    out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q)
+    final = s_all[:, -1]
+    varlen = _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q) if want_varlen else final.new_zeros(0)
+    return out, final, varlen, (dt_t, cs, cdec, cb, y, s_all)
+
+
 class _SSDChunkScanFn(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -1615,10 +1630,9 @@ class _SSDChunkScanFn(torch.autograd.Function):
         dt_limit,
         want_varlen,
     ):
-        dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit)
-        out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q)
-        final = s_all[:, -1]
-        varlen = _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q) if want_varlen else final.new_zeros(0)
+        out, final, varlen, (dt_t, cs, cdec, cb, y, s_all) = _forward(
+            x, dt, A, B, C, D, z, dt_bias, init, seg_p, cu_seqlens, Q, softplus, dt_limit, want_varlen
+        )
         keep = _save_states()
         ctx.save_for_backward(
             x,
@@ -1661,8 +1675,8 @@ class _SSDChunkScanFn(torch.autograd.Function):
         if z is not None:
             dy = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
             dz = torch.empty(b, l, h, p, device=x.device, dtype=z.dtype)
-            BLOCK = min(1024, triton.next_power_of_2(h * p))
-            _gate_bwd_kernel[(b * l, triton.cdiv(h * p, BLOCK))](
+            BLOCK = min(1024, next_pow2(h * p))
+            _gate_bwd_kernel[(b * l, cdiv(h * p, BLOCK))](
                 dout, z, y, dy, dz, l, h, p, *z.stride(), BLOCK=BLOCK, num_warps=4
             )
         else:
@@ -1672,13 +1686,13 @@ class _SSDChunkScanFn(torch.autograd.Function):
         ds_all = torch.empty(s_all.shape, device=x.device, dtype=x.dtype if x.dtype != torch.float32 else torch.float32)
         dinit = torch.empty(b, h, p, n, device=x.device, dtype=torch.float32) if init is not None else None
         # block sizes fixed on the host (not autotuned) so the partial-dot slots do not depend on the config
-        BPs, BNs = _STATE_BWD_INTERPRET_BLOCKS if triton_interpret() else (min(64, _pow2(p)), min(64, _pow2(n)))
-        if BPs > 16 and b * h * triton.cdiv(p, BPs) * triton.cdiv(n, BNs) < 512:  # a sequential loop per program:
+        BPs, BNs = _STATE_BWD_INTERPRET_BLOCKS if _INTERPRET else (min(64, _pow2(p)), min(64, _pow2(n)))
+        if BPs > 16 and b * h * cdiv(p, BPs) * cdiv(n, BNs) < 512:  # a sequential loop per program:
             BPs //= 2  # more, smaller programs when the (b, h) grid alone would leave SMs idle
-        nblk = triton.cdiv(p, BPs) * triton.cdiv(n, BNs)
+        nblk = cdiv(p, BPs) * cdiv(n, BNs)
         dots = torch.empty(b, h, nc, nblk, device=x.device, dtype=torch.float32)
         dfin = dfinal.contiguous() if dfinal is not None else None
-        grid = (b * h, triton.cdiv(p, BPs), triton.cdiv(n, BNs))
+        grid = (b * h, cdiv(p, BPs), cdiv(n, BNs))
         _state_scan_bwd_kernel[grid](
             dy,
             C,
@@ -1720,7 +1734,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
             dt, dt_bias if dt_bias is not None else A, A, dt_t, ddt, rs, tot, dcs, dots, ddt_raw, part,
             b, l, T, nc, h, Q, NT, dots.shape[-1], *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
             HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(ctx.softplus), HAS_LIMIT=has_limit,
-            BT=BT, BQ=triton.next_power_of_2(Q), num_warps=4 if Q <= 512 else 8,
+            BT=BT, BQ=next_pow2(Q), num_warps=4 if Q <= 512 else 8,
         )  # fmt: skip
         part = part.sum((1, 3))  # (2, h)
         dA = part[0].to(A.dtype)
@@ -1779,23 +1793,14 @@ def ssd_chunk_scan_triton(
     if seg is not None:
         seg_p = torch.cat([seg, seg[:, -1:].expand(b, nc * Q - l)], dim=1).to(torch.int32).contiguous()
     Dc = None if D is None else D.contiguous()
-    out, final, varlen = _SSDChunkScanFn.apply(
-        x,
-        dt,
-        A,
-        B,
-        C,
-        Dc,
-        z,
-        dt_bias,
-        initial_states,
-        seg_p,
-        cu_seqlens,
-        Q,
-        bool(dt_softplus),
-        tuple(dt_limit),
-        bool(return_varlen_states),
-    )
+    inputs = (x, dt, A, B, C, Dc, z, dt_bias, initial_states)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        out, final, varlen = _SSDChunkScanFn.apply(
+            *inputs, seg_p, cu_seqlens, Q, bool(dt_softplus), tuple(dt_limit), bool(return_varlen_states)
+        )
+    else:  # inference: no autograd node (its bookkeeping costs as much as a kernel launch here)
+        out, final, varlen, _ = _forward(*inputs, seg_p, cu_seqlens, Q, bool(dt_softplus), tuple(dt_limit),
+                                         bool(return_varlen_states))  # fmt: skip
     res = [out]
     if return_final_states:
         res.append(final)

@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..backend import cdiv, next_pow2
+
 __all__ = ["selective_state_update_triton"]
 
 
@@ -110,12 +112,12 @@ def selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softp
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out.squeeze(1) if mamba1 else out
-    bn = triton.next_power_of_2(dstate)
-    bp = min(triton.next_power_of_2(headdim), max(16, 4096 // bn))
+    bn = next_pow2(dstate)
+    bp = min(next_pow2(headdim), max(16, 4096 // bn))
     tie = (
         dt.stride(-1) == 0 and A.stride(-1) == 0 and A.stride(-2) == 0 and (dt_bias is None or dt_bias.stride(-1) == 0)
     )
-    grid = (triton.cdiv(headdim, bp), batch, nheads)
+    grid = (cdiv(headdim, bp), batch, nheads)
     _state_update_kernel[grid](
         state_v, x, dt, dt_bias if dt_bias is not None else dt, A, B, C, D if D is not None else x,
         z if z is not None else x, out, state_batch_indices if state_batch_indices is not None else x,
