@@ -33,6 +33,12 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def needs_autograd(*tensors) -> bool:
+    """Whether autograd will record an op on these tensors. Inference calls skip the ops'
+    ``torch.autograd.Function`` (its bookkeeping costs as much as a small kernel launch on the host)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for host-side grids and block counts. ``triton.cdiv`` is a constexpr function
     whose host calls cost microseconds each (argument unwrapping), several per kernel launch."""

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import cdiv, next_pow2
+from ..backend import cdiv, needs_autograd, next_pow2
 
 __all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
 
@@ -380,19 +380,22 @@ def _final_states(x, initial_states, width):
     return torch.cat([pad.to(x.dtype), x], dim=-1)[..., seqlen:]
 
 
+def _forward(x, weight, bias, seq_idx, initial_states, return_final_states, activation):
+    """(y, final states or None, x as the kernels read it)."""
+    if x.stride(2) != 1 and x.stride(1) != 1:
+        x = x.contiguous()
+    y = _fwd(x, weight, bias, seq_idx, initial_states, activation)
+    final = _final_states(x, initial_states, weight.shape[1]).to(x.dtype).contiguous() if return_final_states else None
+    return y, final, x
+
+
 class _CausalConv1dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, seq_idx, initial_states, return_final_states, activation):
-        if x.stride(2) != 1 and x.stride(1) != 1:
-            x = x.contiguous()
-        width = weight.shape[1]
-        y = _fwd(x, weight, bias, seq_idx, initial_states, activation)
+        y, final, x = _forward(x, weight, bias, seq_idx, initial_states, return_final_states, activation)
         ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
         ctx.activation = activation
-        if not return_final_states:
-            return y
-        final = _final_states(x, initial_states, width).to(x.dtype).contiguous()
-        return y, final
+        return y if final is None else (y, final)
 
     @staticmethod
     def backward(ctx, dy, dfinal=None):
@@ -420,7 +423,11 @@ class _CausalConv1dFn(torch.autograd.Function):
 
 def causal_conv1d_triton(x, weight, bias, seq_idx, initial_states, return_final_states, final_states_out, activation):
     """Triton causal conv1d; see :func:`ssm_kernels.causal_conv1d.interface.causal_conv1d_fn`."""
-    out = _CausalConv1dFn.apply(x, weight, bias, seq_idx, initial_states, return_final_states, activation)
+    if needs_autograd(x, weight, bias, initial_states):
+        out = _CausalConv1dFn.apply(x, weight, bias, seq_idx, initial_states, return_final_states, activation)
+    else:  # inference: no autograd node
+        y, final, _ = _forward(x, weight, bias, seq_idx, initial_states, return_final_states, activation)
+        out = y if final is None else (y, final)
     if not return_final_states:
         return out
     y, final = out

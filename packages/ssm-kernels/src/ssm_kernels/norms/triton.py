@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import next_pow2
+from ..backend import needs_autograd, next_pow2
 
 __all__ = ["layer_norm_triton", "rms_norm_gated_triton"]
 
@@ -452,27 +452,29 @@ def _gated_bwd(x, z, weight, bias, rstd, dy, group_size, norm_before_gate):
 # ----------------------------------------------------------------------------------------------
 # autograd
 # ----------------------------------------------------------------------------------------------
+def _layer_norm_forward(x, weight, bias, residual, eps, residual_in_fp32, is_rms):
+    """(y shaped like x, then what the backward keeps: h = x + residual as rows, weight, bias, mean, rstd)."""
+    n = x.shape[-1]
+    x2 = _rows(x, n)
+    res2 = _rows(residual, n)
+    if residual is not None:
+        residual_dtype = residual.dtype
+    else:
+        residual_dtype = torch.float32 if residual_in_fp32 else x.dtype
+    w = weight.contiguous()
+    b = bias.contiguous() if bias is not None else None
+    y, res_out, mean, rstd = _norm_fwd(x2, w, b, res2, eps, residual_dtype, is_rms)
+    h = res_out if res_out is not None else x2
+    return y.reshape(x.shape), (h, w, b, mean, rstd)
+
+
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual, eps, prenorm, residual_in_fp32, is_rms):
-        shape = x.shape
-        n = shape[-1]
-        x2 = _rows(x, n)
-        res2 = _rows(residual, n)
-        if residual is not None:
-            residual_dtype = residual.dtype
-        else:
-            residual_dtype = torch.float32 if residual_in_fp32 else x.dtype
-        w = weight.contiguous()
-        b = bias.contiguous() if bias is not None else None
-        y, res_out, mean, rstd = _norm_fwd(x2, w, b, res2, eps, residual_dtype, is_rms)
-        h = res_out if res_out is not None else x2
-        ctx.save_for_backward(h, w, b, mean, rstd)
-        ctx.meta = (shape, x.dtype, residual.dtype if residual is not None else None, is_rms, prenorm)
-        y = y.reshape(shape)
-        if not prenorm:
-            return y
-        return y, h.reshape(shape)
+        y, saved = _layer_norm_forward(x, weight, bias, residual, eps, residual_in_fp32, is_rms)
+        ctx.save_for_backward(*saved)
+        ctx.meta = (x.shape, x.dtype, residual.dtype if residual is not None else None, is_rms, prenorm)
+        return (y, saved[0].reshape(x.shape)) if prenorm else y
 
     @staticmethod
     def backward(ctx, dy, *rest):
@@ -497,20 +499,25 @@ class _LayerNormFn(torch.autograd.Function):
         )
 
 
+def _gated_forward(x, weight, bias, z, eps, group_size, norm_before_gate):
+    """(y shaped like x, then what the backward keeps: x and z as rows, weight, bias, rstd)."""
+    n = x.shape[-1]
+    g = n if group_size is None else group_size
+    x2 = _rows(x, n)
+    z2 = _rows(z, n)
+    w = weight.contiguous()
+    b = bias.contiguous() if bias is not None else None
+    y, rstd = _gated_fwd(x2, z2, w, b, eps, g, norm_before_gate)
+    return y.reshape(x.shape), (x2, z2, w, b, rstd)
+
+
 class _GatedRMSNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, z, eps, group_size, norm_before_gate):
-        shape = x.shape
-        n = shape[-1]
-        g = n if group_size is None else group_size
-        x2 = _rows(x, n)
-        z2 = _rows(z, n)
-        w = weight.contiguous()
-        b = bias.contiguous() if bias is not None else None
-        y, rstd = _gated_fwd(x2, z2, w, b, eps, g, norm_before_gate)
-        ctx.save_for_backward(x2, z2, w, b, rstd)
-        ctx.meta = (shape, g, norm_before_gate)
-        return y.reshape(shape)
+        y, saved = _gated_forward(x, weight, bias, z, eps, group_size, norm_before_gate)
+        ctx.save_for_backward(*saved)
+        ctx.meta = (x.shape, x.shape[-1] if group_size is None else group_size, norm_before_gate)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -530,9 +537,14 @@ class _GatedRMSNormFn(torch.autograd.Function):
 
 def layer_norm_triton(x, weight, bias, residual, eps, prenorm, residual_in_fp32, is_rms_norm):
     """Triton fused (residual +) LayerNorm/RMSNorm; see :func:`ssm_kernels.norms.interface.layer_norm_fn`."""
-    return _LayerNormFn.apply(x, weight, bias, residual, eps, prenorm, residual_in_fp32, is_rms_norm)
+    if needs_autograd(x, weight, bias, residual):
+        return _LayerNormFn.apply(x, weight, bias, residual, eps, prenorm, residual_in_fp32, is_rms_norm)
+    y, saved = _layer_norm_forward(x, weight, bias, residual, eps, residual_in_fp32, is_rms_norm)  # inference
+    return (y, saved[0].reshape(x.shape)) if prenorm else y
 
 
 def rms_norm_gated_triton(x, weight, bias, z, eps, group_size, norm_before_gate):
     """Triton gated RMSNorm; see :func:`ssm_kernels.norms.interface.rms_norm_gated_fn`."""
-    return _GatedRMSNormFn.apply(x, weight, bias, z, eps, group_size, norm_before_gate)
+    if needs_autograd(x, weight, bias, z):
+        return _GatedRMSNormFn.apply(x, weight, bias, z, eps, group_size, norm_before_gate)
+    return _gated_forward(x, weight, bias, z, eps, group_size, norm_before_gate)[0]  # inference: no autograd node

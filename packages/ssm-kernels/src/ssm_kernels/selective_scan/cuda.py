@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..backend import needs_autograd
 from .reference import ScanInputs
 
 __all__ = ["build_directory", "cuda_usable", "load_extension", "long_path", "selective_scan_cuda", "short_path"]
@@ -299,7 +300,7 @@ def selective_scan_cuda(
     """Run the CUDA kernels (inputs already validated by :func:`.reference.check_scan_inputs`)."""
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     # checkpoints for the backward only when autograd will need them (Function.forward runs under no_grad)
-    need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    need_grad = needs_autograd(*tensors)
     if not need_grad:  # inference: no autograd node (its bookkeeping costs about as much as a small launch)
         inputs = _kernel_inputs(*tensors, cu_seqlens)
         out, last, _ = load_extension().fwd(*inputs, bool(delta_softplus), bool(return_last_state), 0)

@@ -50,7 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..backend import cdiv, next_pow2, triton_interpret
+from ..backend import cdiv, needs_autograd, next_pow2, triton_interpret
 from .reference import seq_segments
 
 __all__ = ["ssd_chunk_scan_triton"]
@@ -1794,7 +1794,7 @@ def ssd_chunk_scan_triton(
         seg_p = torch.cat([seg, seg[:, -1:].expand(b, nc * Q - l)], dim=1).to(torch.int32).contiguous()
     Dc = None if D is None else D.contiguous()
     inputs = (x, dt, A, B, C, Dc, z, dt_bias, initial_states)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    if needs_autograd(*inputs):
         out, final, varlen = _SSDChunkScanFn.apply(
             *inputs, seg_p, cu_seqlens, Q, bool(dt_softplus), tuple(dt_limit), bool(return_varlen_states)
         )
