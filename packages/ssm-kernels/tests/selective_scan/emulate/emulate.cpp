@@ -136,109 +136,69 @@ int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel, int nthreads
   return 0;
 }
 
-template <int NP, class T, class TBC>
-int run_short_np(const ssk::ScanParams& p, bool bwd) {
-  constexpr int rpb = ssk::kShortThreads / (NP / 4);
-  if (p.L < 1 || p.L > ssk::kShortMaxL || p.cu != nullptr) return 4;
-  if (bwd) {
-    return run_grid(p, ssk::short_bwd_smem_bytes(NP, p.L),
-                    [&p] { ssk::scan_bwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads, rpb);
+// Calls f.template operator()<NP, T, TBC>() for the padded state size, input dtype and B / C dtype of p
+// (the instantiations the kernels' .cu files make); 1 for an unsupported combination.
+template <class T, class TBC, class F>
+int with_state_size(const ssk::ScanParams& p, F& f) {
+  switch (ssk::padded_state(p.N)) {
+    case 4: return f.template operator()<4, T, TBC>();
+    case 8: return f.template operator()<8, T, TBC>();
+    case 16: return f.template operator()<16, T, TBC>();
+    case 32: return f.template operator()<32, T, TBC>();
+    case 64: return f.template operator()<64, T, TBC>();
+    default: return 1;
   }
-  return run_grid(p, 0, [&p] { ssk::scan_fwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads,
-                  rpb);
 }
 
-template <class T, class TBC>
-int run_short_t(const ssk::ScanParams& p, bool bwd) {
-  switch (ssk::padded_state(p.N)) {
-    case 4: return run_short_np<4, T, TBC>(p, bwd);
-    case 8: return run_short_np<8, T, TBC>(p, bwd);
-    case 16: return run_short_np<16, T, TBC>(p, bwd);
-    case 32: return run_short_np<32, T, TBC>(p, bwd);
-    case 64: return run_short_np<64, T, TBC>(p, bwd);
+template <class F>
+int with_types(const ssk::ScanParams& p, int dtype, F&& f) {
+  const bool bc32 = p.bc_dtype == ssk::kFloat32;
+  switch (dtype) {
+    case ssk::kFloat32: return with_state_size<float, float>(p, f);
+    case ssk::kFloat16: return bc32 ? with_state_size<__half, float>(p, f) : with_state_size<__half, __half>(p, f);
+    case ssk::kBFloat16:
+      return bc32 ? with_state_size<__nv_bfloat16, float>(p, f) : with_state_size<__nv_bfloat16, __nv_bfloat16>(p, f);
     default: return 1;
   }
 }
 
 int run_short(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
-  const bool bc32 = p.bc_dtype == ssk::kFloat32;
-  switch (dtype) {
-    case ssk::kFloat32: return run_short_t<float, float>(p, bwd);
-    case ssk::kFloat16: return bc32 ? run_short_t<__half, float>(p, bwd) : run_short_t<__half, __half>(p, bwd);
-    case ssk::kBFloat16:
-      return bc32 ? run_short_t<__nv_bfloat16, float>(p, bwd) : run_short_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
-    default: return 1;
-  }
+  if (p.L < 1 || p.L > ssk::kShortMaxL || p.cu != nullptr) return 4;
+  return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
+    constexpr int rpb = ssk::kShortThreads / (NP / 4);
+    if (bwd) {
+      return run_grid(p, ssk::short_bwd_smem_bytes(NP, p.L),
+                      [&p] { ssk::scan_bwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads, rpb);
+    }
+    return run_grid(p, 0, [&p] { ssk::scan_fwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads,
+                    rpb);
+  });
 }
 
 #ifndef SSK_EMU_SHORT_ONLY
 
-template <int NP, class T, class TBC>
-int run_np(const ssk::ScanParams& p, bool bwd) {
-  if (bwd) return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); });
-  return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); });
-}
-
-template <class T, class TBC>
-int run_t(const ssk::ScanParams& p, bool bwd) {
-  switch (ssk::padded_state(p.N)) {
-    case 4: return run_np<4, T, TBC>(p, bwd);
-    case 8: return run_np<8, T, TBC>(p, bwd);
-    case 16: return run_np<16, T, TBC>(p, bwd);
-    case 32: return run_np<32, T, TBC>(p, bwd);
-    case 64: return run_np<64, T, TBC>(p, bwd);
-    default: return 1;
-  }
-}
-
-template <int NP, class T, class TBC>
-int run_long_np(const ssk::ScanParams& p, bool bwd) {
-  if (p.cu != nullptr) return 4;
-  if (bwd) {
-    if (p.K != ssk::kLongBwdChunk || p.long_rw < 1) return 5;
-    return run_grid(p, ssk::long_bwd_smem_bytes(NP, p.long_rw),
-                    [&p] { ssk::scan_bwd_long_kernel<NP, ssk::kLongItemsBwd, T, TBC>(p); }, 32 * ssk::kLongWarps,
-                    ssk::kLongWarps * p.long_rw);
-  }
-  return run_grid(p, 0, [&p] { ssk::scan_fwd_long_kernel<NP, ssk::kLongItems, T, TBC>(p); }, 32 * ssk::kLongWarps,
-                  ssk::kLongWarps);
-}
-
-template <class T, class TBC>
-int run_long_t(const ssk::ScanParams& p, bool bwd) {
-  switch (ssk::padded_state(p.N)) {
-    case 4: return run_long_np<4, T, TBC>(p, bwd);
-    case 8: return run_long_np<8, T, TBC>(p, bwd);
-    case 16: return run_long_np<16, T, TBC>(p, bwd);
-    case 32: return run_long_np<32, T, TBC>(p, bwd);
-    case 64: return run_long_np<64, T, TBC>(p, bwd);
-    default: return 1;
-  }
+int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
+  const ssk::ScanParams& p = *pp;
+  return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
+    if (bwd) return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); });
+    return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); });
+  });
 }
 
 int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
-  const bool bc32 = p.bc_dtype == ssk::kFloat32;
-  switch (dtype) {
-    case ssk::kFloat32: return run_long_t<float, float>(p, bwd);
-    case ssk::kFloat16: return bc32 ? run_long_t<__half, float>(p, bwd) : run_long_t<__half, __half>(p, bwd);
-    case ssk::kBFloat16:
-      return bc32 ? run_long_t<__nv_bfloat16, float>(p, bwd) : run_long_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
-    default: return 1;
-  }
-}
-
-int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
-  const ssk::ScanParams& p = *pp;
-  const bool bc32 = p.bc_dtype == ssk::kFloat32;
-  switch (dtype) {
-    case ssk::kFloat32: return run_t<float, float>(p, bwd);
-    case ssk::kFloat16: return bc32 ? run_t<__half, float>(p, bwd) : run_t<__half, __half>(p, bwd);
-    case ssk::kBFloat16:
-      return bc32 ? run_t<__nv_bfloat16, float>(p, bwd) : run_t<__nv_bfloat16, __nv_bfloat16>(p, bwd);
-    default: return 1;
-  }
+  if (p.cu != nullptr) return 4;
+  if (bwd && (p.K != ssk::kLongBwdChunk || p.long_rw < 1)) return 5;
+  return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
+    if (bwd) {
+      return run_grid(p, ssk::long_bwd_smem_bytes(NP, p.long_rw),
+                      [&p] { ssk::scan_bwd_long_kernel<NP, ssk::kLongItemsBwd, T, TBC>(p); }, 32 * ssk::kLongWarps,
+                      ssk::kLongWarps * p.long_rw);
+    }
+    return run_grid(p, 0, [&p] { ssk::scan_fwd_long_kernel<NP, ssk::kLongItems, T, TBC>(p); }, 32 * ssk::kLongWarps,
+                    ssk::kLongWarps);
+  });
 }
 
 #endif  // SSK_EMU_SHORT_ONLY

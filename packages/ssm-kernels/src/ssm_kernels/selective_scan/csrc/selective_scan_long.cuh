@@ -78,6 +78,19 @@ __device__ __forceinline__ void warp_scan_affine(float& a, float& b, int lane) {
   }
 }
 
+// State before this lane's first step: the lanes' composed maps (a, b) scanned over the warp, the exclusive
+// prefix (the identity for lane 0) applied to the chunk's incoming state h0.
+__device__ __forceinline__ float lane_incoming_state(float a, float b, float h0, int lane) {
+  warp_scan_affine(a, b, lane);
+  float ae = __shfl_up_sync(0xffffffffu, a, 1);
+  float be = __shfl_up_sync(0xffffffffu, b, 1);
+  if (lane == 0) {
+    ae = 1.f;
+    be = 0.f;
+  }
+  return ae * h0 + be;
+}
+
 template <int NP, int KI, typename T, typename TBC>
 __global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const ScanParams p) {
   const int lane = threadIdx.x & 31;
@@ -135,15 +148,7 @@ __global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const Sc
           hp = a[i] * hp + bb[i];
           ap *= a[i];
         }
-        warp_scan_affine(ap, hp, lane);
-        // exclusive prefix: lane - 1's inclusive one (identity for lane 0), applied to the chunk's state
-        float ae = __shfl_up_sync(0xffffffffu, ap, 1);
-        float he = __shfl_up_sync(0xffffffffu, hp, 1);
-        if (lane == 0) {
-          ae = 1.f;
-          he = 0.f;
-        }
-        float h = ae * carry[n] + he;
+        float h = lane_incoming_state(ap, hp, carry[n], lane);
         if (p.ckpt != nullptr) {
 #pragma unroll
           for (int i = 0; i < KI; ++i) {
@@ -286,17 +291,10 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
             hq = a[i] * hq + bb[i] * dt[i] * uu[i];
             ap *= a[i];
           }
-          warp_scan_affine(ap, hq, lane);
-          float ae = __shfl_up_sync(0xffffffffu, ap, 1);
-          float he = __shfl_up_sync(0xffffffffu, hq, 1);
-          if (lane == 0) {
-            ae = 1.f;
-            he = 0.f;
-          }
           float hc = 0.f;  // state before the chunk
           if (c > 0) hc = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
           else if (p.h0 != nullptr) hc = p.h0[((size_t)b * p.dim + d) * N + n];
-          float h = ae * hc + he;
+          float h = lane_incoming_state(ap, hq, hc, lane);
           float dcv[KI], e[KI];
 #pragma unroll
           for (int i = 0; i < KI; ++i) {
