@@ -46,7 +46,7 @@ static EmuDim3 emu_block_dim;
 
 namespace ssk {
 constexpr size_t kEmuSmemFloats = 232448 / 4;
-float smem[kEmuSmemFloats];
+alignas(16) float smem[kEmuSmemFloats];  // as aligned as CUDA shared memory (16-byte vector accesses)
 
 static std::barrier<>* emu_block_barrier = nullptr;
 struct EmuWarp {

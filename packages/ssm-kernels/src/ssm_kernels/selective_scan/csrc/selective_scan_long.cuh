@@ -367,10 +367,22 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
           if (staged) {
             // stage this row's dB / dC of state n, then sum the warps' columns in a fixed order
             float* st = s_stage + (size_t)(buf * kLongWarps + warp) * 2 * CT;
+            if constexpr (KI % 4 == 0) {  // 16-byte stores: scalar ones at a stride of KI words conflict
+              float4* sb4 = reinterpret_cast<float4*>(st + lane * KI);
+              float4* sc4 = reinterpret_cast<float4*>(st + CT + lane * KI);
 #pragma unroll
-            for (int i = 0; i < KI; ++i) {
-              st[lane * KI + i] = active ? dbv[i] : 0.f;
-              st[CT + lane * KI + i] = active ? dcv[i] : 0.f;
+              for (int q = 0; q < KI / 4; ++q) {
+                sb4[q] = active ? make_float4(dbv[4 * q], dbv[4 * q + 1], dbv[4 * q + 2], dbv[4 * q + 3])
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+                sc4[q] = active ? make_float4(dcv[4 * q], dcv[4 * q + 1], dcv[4 * q + 2], dcv[4 * q + 3])
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+              }
+            } else {
+#pragma unroll
+              for (int i = 0; i < KI; ++i) {
+                st[lane * KI + i] = active ? dbv[i] : 0.f;
+                st[CT + lane * KI + i] = active ? dcv[i] : 0.f;
+              }
             }
             __syncthreads();
             const float* sb = s_stage + (size_t)buf * kLongWarps * 2 * CT;
