@@ -2,6 +2,7 @@
 
 Separates the scan kernels' GPU time from the host glue (casts, allocations, reductions) around them:
     python packages/ssm-kernels/benchmarks/profile_selective_scan.py [--shapes tusz,raw,big]
+With ``SSM_KERNELS_SCAN_LONG=1`` the raw and big shapes run the long-sequence kernels.
 """
 
 from __future__ import annotations
