@@ -59,6 +59,8 @@ class ScanParams(ctypes.Structure):
         *[(n, _I) for n in ("npart_b", "npart_c", "uniform_b", "uniform_c", "smem_b", "smem_c")],
         ("dh0", _P),
         ("long_rw", _I),
+        ("short_stage_b", _I),
+        ("short_stage_c", _I),
     ]
 
 
@@ -102,6 +104,7 @@ class EmulatedExtension:
         self.calls: list[str] = []
         self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
         self.long_rw: list[int] = []  # rows per warp of the long backward calls
+        self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
 
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
@@ -133,6 +136,12 @@ class EmulatedExtension:
         p.smem_b = int(p.b_groups > 0 and (dim // p.b_groups) % K_ROWS == 0)
         p.smem_c = int(p.c_groups > 0 and (dim // p.c_groups) % K_ROWS == 0)
         p.D, p.delta_bias, p.h0, p.cu = _ptr(D), _ptr(delta_bias), _ptr(h0), _ptr(cu)
+        # as set_short_stage (applied by the short kernels only): every block of rows in one (b, group)
+        np_ = max(4, 1 << (N - 1).bit_length())
+        stage = os.environ.get("SSM_KERNELS_SCAN_SHORT_STAGE") == "1" and np_ <= 16
+        rpb = 128 // (np_ // 4)
+        p.short_stage_b = int(stage and p.b_groups > 0 and (dim // p.b_groups) % rpb == 0)
+        p.short_stage_c = int(stage and p.c_groups > 0 and (dim // p.c_groups) % rpb == 0)
         for t in (u, delta, A, B, C, D, z, delta_bias, h0, cu):
             assert t is None or t.is_contiguous()
         return p
@@ -151,6 +160,7 @@ class EmulatedExtension:
         p.out, p.last, p.tile = _ptr(out), (_ptr(last) if want_last else None), min(p.L, 32)
         if self.uses_short_path(p.L, cu is not None) and not p.ckpt:  # as scan_fwd: short kernels, no checkpoints
             self.calls.append("fwd_short")
+            self.staged.append((p.short_stage_b, p.short_stage_c))
             assert _lib(self.short_only).emu_scan_fwd_short(ctypes.byref(p), _DT[u.dtype]) == 0
         elif self.uses_long_path(p.L, cu is not None):
             self.calls.append("fwd_long")
@@ -206,6 +216,8 @@ class EmulatedExtension:
         p.dA_part, p.dD_part, p.ddb_part = _ptr(dA_part), _ptr(dD_part), _ptr(ddb_part)
         p.dB_part, p.dC_part, p.dh0 = _ptr(dB_part), _ptr(dC_part), (_ptr(dh0) if want_dh0 else None)
         self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd")
+        if short:
+            self.staged.append((p.short_stage_b, p.short_stage_c))
         run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
@@ -569,3 +581,28 @@ def test_emulated_long_backward_sweep(case, rw, emulated_long_backend, monkeypat
     _check_against_reference(emulated_long_backend, x, softplus=case[9], with_last=True, seed=13)
     assert emulated_long_backend._EXT.calls == ["fwd_long", "bwd_long"]
     assert emulated_long_backend._EXT.long_rw == [int(rw)]
+
+
+# Short kernels with B / C staged in shared memory (SSM_KERNELS_SCAN_SHORT_STAGE=1): blocks of rows in one (b, group).
+# (case, expected staged flags per call)
+SHORT_STAGED = [
+    # TUSZ: 64 channels = 2 blocks of 32 rows per batch; fp32
+    (("tusz-dim64-L10-N16", 3, 64, 10, 16, "variable", 1, True, True, True, _F32, None, True), (1, 1)),
+    # bf16 B / C in bf16, group of 64 channels; z / D / bias off
+    (("L16-N16-grouped-bf16", 1, 128, 16, 16, "grouped", 2, True, False, True, _BF16, None, True), (1, 1)),
+    # NP 8 with groups of 64 channels; fp16 with fp32 B / C
+    (("L7-N5-groups-of-64", 2, 128, 7, 5, "grouped", 2, True, True, True, _F16, _F32, True), (1, 1)),
+    # NP 64: no staged instantiation (the flag is ignored)
+    (("L7-N33-not-staged", 2, 16, 7, 33, "grouped", 2, True, True, True, _F16, _F32, True), (0, 0)),
+    # NP 8 (2 lanes per row, 64 rows per block), L 1
+    (("L1-N5-dim64", 2, 64, 1, 5, "variable", 1, False, True, False, _F32, None, False), (1, 1)),
+    # dim 20: blocks straddle batches, nothing staged (the flag is ignored)
+    (("dim20-not-staged", 3, 20, 10, 16, "variable", 1, True, True, True, _F32, None, True), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("case,flags", SHORT_STAGED, ids=[c[0][0] for c in SHORT_STAGED])
+def test_emulated_short_kernels_with_staged_bc(case, flags, emulated_short_backend, monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1")
+    _short_case(case, emulated_short_backend)
+    assert emulated_short_backend._EXT.staged == [flags, flags]

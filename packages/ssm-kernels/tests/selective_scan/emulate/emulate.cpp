@@ -167,12 +167,19 @@ int run_short(const ssk::ScanParams* pp, int dtype, bool bwd) {
   if (p.L < 1 || p.L > ssk::kShortMaxL || p.cu != nullptr) return 4;
   return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
     constexpr int rpb = ssk::kShortThreads / (NP / 4);
-    if (bwd) {
-      return run_grid(p, ssk::short_bwd_smem_bytes(NP, p.L),
-                      [&p] { ssk::scan_bwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads, rpb);
-    }
-    return run_grid(p, 0, [&p] { ssk::scan_fwd_short_kernel<NP, ssk::kShortMaxL, T, TBC>(p); }, ssk::kShortThreads,
-                    rpb);
+    // the staged instantiation exists for NP <= kShortStageMaxNP (as launch_short_np)
+    const bool stage = NP <= ssk::kShortStageMaxNP && (p.short_stage_b || p.short_stage_c);
+    auto go = [&]<bool STAGE>() {
+      if (bwd) {
+        return run_grid(p, ssk::short_bwd_smem_bytes(NP, p.L),
+                        [&p] { ssk::scan_bwd_short_kernel<NP, ssk::kShortMaxL, T, TBC, STAGE>(p); },
+                        ssk::kShortThreads, rpb);
+      }
+      const size_t smem = STAGE ? ssk::short_stage_smem_bytes(NP, p.L) : 0;
+      return run_grid(p, smem, [&p] { ssk::scan_fwd_short_kernel<NP, ssk::kShortMaxL, T, TBC, STAGE>(p); },
+                      ssk::kShortThreads, rpb);
+    };
+    return stage ? go.template operator()<true>() : go.template operator()<false>();
   });
 }
 

@@ -65,6 +65,19 @@ bool use_short(int L, bool has_cu) {
   return !off && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
 }
 
+// Short kernels: stage variable B / C of a block's (b, group) in shared memory when every block of rows lies in
+// one (b, group) and N <= 16 (padded), with SSM_KERNELS_SCAN_SHORT_STAGE=1 (off by default until it has been
+// timed on a GPU).
+void set_short_stage(ssk::ScanParams& p) {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_SHORT_STAGE");
+  const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
+  const int np = ssk::padded_state(p.N);
+  const int rpb = ssk::kShortThreads / (np / 4);
+  const bool ok = on && np <= ssk::kShortStageMaxNP;
+  p.short_stage_b = ok && p.b_groups > 0 && (p.dim / p.b_groups) % rpb == 0 ? 1 : 0;
+  p.short_stage_c = ok && p.c_groups > 0 && (p.dim / p.c_groups) % rpb == 0 ? 1 : 0;
+}
+
 // Long-sequence forward (selective_scan_long.cuh: one warp per row, time split over the lanes) for
 // L >= kLongMinL without cu_seqlens when SSM_KERNELS_SCAN_LONG=1 (off by default until it has been timed
 // against the general kernels on a GPU).
@@ -247,6 +260,7 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   cudaError_t err = cudaSuccess;
   // the short kernels write no checkpoints: only when none were asked for (K = 0, or K >= L as cuda.py passes)
   if (use_short(p.L, p.cu != nullptr) && p.ckpt == nullptr) {
+    set_short_stage(p);
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_short_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_short_f16(p, stream); break;
@@ -349,6 +363,7 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
+    if (short_path) set_short_stage(p);
     if (long_path) {
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_long_f32(p, stream); break;

@@ -52,6 +52,7 @@ struct ScanParams {
   int smem_b, smem_c;        // every block of kRows rows lies in one group: stage B / C tiles in smem
   float* dh0;        // (nseq, dim, N) or nullptr
   int long_rw;       // long backward: rows per warp (a block owns kLongWarps * long_rw rows)
+  int short_stage_b, short_stage_c;  // short kernels: stage variable B / C of the block's (b, group) in smem
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -80,15 +81,21 @@ inline size_t long_bwd_smem_bytes(int np, int rw) {
                           (size_t)kLongWarps * rw * (4 * np + 2));
 }
 // Rows of one warp in the short kernels (the dB / dC partials are per warp).
+// (Staging B / C needs every row of a block in one (b, group): group size % (kShortThreads / (NP / 4)) == 0.)
 inline int short_rows_per_warp(int np) { return 32 / (np / 4); }
 // How the short backward writes the partials of variable dB / dC (ScanParams::uniform_b / uniform_c):
 // per warp with segmented sums (warps straddle groups), per warp (each warp in one group), or per block
 // (each block in one group; the warps' sums are combined in shared memory).
 enum ShortPartMode : int { kShortPartSegments = 0, kShortPartWarp = 1, kShortPartBlock = 2 };
-// Dynamic shared memory of the short backward: the states before each step (4 per lane) and, for the
-// block mode, per-warp [NP][L] slices of dB and dC.
+// Shared memory of the short kernels' staged B and C ([L][NP] each; see ScanParams::short_stage_b), which
+// have a staged instantiation for padded state sizes up to kShortStageMaxNP.
+constexpr int kShortStageMaxNP = 16;
+inline size_t short_stage_smem_bytes(int np, int L) { return sizeof(float) * 2 * (size_t)L * np; }
+// Dynamic shared memory of the short backward: the states before each step (4 per lane), for the
+// block mode per-warp [NP][L] slices of dB and dC, then the staged B and C (at the end).
 inline size_t short_bwd_smem_bytes(int np, int L) {
-  return sizeof(float) * ((size_t)L * 4 * kShortThreads + 2 * (size_t)(kShortThreads / 32) * np * L);
+  return sizeof(float) * ((size_t)L * 4 * kShortThreads + 2 * (size_t)(kShortThreads / 32) * np * L) +
+         short_stage_smem_bytes(np, L);
 }
 // Partial mode and count per (b, group) of the short backward for group size gs and padded state size np.
 inline int short_part_mode(int gs, int np) {

@@ -137,10 +137,60 @@ __device__ __forceinline__ void short_flush_block(const float* s_part, int np, f
   }
 }
 
+// Staged B / C (ScanParams::short_stage_b / _c: every row of the block in one (b, group)): the (N, L) slice of
+// the block's (b, group) at src goes to s[t * NP + n] (states >= N zero), so that a lane's 4 states of a step
+// are one 16-byte shared-memory read instead of 4 scalar global loads. Called by all threads (a barrier follows).
+template <int NP, typename TBC>
+__device__ __forceinline__ void short_stage(float* s, const TBC* __restrict__ src, int N, int L) {
+  for (int i = threadIdx.x; i < NP * L; i += kShortThreads) {
+    const int n = i / L;
+    const int t = i - n * L;
+    s[t * NP + n] = n < N ? to_f<TBC>(src[(size_t)n * L + t]) : 0.f;
+  }
+}
+
+// Coefficients n0 .. n0 + 3 of B or C at step t: from the staged tile (staged != nullptr) or global memory.
+template <int NP, typename TBC>
+__device__ __forceinline__ void short_coefs(float (&v)[4], const float* staged, const TBC* var_row,
+                                            const float* const_row, int n0, int N, int L, int t) {
+  if (staged != nullptr) {
+    const float4 w = *reinterpret_cast<const float4*>(staged + t * NP + n0);
+    v[0] = w.x;
+    v[1] = w.y;
+    v[2] = w.z;
+    v[3] = w.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = n0 + i < N ? coef<TBC>(var_row, const_row, n0 + i, L, t) : 0.f;
+  }
+}
+
+// Stage the block's B and / or C at s (B at s, C at s + L NP) as the flags ask; returns the tiles (nullptr
+// where not staged). Called by all threads.
+template <int NP, typename TBC>
+__device__ __forceinline__ void short_stage_bc(const ScanParams& p, float* s, int row0, const float*& sB,
+                                               const float*& sC) {
+  sB = nullptr;
+  sC = nullptr;
+  if (!(p.short_stage_b || p.short_stage_c)) return;
+  if (p.short_stage_b) {
+    short_stage<NP, TBC>(s, static_cast<const TBC*>(p.B) + (size_t)(row0 / (p.dim / p.b_groups)) * p.N * p.L, p.N,
+                         p.L);
+    sB = s;
+  }
+  if (p.short_stage_c) {
+    float* sc = s + (size_t)p.L * NP;
+    short_stage<NP, TBC>(sc, static_cast<const TBC*>(p.C) + (size_t)(row0 / (p.dim / p.c_groups)) * p.N * p.L, p.N,
+                         p.L);
+    sC = sc;
+  }
+  __syncthreads();
+}
+
 // ------------------------------------------------------------------------------------------
 // forward
 // ------------------------------------------------------------------------------------------
-template <int NP, int MAXL, typename T, typename TBC>
+template <int NP, int MAXL, typename T, typename TBC, bool STAGE>
 __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const ScanParams p) {
   constexpr int R = NP / 4;                     // lanes per row
   constexpr int RPB = kShortThreads / R;        // rows per block
@@ -204,6 +254,12 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
   const float* Cc = nullptr;
   if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L;
   else Cc = static_cast<const float*>(p.C) + (size_t)d * N;
+  const float* sB = nullptr;  // staged B / C (STAGE: a separate instantiation, so that the plain one keeps
+  const float* sC = nullptr;  // its register count)
+  if constexpr (STAGE) {
+    extern __shared__ float smem[];
+    short_stage_bc<NP, TBC>(p, smem, blockIdx.x * RPB, sB, sC);
+  }
 
 #pragma unroll
   for (int t = 0; t < MAXL; ++t) {
@@ -213,12 +269,8 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
       const float dt = from_lane<R>(s_dt[k], src);
       const float dtu = from_lane<R>(s_dtu[k], src);
       float bv[4], cv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int n = n0 + i;
-        bv[i] = n < N ? coef<TBC>(Bv, Bc, n, L, t) : 0.f;
-        cv[i] = n < N ? coef<TBC>(Cv, Cc, n, L, t) : 0.f;
-      }
+      short_coefs<NP, TBC>(bv, sB, Bv, Bc, n0, N, L, t);
+      short_coefs<NP, TBC>(cv, sC, Cv, Cc, n0, N, L, t);
 #pragma unroll
       for (int i = 0; i < 4; ++i) h[i] = exp2_approx(dt * A2[i]) * h[i] + dtu * bv[i];
       const float y = row_sum<R>((h[0] * cv[0] + h[1] * cv[1]) + (h[2] * cv[2] + h[3] * cv[3]));
@@ -244,7 +296,7 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
 // ------------------------------------------------------------------------------------------
 // backward
 // ------------------------------------------------------------------------------------------
-template <int NP, int MAXL, typename T, typename TBC>
+template <int NP, int MAXL, typename T, typename TBC, bool STAGE>
 __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const ScanParams p) {
   constexpr int R = NP / 4;
   constexpr int RPB = kShortThreads / R;
@@ -345,6 +397,12 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
   // block mode: per-warp dB / dC slices [warp][n][t] after hist (see short_bwd_smem_bytes)
   float* s_partB = smem + (size_t)L * 4 * kShortThreads + (size_t)(tid / 32) * NP * L;
   float* s_partC = s_partB + (size_t)(kShortThreads / 32) * NP * L;
+  const float* sB = nullptr;  // staged B / C after the slices (STAGE instantiation only)
+  const float* sC = nullptr;
+  if constexpr (STAGE) {
+    short_stage_bc<NP, TBC>(p, smem + (size_t)L * 4 * kShortThreads + 2 * (size_t)(kShortThreads / 32) * NP * L,
+                            blockIdx.x * RPB, sB, sC);
+  }
   float acc[4] = {0.f, 0.f, 0.f, 0.f};  // time-invariant C: gradient of this row
 #pragma unroll
   for (int t = 0; t < MAXL; ++t) {
@@ -356,12 +414,8 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
       const float dy = from_lane<R>(s_dy[k], src);
       const float dtu = dt * uu;
       float bv[4], cv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int n = n0 + i;
-        bv[i] = n < N ? coef<TBC>(Bv, Bc, n, L, t) : 0.f;
-        cv[i] = n < N ? coef<TBC>(Cv, Cc, n, L, t) : 0.f;
-      }
+      short_coefs<NP, TBC>(bv, sB, Bv, Bc, n0, N, L, t);
+      short_coefs<NP, TBC>(cv, sC, Cv, Cc, n0, N, L, t);
       float vc[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -408,12 +462,8 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
       const float dy = from_lane<R>(s_dy[k], src);
       const float dtu = dt * uu;
       float bv[4], cv[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int n = n0 + i;
-        bv[i] = n < N ? coef<TBC>(Bv, Bc, n, L, t) : 0.f;
-        cv[i] = n < N ? coef<TBC>(Cv, Cc, n, L, t) : 0.f;
-      }
+      short_coefs<NP, TBC>(bv, sB, Bv, Bc, n0, N, L, t);
+      short_coefs<NP, TBC>(cv, sC, Cv, Cc, n0, N, L, t);
       float sum_gb = 0.f, ddt = 0.f;
       float vb[4];
 #pragma unroll
@@ -491,12 +541,12 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
 // ------------------------------------------------------------------------------------------
 // host launchers
 // ------------------------------------------------------------------------------------------
-template <bool BWD, int NP, typename T, typename TBC>
+template <bool BWD, int NP, typename T, typename TBC, bool STAGE>
 cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
   constexpr int RPB = kShortThreads / (NP / 4);
   const int blocks = (p.nrows + RPB - 1) / RPB;
   if constexpr (BWD) {
-    auto kernel = scan_bwd_short_kernel<NP, kShortMaxL, T, TBC>;
+    auto kernel = scan_bwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE>;
     const size_t smem = short_bwd_smem_bytes(NP, p.L);
     if (smem > 48 * 1024) {
       const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -504,9 +554,19 @@ cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
     }
     kernel<<<blocks, kShortThreads, smem, stream>>>(p);
   } else {
-    scan_fwd_short_kernel<NP, kShortMaxL, T, TBC><<<blocks, kShortThreads, 0, stream>>>(p);
+    const size_t smem = STAGE ? short_stage_smem_bytes(NP, p.L) : 0;
+    scan_fwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE><<<blocks, kShortThreads, smem, stream>>>(p);
   }
   return cudaGetLastError();
+}
+
+// The staged instantiation exists for NP <= kShortStageMaxNP (set_short_stage never asks for it above).
+template <bool BWD, int NP, typename T, typename TBC>
+cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
+  if constexpr (NP <= kShortStageMaxNP) {
+    if (p.short_stage_b || p.short_stage_c) return launch_short_np<BWD, NP, T, TBC, true>(p, stream);
+  }
+  return launch_short_np<BWD, NP, T, TBC, false>(p, stream);
 }
 
 // Forward (BWD = false) or backward of the short-sequence path for one input / B-C dtype pair.
