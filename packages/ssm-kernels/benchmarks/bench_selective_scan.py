@@ -7,8 +7,9 @@ CPU (tiny, reference only) runs in the default suite with --benchmark-disable.
 
 Cases are ``<shape>-<dtype>-<backend>`` for ``forward`` and ``forward_backward``, all with z, D,
 delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). Backend ``cuda-long``
-is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), timed beside the default
-kernels in the same run. mamba_ssm is not
+is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), ``cuda-staged`` with
+``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (short kernels reading B / C from shared memory), both timed beside the
+default kernels in the same run. mamba_ssm is not
 installed on the GPU machine, so its times measured earlier on an H200 are recorded as
 ``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
 traffic: forward reads u, delta, z, B, C once and writes out; forward+backward additionally re-reads
@@ -46,6 +47,8 @@ def _cases():
         pytest.param(s, SHAPE_DTYPE[s], "cuda-long", id=f"{s}-{SHAPE_DTYPE[s]}-cuda-long", marks=pytest.mark.gpu)
         for s in ("big", "raw")
     ]
+    # the short kernels with B / C staged in shared memory (SSM_KERNELS_SCAN_SHORT_STAGE=1)
+    cases.append(pytest.param("tusz", "fp32", "cuda-staged", id="tusz-fp32-cuda-staged", marks=pytest.mark.gpu))
     cases.append(pytest.param("cpu_tiny", "fp32", "reference", id="cpu_tiny-fp32-reference"))
     return cases
 
@@ -54,7 +57,8 @@ def _setup(shape, dt, backend, grad, monkeypatch):
     if shape != "cpu_tiny" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
-    op_backend = "cuda" if backend == "cuda-long" else backend
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
+    op_backend = "cuda" if backend.startswith("cuda") else backend
     device = "cuda" if shape != "cpu_tiny" else "cpu"
     x = make_scan_inputs(**SHAPES[shape], dtype=DTYPES[dt], device=device, requires_grad=grad, seed=0)
     from ssm_kernels.selective_scan.interface import selective_scan_fn

@@ -106,10 +106,12 @@ def _kernel_names(fn):
 
 
 @pytest.mark.parametrize("case", SHORT, ids=[c[0] for c in SHORT])
-@pytest.mark.parametrize("short", ["1", "0"], ids=["short", "general"])
+@pytest.mark.parametrize("short", ["1", "0", "staged"], ids=["short", "general", "short-staged"])
 def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
-    """L <= 16: the short kernels (default) and, with SSM_KERNELS_SCAN_SHORT=0, the general kernels."""
-    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", short)
+    """L <= 16: the short kernels (default; with SSM_KERNELS_SCAN_SHORT_STAGE=1 B / C staged in shared memory
+    where blocks lie in one group) and, with SSM_KERNELS_SCAN_SHORT=0, the general kernels."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1" if short == "staged" else short)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if short == "staged" else "0")
     compare_scan_to_reference(
         make_short_case_inputs(case, "cuda", seed=21), delta_softplus=case[9], with_last=case[12], seed=22
     )
@@ -136,28 +138,32 @@ def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
-    """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): short kernels vs the
-    general kernels (SSM_KERNELS_SCAN_SHORT=0): both against the float64 reference, and against each other."""
+    """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): short kernels (plain and with
+    staged B / C) vs the general kernels (SSM_KERNELS_SCAN_SHORT=0): each against the float64 reference, and
+    against each other."""
     from ssm_kernels import selective_scan_fn
 
     x = make_scan_inputs(4864, 64, 10, 16, dtype=dtype, device="cuda", seed=24)
     res = {}
-    for flag in ("1", "0"):
-        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", flag)
+    for flag in ("staged", "1", "0"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1" if flag == "staged" else flag)
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if flag == "staged" else "0")
         compare_scan_to_reference(x, with_last=True, seed=25, hi_dtype=torch.float64)
         xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
               for k, v in x.items()}  # fmt: skip
         g = torch.Generator().manual_seed(26)
         dout = torch.randn(x["u"].shape, generator=g).to("cuda", dtype)
         res[flag] = run_scan_with_grads(selective_scan_fn, xi, dout, None, delta_softplus=True, backend="cuda")
-    (o1, _, g1), (o0, _, g0) = res["1"], res["0"]
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(o1.float(), o0.float(), **tol)
-    assert g1.keys() == g0.keys()
-    for k in g1:
-        scale = g0[k].float().abs().max().clamp_min(1e-6)
-        err = (g1[k].float() - g0[k].float()).abs().max() / scale
-        assert err < (1e-4 if dtype == torch.float32 else 2e-2), f"d{k}: short vs general max rel err {err:.3g}"
+    o0, _, g0 = res["0"]
+    for flag in ("1", "staged"):
+        o1, _, g1 = res[flag]
+        tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(o1.float(), o0.float(), **tol)
+        assert g1.keys() == g0.keys()
+        for k in g1:
+            scale = g0[k].float().abs().max().clamp_min(1e-6)
+            err = (g1[k].float() - g0[k].float()).abs().max() / scale
+            assert err < (1e-4 if dtype == torch.float32 else 2e-2), f"d{k}: {flag} vs general max rel err {err:.3g}"
 
 
 @pytest.mark.parametrize("bc,groups,dim", [("variable", 1, 64), ("grouped", 5, 65), ("constant", 1, 65)])
