@@ -327,6 +327,31 @@ __device__ __forceinline__ void store_tile_v(T* __restrict__ dst, const float* t
   }
 }
 
+// Where a row (b, d) reads B or C. Variable (groups > 0): its (b, group) slice of (batch * groups, N, L), the
+// (b, group) index bg and the row's dB / dC partial index part (rows_per_part rows of a group per partial).
+// Time-invariant: its (N,) slice of (dim, N) float32.
+template <typename TBC>
+struct CoefSource {
+  const TBC* var;
+  const float* cst;
+  int bg, part;
+};
+
+template <typename TBC>
+__device__ __forceinline__ CoefSource<TBC> coef_source(const void* X, int groups, int dim, int N, int L, int row, int d,
+                                                       int rows_per_part = 1) {
+  CoefSource<TBC> s{nullptr, nullptr, 0, 0};
+  if (groups > 0) {
+    const int gs = dim / groups;
+    s.bg = row / gs;
+    s.part = row / rows_per_part - (s.bg * gs) / rows_per_part;
+    s.var = static_cast<const TBC*>(X) + (size_t)s.bg * N * L;
+  } else {
+    s.cst = static_cast<const float*>(X) + (size_t)d * N;
+  }
+  return s;
+}
+
 // Coefficient n of B or C for this row at step t (variable: row pointer into (bg, N, L);
 // constant: row pointer into (dim, N) float32).
 template <typename TBC>
@@ -417,14 +442,12 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
-  const TBC* Bv = nullptr;
-  const float* Bc = nullptr;
-  if (p.b_groups > 0) Bv = static_cast<const TBC*>(p.B) + (size_t)(row_c / (p.dim / p.b_groups)) * N * L;
-  else Bc = static_cast<const float*>(p.B) + (size_t)d * N;
-  const TBC* Cv = nullptr;
-  const float* Cc = nullptr;
-  if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L;
-  else Cc = static_cast<const float*>(p.C) + (size_t)d * N;
+  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
+  const TBC* Bv = Bs.var;
+  const float* Bc = Bs.cst;
+  const TBC* Cv = Cs.var;
+  const float* Cc = Cs.cst;
 
   // sequence bookkeeping: s = current sequence, next_end = first step after it
   int s = p.cu != nullptr ? 0 : b;
@@ -634,28 +657,13 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
-  const TBC* Bv = nullptr;
-  const float* Bc = nullptr;
-  int bgB = 0, partB = 0;
-  if (p.b_groups > 0) {
-    const int gs = p.dim / p.b_groups;
-    bgB = row_c / gs;
-    partB = row_c / 32 - (bgB * gs) / 32;
-    Bv = static_cast<const TBC*>(p.B) + (size_t)bgB * N * L;
-  } else {
-    Bc = static_cast<const float*>(p.B) + (size_t)d * N;
-  }
-  const TBC* Cv = nullptr;
-  const float* Cc = nullptr;
-  int bgC = 0, partC = 0;
-  if (p.c_groups > 0) {
-    const int gs = p.dim / p.c_groups;
-    bgC = row_c / gs;
-    partC = row_c / 32 - (bgC * gs) / 32;
-    Cv = static_cast<const TBC*>(p.C) + (size_t)bgC * N * L;
-  } else {
-    Cc = static_cast<const float*>(p.C) + (size_t)d * N;
-  }
+  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, 32);  // partials per warp
+  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, 32);
+  const TBC* Bv = Bs.var;
+  const float* Bc = Bs.cst;
+  const TBC* Cv = Cs.var;
+  const float* Cc = Cs.cst;
+  const int bgB = Bs.bg, partB = Bs.part, bgC = Cs.bg, partC = Cs.part;
 
 #pragma unroll
   for (int n = 0; n < NP; ++n) {

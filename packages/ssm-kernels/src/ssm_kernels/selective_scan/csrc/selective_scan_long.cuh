@@ -92,7 +92,7 @@ __device__ __forceinline__ float lane_incoming_state(float a, float b, float h0,
 }
 
 template <int NP, int KI, typename T, typename TBC>
-__global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const ScanParams p) {
+__global__ void __launch_bounds__(32 * kLongWarps, NP <= 32 ? 4 : 1) scan_fwd_long_kernel(const ScanParams p) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kLongWarps + (threadIdx.x >> 5);
   if (row >= p.nrows) return;  // whole warps only; the kernel has no block-wide barrier
@@ -105,12 +105,12 @@ __global__ void __launch_bounds__(32 * kLongWarps) scan_fwd_long_kernel(const Sc
   const T* delta = static_cast<const T*>(p.delta) + roff;
   const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
   T* out = static_cast<T*>(p.out) + roff;
-  const TBC* Bv = nullptr;
-  const TBC* Cv = nullptr;
-  if (p.b_groups > 0) Bv = static_cast<const TBC*>(p.B) + (size_t)(row / (p.dim / p.b_groups)) * N * L;
-  if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row / (p.dim / p.c_groups)) * N * L;
-  const float* Bc = p.b_groups > 0 ? nullptr : static_cast<const float*>(p.B) + (size_t)d * N;
-  const float* Cc = p.c_groups > 0 ? nullptr : static_cast<const float*>(p.C) + (size_t)d * N;
+  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row, d);
+  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row, d);
+  const TBC* Bv = Bs.var;
+  const TBC* Cv = Cs.var;
+  const float* Bc = Bs.cst;
+  const float* Cc = Cs.cst;
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
@@ -244,10 +244,12 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
       const int b = row_c / p.dim;
       const int d = row_c - b * p.dim;
       const size_t roff = (size_t)row_c * L;
-      const TBC* Bv = varB ? static_cast<const TBC*>(p.B) + (size_t)(row_c / (p.dim / p.b_groups)) * N * L : nullptr;
-      const TBC* Cv = varC ? static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L : nullptr;
-      const float* Bc = varB ? nullptr : static_cast<const float*>(p.B) + (size_t)d * N;
-      const float* Cc = varC ? nullptr : static_cast<const float*>(p.C) + (size_t)d * N;
+      const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+      const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
+      const TBC* Bv = Bs.var;
+      const TBC* Cv = Cs.var;
+      const float* Bc = Bs.cst;
+      const float* Cc = Cs.cst;
       const float Dd = p.D != nullptr ? p.D[d] : 0.f;
       const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
       float* rs = s_row + lr * kRS;

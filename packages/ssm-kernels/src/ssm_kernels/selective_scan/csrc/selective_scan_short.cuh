@@ -246,14 +246,12 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
     A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
     h[i] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
   }
-  const TBC* Bv = nullptr;
-  const float* Bc = nullptr;
-  if (p.b_groups > 0) Bv = static_cast<const TBC*>(p.B) + (size_t)(row_c / (p.dim / p.b_groups)) * N * L;
-  else Bc = static_cast<const float*>(p.B) + (size_t)d * N;
-  const TBC* Cv = nullptr;
-  const float* Cc = nullptr;
-  if (p.c_groups > 0) Cv = static_cast<const TBC*>(p.C) + (size_t)(row_c / (p.dim / p.c_groups)) * N * L;
-  else Cc = static_cast<const float*>(p.C) + (size_t)d * N;
+  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
+  const TBC* Bv = Bs.var;
+  const float* Bc = Bs.cst;
+  const TBC* Cv = Cs.var;
+  const float* Cc = Cs.cst;
   const float* sB = nullptr;  // staged B / C (STAGE: a separate instantiation, so that the plain one keeps
   const float* sC = nullptr;  // its register count)
   if constexpr (STAGE) {
@@ -368,28 +366,13 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
     A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
     h[i] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
   }
-  const TBC* Bv = nullptr;
-  const float* Bc = nullptr;
-  int bgB = 0, partB = 0;
-  if (p.b_groups > 0) {
-    const int gs = p.dim / p.b_groups;
-    bgB = row_c / gs;
-    partB = row_c / RPW - (bgB * gs) / RPW;
-    Bv = static_cast<const TBC*>(p.B) + (size_t)bgB * N * L;
-  } else {
-    Bc = static_cast<const float*>(p.B) + (size_t)d * N;
-  }
-  const TBC* Cv = nullptr;
-  const float* Cc = nullptr;
-  int bgC = 0, partC = 0;
-  if (p.c_groups > 0) {
-    const int gs = p.dim / p.c_groups;
-    bgC = row_c / gs;
-    partC = row_c / RPW - (bgC * gs) / RPW;
-    Cv = static_cast<const TBC*>(p.C) + (size_t)bgC * N * L;
-  } else {
-    Cc = static_cast<const float*>(p.C) + (size_t)d * N;
-  }
+  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, RPW);  // partials per warp
+  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, RPW);
+  const TBC* Bv = Bs.var;
+  const float* Bc = Bs.cst;
+  const TBC* Cv = Cs.var;
+  const float* Cc = Cs.cst;
+  const int bgB = Bs.bg, partB = Bs.part, bgC = Cs.bg, partC = Cs.part;
 
   // ---- recompute the states (hist: state before step t, in this thread's shared-memory column), dC_t, dz_t ----
   extern __shared__ float smem[];
