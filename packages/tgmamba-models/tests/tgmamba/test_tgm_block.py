@@ -218,7 +218,8 @@ def test_bad_constructor_arguments():
 
 @pytest.mark.parametrize("conv_type", ["graphconv", "gcnconv"])
 def test_checkpointed_graph_construction_same_gradients(conv_type):
-    """Long sequences recompute the graph and input conv in backward: same outputs and gradients."""
+    """Long sequences recompute the graph, the input conv and the gated norm's output in backward: same outputs
+    and gradients."""
     seed_all(9)
     gen = torch.Generator().manual_seed(9)
     V, batch, L = 3, 2, 7
@@ -226,11 +227,39 @@ def test_checkpointed_graph_construction_same_gradients(conv_type):
     x = torch.randn(batch * V, L, 6, dtype=torch.float64)
     ei, ew = _edges(batch, V, gen)
     gout = torch.randn_like(x)
-    model.checkpoint_graph = False
+    model.checkpoint_graph = model.checkpoint_norm = False
     y0, g0 = _run(model, x, ei, ew, "fused", gout)
-    model.checkpoint_graph, model.checkpoint_graph_min_len = True, 1
+    model.checkpoint_graph = model.checkpoint_norm = True
+    model.checkpoint_graph_min_len = 1
     y1, g1 = _run(model, x, ei, ew, "fused", gout)
     torch.testing.assert_close(y1, y0, rtol=0, atol=0)
     for name in g0:
         if g0[name] is not None:
             torch.testing.assert_close(g1[name], g0[name], rtol=1e-12, atol=1e-14, msg=name)
+
+
+def test_long_sequences_keep_less_for_backward():
+    """At L >= checkpoint_graph_min_len the gated norm's output is not kept for backward (recomputed), so the
+    saved tensors shrink by one (batch * V, L, d_inner) tensor; outputs are unchanged."""
+    seed_all(10)
+    V, batch, L = 3, 2, 40
+    model = TGMamba(d_model=6, d_state=4, num_vertices=V, conv_type="graphconv")
+    model.checkpoint_graph_min_len = 1
+    x = torch.randn(batch * V, L, 6, requires_grad=True)
+
+    def saved_bytes(flag):
+        model.checkpoint_norm = flag
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x, path="fused")
+        return sum(storages.values()), out
+
+    full, out0 = saved_bytes(False)
+    less, out1 = saved_bytes(True)
+    torch.testing.assert_close(out1, out0, rtol=0, atol=0)
+    assert full - less >= batch * V * L * model.d_inner * 4, (full, less)

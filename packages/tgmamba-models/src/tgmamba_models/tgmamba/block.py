@@ -179,7 +179,11 @@ class TGMamba(nn.Module):
         # NaN/inf in x and edge range/weight checks (a few device syncs); set False for CUDA-graph
         # capture or tight loops (then out-of-range edges are undefined behaviour)
         self.validate_inputs = True
-        self.checkpoint_graph = True  # recompute the graph construction in backward for L >= min_len
+        # long sequences (L >= checkpoint_graph_min_len): recompute in backward, instead of storing, the graph
+        # construction and input convolution (checkpoint_graph) and the gated norm's output that out_proj would
+        # keep (checkpoint_norm: one (batch * V, L, d_inner) tensor, 148 MiB at batch 16, V 19, L 2000)
+        self.checkpoint_graph = True
+        self.checkpoint_norm = True
         self.checkpoint_graph_min_len = 256
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **fk)
@@ -505,10 +509,17 @@ class TGMamba(nn.Module):
             graph = self._learn_graph(x4, adj0)  # (b, T, V, V)
             _, y = self._scan_reference(u4, delta4, A, B4, C4, z4, graph)
         y = y.reshape(batch * V, D, L).transpose(1, 2)  # (bV, L, D)
-        if self.rmsnorm:
-            y = self.norm(y, z)
-        out = self.out_proj(y)
+        if not self.rmsnorm:
+            out = self.out_proj(y)
+        elif self.checkpoint_norm and torch.is_grad_enabled() and L >= self.checkpoint_graph_min_len:
+            out = torch.utils.checkpoint.checkpoint(self._norm_out, y, z, use_reentrant=False)
+        else:
+            out = self._norm_out(y, z)
         return (out, graph) if return_graph else out
+
+    def _norm_out(self, y: Tensor, z: Tensor) -> Tensor:
+        """Gated RMSNorm of the scan output, then out_proj: (bV, L, D) -> (bV, L, d_model)."""
+        return self.out_proj(self.norm(y, z))
 
     # ------------------------------------------------------------------ streaming
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None, dtype=None, device=None,
