@@ -442,12 +442,8 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
-  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
-  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
-  const TBC* Bv = Bs.var;
-  const float* Bc = Bs.cst;
-  const TBC* Cv = Cs.var;
-  const float* Cc = Cs.cst;
+  [[maybe_unused]] const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  [[maybe_unused]] const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
 
   // sequence bookkeeping: s = current sequence, next_end = first step after it
   int s = p.cu != nullptr ? 0 : b;
@@ -657,13 +653,9 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
-  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, 32);  // partials per warp
-  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, 32);
-  const TBC* Bv = Bs.var;
-  const float* Bc = Bs.cst;
-  const TBC* Cv = Cs.var;
-  const float* Cc = Cs.cst;
-  const int bgB = Bs.bg, partB = Bs.part, bgC = Cs.bg, partC = Cs.part;
+  // where this row reads B and C, and its (b, group) and dB / dC partial index (partials per warp)
+  const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, 32);
+  const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, 32);
 
 #pragma unroll
   for (int n = 0; n < NP; ++n) {

@@ -105,12 +105,8 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 32 ? 4 : 1) scan_fwd_lo
   const T* delta = static_cast<const T*>(p.delta) + roff;
   const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
   T* out = static_cast<T*>(p.out) + roff;
-  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row, d);
-  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row, d);
-  const TBC* Bv = Bs.var;
-  const TBC* Cv = Cs.var;
-  const float* Bc = Bs.cst;
-  const float* Cc = Cs.cst;
+  [[maybe_unused]] const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row, d);
+  [[maybe_unused]] const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row, d);
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
 
@@ -244,12 +240,8 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
       const int b = row_c / p.dim;
       const int d = row_c - b * p.dim;
       const size_t roff = (size_t)row_c * L;
-      const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
-      const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
-      const TBC* Bv = Bs.var;
-      const TBC* Cv = Cs.var;
-      const float* Bc = Bs.cst;
-      const float* Cc = Cs.cst;
+      [[maybe_unused]] const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+      [[maybe_unused]] const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
       const float Dd = p.D != nullptr ? p.D[d] : 0.f;
       const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
       float* rs = s_row + lr * kRS;

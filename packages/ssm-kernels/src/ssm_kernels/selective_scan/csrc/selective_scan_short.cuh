@@ -246,12 +246,8 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
     A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
     h[i] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
   }
-  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
-  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
-  const TBC* Bv = Bs.var;
-  const float* Bc = Bs.cst;
-  const TBC* Cv = Cs.var;
-  const float* Cc = Cs.cst;
+  [[maybe_unused]] const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  [[maybe_unused]] const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
   const float* sB = nullptr;  // staged B / C (STAGE: a separate instantiation, so that the plain one keeps
   const float* sC = nullptr;  // its register count)
   if constexpr (STAGE) {
@@ -366,13 +362,9 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
     A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
     h[i] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
   }
-  const auto Bs = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, RPW);  // partials per warp
-  const auto Cs = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, RPW);
-  const TBC* Bv = Bs.var;
-  const float* Bc = Bs.cst;
-  const TBC* Cv = Cs.var;
-  const float* Cc = Cs.cst;
-  const int bgB = Bs.bg, partB = Bs.part, bgC = Cs.bg, partC = Cs.part;
+  // where this row reads B and C, and its (b, group) and dB / dC partial index (partials per warp)
+  const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, RPW);
+  const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, RPW);
 
   // ---- recompute the states (hist: state before step t, in this thread's shared-memory column), dC_t, dz_t ----
   extern __shared__ float smem[];
