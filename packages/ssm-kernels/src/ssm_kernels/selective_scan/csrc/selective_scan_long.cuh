@@ -471,45 +471,32 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
 }
 
 #ifndef SSK_EMULATE
-template <int NP, int KI, typename T, typename TBC>
-cudaError_t launch_fwd_long_np(const ScanParams& p, cudaStream_t stream) {
-  const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
-  scan_fwd_long_kernel<NP, KI, T, TBC><<<blocks, 32 * kLongWarps, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-
-template <int NP, int KI, typename T, typename TBC>
-cudaError_t launch_bwd_long_np(const ScanParams& p, cudaStream_t stream) {
-  const size_t smem = long_bwd_smem_bytes(NP, p.long_rw);
-  auto kernel = scan_bwd_long_kernel<NP, KI, T, TBC>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (err != cudaSuccess) return err;
-  const int rows = kLongWarps * p.long_rw;
-  kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
-  return cudaGetLastError();
-}
-
-template <typename T, typename TBC>
-cudaError_t launch_bwd_long_t(const ScanParams& p, cudaStream_t stream) {
-  switch (padded_state(p.N)) {
-    case 4: return launch_bwd_long_np<4, kLongItemsBwd, T, TBC>(p, stream);
-    case 8: return launch_bwd_long_np<8, kLongItemsBwd, T, TBC>(p, stream);
-    case 16: return launch_bwd_long_np<16, kLongItemsBwd, T, TBC>(p, stream);
-    case 32: return launch_bwd_long_np<32, kLongItemsBwd, T, TBC>(p, stream);
-    case 64: return launch_bwd_long_np<64, kLongItemsBwd, T, TBC>(p, stream);
-    default: return cudaErrorInvalidValue;
+// Forward (BWD = false: 8 steps per lane, a 256-step chunk, one 16-byte vector of 16-bit inputs per lane and
+// array) or backward (4 steps per lane, rows per warp p.long_rw) of the long-sequence path.
+template <bool BWD, int NP, typename T, typename TBC>
+cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
+  if constexpr (BWD) {
+    const size_t smem = long_bwd_smem_bytes(NP, p.long_rw);
+    auto kernel = scan_bwd_long_kernel<NP, kLongItemsBwd, T, TBC>;
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return err;
+    const int rows = kLongWarps * p.long_rw;
+    kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
+  } else {
+    const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
+    scan_fwd_long_kernel<NP, kLongItems, T, TBC><<<blocks, 32 * kLongWarps, 0, stream>>>(p);
   }
+  return cudaGetLastError();
 }
 
-template <typename T, typename TBC>
-cudaError_t launch_fwd_long_t(const ScanParams& p, cudaStream_t stream) {
-  // 8 steps per lane (a 256-step chunk, one 16-byte vector of 16-bit inputs per lane and array)
+template <bool BWD, typename T, typename TBC>
+cudaError_t launch_long_t(const ScanParams& p, cudaStream_t stream) {
   switch (padded_state(p.N)) {
-    case 4: return launch_fwd_long_np<4, kLongItems, T, TBC>(p, stream);
-    case 8: return launch_fwd_long_np<8, kLongItems, T, TBC>(p, stream);
-    case 16: return launch_fwd_long_np<16, kLongItems, T, TBC>(p, stream);
-    case 32: return launch_fwd_long_np<32, kLongItems, T, TBC>(p, stream);
-    case 64: return launch_fwd_long_np<64, kLongItems, T, TBC>(p, stream);
+    case 4: return launch_long_np<BWD, 4, T, TBC>(p, stream);
+    case 8: return launch_long_np<BWD, 8, T, TBC>(p, stream);
+    case 16: return launch_long_np<BWD, 16, T, TBC>(p, stream);
+    case 32: return launch_long_np<BWD, 32, T, TBC>(p, stream);
+    case 64: return launch_long_np<BWD, 64, T, TBC>(p, stream);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -4,8 +4,8 @@
 namespace ssk {
 
 cudaError_t launch_bwd_long_bf16(const ScanParams& p, cudaStream_t stream) {
-  if (p.bc_dtype == kFloat32) return launch_bwd_long_t<__nv_bfloat16, float>(p, stream);
-  return launch_bwd_long_t<__nv_bfloat16, __nv_bfloat16>(p, stream);
+  if (p.bc_dtype == kFloat32) return launch_long_t<true, __nv_bfloat16, float>(p, stream);
+  return launch_long_t<true, __nv_bfloat16, __nv_bfloat16>(p, stream);
 }
 
 }  // namespace ssk

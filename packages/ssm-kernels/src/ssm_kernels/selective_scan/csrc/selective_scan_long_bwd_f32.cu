@@ -4,7 +4,7 @@
 namespace ssk {
 
 cudaError_t launch_bwd_long_f32(const ScanParams& p, cudaStream_t stream) {
-  return launch_bwd_long_t<float, float>(p, stream);
+  return launch_long_t<true, float, float>(p, stream);
 }
 
 }  // namespace ssk
