@@ -121,8 +121,7 @@ class EmulatedExtension:
 
         return long_path(int(L), bool(has_cu))
 
-    @staticmethod
-    def _common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
+    def _common(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
         batch, dim, L = u.shape
         N = A.shape[1]
         nseq = batch if cu is None else cu.numel() - 1
@@ -136,12 +135,11 @@ class EmulatedExtension:
         p.smem_b = int(p.b_groups > 0 and (dim // p.b_groups) % K_ROWS == 0)
         p.smem_c = int(p.c_groups > 0 and (dim // p.c_groups) % K_ROWS == 0)
         p.D, p.delta_bias, p.h0, p.cu = _ptr(D), _ptr(delta_bias), _ptr(h0), _ptr(cu)
-        # as set_short_stage (applied by the short kernels only): every block of rows in one (b, group)
-        np_ = max(4, 1 << (N - 1).bit_length())
-        stage = os.environ.get("SSM_KERNELS_SCAN_SHORT_STAGE") == "1" and np_ <= 16
-        rpb = 128 // (np_ // 4)
-        p.short_stage_b = int(stage and p.b_groups > 0 and (dim // p.b_groups) % rpb == 0)
-        p.short_stage_c = int(stage and p.c_groups > 0 and (dim // p.c_groups) % rpb == 0)
+        # as set_short_stage (applied by the short kernels only)
+        stage = os.environ.get("SSM_KERNELS_SCAN_SHORT_STAGE") == "1"
+        ok = _lib(self.short_only).emu_short_stage_ok
+        p.short_stage_b = int(stage and p.b_groups > 0 and ok(dim // p.b_groups, N) == 1)
+        p.short_stage_c = int(stage and p.c_groups > 0 and ok(dim // p.c_groups, N) == 1)
         for t in (u, delta, A, B, C, D, z, delta_bias, h0, cu):
             assert t is None or t.is_contiguous()
         return p

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_device, check_tensor
-from ..backend import select_backend
+from ..backend import needs_autograd, select_backend
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 __all__ = ["causal_conv1d_fn", "causal_conv1d_update"]
@@ -148,7 +148,7 @@ def causal_conv1d_update(
         raise ValueError(f"weight width {width} > {MAX_TRITON_WIDTH} is not supported by the triton backend")
     if choice == "reference":
         return causal_conv1d_update_ref(x, conv_state, weight, bias, activation, cache_seqlens, conv_state_indices)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, conv_state, weight, bias)):
+    if needs_autograd(x, conv_state, weight, bias):
         raise RuntimeError(
             "causal_conv1d_update's triton backend has no backward; call it under torch.no_grad() (decoding) "
             "or force SSM_KERNELS_BACKEND_CAUSAL_CONV1D=reference"

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_same_device, check_tensor
+from ..backend import cdiv
 
 __all__ = ["process_dt", "seq_segments", "ssd_chunk_scan_ref", "validate_ssd_inputs"]
 
@@ -171,7 +172,7 @@ def ssd_chunk_scan_ref(
     state_dtype = torch.promote_types(x.dtype, torch.float32)
     cdt = compute_dtype or state_dtype
     Q = chunk_size
-    nc = max(1, -(-l // Q))
+    nc = max(1, cdiv(l, Q))
     T = nc * Q
     pad = T - l
 

@@ -1332,7 +1332,7 @@ def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
     the per-chunk ``C_i . B_j`` of every group, shared by its heads, ``(b, nc, g, Q, Q)`` (see :func:`_cb_dtype`)."""
     b, l, h = dt.shape
     g, n = B.shape[2], B.shape[3]
-    nc = max(1, -(-l // Q))
+    nc = max(1, cdiv(l, Q))
     T = nc * Q
     dt_t = torch.empty(b, h, T, device=dt.device, dtype=torch.float32)
     cs = torch.empty_like(dt_t)
@@ -1723,7 +1723,7 @@ def ssd_chunk_scan_triton(
     """
     b, l, h, p = x.shape
     Q = chunk_size
-    nc = max(1, -(-l // Q))
+    nc = max(1, cdiv(l, Q))
     seg = seq_segments(seq_idx, cu_seqlens, b, l, x.device)
     seg_p = None
     if seg is not None:

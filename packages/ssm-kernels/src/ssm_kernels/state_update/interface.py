@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_same_device, check_tensor
-from ..backend import select_backend
+from ..backend import needs_autograd, select_backend
 from .reference import selective_state_update_ref
 
 __all__ = ["selective_state_update"]
@@ -63,9 +63,7 @@ def _check_inputs(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices):
     check_same_device(
         state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, state_batch_indices=state_batch_indices
     )
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (state, x, dt, A, B, C, D, z, dt_bias)
-    ):
+    if needs_autograd(state, x, dt, A, B, C, D, z, dt_bias):
         raise RuntimeError(
             "selective_state_update is an inference op without backward; call it under torch.no_grad() "
             "or on tensors that do not require grad"

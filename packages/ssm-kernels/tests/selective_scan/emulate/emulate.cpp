@@ -216,6 +216,7 @@ extern "C" int emu_scan_fwd_short(const ssk::ScanParams* p, int dtype) { return 
 extern "C" int emu_scan_bwd_short(const ssk::ScanParams* p, int dtype) { return run_short(p, dtype, true); }
 extern "C" int emu_short_part_mode(int gs, int N) { return ssk::short_part_mode(gs, ssk::padded_state(N)); }
 extern "C" int emu_short_npart(int gs, int N) { return ssk::short_npart(gs, ssk::padded_state(N)); }
+extern "C" int emu_short_stage_ok(int gs, int N) { return ssk::short_stage_ok(gs, ssk::padded_state(N)) ? 1 : 0; }
 extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
 #ifndef SSK_EMU_SHORT_ONLY
 extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }

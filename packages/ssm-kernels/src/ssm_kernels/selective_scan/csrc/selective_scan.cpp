@@ -72,10 +72,8 @@ void set_short_stage(ssk::ScanParams& p) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_SHORT_STAGE");
   const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
   const int np = ssk::padded_state(p.N);
-  const int rpb = ssk::kShortThreads / (np / 4);
-  const bool ok = on && np <= ssk::kShortStageMaxNP;
-  p.short_stage_b = ok && p.b_groups > 0 && (p.dim / p.b_groups) % rpb == 0 ? 1 : 0;
-  p.short_stage_c = ok && p.c_groups > 0 && (p.dim / p.c_groups) % rpb == 0 ? 1 : 0;
+  p.short_stage_b = on && p.b_groups > 0 && ssk::short_stage_ok(p.dim / p.b_groups, np) ? 1 : 0;
+  p.short_stage_c = on && p.c_groups > 0 && ssk::short_stage_ok(p.dim / p.c_groups, np) ? 1 : 0;
 }
 
 // Long-sequence forward (selective_scan_long.cuh: one warp per row, time split over the lanes) for

@@ -90,6 +90,11 @@ enum ShortPartMode : int { kShortPartSegments = 0, kShortPartWarp = 1, kShortPar
 // Shared memory of the short kernels' staged B and C ([L][NP] each; see ScanParams::short_stage_b), which
 // have a staged instantiation for padded state sizes up to kShortStageMaxNP.
 constexpr int kShortStageMaxNP = 16;
+// Whether the short kernels can stage a variable B or C whose groups hold gs channels: every block of
+// kShortThreads / (np / 4) rows lies in one (b, group), and a staged instantiation exists for np.
+inline bool short_stage_ok(int gs, int np) {
+  return np <= kShortStageMaxNP && gs % (kShortThreads / (np / 4)) == 0;
+}
 inline size_t short_stage_smem_bytes(int np, int L) { return sizeof(float) * 2 * (size_t)L * np; }
 // Dynamic shared memory of the short backward: the states before each step (4 per lane), for the
 // block mode per-warp [NP][L] slices of dB and dC, then the staged B and C (at the end).
