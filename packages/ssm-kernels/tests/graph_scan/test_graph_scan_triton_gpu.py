@@ -53,6 +53,19 @@ AWKWARD = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
+def test_gpu_shared_mix_and_strided_d_out(monkeypatch, atomic, dtype):
+    """TGMamba's call: one per-step operator tensor as mix_A and mix_C, d_out a (batch, V, L, D)-major view."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    if atomic:
+        monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
+    inputs = make_graph_scan_inputs(batch=3, V=19, D=64, N=16, L=300, K=2, T="L", mix_C=True, K_C=2, T_C="L",
+                                    dtype=dtype, device="cuda", seed=23, **MAMBA)  # fmt: skip
+    check_graph_scan_against_reference(_triton(), inputs, shared_mix=True, strided_d_out=True)
+
+
 @pytest.mark.parametrize("case", list(AWKWARD), ids=list(AWKWARD))
 def test_gpu_awkward_sizes(case):
     kw = dict(AWKWARD[case])

@@ -80,6 +80,32 @@ def test_triton_atomic_partials(monkeypatch):
     check_graph_scan_against_reference(_triton(chunk=3), inputs)
 
 
+@pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
+def test_triton_shared_mix_and_strided_d_out(monkeypatch, atomic):
+    """mix_C is mix_A (TGMamba's readout) and a non-contiguous d_out (read in place, no copy).
+
+    With atomic accumulation both uses add into one gradient buffer; with per-program partials they stay
+    separate and autograd sums them. The gradient of the shared tensor must equal the reference's either way.
+    """
+    import ssm_kernels.graph_scan.triton as gst
+
+    if atomic:
+        monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
+    allocs = []
+    real_zeros = torch.zeros
+    monkeypatch.setattr(gst.torch, "zeros", lambda *a, **k: allocs.append(a) or real_zeros(*a, **k))
+    seen = []
+    real_bwd = gst._bwd
+    monkeypatch.setattr(gst, "_bwd", lambda dout, *a, **k: seen.append(dout.is_contiguous()) or real_bwd(dout, *a, **k))
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=5, N=4, L=7, K=2, T="L", mix_C=True, K_C=2, T_C="L", seed=17,
+                                    **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=3), inputs, shared_mix=True, strided_d_out=True)
+    assert seen == [False], "d_out should reach the backward as the strided view"
+    mix_shape = tuple(inputs["mix_A"].shape)
+    mix_bufs = [a for a in allocs if tuple(a[1:]) == mix_shape]
+    assert len(mix_bufs) == (1 if atomic else 0), f"mix gradient buffers allocated with zeros: {mix_bufs}"
+
+
 def test_triton_only_last_state_used():
     """Gradients that flow only through last_state (out unused: its cotangent is None)."""
     inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=6, K=2, T="1", mix_C=True, seed=13, **FULL)

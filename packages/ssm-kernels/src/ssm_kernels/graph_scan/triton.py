@@ -253,6 +253,7 @@ def _graph_scan_bwd_kernel(
     g_ma_p, g_ma_b, g_ma_t, g_ma_k,
     g_mc_p, g_mc_b, g_mc_t, g_mc_k,
     g_bc_p,
+    s_do_b, s_do_v, s_do_d, s_do_t,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, MA_MODE: tl.constexpr,
     MC_MODE: tl.constexpr, BC_ATOMIC: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
@@ -268,6 +269,7 @@ def _graph_scan_bwd_kernel(
     m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
     o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L
     m_x = m_v[:, None] & m_d[None, :]
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d  # d_out may be strided (no copy)
     o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
     m_bc = m_v[:, None] & m_n[None, :]
     o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
@@ -345,7 +347,7 @@ def _graph_scan_bwd_kernel(
             b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
                                                     HAS_BIAS, SOFTPLUS)  # fmt: skip
             b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
-            b_do = tl.load(dout_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+            b_do = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
             # readout: y = sum_n G C + D u ; out = y * silu(z). dy does not depend on G, so the readout's
             # G_t and its adjoint come from the same mix_k @ H_t products (one pass over the operators).
             if HAS_Z:
@@ -600,7 +602,26 @@ def _use_atomics(nbytes: int, parts: int) -> bool:
 
 
 def _bwd(
-    dout, dlast, ckpt, last, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, chunk, block_d
+    dout,
+    dlast,
+    ckpt,
+    last,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    mix_A,
+    W_A,
+    mix_C,
+    W_C,
+    D,
+    z,
+    delta_bias,
+    softplus,
+    chunk,
+    block_d,
+    share_mix=False,
 ):
     batch, V, Dm, L = u.shape
     N = A.shape[1]
@@ -641,12 +662,14 @@ def _bwd(
         return buf, mode, (0 if atomic else s[0], s[1], s[2] if T > 1 else 0, s[3])
 
     dmA, ma_mode, g_ma = mix_buf(T_A, K_A, True)
-    dmC, mc_mode, g_mc = mix_buf(T_C, K_C, mix_C is not None)
+    # mix_C is mix_A (TGMamba's readout uses the state operators): with atomic accumulation both gradients
+    # add into one buffer (one (batch, L, K, V, V) fp32 buffer less: 88 MiB at batch 16, L 2000, V 19)
+    shared = share_mix and ma_mode == 2
+    dmC, mc_mode, g_mc = (dmA, ma_mode, g_ma) if shared else mix_buf(T_C, K_C, mix_C is not None)
     dWA = torch.empty(batch * NDB, K_A, N, N, device=dev, dtype=f32)
     dWC = torch.empty(batch * NDB, K_C, N, N, device=dev, dtype=f32) if mix_C is not None else dWA
     all_states = chunk == 1
     scratch = dh0 if all_states else torch.empty(batch * NDB * (chunk + 1) * V * BD * N, device=dev, dtype=f32)
-    dout = dout.contiguous()
     dummy = u
     args = (
         u, delta, A, B, C, mix_A, W_A,
@@ -657,7 +680,7 @@ def _bwd(
         du, ddelta, dz if dz is not None else du, dA_part, dB, dC, dmA, dWA, dmC, dWC, dD_part, dbias_part, dh0,
         batch, V, Dm, L, N, NC, NDB, 0,
         *_mix_strides(mix_A), *_mix_strides(mix_C),
-        *g_ma, *g_mc, 0 if bc_atomic else dB.stride(0),
+        *g_ma, *g_mc, 0 if bc_atomic else dB.stride(0), *dout.stride(),
     )  # fmt: skip
     meta = dict(
         K_A=K_A, K_C=K_C, HAS_MIXC=mix_C is not None, HAS_D=D is not None, HAS_Z=z is not None,
@@ -680,7 +703,7 @@ def _bwd(
         "C": lambda: red(dC),
         "mix_A": lambda: red(dmA),
         "W_A": lambda: dWA.view(batch, NDB, K_A, N, N).sum((0, 1)),
-        "mix_C": lambda: red(dmC),
+        "mix_C": lambda: None if shared else red(dmC),
         "W_C": lambda: dWC.view(batch, NDB, K_C, N, N).sum((0, 1)),
         "D": lambda: dD_part.sum(0),
         "z": lambda: dz,
@@ -710,9 +733,12 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
         out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
                                need_grad, chunk, block_d_fwd)  # fmt: skip
         if need_grad:
+            # the same operators on both sides (mix_C is mix_A) are kept once; the backward may then share
+            # their gradient buffer
+            ctx.share_mix = mix_C is not None and mix_C is mix_A
             # chunk 1 (all states stored): the backward starts from the last state instead of recomputing
-            ctx.save_for_backward(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt,
-                                  last if chunk == 1 else None)  # fmt: skip
+            ctx.save_for_backward(u, delta, A, B, C, mix_A, W_A, None if ctx.share_mix else mix_C, W_C, D, z,
+                                  delta_bias, initial_state, ckpt, last if chunk == 1 else None)  # fmt: skip
             ctx.cfg = (bool(delta_softplus), chunk, block_d_bwd)
         ctx.set_materialize_grads(False)
         return out, last
@@ -721,19 +747,19 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt, last = ctx.saved_tensors
         softplus, chunk, block_d = ctx.cfg
+        if ctx.share_mix:
+            mix_C = mix_A
         if dout is None:
             dout = torch.zeros_like(u)
-        grads = _bwd(dout, dlast, ckpt, last if last is not None else ckpt, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus,
-                     chunk, block_d)  # fmt: skip
+        grads = _bwd(dout, dlast, ckpt, last if last is not None else ckpt, u, delta, A, B, C, mix_A, W_A, mix_C,
+                     W_C, D, z, delta_bias, softplus, chunk, block_d, ctx.share_mix)  # fmt: skip
         inputs = dict(zip(_ORDER, (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias)))
         inputs["initial_state"] = initial_state
         out = []
         for i, name in enumerate((*_ORDER, "delta_softplus", "initial_state")):
             x = inputs.get(name)
-            if name == "delta_softplus" or x is None or not ctx.needs_input_grad[i]:
-                out.append(None)
-            else:
-                out.append(grads[name]().to(x.dtype))
+            g = None if name == "delta_softplus" or x is None or not ctx.needs_input_grad[i] else grads[name]()
+            out.append(None if g is None else g.to(x.dtype))
         return (*out, None, None, None)
 
 

@@ -124,16 +124,34 @@ def timing_closures(fn: Callable, inputs: dict, names: list[str]) -> tuple[Calla
     return fwd, fwdbwd
 
 
-def _run(fn: Callable, inputs: dict, names: list[str], cast, d_out, d_last, use_out: bool, use_last: bool):
-    leaves = {n: cast(inputs[n]).detach().clone().requires_grad_(True) for n in names}
-    out, last = fn(**{**inputs, **leaves}, return_last_state=True)
+def _run(
+    fn: Callable,
+    inputs: dict,
+    names: list[str],
+    cast,
+    d_out,
+    d_last,
+    use_out: bool,
+    use_last: bool,
+    shared_mix: bool = False,
+    strided_d_out: bool = False,
+):
+    leaves = {
+        n: cast(inputs[n]).detach().clone().requires_grad_(True) for n in names if not (shared_mix and n == "mix_C")
+    }
+    args = {**inputs, **leaves}
+    if shared_mix:  # one operator tensor on both sides (TGMamba's readout): mix_C is mix_A
+        args["mix_C"] = args["mix_A"]
+    out, last = fn(**args, return_last_state=True)
     loss = 0.0
-    if use_out:
+    if use_out and strided_d_out:  # the cotangent reaching ``fn`` is a (batch, V, L, D)-major view
+        loss = loss + (out.transpose(-1, -2).double() * d_out.to(out.device).transpose(-1, -2).contiguous()).sum()
+    elif use_out:
         loss = loss + (out.double() * d_out.to(out.device)).sum()
     if use_last:
         loss = loss + (last.double() * d_last.to(last.device)).sum()
-    grads = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True) if names else ()
-    return out.detach(), last.detach(), dict(zip(names, grads))
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True) if leaves else ()
+    return out.detach(), last.detach(), dict(zip(leaves, grads))
 
 
 def check_graph_scan_against_reference(
@@ -144,6 +162,8 @@ def check_graph_scan_against_reference(
     use_last: bool = True,
     factor: float = 2.0,
     seed: int = 1,
+    shared_mix: bool = False,
+    strided_d_out: bool = False,
 ) -> dict[str, float]:
     """Compare ``fn`` (a fast path with the op's signature) with the reference on outputs and grads.
 
@@ -151,11 +171,16 @@ def check_graph_scan_against_reference(
     (``ref_lo``, computing in fp32); each result of ``fn`` must satisfy
     :func:`assert_close_to_reference`. The loss is ``<out, g_out> + <last_state, g_last>`` with
     random cotangents that are exact in the output dtype. Returns the max relative errors.
+    ``shared_mix`` passes one tensor as both ``mix_A`` and ``mix_C`` (its gradient sums both uses);
+    ``strided_d_out`` makes the output's cotangent a non-contiguous view.
     """
     from ..graph_scan.reference import graph_selective_scan_ref
     from . import max_rel_err
 
     names = graph_scan_grad_names(inputs) if grads else []
+    if shared_mix:
+        names = [n for n in names if n != "mix_C"]
+        inputs = {**inputs, "mix_C": inputs["mix_A"]}
     u = inputs["u"]
     gen = torch.Generator().manual_seed(seed)
     batch, V, Dm, L = u.shape
@@ -170,13 +195,14 @@ def check_graph_scan_against_reference(
             out_lo, last_lo = graph_selective_scan_ref(**inputs, return_last_state=True)
         g_f = g_hi = g_lo = {}
     else:
-        out, last, g_f = _run(fn, inputs, names, lambda x: x, d_out, d_last, use_out, use_last)
+        opts = dict(shared_mix=shared_mix, strided_d_out=strided_d_out)
+        out, last, g_f = _run(fn, inputs, names, lambda x: x, d_out, d_last, use_out, use_last, **opts)
         hi_inputs = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
         out_hi, last_hi, g_hi = _run(
-            graph_selective_scan_ref, hi_inputs, names, lambda x: x, d_out, d_last, use_out, use_last
+            graph_selective_scan_ref, hi_inputs, names, lambda x: x, d_out, d_last, use_out, use_last, **opts
         )
         out_lo, last_lo, g_lo = _run(
-            graph_selective_scan_ref, inputs, names, lambda x: x, d_out, d_last, use_out, use_last
+            graph_selective_scan_ref, inputs, names, lambda x: x, d_out, d_last, use_out, use_last, **opts
         )
     errs = {}
     # half-precision inputs allow half-precision error everywhere (also for the fp32 last_state and the

@@ -181,9 +181,12 @@ class TGMamba(nn.Module):
         self.validate_inputs = True
         # long sequences (L >= checkpoint_graph_min_len): recompute in backward, instead of storing, the graph
         # construction and input convolution (checkpoint_graph) and the gated norm's output that out_proj would
-        # keep (checkpoint_norm: one (batch * V, L, d_inner) tensor, 148 MiB at batch 16, V 19, L 2000)
+        # keep (checkpoint_norm: one (batch * V, L, d_inner) tensor, 148 MiB at batch 16, V 19, L 2000), and
+        # the x half of in_proj with the causal conv (checkpoint_conv: the conv would keep all of in_proj's
+        # (batch * V, L, 2 * d_inner) output alive, since z is a view of it; 148 MiB at the same shape)
         self.checkpoint_graph = True
         self.checkpoint_norm = True
+        self.checkpoint_conv = True
         self.checkpoint_graph_min_len = 256
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **fk)
@@ -473,11 +476,15 @@ class TGMamba(nn.Module):
         self._validate_values(x, edge_index, edge_weight, batch)
         adj0 = self._input_graph(edge_index, edge_weight, adj, batch, L, x)
 
-        xz = self.in_proj(x)  # (bV, L, 2D)
-        xc, z = xz.chunk(2, dim=-1)
-        xc = causal_conv1d_fn(
-            xc.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu"
-        )  # (bV, D, L)
+        if self.checkpoint_conv and torch.is_grad_enabled() and L >= self.checkpoint_graph_min_len:
+            # z on its own; the x half and the conv are recomputed in backward (only x is kept)
+            w_z = self.in_proj.weight[D:]
+            z = F.linear(x, w_z, None if self.in_proj.bias is None else self.in_proj.bias[D:])
+            xc = torch.utils.checkpoint.checkpoint(self._in_conv, x, use_reentrant=False)
+        else:
+            xz = self.in_proj(x)  # (bV, L, 2D)
+            xc, z = xz.chunk(2, dim=-1)
+            xc = self._conv(xc)
         # x_proj and dt_proj in the channel-major layout, as batched products with an expanded (not copied)
         # weight: backward keeps xc (which the scan needs anyway) and a small dt instead of a (bV * L, D)
         # transposed copy of xc, all of x_dbl and copies of B and C (-220 MB saved for backward at batch 16,
@@ -516,6 +523,16 @@ class TGMamba(nn.Module):
         else:
             out = self._norm_out(y, z)
         return (out, graph) if return_graph else out
+
+    def _conv(self, xc: Tensor) -> Tensor:
+        """Depthwise causal conv + SiLU over time: (bV, L, D) -> (bV, D, L)."""
+        return causal_conv1d_fn(xc.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+
+    def _in_conv(self, x: Tensor) -> Tensor:
+        """The x half of in_proj, then the causal conv: (bV, L, d_model) -> (bV, D, L)."""
+        D = self.d_inner
+        bias = None if self.in_proj.bias is None else self.in_proj.bias[:D]
+        return self._conv(F.linear(x, self.in_proj.weight[:D], bias))
 
     def _norm_out(self, y: Tensor, z: Tensor) -> Tensor:
         """Gated RMSNorm of the scan output, then out_proj: (bV, L, D) -> (bV, L, d_model)."""
