@@ -21,24 +21,9 @@ import traceback
 import torch
 
 from ssm_kernels import mamba_chunk_scan_combined, selective_scan_fn
-from ssm_kernels.testing.bench import cuda_event_ms
+from ssm_kernels.testing.bench import cuda_event_ms, kernel_us
 from ssm_kernels.testing.selective_scan import make_scan_inputs
 from ssm_kernels.testing.ssd import make_inputs
-
-
-def kernel_us(fn, reps: int = 10) -> tuple[float, dict[str, float]]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as pr:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    per: dict[str, float] = {}
-    for e in pr.key_averages():
-        t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
-        if t:
-            per[e.key[:40]] = t / reps
-    return sum(per.values()), per
 
 
 def host_us(fn, reps: int = 50) -> float:
@@ -91,7 +76,8 @@ def main() -> int:
                 fn()
             wall = cuda_event_ms(fn, rounds=50) * 1e3
             host = host_us(fn)
-            gpu, per = kernel_us(fn)
+            per = kernel_us(fn, reps=10)
+            gpu = sum(per.values())
             print(f"{name:30s} wall {wall:8.1f} us  host/call {host:8.1f} us  GPU kernels {gpu:8.1f} us  "
                   f"(wall - kernels {wall - gpu:7.1f} us)", flush=True)  # fmt: skip
             for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:8]:

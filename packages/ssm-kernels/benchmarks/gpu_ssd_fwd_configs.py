@@ -12,26 +12,10 @@ import triton
 
 import ssm_kernels.ssd.triton_ssd as T
 from ssm_kernels import mamba_chunk_scan_combined
-from ssm_kernels.testing.bench import cuda_event_ms
+from ssm_kernels.testing.bench import cuda_event_ms, kernel_us
 from ssm_kernels.testing.ssd import make_inputs
 
 SHAPES = {"b4-l2048-h80-p64-n128": (4, 2048, 80, 64, 1, 128), "b8-l4096-h32-p64-n64": (8, 4096, 32, 64, 1, 64)}
-
-
-def kernel_us(fn, reps=5) -> dict[str, float]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as pr:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    out: dict[str, float] = {}
-    for e in pr.key_averages():
-        if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0):
-            t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
-            if t:
-                out[e.key[:28]] = t / reps
-    return out
 
 
 def main() -> None:
@@ -52,13 +36,13 @@ def main() -> None:
                 kern.cache.clear()
                 fwd()
                 w = cuda_event_ms(fwd, rounds=30)
-                ks = kernel_us(fwd)
+                ks = kernel_us(fwd, width=28)
                 mine = {k: v for k, v in ks.items() if k.startswith(kname[:20])}
                 print(f"{name} {kname} {cfg}: wall {w:.3f} ms  kernel {mine}", flush=True)
             kern.configs = full
             kern.cache.clear()
         w = cuda_event_ms(fwd, rounds=30)
-        ks = kernel_us(fwd)
+        ks = kernel_us(fwd, width=28)
         print(f"{name} autotuned: wall {w:.3f} ms  kernels {ks}", flush=True)
         for kname in ("_chunk_scan_fwd_kernel", "_state_scan_fwd_kernel"):
             print(f"   {kname} best: {getattr(T, kname).best_config}", flush=True)

@@ -239,6 +239,19 @@ def test_checkpointed_graph_construction_same_gradients(conv_type):
             torch.testing.assert_close(g1[name], g0[name], rtol=1e-12, atol=1e-14, msg=name)
 
 
+def _saved_bytes(forward):
+    """(bytes of the distinct storages autograd keeps for backward, output) of ``forward()``."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    return sum(storages.values()), out
+
+
 def test_long_sequences_keep_less_for_backward():
     """At L >= checkpoint_graph_min_len the gated norm's output is not kept for backward (recomputed), so the
     saved tensors shrink by one (batch * V, L, d_inner) tensor; outputs are unchanged."""
@@ -250,15 +263,7 @@ def test_long_sequences_keep_less_for_backward():
 
     def saved_bytes(flag):
         model.checkpoint_norm = flag
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x, path="fused")
-        return sum(storages.values()), out
+        return _saved_bytes(lambda: model(x, path="fused"))
 
     full, out0 = saved_bytes(False)
     less, out1 = saved_bytes(True)
@@ -279,16 +284,9 @@ def test_long_sequences_recompute_the_input_conv():
 
     def run(flag):
         model.checkpoint_conv = flag
-        storages = {}
-
-        def pack(t):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x, path="fused")
+        nbytes, out = _saved_bytes(lambda: model(x, path="fused"))
         grads = torch.autograd.grad(out, [x, *model.parameters()], gout)
-        return sum(storages.values()), out.detach(), grads
+        return nbytes, out.detach(), grads
 
     full, out0, g0 = run(False)
     less, out1, g1 = run(True)

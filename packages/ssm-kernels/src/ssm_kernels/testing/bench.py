@@ -59,6 +59,22 @@ def cuda_event_ms(fn: Callable[[], Any], rounds: int = 20, warmup: int = 3) -> f
     return times[len(times) // 2]
 
 
+def kernel_us(fn: Callable[[], Any], reps: int = 5, width: int = 40) -> dict[str, float]:
+    """GPU time per call of each kernel ``fn`` launches (torch.profiler, microseconds, names cut to ``width``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as pr:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    out: dict[str, float] = {}
+    for e in pr.key_averages():
+        t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+        if t:
+            out[e.key[:width]] = t / reps
+    return out
+
+
 def tensor_bytes(*tensors: torch.Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 

@@ -136,9 +136,7 @@ def _run(
     shared_mix: bool = False,
     strided_d_out: bool = False,
 ):
-    leaves = {
-        n: cast(inputs[n]).detach().clone().requires_grad_(True) for n in names if not (shared_mix and n == "mix_C")
-    }
+    leaves = {n: cast(inputs[n]).detach().clone().requires_grad_(True) for n in names}  # (no mix_C if shared)
     args = {**inputs, **leaves}
     if shared_mix:  # one operator tensor on both sides (TGMamba's readout): mix_C is mix_A
         args["mix_C"] = args["mix_A"]
