@@ -42,10 +42,12 @@ def _cases():
         pytest.param(s, SHAPE_DTYPE[s], "cuda", id=f"{s}-{SHAPE_DTYPE[s]}-cuda", marks=pytest.mark.gpu)
         for s in ("big", "tusz", "raw")
     ]
-    # the long-sequence kernels (SSM_KERNELS_SCAN_LONG=1) beside the general ones, same run
+    # beside the defaults (long forward for inference, general kernels for training), same run: the long kernels
+    # in training too (SSM_KERNELS_SCAN_LONG=1) and the general kernels everywhere (SSM_KERNELS_SCAN_LONG=0)
     cases += [
-        pytest.param(s, SHAPE_DTYPE[s], "cuda-long", id=f"{s}-{SHAPE_DTYPE[s]}-cuda-long", marks=pytest.mark.gpu)
+        pytest.param(s, SHAPE_DTYPE[s], b, id=f"{s}-{SHAPE_DTYPE[s]}-{b}", marks=pytest.mark.gpu)
         for s in ("big", "raw")
+        for b in ("cuda-long", "cuda-general")
     ]
     # the short kernels with B / C staged in shared memory (SSM_KERNELS_SCAN_SHORT_STAGE=1)
     cases.append(pytest.param("tusz", "fp32", "cuda-staged", id="tusz-fp32-cuda-staged", marks=pytest.mark.gpu))
@@ -56,7 +58,10 @@ def _cases():
 def _setup(shape, dt, backend, grad, monkeypatch):
     if shape != "cpu_tiny" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
+    if backend in ("cuda-long", "cuda-general"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
+    else:
+        monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
     op_backend = "cuda" if backend.startswith("cuda") else backend
     device = "cuda" if shape != "cpu_tiny" else "cpu"

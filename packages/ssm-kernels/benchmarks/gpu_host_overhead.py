@@ -52,7 +52,7 @@ def cases():
         torch.autograd.grad(selective_scan_fn(**xg, delta_softplus=True, backend="cuda"), leaves, dout)
 
     yield "selective_scan tusz fwd", scan_fwd, True
-    yield "selective_scan tusz fwd+bwd", scan_fwdbwd, False
+    yield "selective_scan tusz fwd+bwd", scan_fwdbwd, True
     for name, (b, l, h, p, g, n) in {
         "b8-l4096": (8, 4096, 32, 64, 1, 64),
         "b4-l2048": (4, 2048, 80, 64, 1, 128),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssm_kernels.testing import requires_cuda, seed_all
+from ssm_kernels.testing import assert_close_to_reference, requires_cuda, seed_all
 from ssm_kernels.testing.selective_scan import (
     compare_scan_to_reference,
     make_scan_inputs,
@@ -106,15 +106,51 @@ def _kernel_names(fn):
 
 
 @pytest.mark.parametrize("case", SHORT, ids=[c[0] for c in SHORT])
-@pytest.mark.parametrize("short", ["1", "0", "staged"], ids=["short", "general", "short-staged"])
+@pytest.mark.parametrize(
+    "short", ["1", "0", "staged", "minb1", "minb8"], ids=["short", "general", "short-staged", "uncapped", "capped"]
+)
 def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
     """L <= 16: the short kernels (default; with SSM_KERNELS_SCAN_SHORT_STAGE=1 B / C staged in shared memory
-    where blocks lie in one group) and, with SSM_KERNELS_SCAN_SHORT=0, the general kernels."""
-    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1" if short == "staged" else short)
+    where blocks lie in one group; both register-cap instantiations) and, with SSM_KERNELS_SCAN_SHORT=0, the
+    general kernels."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0" if short == "0" else "1")
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if short == "staged" else "0")
+    if short.startswith("minb"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_MINB", short[4:])
     compare_scan_to_reference(
         make_short_case_inputs(case, "cuda", seed=21), delta_softplus=case[9], with_last=case[12], seed=22
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_inference_runs_the_long_forward(dtype, monkeypatch):
+    """No-grad calls at L >= 128 run the long forward (SSM_KERNELS_SCAN_LONG=0: the general one); same outputs
+    as the reference and as the general kernel."""
+    from ssm_kernels import selective_scan_fn
+    from ssm_kernels.selective_scan.reference import selective_scan_ref
+
+    x = make_scan_inputs(3, 40, 300, 16, dtype=dtype, device="cuda", seed=31)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+
+    def run():
+        with torch.no_grad():
+            return selective_scan_fn(**x, delta_softplus=True, return_last_state=True, backend="cuda")
+
+    names = " ".join(_kernel_names(run))
+    assert "scan_fwd_long_kernel" in names, names
+    out, last = run()
+    hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
+    out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=True, return_last_state=True)
+    out_lo, last_lo = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
+    assert_close_to_reference("out", out, out_hi, out_lo)
+    assert_close_to_reference("last_state", last, last_hi, last_lo)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "0")
+    names = " ".join(_kernel_names(run))
+    assert "scan_fwd_long_kernel" not in names and "scan_fwd_kernel" in names, names
+    out_g, last_g = run()
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
+    torch.testing.assert_close(out, out_g, **tol)
+    torch.testing.assert_close(last, last_g, rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_short_path_runs_the_short_kernels(monkeypatch):

@@ -56,11 +56,13 @@ class ScanParams(ctypes.Structure):
             (n, _P)
             for n in ("dout", "dlast", "du", "ddelta", "dz", "dA_part", "dD_part", "ddb_part", "dB_part", "dC_part")
         ],
+        ("rp_stride", _I),
         *[(n, _I) for n in ("npart_b", "npart_c", "uniform_b", "uniform_c", "smem_b", "smem_c")],
         ("dh0", _P),
         ("long_rw", _I),
         ("short_stage_b", _I),
         ("short_stage_c", _I),
+        ("short_minb", _I),
     ]
 
 
@@ -121,6 +123,12 @@ class EmulatedExtension:
 
         return long_path(int(L), bool(has_cu))
 
+    @staticmethod
+    def uses_long_inference_path(L, has_cu):
+        from ssm_kernels.selective_scan.cuda import long_inference_path
+
+        return long_inference_path(int(L), bool(has_cu))
+
     def _common(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus):
         batch, dim, L = u.shape
         N = A.shape[1]
@@ -148,8 +156,8 @@ class EmulatedExtension:
         p = self._common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus)
         nan = float("nan")
         out = torch.full_like(u, nan)
-        last = torch.full((p.nseq, p.dim, p.N), nan) if want_last else torch.empty(0)
-        ckpt = torch.empty(0)
+        last = torch.full((p.nseq, p.dim, p.N), nan) if want_last else None  # as scan_fwd: None when not asked
+        ckpt = None
         p.K = K if K > 0 else 1
         if K > 0:
             nck = (p.L + K - 1) // K - 1
@@ -160,7 +168,9 @@ class EmulatedExtension:
             self.calls.append("fwd_short")
             self.staged.append((p.short_stage_b, p.short_stage_c))
             assert _lib(self.short_only).emu_scan_fwd_short(ctypes.byref(p), _DT[u.dtype]) == 0
-        elif self.uses_long_path(p.L, cu is not None):
+        elif self.uses_long_path(p.L, cu is not None) or (
+            K == 0 and self.uses_long_inference_path(p.L, cu is not None)
+        ):
             self.calls.append("fwd_long")
             assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[u.dtype]) == 0
         else:
@@ -177,9 +187,11 @@ class EmulatedExtension:
         p.ckpt = _ptr(ckpt) if nck > 0 else None
         nan = float("nan")
         du, ddelta = torch.full_like(u, nan), torch.full_like(u, nan)
-        dz = torch.full_like(u, nan) if z is not None else torch.empty(0)
-        dA_part = torch.full((nrows, N), nan)
-        dD_part, ddb_part = torch.full((nrows,), nan), torch.full((nrows,), nan)
+        dz = torch.full_like(u, nan) if z is not None else None
+        # as scan_bwd: one per-row partial buffer [dA | dD | d delta_bias | constant dB | constant dC]
+        cb_cols, cc_cols = (N if p.b_groups == 0 else 0), (N if p.c_groups == 0 else 0)
+        p.rp_stride = N + 2 + cb_cols + cc_cols
+        row_part = torch.full((nrows, p.rp_stride), nan)
         short = self.uses_short_path(L, cu is not None)
         long = not short and K == LONG_BWD_CHUNK
         lib = _lib(self.short_only)
@@ -193,7 +205,7 @@ class EmulatedExtension:
 
         def alloc(groups):
             if groups == 0:
-                return torch.full((nrows, N), nan), 0, 0
+                return None, 0, 0
             gs = dim // groups
             if long:
                 uniform, npart = 1, gs // (LONG_WARPS * p.long_rw)
@@ -208,26 +220,29 @@ class EmulatedExtension:
 
         dB_part, p.npart_b, p.uniform_b = alloc(p.b_groups)
         dC_part, p.npart_c, p.uniform_c = alloc(p.c_groups)
-        dh0 = torch.zeros(p.nseq, dim, N) if want_dh0 else torch.empty(0)
+        dh0 = torch.zeros(p.nseq, dim, N) if want_dh0 else None
         p.dout, p.dlast, p.du, p.ddelta = _ptr(dout), _ptr(dlast), _ptr(du), _ptr(ddelta)
-        p.dz = _ptr(dz) if z is not None else None
-        p.dA_part, p.dD_part, p.ddb_part = _ptr(dA_part), _ptr(dD_part), _ptr(ddb_part)
-        p.dB_part, p.dC_part, p.dh0 = _ptr(dB_part), _ptr(dC_part), (_ptr(dh0) if want_dh0 else None)
+        p.dz = _ptr(dz)
+        rp, f = row_part.data_ptr(), row_part.element_size()
+        p.dA_part, p.dD_part, p.ddb_part = rp, rp + N * f, rp + (N + 1) * f
+        p.dB_part = _ptr(dB_part) if dB_part is not None else rp + (N + 2) * f
+        p.dC_part = _ptr(dC_part) if dC_part is not None else rp + (N + 2 + cb_cols) * f
+        p.dh0 = _ptr(dh0)
         self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd")
         if short:
             self.staged.append((p.short_stage_b, p.short_stage_c))
         run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
-        def finish(part, groups):
+        row_sum = row_part.view(batch, dim, p.rp_stride).sum(0)
+
+        def finish(part, groups, col):
             if groups == 0:
-                return part.view(batch, dim, N).sum(0)
+                return row_sum[:, col : col + N]
             return part.sum(1).view(batch, groups, N, L)
 
-        dA = dA_part.view(batch, dim, N).sum(0)
-        dD = dD_part.view(batch, dim).sum(0)
-        ddb = ddb_part.view(batch, dim).sum(0)
-        return du, ddelta, dA, finish(dB_part, p.b_groups), finish(dC_part, p.c_groups), dD, dz, ddb, dh0
+        dB, dC = finish(dB_part, p.b_groups, N + 2), finish(dC_part, p.c_groups, N + 2 + cb_cols)
+        return du, ddelta, row_sum[:, :N], dB, dC, row_sum[:, N], dz, row_sum[:, N + 1], dh0
 
 
 @pytest.fixture
@@ -471,18 +486,22 @@ def emulated_long_backend(monkeypatch):
 @pytest.mark.parametrize("case", LONG_CASES, ids=[c[0] for c in LONG_CASES])
 def test_emulated_long_forward_matches_reference(case, emulated_long_backend):
     """Output and last state of the long-sequence forward against the reference (no autograd: no checkpoints)."""
+
+    _check_inference_forward(emulated_long_backend, _long_inputs(case, seed=7), case[9])
+    assert emulated_long_backend._EXT.calls == ["fwd_long"]
+
+
+def _check_inference_forward(scan_cuda, x, sp):
+    """A no-grad call through ``scan_cuda`` (no checkpoints): output and last state against the reference."""
     from ssm_kernels.selective_scan.reference import selective_scan_ref
 
-    x = _long_inputs(case, seed=7)
-    sp = case[9]
     with torch.no_grad():
-        out, last = emulated_long_backend.selective_scan_cuda(
+        out, last = scan_cuda.selective_scan_cuda(
             None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], sp, True,
             x["initial_state"], None)  # fmt: skip
         hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
         out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=sp, return_last_state=True)
         out_lo, last_lo = selective_scan_ref(**x, delta_softplus=sp, return_last_state=True)
-    assert emulated_long_backend._EXT.calls == ["fwd_long"]
     assert_close_to_reference("out", out, out_hi, out_lo)
     assert_close_to_reference("last_state", last, last_hi, last_lo)
 
@@ -508,12 +527,38 @@ def test_emulated_long_forward_checkpoints_match_general_kernel(emulated_long_ba
 
 
 def test_emulated_long_path_rules(monkeypatch):
-    from ssm_kernels.selective_scan.cuda import long_path
+    from ssm_kernels.selective_scan.cuda import long_inference_path, long_path
 
     monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
-    assert not long_path(4096, False)  # off by default
+    assert not long_path(4096, False)  # off by default in training
+    assert long_inference_path(128, False) and not long_inference_path(127, False)  # on by default in inference
+    assert not long_inference_path(4096, True)
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
     assert long_path(128, False) and not long_path(127, False) and not long_path(4096, True)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "0")
+    assert not long_inference_path(4096, False)
+
+
+@pytest.mark.parametrize("flag,want", [(None, "fwd_long"), ("0", "fwd")])
+def test_emulated_inference_runs_the_long_forward_by_default(flag, want, monkeypatch):
+    """Inference (no autograd, no checkpoints) at L >= 128 runs the long forward unless SSM_KERNELS_SCAN_LONG=0;
+    a training forward keeps the general kernel (its checkpoints feed the general backward)."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    if flag is None:
+        monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    else:
+        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", flag)
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    x = _long_inputs(("inf", 1, 4, 200, 16, "variable", 1, True, True, True, _F32, None), seed=10)
+    _check_inference_forward(scan_cuda, x, True)
+    assert scan_cuda._EXT.calls == [want]
+    xg = {k: (v.clone().requires_grad_(True) if k == "u" else v) for k, v in x.items()}
+    scan_cuda._EXT.calls.clear()
+    scan_cuda.selective_scan_cuda(
+        None, xg["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, False,
+        x["initial_state"], None)  # fmt: skip
+    assert scan_cuda._EXT.calls == ["fwd"]
 
 
 # group sizes 5 and 3 (no multiple of 4 channels): the long forward writes checkpoints for the general backward

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._launch import fast
 from ..backend import cdiv, needs_autograd, next_pow2
 
 __all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
@@ -326,7 +327,7 @@ def _fwd(x, weight, bias, seq_idx, initial_states, activation):
         return y
     bd, bl = _tiles(x, dim, seqlen, backward=False)
     grid = (cdiv(seqlen, bl), cdiv(dim, bd), batch)
-    _causal_conv1d_fwd_kernel[grid](
+    fast(_causal_conv1d_fwd_kernel)[grid](
         x, initial_states if initial_states is not None else x, seq_idx if seq_idx is not None else x,
         weight, bias if bias is not None else weight, y,
         *_strides3(x), *_strides3(initial_states),
@@ -355,7 +356,7 @@ def _bwd(x, weight, bias, seq_idx, initial_states, dy, activation):
     n_splits = cdiv(n_tiles, tiles_per_program)
     dw_part = torch.empty((batch * n_splits, dim, width), device=x.device, dtype=torch.float32)
     db_part = torch.empty((batch * n_splits, dim), device=x.device, dtype=torch.float32) if bias is not None else None
-    _causal_conv1d_bwd_kernel[(n_splits, n_dblocks, batch)](
+    fast(_causal_conv1d_bwd_kernel)[(n_splits, n_dblocks, batch)](
         x, initial_states if initial_states is not None else x, seq_idx if seq_idx is not None else x,
         weight, bias if bias is not None else weight, dy, dx,
         dinit if dinit is not None else dx, dw_part, db_part if db_part is not None else dw_part,
@@ -448,7 +449,7 @@ def causal_conv1d_update_triton(x, conv_state, weight, bias, activation, cache_s
     y = torch.empty_like(x3)
     if x3.numel() > 0:
         bd = min(next_pow2(dim), 64)
-        _causal_conv1d_update_kernel[(batch, cdiv(dim, bd))](
+        fast(_causal_conv1d_update_kernel)[(batch, cdiv(dim, bd))](
             x3, conv_state, weight, bias if bias is not None else weight, y,
             cache_seqlens if cache_seqlens is not None else x3,
             conv_state_indices if conv_state_indices is not None else x3,

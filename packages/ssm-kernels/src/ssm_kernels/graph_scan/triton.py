@@ -56,6 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._launch import fast
 from ..backend import cdiv, next_pow2, triton_interpret
 from .reference import check_graph_scan_inputs
 
@@ -584,7 +585,7 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
 def _launch(kernel, grid, args, meta) -> None:
     """Launch; if a tensor-core dot precision fails to compile here, warn and fall back to ieee."""
     try:
-        kernel[grid](*args, **meta)
+        fast(kernel)[grid](*args, **meta)
     except Exception as exc:
         if meta["PREC"] == "ieee" or isinstance(exc, torch.OutOfMemoryError):
             raise
@@ -594,7 +595,7 @@ def _launch(kernel, grid, args, meta) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-        kernel[grid](*args, **{**meta, "PREC": "ieee"})
+        fast(kernel)[grid](*args, **{**meta, "PREC": "ieee"})
 
 
 def _use_atomics(nbytes: int, parts: int) -> bool:

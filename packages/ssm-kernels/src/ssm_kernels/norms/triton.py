@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._launch import fast
 from ..backend import needs_autograd, next_pow2
 
 __all__ = ["layer_norm_triton", "rms_norm_gated_triton"]
@@ -310,7 +311,7 @@ def _norm_fwd(x, weight, bias, residual, eps, residual_dtype, is_rms):
     mean = None if is_rms else torch.empty(m, device=x.device, dtype=torch.float32)
     block = _block(n, x.element_size())
     if m > 0:
-        _norm_fwd_kernel[(m,)](
+        fast(_norm_fwd_kernel)[(m,)](
             x,
             residual if residual is not None else x,
             weight,
@@ -345,7 +346,7 @@ def _norm_bwd(h, weight, bias, mean, rstd, dy, dres_out, x_dtype, res_dtype, is_
     db_part = torch.zeros((p, n), device=h.device, dtype=torch.float32) if bias is not None else None
     block = _block(n, h.element_size())
     if m > 0:
-        _norm_bwd_kernel[(p,)](
+        fast(_norm_bwd_kernel)[(p,)](
             h,
             weight,
             dy,
@@ -383,7 +384,7 @@ def _gated_fwd(x, z, weight, bias, eps, group_size, norm_before_gate):
     rstd = torch.empty((m, ng), device=x.device, dtype=torch.float32)
     block = _block(group_size, x.element_size())
     if m > 0:
-        _gated_fwd_kernel[(m, ng)](
+        fast(_gated_fwd_kernel)[(m, ng)](
             x,
             z if z is not None else x,
             weight,
@@ -417,7 +418,7 @@ def _gated_bwd(x, z, weight, bias, rstd, dy, group_size, norm_before_gate):
     db_part = torch.zeros((p, n), device=x.device, dtype=torch.float32) if bias is not None else None
     block = _block(group_size, x.element_size())
     if m > 0:
-        _gated_bwd_kernel[(p, ng)](
+        fast(_gated_bwd_kernel)[(p, ng)](
             x,
             z if z is not None else x,
             weight,

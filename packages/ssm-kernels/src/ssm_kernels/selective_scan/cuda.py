@@ -10,8 +10,9 @@ and uses the reference. ``SSM_KERNELS_DEBUG=1`` synchronises and checks after ev
 Kernel choice: sequences of at most :data:`SHORT_MAX_L` steps without ``cu_seqlens`` run the
 short-sequence kernels (``csrc/selective_scan_short.cuh``: the states of a row split over several
 lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/B timing against
-the general kernels). With ``SSM_KERNELS_SCAN_LONG=1``, sequences of at least :data:`LONG_MIN_L` steps
-without ``cu_seqlens`` run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
+the general kernels). Inference calls with at least :data:`LONG_MIN_L` steps and no ``cu_seqlens`` run the
+long-sequence forward (faster there; ``SSM_KERNELS_SCAN_LONG=0`` turns it off). In training, with
+``SSM_KERNELS_SCAN_LONG=1``, such sequences run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
 time split over its lanes; it writes the general backward's checkpoints). The long backward
 (same file) runs when the forward ran long and every group of variable B / C is a multiple of
 :data:`LONG_WARPS` channels; otherwise the long forward writes checkpoints for the general backward.
@@ -30,7 +31,15 @@ import torch
 from ..backend import needs_autograd
 from .reference import ScanInputs
 
-__all__ = ["build_directory", "cuda_usable", "load_extension", "long_path", "selective_scan_cuda", "short_path"]
+__all__ = [
+    "build_directory",
+    "cuda_usable",
+    "load_extension",
+    "long_inference_path",
+    "long_path",
+    "selective_scan_cuda",
+    "short_path",
+]
 
 _NAME = "ssm_kernels_selective_scan"
 _LOCK = threading.Lock()
@@ -56,6 +65,14 @@ def long_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     ``SSM_KERNELS_SCAN_LONG=1``, at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``."""
     on = os.environ.get("SSM_KERNELS_SCAN_LONG") == "1"
     return on and not has_cu_seqlens and seqlen >= LONG_MIN_L
+
+
+def long_inference_path(seqlen: int, has_cu_seqlens: bool) -> bool:
+    """Whether an inference call (no checkpoints) runs the long-sequence forward (mirrors ``use_long_inference``
+    in csrc/selective_scan.cpp): at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``, unless
+    ``SSM_KERNELS_SCAN_LONG=0``."""
+    off = os.environ.get("SSM_KERNELS_SCAN_LONG") == "0"
+    return not off and not has_cu_seqlens and seqlen >= LONG_MIN_L
 
 
 def long_backward(seqlen: int, has_cu_seqlens: bool, dim: int, B: torch.Tensor, C: torch.Tensor) -> bool:
@@ -204,8 +221,16 @@ def cuda_usable(tensors) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """``t`` in ``dtype``, contiguous; ``t`` itself when it already is (no dispatcher round trips: this runs
+    for every input on every call)."""
+    if t is None or (t.dtype == dtype and t.is_contiguous()):
+        return t
+    return t.to(dtype).contiguous()
+
+
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.to(torch.float32).contiguous()
+    return _as(t, torch.float32)
 
 
 def _prep_bc(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -214,22 +239,20 @@ def _prep_bc(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return _f32(t)
     if t.dim() == 3:
         t = t.unsqueeze(1)
-    if t.dtype not in (dtype, torch.float32):
-        t = t.to(torch.float32)
-    return t.contiguous()
+    return _as(t, t.dtype if t.dtype in (dtype, torch.float32) else torch.float32)
 
 
 def _kernel_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
     """The tensors as csrc/selective_scan.cpp takes them (contiguous; delta / z in u's dtype; A, D,
     delta_bias, initial_state in fp32; variable B / C as (batch, G, N, L) of one dtype; cu_seqlens int32)."""
     dtype = u.dtype
-    u_ = u.contiguous()
-    delta_ = delta.to(dtype).contiguous()
-    z_ = None if z is None else z.to(dtype).contiguous()
+    u_ = _as(u, dtype)
+    delta_ = _as(delta, dtype)
+    z_ = _as(z, dtype)
     B_, C_ = _prep_bc(B, dtype), _prep_bc(C, dtype)
     if B_.dim() == 4 and C_.dim() == 4 and B_.dtype != C_.dtype:
         B_, C_ = B_.float(), C_.float()
-    cu_ = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    cu_ = _as(cu_seqlens, torch.int32)
     return u_, delta_, _f32(A), B_, C_, _f32(D), z_, _f32(delta_bias), _f32(initial_state), cu_
 
 
@@ -265,9 +288,8 @@ class SelectiveScanCuda(torch.autograd.Function):
     def backward(ctx, dout, dlast=None):
         ext = load_extension()
         u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, ckpt = ctx.saved_tensors
-        dtype = u_.dtype
-        dout_ = dout.to(dtype).contiguous()
-        dlast_ = None if dlast is None else dlast.to(torch.float32).contiguous()
+        dout_ = _as(dout, u_.dtype)
+        dlast_ = _f32(dlast)
         du, ddelta, dA, dB, dC, dD, dz, ddb, dh0 = ext.bwd(
             u_, delta_, A_, B_, C_, D_, z_, db_, h0_, cu_, ctx.softplus, ckpt, ctx.K, dout_, dlast_, ctx.has_init
         )
@@ -276,20 +298,12 @@ class SelectiveScanCuda(torch.autograd.Function):
             empty = (cu_[1:] == cu_[:-1])[:, None, None]
             dh0 = torch.where(empty, dlast_ if dlast_ is not None else torch.zeros_like(dh0), dh0)
         shape_b, shape_c = ctx.shapes
-        t_u, t_delta, t_A, t_B, t_C, t_D, t_z, t_db, t_h0 = ctx.dtypes
-        grads = (
-            du.to(t_u),
-            ddelta.to(t_delta),
-            dA.to(t_A),
-            dB.reshape(shape_b).to(t_B),
-            dC.reshape(shape_c).to(t_C),
-            None if t_D is None else dD.to(t_D),
-            None if t_z is None else dz.to(t_z),
-            None if t_db is None else ddb.to(t_db),
-            None if t_h0 is None else dh0.to(t_h0),
-        )
+        raw = (du, ddelta, dA, dB.reshape(shape_b), dC.reshape(shape_c), dD, dz, ddb, dh0)
         needs = ctx.needs_input_grad
-        grads = tuple(g if needs[i] else None for i, g in enumerate(grads))
+        grads = tuple(
+            None if t is None or not needs[i] else (g if g.dtype == t else g.to(t))
+            for i, (g, t) in enumerate(zip(raw, ctx.dtypes))
+        )
         # (u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, softplus, return_last, need_grad)
         return (*grads, None, None, None, None)
 

@@ -50,6 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._launch import clear_launch_caches, fast
 from ..backend import cdiv, needs_autograd, next_pow2, triton_interpret
 from .reference import seq_segments
 
@@ -74,6 +75,7 @@ def clear_autotune_cache() -> None:
     """Forget the autotuners' choices (e.g. before timing after a run with SSM_KERNELS_AUTOTUNE=0)."""
     for name in _GPU_CONFIGS:
         globals()[name].cache.clear()
+    clear_launch_caches()
 
 
 @triton.jit
@@ -1326,24 +1328,34 @@ def _cb_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit):
-    """One launch: processed ``dt`` (0 beyond ``l``) and within-chunk cumulative log decay, both
-    ``(b, h, T)`` fp32, the chunk decays ``(b, h, nc)`` (zero where a segment starts inside the chunk) and
-    the per-chunk ``C_i . B_j`` of every group, shared by its heads, ``(b, nc, g, Q, Q)`` (see :func:`_cb_dtype`)."""
+def _prep_buffers(dt, B, Q):
+    """Outputs of :func:`_prep`: ``dt_t``, ``cs`` (b, h, T) and ``cdec`` (b, h, nc) fp32, ``cb`` (b, nc, g, Q, Q)."""
     b, l, h = dt.shape
-    g, n = B.shape[2], B.shape[3]
+    g = B.shape[2]
     nc = max(1, cdiv(l, Q))
-    T = nc * Q
-    dt_t = torch.empty(b, h, T, device=dt.device, dtype=torch.float32)
+    dt_t = torch.empty(b, h, nc * Q, device=dt.device, dtype=torch.float32)
     cs = torch.empty_like(dt_t)
     cdec = torch.empty(b, h, nc, device=dt.device, dtype=torch.float32)
     # bf16 inputs keep C.B in bf16 (half the re-read traffic; the products are rounded to bf16 anyway)
     cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=_cb_dtype(B.dtype))
+    return dt_t, cs, cdec, cb
+
+
+def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit, bufs=None):
+    """One launch: processed ``dt`` (0 beyond ``l``) and within-chunk cumulative log decay, both
+    ``(b, h, T)`` fp32, the chunk decays ``(b, h, nc)`` (zero where a segment starts inside the chunk) and
+    the per-chunk ``C_i . B_j`` of every group, shared by its heads, ``(b, nc, g, Q, Q)`` (see :func:`_cb_dtype`).
+    ``bufs``: the outputs, preallocated (:func:`_prep_buffers`)."""
+    b, l, h = dt.shape
+    g, n = B.shape[2], B.shape[3]
+    nc = max(1, cdiv(l, Q))
+    T = nc * Q
+    dt_t, cs, cdec, cb = bufs if bufs is not None else _prep_buffers(dt, B, Q)
     BQ, BKN = _CB_INTERPRET_BLOCKS if _INTERPRET else (64, min(64, _pow2(n)))
     NQ = cdiv(Q, BQ)
     ncb = b * nc * g * NQ * NQ
     has_limit, lo, hi = _dt_limits(dt_limit)
-    _prep_kernel[(ncb + b * h * nc,)](
+    fast(_prep_kernel)[(ncb + b * h * nc,)](
         dt, dt_bias if dt_bias is not None else A, A, seg_p if seg_p is not None else cs, dt_t, cs, cdec, B, C, cb,
         l, T, nc, h, g, n, Q, ncb, NQ, *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
         *B.stride(), *C.stride(),
@@ -1362,22 +1374,23 @@ def _cb_fp32(B, C, Q, nc):
     cb = torch.empty(b, nc, g, Q, Q, device=B.device, dtype=torch.float32)
     BQ, BKN = _CB_INTERPRET_BLOCKS if _INTERPRET else (64, min(64, _pow2(n)))
     NQ = cdiv(Q, BQ)
-    _cb_kernel[(b * nc * g * NQ * NQ,)](
+    fast(_cb_kernel)[(b * nc * g * NQ * NQ,)](
         B, C, cb, l, nc, g, n, Q, NQ, *B.stride(), *C.stride(),
         PREC=_prec(B.dtype), UP=_up(B.dtype), BQ=BQ, BKN=BKN, num_warps=4,
     )  # fmt: skip
     return cb
 
 
-def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
-    """States entering every chunk plus the final state: (b, nc + 1, h, p, n) fp32."""
+def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg, s_all=None) -> torch.Tensor:
+    """States entering every chunk plus the final state: (b, nc + 1, h, p, n) fp32 (into ``s_all`` if given)."""
     b, l, h, p = x.shape
     n = B.shape[-1]
     T = cs.shape[-1]
     nc = T // Q
-    s_all = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
+    if s_all is None:
+        s_all = torch.empty(b, nc + 1, h, p, n, device=x.device, dtype=torch.float32)
     grid = lambda META: (b * h, cdiv(p, META["BP"]), cdiv(n, META["BN"]))
-    _state_scan_fwd_kernel[grid](
+    fast(_state_scan_fwd_kernel)[grid](
         x,
         B,
         cs,
@@ -1404,18 +1417,27 @@ def _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg) -> torch.Tensor:
     return s_all
 
 
-def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q):
+def _fwd_buffers(x, B, z, Q):
+    """Outputs of :func:`_fwd`: ``out``, ``y`` (the ungated output, with ``z``) and ``s_all``."""
+    b, l, h, p = x.shape
+    n = B.shape[3]
+    out = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
+    y = torch.empty_like(out) if z is not None else None
+    s_all = torch.empty(b, max(1, cdiv(l, Q)) + 1, h, p, n, device=x.device, dtype=torch.float32)
+    return out, y, s_all
+
+
+def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q, bufs=None):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hg = h // g
     nc = cs.shape[-1] // Q
-    s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg)
-    out = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
-    y = torch.empty_like(out) if z is not None else None
+    out, y, s_all = bufs if bufs is not None else _fwd_buffers(x, B, z, Q)
+    s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg, s_all)
     BP = min(_pow2(p), 64)
     grid = lambda META: (cdiv(Q, META["BM"]) * b * nc * h, cdiv(p, BP))
     zz = z if z is not None else x
-    _chunk_scan_fwd_kernel[grid](
+    fast(_chunk_scan_fwd_kernel)[grid](
         x,
         dt_t,
         cs,
@@ -1484,13 +1506,13 @@ def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     dcb = torch.empty(b, nc, g, Q, Q, device=x.device, dtype=torch.float32)
     rs = torch.empty(NRS, b, h, T, device=x.device, dtype=torch.float32)
     tot = torch.empty(b, h, nc, NT, NT, device=x.device, dtype=torch.float32)
-    _bwd_dcb_kernel[(NT * NT * b * nc * g,)](
+    fast(_bwd_dcb_kernel)[(NT * NT * b * nc * g,)](
         x, dy, dt_t, cs, cb, seg, dcb, rs, tot, b, l, T, nc, h, hg, g, p, Q, NT, *x.stride(),
         HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=cdiv(p, BPK),
     )  # fmt: skip
     dB = torch.empty(b, l, g, n, device=x.device, dtype=B.dtype)
     dC = torch.empty(b, l, g, n, device=x.device, dtype=C.dtype)
-    _bwd_dbc_kernel[lambda META: (cdiv(Q, BT * META["BTM"]) * NBN * b * nc * g,)](
+    fast(_bwd_dbc_kernel)[lambda META: (cdiv(Q, BT * META["BTM"]) * NBN * b * nc * g,)](
         x, dy, dt_t, cs, dcb, B, C, s_all, ds_all, seg, dB, dC, rs, b, l, T, nc, h, hg, g, p, n, Q, NT, NBN,
         *x.stride(), *B.stride(), *C.stride(),
         HAS_SEG=seg_p is not None, PREC=prec, UP=up, BT=BT, BPK=BPK, NPK=cdiv(p, BPK), BNC=BNC,
@@ -1501,7 +1523,7 @@ def _chunk_bwd(x, dy, dt_t, cs, cb, B, C, s_all, ds_all, D, seg_p, Q):
     Q16 = cdiv(Q, 16)
     ddp = torch.empty(b, nc, Q16, h, p, device=x.device, dtype=torch.float32) if D is not None else ddt
     grid = lambda META: (cdiv(Q, META["BM"]) * b * nc * h,)
-    _bwd_dx_kernel[grid](
+    fast(_bwd_dx_kernel)[grid](
         x, dy, dt_t, cs, cb, B, ds_all, D if D is not None else cs, seg, rs, dx, ddt, dcs, ddp,
         b, l, T, nc, h, hg, g, p, n, Q, Q16, NT, NRS, *x.stride(), *B.stride(),
         HAS_D=D is not None, D_HAS_P=D is not None and D.dim() == 2, HAS_SEG=seg_p is not None,
@@ -1539,8 +1561,12 @@ def _save_states() -> bool:
 def _forward(x, dt, A, B, C, D, z, dt_bias, init, seg_p, cu_seqlens, Q, softplus, dt_limit, want_varlen):
     """The forward launches: ``out``, the final state, the varlen states (empty unless asked for) and the
     intermediates the backward keeps ``(dt_t, cs, cdec, cb, y, s_all)``."""
-    dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit)
-    out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q)
+    # every buffer first, then the three launches back to back: the GPU does not wait for host work between them
+    prep_bufs = _prep_buffers(dt, B, Q)
+    fwd_bufs = _fwd_buffers(x, B, z, Q)
+    init = init.contiguous() if init is not None else None
+    dt_t, cs, cdec, cb = _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit, prep_bufs)
+    out, y, s_all = _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q, fwd_bufs)
     final = s_all[:, -1]
     varlen = _varlen_states(cu_seqlens, x, B, dt_t, cs, seg_p, s_all, Q) if want_varlen else final.new_zeros(0)
     return out, final, varlen, (dt_t, cs, cdec, cb, y, s_all)
@@ -1612,7 +1638,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
             dy = torch.empty(b, l, h, p, device=x.device, dtype=x.dtype)
             dz = torch.empty(b, l, h, p, device=x.device, dtype=z.dtype)
             BLOCK = min(1024, next_pow2(h * p))
-            _gate_bwd_kernel[(b * l, cdiv(h * p, BLOCK))](
+            fast(_gate_bwd_kernel)[(b * l, cdiv(h * p, BLOCK))](
                 dout, z, y, dy, dz, l, h, p, *z.stride(), BLOCK=BLOCK, num_warps=4
             )
         else:
@@ -1629,7 +1655,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
         dots = torch.empty(b, h, nc, nblk, device=x.device, dtype=torch.float32)
         dfin = dfinal.contiguous() if dfinal is not None else None
         grid = (b * h, cdiv(p, BPs), cdiv(n, BNs))
-        _state_scan_bwd_kernel[grid](
+        fast(_state_scan_bwd_kernel)[grid](
             dy,
             C,
             cs,
@@ -1666,7 +1692,7 @@ class _SSDChunkScanFn(torch.autograd.Function):
         has_limit, lo, hi = _dt_limits(ctx.dt_limit)
         ddt_raw = torch.empty(b, l, h, device=x.device, dtype=dt.dtype)
         part = torch.empty(2, b, h, nc, device=x.device, dtype=torch.float32)
-        _dt_bwd_kernel[(b * h, nc)](
+        fast(_dt_bwd_kernel)[(b * h, nc)](
             dt, dt_bias if dt_bias is not None else A, A, dt_t, ddt, rs, tot, dcs, dots, ddt_raw, part,
             b, l, T, nc, h, Q, NT, dots.shape[-1], *dt.stride(), lo, hi if hi != float("inf") else 3.0e38,
             HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(ctx.softplus), HAS_LIMIT=has_limit,

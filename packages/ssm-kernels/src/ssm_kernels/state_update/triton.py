@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._launch import fast
 from ..backend import cdiv, next_pow2
 
 __all__ = ["selective_state_update_triton"]
@@ -118,7 +119,7 @@ def selective_state_update_triton(state, x, dt, A, B, C, D, z, dt_bias, dt_softp
         dt.stride(-1) == 0 and A.stride(-1) == 0 and A.stride(-2) == 0 and (dt_bias is None or dt_bias.stride(-1) == 0)
     )
     grid = (cdiv(headdim, bp), batch, nheads)
-    _state_update_kernel[grid](
+    fast(_state_update_kernel)[grid](
         state_v, x, dt, dt_bias if dt_bias is not None else dt, A, B, C, D if D is not None else x,
         z if z is not None else x, out, state_batch_indices if state_batch_indices is not None else x,
         *_s(state_v, 4), *_s(x, 3), *_s(dt, 3), *_s(dt_bias, 2), *_s(A, 3), *_s(B, 3), *_s(C, 3),

@@ -65,24 +65,37 @@ bool use_short(int L, bool has_cu) {
   return !off && !has_cu && L >= 1 && L <= ssk::kShortMaxL;
 }
 
-// Short kernels: stage variable B / C of a block's (b, group) in shared memory when every block of rows lies in
-// one (b, group) and N <= 16 (padded), with SSM_KERNELS_SCAN_SHORT_STAGE=1 (off by default until it has been
-// timed on a GPU).
-void set_short_stage(ssk::ScanParams& p) {
+// Short kernels' options. Stage variable B / C of a block's (b, group) in shared memory when every block of rows
+// lies in one (b, group) and N <= 16 (padded), with SSM_KERNELS_SCAN_SHORT_STAGE=1 (off by default: not faster
+// on an H200). The register cap of the plain kernels: ssk::short_min_blocks, or SSM_KERNELS_SCAN_SHORT_MINB.
+void set_short_options(ssk::ScanParams& p) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_SHORT_STAGE");
   const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
   const int np = ssk::padded_state(p.N);
   p.short_stage_b = on && p.b_groups > 0 && ssk::short_stage_ok(p.dim / p.b_groups, np) ? 1 : 0;
   p.short_stage_c = on && p.c_groups > 0 && ssk::short_stage_ok(p.dim / p.c_groups, np) ? 1 : 0;
+  const char* m = std::getenv("SSM_KERNELS_SCAN_SHORT_MINB");
+  p.short_minb = m != nullptr && m[0] != '\0' ? std::atoi(m) : ssk::short_min_blocks(np);
+  TORCH_CHECK(p.short_minb == 1 || p.short_minb == 8, "SSM_KERNELS_SCAN_SHORT_MINB must be 1 or 8, got '", m, "'");
 }
 
-// Long-sequence forward (selective_scan_long.cuh: one warp per row, time split over the lanes) for
-// L >= kLongMinL without cu_seqlens when SSM_KERNELS_SCAN_LONG=1 (off by default until it has been timed
-// against the general kernels on a GPU).
+// Long-sequence kernels in training (selective_scan_long.cuh: one warp per row, time split over the lanes) for
+// L >= kLongMinL without cu_seqlens when SSM_KERNELS_SCAN_LONG=1: off by default, because with its backward (or
+// with the general backward's checkpoints) training was slower than the general kernels on an H200.
 bool use_long(int L, bool has_cu) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
   const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
   return on && !has_cu && L >= ssk::kLongMinL;
+}
+
+// Inference calls (no checkpoints asked, K = 0) run the long forward by default for L >= kLongMinL without
+// cu_seqlens: it was 5-12% faster than the general forward on an H200 (raw EEG shape 1.45 vs 1.71 ms, batch 8 x
+// dim 2048 x L 2048 bf16 1.30 vs 1.36 ms). SSM_KERNELS_SCAN_LONG=0 turns it off (cuda.py's long_inference_path()
+// mirrors this rule).
+bool use_long_inference(int L, bool has_cu) {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
+  const bool off = e != nullptr && e[0] == '0' && e[1] == '\0';
+  return !off && !has_cu && L >= ssk::kLongMinL;
 }
 
 // Backward chunk length K of the general kernels (= forward checkpoint interval, <= kMaxChunk steps, <= L). The backward's shared
@@ -242,8 +255,8 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   const ssk::DType dt = fill_common(p, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus);
   auto f32 = u.options().dtype(at::kFloat);
   Tensor out = at::empty_like(u);
-  Tensor last = want_last ? at::empty({p.nseq, p.dim, p.N}, f32) : at::empty({0}, f32);
-  Tensor ckpt = at::empty({0}, f32);
+  Tensor last = want_last ? at::empty({p.nseq, p.dim, p.N}, f32) : Tensor();  // undefined: None in Python
+  Tensor ckpt;  // undefined (None) unless K > 0 (checkpoints for the backward)
   p.K = K > 0 ? (int)K : 1;
   if (K > 0) {
     const int nck = (p.L + p.K - 1) / p.K - 1;
@@ -258,13 +271,13 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   cudaError_t err = cudaSuccess;
   // the short kernels write no checkpoints: only when none were asked for (K = 0, or K >= L as cuda.py passes)
   if (use_short(p.L, p.cu != nullptr) && p.ckpt == nullptr) {
-    set_short_stage(p);
+    set_short_options(p);
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_short_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_short_f16(p, stream); break;
       case ssk::kBFloat16: err = ssk::launch_fwd_short_bf16(p, stream); break;
     }
-  } else if (use_long(p.L, p.cu != nullptr)) {
+  } else if (use_long(p.L, p.cu != nullptr) || (K == 0 && use_long_inference(p.L, p.cu != nullptr))) {
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_long_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;
@@ -315,16 +328,17 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);
-  Tensor dz = z.has_value() ? at::empty_like(u) : at::empty({0}, u.options());
-  Tensor dA_part = at::empty({p.nrows, p.N}, f32);
-  Tensor dD_part = at::empty({p.nrows}, f32);
-  Tensor ddb_part = at::empty({p.nrows}, f32);
-  auto alloc_bc = [&](int groups, int* npart, int* uniform) -> Tensor {
-    if (groups == 0) {
-      *npart = 0;
-      *uniform = 0;
-      return at::empty({p.nrows, p.N}, f32);
-    }
+  Tensor dz = z.has_value() ? at::empty_like(u) : Tensor();  // undefined (None) without z
+  // one buffer of per-row partials: [dA (N) | dD | d delta_bias | constant dB (N) | constant dC (N)] per row
+  const int cb_cols = p.b_groups == 0 ? p.N : 0;
+  const int cc_cols = p.c_groups == 0 ? p.N : 0;
+  p.rp_stride = p.N + 2 + cb_cols + cc_cols;
+  Tensor row_part = at::empty({p.nrows, p.rp_stride}, f32);
+  float* rp = row_part.data_ptr<float>();
+  p.dA_part = rp;
+  p.dD_part = rp + p.N;
+  p.ddb_part = rp + p.N + 1;
+  auto bc_layout = [&](int groups, int* npart, int* uniform) -> bool {  // returns whether every partial is written
     const int gs = p.dim / groups;
     if (long_path) {  // one partial per block of rows (the block lies in one (b, group))
       *uniform = 1;
@@ -337,31 +351,60 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
       *uniform = gs % 32 == 0 ? 1 : 0;
       *npart = *uniform ? gs / 32 : (gs - 1) / 32 + 2;
     }
-    auto shape = std::vector<int64_t>{(int64_t)p.batch * groups, *npart, p.N, p.L};
     // every partial is written unless warps straddle groups (segments: some stay zero)
-    const bool all_written = long_path || (short_path ? *uniform != ssk::kShortPartSegments : *uniform != 0);
-    return all_written ? at::empty(shape, f32) : at::zeros(shape, f32);
+    return long_path || (short_path ? *uniform != ssk::kShortPartSegments : *uniform != 0);
   };
-  Tensor dB_part = alloc_bc(p.b_groups, &p.npart_b, &p.uniform_b);
-  Tensor dC_part = alloc_bc(p.c_groups, &p.npart_c, &p.uniform_c);
-  Tensor dh0 = want_dh0 ? at::zeros({p.nseq, p.dim, p.N}, f32) : at::empty({0}, f32);
+  // variable dB / dC partials (batch * groups, npart, N, L); one allocation (and one reduction) when both have
+  // the same layout
+  Tensor bc_part;
+  bool b_written = true, c_written = true;
+  if (p.b_groups > 0) b_written = bc_layout(p.b_groups, &p.npart_b, &p.uniform_b);
+  if (p.c_groups > 0) c_written = bc_layout(p.c_groups, &p.npart_c, &p.uniform_c);
+  const bool shared_bc = p.b_groups > 0 && p.c_groups > 0 && p.b_groups == p.c_groups && p.npart_b == p.npart_c;
+  auto bc_shape = [&](int groups, int npart, int64_t count) {
+    return std::vector<int64_t>{count, (int64_t)p.batch * groups, npart, p.N, p.L};
+  };
+  Tensor dB_part, dC_part;
+  if (shared_bc) {
+    auto shape = bc_shape(p.b_groups, p.npart_b, 2);
+    bc_part = b_written && c_written ? at::empty(shape, f32) : at::zeros(shape, f32);
+    dB_part = bc_part.select(0, 0);
+    dC_part = bc_part.select(0, 1);
+  } else {
+    if (p.b_groups > 0) {
+      auto shape = bc_shape(p.b_groups, p.npart_b, 1);
+      dB_part = (b_written ? at::empty(shape, f32) : at::zeros(shape, f32)).select(0, 0);
+    }
+    if (p.c_groups > 0) {
+      auto shape = bc_shape(p.c_groups, p.npart_c, 1);
+      dC_part = (c_written ? at::empty(shape, f32) : at::zeros(shape, f32)).select(0, 0);
+    }
+  }
+  if (p.b_groups == 0) {
+    p.npart_b = p.uniform_b = 0;
+    p.dB_part = rp + p.N + 2;
+  } else {
+    p.dB_part = dB_part.data_ptr<float>();
+  }
+  if (p.c_groups == 0) {
+    p.npart_c = p.uniform_c = 0;
+    p.dC_part = rp + p.N + 2 + cb_cols;
+  } else {
+    p.dC_part = dC_part.data_ptr<float>();
+  }
+  Tensor dh0 = want_dh0 ? at::zeros({p.nseq, p.dim, p.N}, f32) : Tensor();
 
   p.dout = dout.data_ptr();
   p.dlast = dlast.has_value() ? dlast->data_ptr<float>() : nullptr;
   p.du = du.data_ptr();
   p.ddelta = ddelta.data_ptr();
   p.dz = z.has_value() ? dz.data_ptr() : nullptr;
-  p.dA_part = dA_part.data_ptr<float>();
-  p.dD_part = dD_part.data_ptr<float>();
-  p.ddb_part = ddb_part.data_ptr<float>();
-  p.dB_part = dB_part.data_ptr<float>();
-  p.dC_part = dC_part.data_ptr<float>();
   p.dh0 = want_dh0 ? dh0.data_ptr<float>() : nullptr;
 
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    if (short_path) set_short_stage(p);
+    if (short_path) set_short_options(p);
     if (long_path) {
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_long_f32(p, stream); break;
@@ -383,16 +426,23 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
     }
     check_launch(err, "backward");
   }
-  // fixed-order reductions over the batch and over warp partials (deterministic)
-  Tensor dA = dA_part.view({p.batch, p.dim, p.N}).sum(0);
-  Tensor dD = dD_part.view({p.batch, p.dim}).sum(0);
-  Tensor ddb = ddb_part.view({p.batch, p.dim}).sum(0);
-  auto finish_bc = [&](const Tensor& part, int groups) -> Tensor {
-    if (groups == 0) return part.view({p.batch, p.dim, p.N}).sum(0);
-    return part.sum(1).view({p.batch, groups, p.N, p.L});
-  };
-  Tensor dB = finish_bc(dB_part, p.b_groups);
-  Tensor dC = finish_bc(dC_part, p.c_groups);
+  // fixed-order reductions over the batch and over warp partials (deterministic): one for the per-row partials,
+  // one for the dB / dC partials (two when B and C differ in layout)
+  const Tensor row_sum = row_part.view({p.batch, p.dim, p.rp_stride}).sum(0);  // (dim, rp_stride)
+  Tensor dA = row_sum.narrow(1, 0, p.N);
+  Tensor dD = row_sum.select(1, p.N);
+  Tensor ddb = row_sum.select(1, p.N + 1);
+  Tensor dB, dC;
+  if (shared_bc) {
+    const Tensor bc = bc_part.sum(2);  // (2, batch * groups, N, L)
+    dB = bc.select(0, 0).view({p.batch, p.b_groups, p.N, p.L});
+    dC = bc.select(0, 1).view({p.batch, p.c_groups, p.N, p.L});
+  } else {
+    dB = p.b_groups == 0 ? row_sum.narrow(1, p.N + 2, p.N)
+                         : dB_part.sum(1).view({p.batch, p.b_groups, p.N, p.L});
+    dC = p.c_groups == 0 ? row_sum.narrow(1, p.N + 2 + cb_cols, p.N)
+                         : dC_part.sum(1).view({p.batch, p.c_groups, p.N, p.L});
+  }
   return {du, ddelta, dA, dB, dC, dD, dz, ddb, dh0};
 }
 
@@ -405,4 +455,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("choose_chunk", &choose_chunk, "backward chunk length (checkpoint interval) for (N, L, rows)");
   m.def("uses_short_path", &use_short, "whether (L, has_cu_seqlens) runs the short-sequence kernels");
   m.def("uses_long_path", &use_long, "whether (L, has_cu_seqlens) runs the long-sequence forward kernel");
+  m.def("uses_long_inference_path", &use_long_inference,
+        "whether an inference call (no checkpoints) with (L, has_cu_seqlens) runs the long-sequence forward kernel");
 }

@@ -42,17 +42,21 @@ struct ScanParams {
   void* du;          // (batch, dim, L) input dtype
   void* ddelta;      // (batch, dim, L) input dtype
   void* dz;          // (batch, dim, L) input dtype or nullptr (when z is nullptr)
-  float* dA_part;    // (nrows, N)
-  float* dD_part;    // (nrows,)
-  float* ddb_part;   // (nrows,)
-  float* dB_part;    // variable: (batch * b_groups, npart_b, N, L); constant: (nrows, N)
+  // Per-row partials (summed over the batch on the host) share one (nrows, rp_stride) buffer: row r's dA at
+  // dA_part[r * rp_stride + n], dD at dD_part[r * rp_stride], and so on (each pointer is offset to its columns).
+  float* dA_part;    // (nrows, N) columns
+  float* dD_part;    // (nrows,) column
+  float* ddb_part;   // (nrows,) column
+  float* dB_part;    // variable: (batch * b_groups, npart_b, N, L); constant: (nrows, N) columns of the row buffer
   float* dC_part;    // same for C
+  int rp_stride;     // row stride of the per-row partial buffer
   int npart_b, npart_c;  // partials per (b, group): warps that touch it (32 rows; short kernels 32 / (NP / 4))
   int uniform_b, uniform_c;  // every warp lies in one group (dim / groups % 32 == 0); short kernels: ShortPartMode
   int smem_b, smem_c;        // every block of kRows rows lies in one group: stage B / C tiles in smem
   float* dh0;        // (nseq, dim, N) or nullptr
   int long_rw;       // long backward: rows per warp (a block owns kLongWarps * long_rw rows)
   int short_stage_b, short_stage_c;  // short kernels: stage variable B / C of the block's (b, group) in smem
+  int short_minb;    // short kernels: __launch_bounds__ minimum blocks per SM of the plain instantiation (1 or 8)
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -87,6 +91,11 @@ inline int short_rows_per_warp(int np) { return 32 / (np / 4); }
 // per warp with segmented sums (warps straddle groups), per warp (each warp in one group), or per block
 // (each block in one group; the warps' sums are combined in shared memory).
 enum ShortPartMode : int { kShortPartSegments = 0, kShortPartWarp = 1, kShortPartBlock = 2 };
+// Minimum resident blocks per SM asked of the compiler for the plain short kernels: 8 caps them at 64 registers.
+// H200, TUSZ shape (N 16, fp32; 2026-11-30): the backward went from 108 registers to 64 with 112 bytes of spill
+// and from 450 to 375 us, the forward from 72 to 64 registers and 100 to 96 us. For N = 4 or 8 the cap spills
+// 200-330 bytes per thread (untimed), so it stays off there. SSM_KERNELS_SCAN_SHORT_MINB (1 or 8) overrides.
+inline int short_min_blocks(int np) { return np == 16 ? 8 : 1; }
 // Shared memory of the short kernels' staged B and C ([L][NP] each; see ScanParams::short_stage_b), which
 // have a staged instantiation for padded state sizes up to kShortStageMaxNP.
 constexpr int kShortStageMaxNP = 16;

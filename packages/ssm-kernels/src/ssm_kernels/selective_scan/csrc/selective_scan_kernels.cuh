@@ -859,13 +859,13 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
 #pragma unroll
     for (int n = 0; n < NP; ++n) {
       if (n < N) {
-        p.dA_part[(size_t)row * N + n] = dA[n];
-        if (p.b_groups == 0) p.dB_part[(size_t)row * N + n] = s_accB[n * kRows + tid];
-        if (p.c_groups == 0) p.dC_part[(size_t)row * N + n] = s_accC[n * kRows + tid];
+        p.dA_part[(size_t)row * p.rp_stride + n] = dA[n];
+        if (p.b_groups == 0) p.dB_part[(size_t)row * p.rp_stride + n] = s_accB[n * kRows + tid];
+        if (p.c_groups == 0) p.dC_part[(size_t)row * p.rp_stride + n] = s_accC[n * kRows + tid];
       }
     }
-    p.dD_part[row] = dD;
-    p.ddb_part[row] = ddb;
+    p.dD_part[(size_t)row * p.rp_stride] = dD;
+    p.ddb_part[(size_t)row * p.rp_stride] = ddb;
   }
 }
 

@@ -459,13 +459,13 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
     if (row >= p.nrows) break;
     const float* rs = s_row + lr * kRS;
     for (int n = lane; n < N; n += 32) {
-      p.dA_part[(size_t)row * N + n] = rs[NP + n];
-      if (!varB) p.dB_part[(size_t)row * N + n] = rs[2 * NP + n];
-      if (!varC) p.dC_part[(size_t)row * N + n] = rs[3 * NP + n];
+      p.dA_part[(size_t)row * p.rp_stride + n] = rs[NP + n];
+      if (!varB) p.dB_part[(size_t)row * p.rp_stride + n] = rs[2 * NP + n];
+      if (!varC) p.dC_part[(size_t)row * p.rp_stride + n] = rs[3 * NP + n];
     }
     if (lane == 0) {
-      p.dD_part[row] = rs[4 * NP];
-      p.ddb_part[row] = rs[4 * NP + 1];
+      p.dD_part[(size_t)row * p.rp_stride] = rs[4 * NP];
+      p.ddb_part[(size_t)row * p.rp_stride] = rs[4 * NP + 1];
     }
   }
 }

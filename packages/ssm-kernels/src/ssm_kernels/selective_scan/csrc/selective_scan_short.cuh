@@ -190,8 +190,8 @@ __device__ __forceinline__ void short_stage_bc(const ScanParams& p, float* s, in
 // ------------------------------------------------------------------------------------------
 // forward
 // ------------------------------------------------------------------------------------------
-template <int NP, int MAXL, typename T, typename TBC, bool STAGE>
-__global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const ScanParams p) {
+template <int NP, int MAXL, typename T, typename TBC, bool STAGE, int MINB = 1>
+__global__ void __launch_bounds__(kShortThreads, MINB) scan_fwd_short_kernel(const ScanParams p) {
   constexpr int R = NP / 4;                     // lanes per row
   constexpr int RPB = kShortThreads / R;        // rows per block
   constexpr int KS = (MAXL + R - 1) / R;        // owned steps per lane
@@ -290,8 +290,8 @@ __global__ void __launch_bounds__(kShortThreads) scan_fwd_short_kernel(const Sca
 // ------------------------------------------------------------------------------------------
 // backward
 // ------------------------------------------------------------------------------------------
-template <int NP, int MAXL, typename T, typename TBC, bool STAGE>
-__global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const ScanParams p) {
+template <int NP, int MAXL, typename T, typename TBC, bool STAGE, int MINB = 1>
+__global__ void __launch_bounds__(kShortThreads, MINB) scan_bwd_short_kernel(const ScanParams p) {
   constexpr int R = NP / 4;
   constexpr int RPB = kShortThreads / R;
   constexpr int RPW = 32 / R;  // rows per warp
@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
   if (active && p.c_groups == 0) {
 #pragma unroll
     for (int i = 0; i < 4; ++i)
-      if (n0 + i < N) p.dC_part[(size_t)row * N + n0 + i] = acc[i];
+      if (n0 + i < N) p.dC_part[(size_t)row * p.rp_stride + n0 + i] = acc[i];
   }
 
   // ---- adjoint recurrence, backwards in time ----
@@ -500,14 +500,14 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
     for (int i = 0; i < 4; ++i) {
       const int n = n0 + i;
       if (n < N) {
-        p.dA_part[(size_t)row * N + n] = dA[i];
-        if (p.b_groups == 0) p.dB_part[(size_t)row * N + n] = acc[i];
+        p.dA_part[(size_t)row * p.rp_stride + n] = dA[i];
+        if (p.b_groups == 0) p.dB_part[(size_t)row * p.rp_stride + n] = acc[i];
         if (p.dh0 != nullptr) p.dh0[((size_t)b * p.dim + d) * N + n] = g[i];
       }
     }
     if (q == 0) {
-      p.dD_part[row] = dD;
-      p.ddb_part[row] = ddb;
+      p.dD_part[(size_t)row * p.rp_stride] = dD;
+      p.ddb_part[(size_t)row * p.rp_stride] = ddb;
     }
   }
 }
@@ -516,12 +516,12 @@ __global__ void __launch_bounds__(kShortThreads) scan_bwd_short_kernel(const Sca
 // ------------------------------------------------------------------------------------------
 // host launchers
 // ------------------------------------------------------------------------------------------
-template <bool BWD, int NP, typename T, typename TBC, bool STAGE>
+template <bool BWD, int NP, typename T, typename TBC, bool STAGE, int MINB>
 cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
   constexpr int RPB = kShortThreads / (NP / 4);
   const int blocks = (p.nrows + RPB - 1) / RPB;
   if constexpr (BWD) {
-    auto kernel = scan_bwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE>;
+    auto kernel = scan_bwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE, MINB>;
     const size_t smem = short_bwd_smem_bytes(NP, p.L);
     if (smem > 48 * 1024) {
       const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -530,18 +530,21 @@ cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
     kernel<<<blocks, kShortThreads, smem, stream>>>(p);
   } else {
     const size_t smem = STAGE ? short_stage_smem_bytes(NP, p.L) : 0;
-    scan_fwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE><<<blocks, kShortThreads, smem, stream>>>(p);
+    scan_fwd_short_kernel<NP, kShortMaxL, T, TBC, STAGE, MINB><<<blocks, kShortThreads, smem, stream>>>(p);
   }
   return cudaGetLastError();
 }
 
-// The staged instantiation exists for NP <= kShortStageMaxNP (set_short_stage never asks for it above).
+// The staged instantiation exists for NP <= kShortStageMaxNP (set_short_options never asks for it above).
 template <bool BWD, int NP, typename T, typename TBC>
 cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
   if constexpr (NP <= kShortStageMaxNP) {
-    if (p.short_stage_b || p.short_stage_c) return launch_short_np<BWD, NP, T, TBC, true>(p, stream);
+    if (p.short_stage_b || p.short_stage_c) return launch_short_np<BWD, NP, T, TBC, true, 1>(p, stream);
   }
-  return launch_short_np<BWD, NP, T, TBC, false>(p, stream);
+  // Register cap: __launch_bounds__(kShortThreads, 8) (64 registers, 8 resident blocks per SM) or none
+  // (ScanParams::short_minb; see short_min_blocks in selective_scan.h).
+  if (p.short_minb == 8) return launch_short_np<BWD, NP, T, TBC, false, 8>(p, stream);
+  return launch_short_np<BWD, NP, T, TBC, false, 1>(p, stream);
 }
 
 // Forward (BWD = false) or backward of the short-sequence path for one input / B-C dtype pair.
