@@ -181,6 +181,24 @@ def test_fallbacks_use_triton_every_time(direct, monkeypatch):
     assert len(fake2.calls) == 3 and not fl2._cache
 
 
+def test_unknown_launcher_signature_falls_back_to_triton(direct):
+    """A compiled kernel whose launcher rejects the arguments (another Triton version): warn once, relaunch
+    through Triton, and keep using Triton's path."""
+    fl, fake = _fast(_scale_kernel)
+    x, y = torch.zeros(64), torch.zeros(64)
+    fl[(1,)](x, y, 64, 1.0, BLOCK=32)
+
+    def bad_run(*a):
+        raise TypeError("launcher takes 12 positional arguments")
+
+    fake.compiled[0].run = bad_run
+    with pytest.warns(RuntimeWarning, match="direct Triton launches disabled"):
+        fl[(1,)](x, y, 64, 1.0, BLOCK=32)
+    assert len(fake.calls) == 2
+    fl[(1,)](x, y, 64, 1.0, BLOCK=32)
+    assert len(fake.calls) == 3
+
+
 def test_interpreter_uses_tritons_launch(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert not _launch.fast_launch_enabled()

@@ -29,6 +29,7 @@ import functools
 import inspect
 import os
 import threading
+import warnings
 import weakref
 
 import torch
@@ -151,7 +152,19 @@ class FastLaunch:
         g1 = grid[1] if len(grid) > 1 else 1
         g2 = grid[2] if len(grid) > 2 else 1
         stream = _raw_stream(device) if _raw_stream is not None else torch.cuda.current_stream(device).cuda_stream
-        compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
+        try:
+            compiled.run(
+                grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata, None, None, None, *values
+            )
+        except TypeError as exc:  # a Triton whose launcher takes other arguments: use Triton's launch from now on
+            self._usable = False
+            warnings.warn(
+                f"ssm_kernels: direct Triton launches disabled for {getattr(self.kernel, '__name__', self.kernel)} "
+                f"(triton {triton.__version__}: {exc}); using Triton's launch",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.kernel[grid](*args, **kwargs)
 
     def _first(self, key, grid, args, kwargs) -> None:
         """Launch through Triton (compiling / autotuning as needed) and keep the compiled kernel, or a
