@@ -7,6 +7,7 @@ would be launched with); the GPU test launches a real kernel through every speci
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,12 @@ tl = pytest.importorskip("triton.language")
 from ssm_kernels import _launch  # noqa: E402
 from ssm_kernels._launch import FastLaunch, spec_key  # noqa: E402
 
+# The CPU tests need Triton installed: CI runs them in its Triton session (-m interpret); the GPU tests also carry
+# the gpu marker and skip without CUDA.
+pytestmark = pytest.mark.interpret
 
-@triton.jit
-def _scale_kernel(x_ptr, y_ptr, n, s, BLOCK: tl.constexpr, TWICE: tl.constexpr = False):
+
+def _scale(x_ptr, y_ptr, n, s, BLOCK: tl.constexpr, TWICE: tl.constexpr = False):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     v = tl.load(x_ptr + offs, mask=m) * s
@@ -29,8 +33,23 @@ def _scale_kernel(x_ptr, y_ptr, n, s, BLOCK: tl.constexpr, TWICE: tl.constexpr =
     tl.store(y_ptr + offs, v, mask=m)
 
 
+def _compiled_jit(fn):
+    """``triton.jit`` as on a GPU machine even under TRITON_INTERPRET=1 (the CI's Triton session), so the caching
+    logic is tested there too (a JITFunction is only inspected here, never compiled or launched on the CPU)."""
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        return triton.jit(fn)
+    finally:
+        if old is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+_scale_kernel = _compiled_jit(_scale)
 _tuned_scale_kernel = triton.autotune(configs=[triton.Config({"BLOCK": 64}, num_warps=2)], key=["n"])(
-    triton.jit(_scale_kernel.fn)
+    _compiled_jit(_scale)
 )
 
 
@@ -71,13 +90,9 @@ class _FakeTriton:
         return getattr(self.real, name)
 
 
-_JITTED = isinstance(_scale_kernel, triton.runtime.JITFunction)  # False when imported under TRITON_INTERPRET=1
-
-
 @pytest.fixture
 def direct(monkeypatch):
-    if not _JITTED:
-        pytest.skip("kernels decorated for the interpreter (TRITON_INTERPRET=1 at import)")
+    assert isinstance(_scale_kernel, triton.runtime.JITFunction)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("SSM_KERNELS_FAST_LAUNCH", raising=False)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
