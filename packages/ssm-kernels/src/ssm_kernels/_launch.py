@@ -46,9 +46,13 @@ _I64 = (-(2**63), 2**63)
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton's own launch uses
 
 
+def _switched_on() -> bool:
+    return os.environ.get("SSM_KERNELS_FAST_LAUNCH", "1") != "0"
+
+
 def fast_launch_enabled() -> bool:
     """Whether direct launches are used (``SSM_KERNELS_FAST_LAUNCH``, default on; never under the interpreter)."""
-    return os.environ.get("SSM_KERNELS_FAST_LAUNCH", "1") != "0" and not triton_interpret()
+    return _switched_on() and not triton_interpret()
 
 
 def clear_launch_caches() -> None:
@@ -132,7 +136,7 @@ class FastLaunch:
 
     def launch(self, grid, args, kwargs) -> None:
         # (_usable is False for kernels decorated under the interpreter, so no TRITON_INTERPRET check here)
-        if not self._usable or os.environ.get("SSM_KERNELS_FAST_LAUNCH", "1") == "0" or _launch_hooks_set():
+        if not self._usable or not _switched_on() or _launch_hooks_set():
             self.kernel[grid](*args, **kwargs)
             return
         device = torch.cuda.current_device()

@@ -60,19 +60,22 @@ def short_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     return not off and not has_cu_seqlens and 1 <= seqlen <= SHORT_MAX_L
 
 
+def _scan_long_env() -> str | None:
+    """``SSM_KERNELS_SCAN_LONG`` (``"1"``: long kernels in training too; ``"0"``: never; unset: inference only)."""
+    return os.environ.get("SSM_KERNELS_SCAN_LONG")
+
+
 def long_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     """Whether the long-sequence forward kernel runs (mirrors ``use_long`` in csrc/selective_scan.cpp):
     ``SSM_KERNELS_SCAN_LONG=1``, at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``."""
-    on = os.environ.get("SSM_KERNELS_SCAN_LONG") == "1"
-    return on and not has_cu_seqlens and seqlen >= LONG_MIN_L
+    return _scan_long_env() == "1" and not has_cu_seqlens and seqlen >= LONG_MIN_L
 
 
 def long_inference_path(seqlen: int, has_cu_seqlens: bool) -> bool:
     """Whether an inference call (no checkpoints) runs the long-sequence forward (mirrors ``use_long_inference``
     in csrc/selective_scan.cpp): at least :data:`LONG_MIN_L` steps, no ``cu_seqlens``, unless
     ``SSM_KERNELS_SCAN_LONG=0``."""
-    off = os.environ.get("SSM_KERNELS_SCAN_LONG") == "0"
-    return not off and not has_cu_seqlens and seqlen >= LONG_MIN_L
+    return _scan_long_env() != "0" and not has_cu_seqlens and seqlen >= LONG_MIN_L
 
 
 def long_backward(seqlen: int, has_cu_seqlens: bool, dim: int, B: torch.Tensor, C: torch.Tensor) -> bool:

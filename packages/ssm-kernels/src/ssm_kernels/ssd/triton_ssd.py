@@ -1341,16 +1341,16 @@ def _prep_buffers(dt, B, Q):
     return dt_t, cs, cdec, cb
 
 
-def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit, bufs=None):
+def _prep(dt, dt_bias, A, seg_p, B, C, Q, softplus, dt_limit, bufs):
     """One launch: processed ``dt`` (0 beyond ``l``) and within-chunk cumulative log decay, both
     ``(b, h, T)`` fp32, the chunk decays ``(b, h, nc)`` (zero where a segment starts inside the chunk) and
     the per-chunk ``C_i . B_j`` of every group, shared by its heads, ``(b, nc, g, Q, Q)`` (see :func:`_cb_dtype`).
-    ``bufs``: the outputs, preallocated (:func:`_prep_buffers`)."""
+    ``bufs``: the outputs, preallocated by :func:`_prep_buffers`."""
     b, l, h = dt.shape
     g, n = B.shape[2], B.shape[3]
     nc = max(1, cdiv(l, Q))
     T = nc * Q
-    dt_t, cs, cdec, cb = bufs if bufs is not None else _prep_buffers(dt, B, Q)
+    dt_t, cs, cdec, cb = bufs
     BQ, BKN = _CB_INTERPRET_BLOCKS if _INTERPRET else (64, min(64, _pow2(n)))
     NQ = cdiv(Q, BQ)
     ncb = b * nc * g * NQ * NQ
@@ -1427,12 +1427,12 @@ def _fwd_buffers(x, B, z, Q):
     return out, y, s_all
 
 
-def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q, bufs=None):
+def _fwd(x, dt_t, cs, cdec, cb, B, C, D, z, init, seg_p, Q, bufs):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     hg = h // g
     nc = cs.shape[-1] // Q
-    out, y, s_all = bufs if bufs is not None else _fwd_buffers(x, B, z, Q)
+    out, y, s_all = bufs
     s_all = _all_states(x, B, cs, dt_t, cdec, seg_p, init, Q, hg, s_all)
     BP = min(_pow2(p), 64)
     grid = lambda META: (cdiv(Q, META["BM"]) * b * nc * h, cdiv(p, BP))

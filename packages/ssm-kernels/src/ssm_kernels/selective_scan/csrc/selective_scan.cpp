@@ -82,21 +82,19 @@ void set_short_options(ssk::ScanParams& p) {
 // Long-sequence kernels in training (selective_scan_long.cuh: one warp per row, time split over the lanes) for
 // L >= kLongMinL without cu_seqlens when SSM_KERNELS_SCAN_LONG=1: off by default, because with its backward (or
 // with the general backward's checkpoints) training was slower than the general kernels on an H200.
-bool use_long(int L, bool has_cu) {
+// SSM_KERNELS_SCAN_LONG: '1' (long kernels in training too), '0' (never) or unset / anything else (0).
+char scan_long_env() {
   const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
-  const bool on = e != nullptr && e[0] == '1' && e[1] == '\0';
-  return on && !has_cu && L >= ssk::kLongMinL;
+  return e != nullptr && (e[0] == '0' || e[0] == '1') && e[1] == '\0' ? e[0] : 0;
 }
+
+bool use_long(int L, bool has_cu) { return scan_long_env() == '1' && !has_cu && L >= ssk::kLongMinL; }
 
 // Inference calls (no checkpoints asked, K = 0) run the long forward by default for L >= kLongMinL without
 // cu_seqlens: it was 5-12% faster than the general forward on an H200 (raw EEG shape 1.45 vs 1.71 ms, batch 8 x
 // dim 2048 x L 2048 bf16 1.30 vs 1.36 ms). SSM_KERNELS_SCAN_LONG=0 turns it off (cuda.py's long_inference_path()
 // mirrors this rule).
-bool use_long_inference(int L, bool has_cu) {
-  const char* e = std::getenv("SSM_KERNELS_SCAN_LONG");
-  const bool off = e != nullptr && e[0] == '0' && e[1] == '\0';
-  return !off && !has_cu && L >= ssk::kLongMinL;
-}
+bool use_long_inference(int L, bool has_cu) { return scan_long_env() != '0' && !has_cu && L >= ssk::kLongMinL; }
 
 // Backward chunk length K of the general kernels (= forward checkpoint interval, <= kMaxChunk steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
@@ -361,24 +359,18 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.b_groups > 0) b_written = bc_layout(p.b_groups, &p.npart_b, &p.uniform_b);
   if (p.c_groups > 0) c_written = bc_layout(p.c_groups, &p.npart_c, &p.uniform_c);
   const bool shared_bc = p.b_groups > 0 && p.c_groups > 0 && p.b_groups == p.c_groups && p.npart_b == p.npart_c;
-  auto bc_shape = [&](int groups, int npart, int64_t count) {
-    return std::vector<int64_t>{count, (int64_t)p.batch * groups, npart, p.N, p.L};
+  auto alloc_bc = [&](int groups, int npart, int64_t count, bool written) {
+    const auto shape = std::vector<int64_t>{count, (int64_t)p.batch * groups, npart, p.N, p.L};
+    return written ? at::empty(shape, f32) : at::zeros(shape, f32);
   };
   Tensor dB_part, dC_part;
   if (shared_bc) {
-    auto shape = bc_shape(p.b_groups, p.npart_b, 2);
-    bc_part = b_written && c_written ? at::empty(shape, f32) : at::zeros(shape, f32);
+    bc_part = alloc_bc(p.b_groups, p.npart_b, 2, b_written && c_written);
     dB_part = bc_part.select(0, 0);
     dC_part = bc_part.select(0, 1);
   } else {
-    if (p.b_groups > 0) {
-      auto shape = bc_shape(p.b_groups, p.npart_b, 1);
-      dB_part = (b_written ? at::empty(shape, f32) : at::zeros(shape, f32)).select(0, 0);
-    }
-    if (p.c_groups > 0) {
-      auto shape = bc_shape(p.c_groups, p.npart_c, 1);
-      dC_part = (c_written ? at::empty(shape, f32) : at::zeros(shape, f32)).select(0, 0);
-    }
+    if (p.b_groups > 0) dB_part = alloc_bc(p.b_groups, p.npart_b, 1, b_written).select(0, 0);
+    if (p.c_groups > 0) dC_part = alloc_bc(p.c_groups, p.npart_c, 1, c_written).select(0, 0);
   }
   if (p.b_groups == 0) {
     p.npart_b = p.uniform_b = 0;
