@@ -14,6 +14,8 @@ every gradient written).
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -30,20 +32,21 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _fn(backend):
-    if backend == "triton":
+    if backend.startswith("triton"):
         from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
 
-        return graph_selective_scan_triton
+        # "triton": the default (split) backward; "triton-fused": the one-kernel backward, for comparison
+        return functools.partial(graph_selective_scan_triton, backward="fused" if backend == "triton-fused" else None)
     from ssm_kernels.graph_scan.reference import graph_selective_scan_ref
 
     return graph_selective_scan_ref
 
 
-def _cases():
+def _cases(backward=False):
     cases = []
     for shape in ("tusz", "raw"):
         for dt in DTYPES:
-            for backend in ("triton", "reference"):
+            for backend in ("triton", "triton-fused", "reference") if backward else ("triton", "reference"):
                 cases.append(pytest.param(shape, dt, backend, id=f"{shape}-{dt}-{backend}", marks=pytest.mark.gpu))
     cases.append(pytest.param("cpu_tiny", "fp32", "reference", id="cpu_tiny-fp32-reference"))
     return cases
@@ -52,7 +55,7 @@ def _cases():
 def _setup(shape, dt, backend, grad):
     if shape != "cpu_tiny" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    if backend == "triton":
+    if backend.startswith("triton"):
         pytest.importorskip("triton")
     device = "cuda" if shape != "cpu_tiny" else "cpu"
     inputs = make_graph_scan_inputs(**SHAPES[shape], **OPTS, dtype=DTYPES[dt], device=device, requires_grad=grad)
@@ -85,7 +88,7 @@ def test_graph_scan_forward(benchmark, shape, dt, backend):
            config=str(OPTS))  # fmt: skip
 
 
-@pytest.mark.parametrize("shape,dt,backend", _cases())
+@pytest.mark.parametrize("shape,dt,backend", _cases(backward=True))
 def test_graph_scan_forward_backward(benchmark, shape, dt, backend):
     inputs, names, device, fn = _setup(shape, dt, backend, grad=True)
     leaves = [inputs[n] for n in names]

@@ -32,15 +32,25 @@ def _triton(**extra):
     return lambda **kw: graph_selective_scan_triton(**kw, **extra)
 
 
-@pytest.mark.parametrize("T", ["1", "L"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_gpu_target_shapes(shape, dtype, T):
+TARGETS = [
+    (shape, dtype, T, backward)
+    for shape in SHAPES
+    for dtype in (torch.float32, torch.bfloat16)
+    for T in ("1", "L")
+    for backward in ("split", "fused")
+    if backward == "split" or (dtype == torch.float32 and T == "L")  # the fused backward: one case per shape
+]
+
+
+@pytest.mark.parametrize(
+    "shape,dtype,T,backward", TARGETS, ids=[f"{s}-{str(d)[6:]}-T{t}-{b}" for s, d, t, b in TARGETS]
+)
+def test_gpu_target_shapes(shape, dtype, T, backward):
     # T = L also exercises the readout mix (mix_C / W_C, per step) and an initial state
     extra = dict(mix_C=True, K_C=1, with_initial_state=True) if T == "L" else {}
     inputs = make_graph_scan_inputs(**SHAPES[shape], K=2, T=T, dtype=dtype, device="cuda", seed=21, **MAMBA,
                                     **extra)  # fmt: skip
-    check_graph_scan_against_reference(_triton(), inputs)
+    check_graph_scan_against_reference(_triton(backward=backward), inputs)
 
 
 AWKWARD = {
@@ -53,9 +63,10 @@ AWKWARD = {
 }
 
 
+@pytest.mark.parametrize("backward", ["split", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
-def test_gpu_shared_mix_and_strided_d_out(monkeypatch, atomic, dtype):
+def test_gpu_shared_mix_and_strided_d_out(monkeypatch, atomic, dtype, backward):
     """TGMamba's call: one per-step operator tensor as mix_A and mix_C, d_out a (batch, V, L, D)-major view."""
     import ssm_kernels.graph_scan.triton as gst
 
@@ -63,14 +74,15 @@ def test_gpu_shared_mix_and_strided_d_out(monkeypatch, atomic, dtype):
         monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
     inputs = make_graph_scan_inputs(batch=3, V=19, D=64, N=16, L=300, K=2, T="L", mix_C=True, K_C=2, T_C="L",
                                     dtype=dtype, device="cuda", seed=23, **MAMBA)  # fmt: skip
-    check_graph_scan_against_reference(_triton(), inputs, shared_mix=True, strided_d_out=True)
+    check_graph_scan_against_reference(_triton(backward=backward), inputs, shared_mix=True, strided_d_out=True)
 
 
+@pytest.mark.parametrize("backward", ["split", "fused"])
 @pytest.mark.parametrize("case", list(AWKWARD), ids=list(AWKWARD))
-def test_gpu_awkward_sizes(case):
+def test_gpu_awkward_sizes(case, backward):
     kw = dict(AWKWARD[case])
     inputs = make_graph_scan_inputs(device="cuda", seed=22, **kw)
-    check_graph_scan_against_reference(_triton(), inputs)
+    check_graph_scan_against_reference(_triton(backward=backward), inputs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -81,6 +93,7 @@ def test_gpu_auto_dispatch_and_small_chunks(dtype):
                                     device="cuda", seed=23, **MAMBA)  # fmt: skip
     check_graph_scan_against_reference(graph_selective_scan_fn, inputs)
     check_graph_scan_against_reference(_triton(chunk=7, block_d_fwd=4, block_d_bwd=2), inputs)
+    check_graph_scan_against_reference(_triton(chunk=7, backward="fused"), inputs)
 
 
 def _grads(fn, inputs, names):
@@ -90,27 +103,29 @@ def _grads(fn, inputs, names):
     return out, last, g
 
 
-def test_gpu_deterministic_backward():
+@pytest.mark.parametrize("backward", ["split", "fused"])
+def test_gpu_deterministic_backward(backward):
     from ssm_kernels.testing.graph_scan import graph_scan_grad_names
 
     inputs = make_graph_scan_inputs(**SHAPES["tusz"], K=2, T="L", mix_C=True, device="cuda", seed=24, **MAMBA)
     names = graph_scan_grad_names(inputs)
-    r1 = _grads(_triton(), inputs, names)
-    r2 = _grads(_triton(), inputs, names)
+    r1 = _grads(_triton(backward=backward), inputs, names)
+    r2 = _grads(_triton(backward=backward), inputs, names)
     torch.testing.assert_close(r1[0], r2[0], rtol=0, atol=0)
     for n, a, b in zip(names, r1[2], r2[2]):
         assert torch.equal(a, b), f"d{n} differs between two identical backward passes"
 
 
+@pytest.mark.parametrize("backward", ["split", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_gpu_raw_shape_memory_bounded(dtype):
+def test_gpu_raw_shape_memory_bounded(dtype, backward):
     """Forward + backward at the raw shape: the op's own memory (beyond inputs) stays under 2 GiB."""
     from ssm_kernels.testing.graph_scan import graph_scan_grad_names
 
     inputs = make_graph_scan_inputs(**SHAPES["raw"], K=2, T="1", device="cuda", dtype=dtype, seed=25,
                                     requires_grad=True, **MAMBA)  # fmt: skip
     names = graph_scan_grad_names(inputs)
-    fn = _triton()
+    fn = _triton(backward=backward)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()

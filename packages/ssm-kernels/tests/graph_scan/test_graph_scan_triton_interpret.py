@@ -42,19 +42,71 @@ def _triton(**extra):
     return lambda **kw: graph_selective_scan_triton(**kw, **extra)
 
 
+@pytest.mark.parametrize("backward", ["split", "fused"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_triton_matches_reference(case):
+def test_triton_matches_reference(case, backward):
     factory, extra = CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=11, **factory)
-    check_graph_scan_against_reference(_triton(**extra), inputs)
+    check_graph_scan_against_reference(_triton(**extra, backward=backward), inputs)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 37], ids=["chunk8", "chunk1", "all_states"])
+def test_split_backward_chunks(monkeypatch, chunk):
+    """Split backward: checkpoint chunks recomputed by the forward kernel (one launch per chunk), or every state
+    kept by the forward (chunk >= L: no recompute)."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    launches = []
+    real = gst._fwd_launch
+    monkeypatch.setattr(gst, "_fwd_launch", lambda *a, **k: launches.append(k.get("out") is None) or real(*a, **k))
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=37, K=2, T="L", mix_C=True, K_C=3, T_C="1", seed=18,
+                                    **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=chunk, backward="split"), inputs)
+    recomputes = {None: 5, 1: 37, 37: 0}[chunk]
+    # check_graph_scan_against_reference runs the forward twice (with and without the backward)
+    assert launches.count(True) == recomputes and launches.count(False) >= 1
+
+
+def test_split_backward_subset_of_grads():
+    """Only some inputs need gradients: the split backward skips the operator products it need not do."""
+    from ssm_kernels.graph_scan.reference import graph_selective_scan_ref
+    from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
+    from ssm_kernels.testing import assert_close_to_reference
+
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, seed=19, **FULL)
+    for wanted in (("u",), ("W_C", "delta"), ("mix_A", "initial_state")):
+        grads = {}
+        for name, fn in (("fast", graph_selective_scan_triton), ("hi", graph_selective_scan_ref),
+                         ("lo", graph_selective_scan_ref)):  # fmt: skip
+            kw = {k: (v.double() if name == "hi" and isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+            kw = {k: (v.detach().requires_grad_(k in wanted) if isinstance(v, torch.Tensor) else v)
+                  for k, v in kw.items()}  # fmt: skip
+            extra = {"backward": "split", "chunk": 4} if name == "fast" else {}
+            out = fn(**kw, **extra)
+            grads[name] = torch.autograd.grad(out.float().square().sum(), [kw[k] for k in wanted])
+        for i, k in enumerate(wanted):
+            assert_close_to_reference(k, grads["fast"][i], grads["hi"][i], grads["lo"][i])
+
+
+def test_backward_mode_env(monkeypatch):
+    import ssm_kernels.graph_scan.triton as gst
+
+    assert gst._bwd_mode() == gst._DEFAULT_BWD
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_BWD", "fused")
+    assert gst._bwd_mode() == "fused"
+    assert gst._bwd_mode("split") == "split"
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_BWD", "both")
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_BWD"):
+        gst._bwd_mode()
+
+
+@pytest.mark.parametrize("backward", ["split", "fused"])
 @pytest.mark.parametrize("chunk", [1, 3])
-def test_triton_operator_loop_not_unrolled(monkeypatch, chunk):
+def test_triton_operator_loop_not_unrolled(monkeypatch, chunk, backward):
     """SSM_KERNELS_GRAPH_SCAN_UNROLL=0: the runtime loop over the K operators (used for large V, N)."""
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_UNROLL", "0")
     inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", mix_C=True, K_C=3, seed=15, **FULL)
-    check_graph_scan_against_reference(_triton(chunk=chunk), inputs)
+    check_graph_scan_against_reference(_triton(chunk=chunk, backward=backward), inputs)
 
 
 def test_register_cap_env(monkeypatch):
@@ -71,22 +123,38 @@ def test_register_cap_env(monkeypatch):
     check_graph_scan_against_reference(_triton(chunk=2), inputs)
 
 
-def test_triton_atomic_partials(monkeypatch):
+@pytest.mark.parametrize("backward", ["split", "fused"])
+def test_triton_atomic_partials(monkeypatch, backward):
     """Large partial buffers switch B, C and per-step mix gradients to atomics: same results."""
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
     inputs = make_graph_scan_inputs(batch=2, V=3, D=5, N=4, L=7, K=2, T="L", mix_C=True, T_C="L", seed=12, **FULL)
-    check_graph_scan_against_reference(_triton(chunk=3), inputs)
+    check_graph_scan_against_reference(_triton(chunk=3, backward=backward), inputs)
+
+
+@pytest.mark.parametrize("chunk", [3, 7], ids=["recompute", "all_states"])
+@pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
+def test_split_shared_mix_and_strided_d_out(monkeypatch, atomic, chunk):
+    """Split backward, TGMamba's call: mix_C is mix_A, d_out a strided view; both uses add into one buffer."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    if atomic:
+        monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=5, N=4, L=7, K=2, T="L", mix_C=True, K_C=2, T_C="L", seed=17,
+                                    **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=chunk, backward="split"), inputs, shared_mix=True,
+                                       strided_d_out=True)  # fmt: skip
 
 
 @pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
 def test_triton_shared_mix_and_strided_d_out(monkeypatch, atomic):
-    """mix_C is mix_A (TGMamba's readout) and a non-contiguous d_out (read in place, no copy).
+    """Fused backward: mix_C is mix_A (TGMamba's readout) and a non-contiguous d_out (read in place, no copy).
 
     With atomic accumulation both uses add into one gradient buffer; with per-program partials they stay
     separate and autograd sums them. The gradient of the shared tensor must equal the reference's either way.
     """
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_BWD", "fused")
     import ssm_kernels.graph_scan.triton as gst
 
     if atomic:

@@ -24,7 +24,16 @@ Performance design
   its adjoint, since dy does not depend on G_t: 6 instead of 8 dots per readout operator and step.
 * The operator loops are unrolled (``tl.static_range``) for V, N <= 32 (``SSM_KERNELS_GRAPH_SCAN_UNROLL``):
   12% faster fwd+bwd at the TUSZ shape on an H200.
-* Backward is one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
+* Backward, ``split`` design (the default, ``_bwd_split``): the sequential part is only the adjoint recurrence
+  ``dH_{t-1} = sum_k mix_k^T (dH_t * exp(Delta_t A)) W_k^T`` plus the readout's adjoint, 3 K products per step
+  (``_graph_scan_adj_kernel``), with the element-wise gradients (u, delta, z, A, B, D, delta_bias) on the way; it
+  writes dP_t = dH_t * exp(Delta_t A). The operator gradients (mix_*, W_*) and dC do not depend on the recurrence:
+  they are batched products over (step, batch) of dP, the states and ``dy (x) C`` afterwards. The states come
+  from the forward (it keeps all of them when they fit ``_SPLIT_STATES_BYTES``: the TUSZ shape) or are recomputed
+  per chunk of ``_SPLIT_CHUNK_BYTES`` from checkpoints by the forward kernel (``STORE_STATES``), so memory stays
+  bounded at L = 2000. On an H200, TGMamba's call (K = 2, per-step operators shared by mix_A and mix_C, fp32):
+  fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape.
+* Backward, ``fused`` design (``backward="fused"``): one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
   in reverse: it reloads the chunk's entry state, recomputes the chunk's states into a small
   per-program scratch buffer ((CHUNK + 1, V, BD, N) fp32), then runs the adjoint recurrence
   ``dH_{t-1} = sum_k mix_k^T (dH_t * exp(Delta_t A)) W_k^T`` backwards through the chunk.
@@ -48,11 +57,13 @@ Performance design
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -71,6 +82,12 @@ _MAX_TILE_BWD = 2048
 # Forward stores every state (no backward recompute) up to this size. Off by default: on an H200 at the TUSZ
 # shape (200 MB of states) the extra traffic cost more than the recompute saved (fwd+bwd 10.7 vs 9.8 ms).
 _ALL_STATES_BYTES = 0
+# Split backward (see _bwd_split): the forward keeps every state when they take at most this much, else it stores
+# checkpoints and the backward recomputes chunks whose states take about _SPLIT_CHUNK_BYTES.
+_SPLIT_STATES_BYTES = 256 * 2**20
+_SPLIT_CHUNK_BYTES = 48 * 2**20
+_BWD_MODES = ("split", "fused")
+_DEFAULT_BWD = "split"
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,15 +192,23 @@ def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HA
 @triton.jit
 def _graph_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
-    out_ptr, last_ptr, ckpt_ptr,
-    V, DM, L, N, NC, ZERO,
+    out_ptr, last_ptr, ckpt_ptr, st_ptr, y_ptr,
+    V, DM, L, N, NC, ZERO, T0, T1, s_h0_b, s_st,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, STORE_LAST: tl.constexpr,
     STORE_CKPT: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    PREC: tl.constexpr, UNROLL: tl.constexpr,
+    PREC: tl.constexpr, UNROLL: tl.constexpr, STORE_OUT: tl.constexpr, STORE_STATES: tl.constexpr,
+    STORE_Y: tl.constexpr,
 ):  # fmt: skip
+    """Steps T0 .. T1 - 1 from the initial state (row b at h0_ptr + b * s_h0_b, zeros without HAS_INIT).
+
+    STORE_OUT: the gated output; STORE_LAST: the last state; STORE_CKPT: the state entering every CHUNK-th step
+    (batch, NC, V, D, N). For the split backward: STORE_STATES stores the entry state and the state after every
+    step, time-major at st_ptr + j * s_st ((T1 - T0 + 1, batch, V, D, N), j = t - T0 + 1), and STORE_Y the
+    pre-gate output y (fp32, (batch, V, D, L)) at y_ptr.
+    """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
     o_v = tl.arange(0, VP)
@@ -194,7 +219,8 @@ def _graph_scan_fwd_kernel(
     m_x = m_v[:, None] & m_d[None, :]
     o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L  # (VP, NP) into (batch, V, N, L)
     m_bc = m_v[:, None] & m_n[None, :]
-    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # (VP, BD, NP)
+    o_hl = (o_v[:, None, None] * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # (VP, BD, NP) in one row b
+    o_h = i_b * V * DM * N + o_hl
     m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
     o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
@@ -210,13 +236,15 @@ def _graph_scan_fwd_kernel(
     if HAS_D:
         b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
     if HAS_INIT:
-        h = tl.load(h0_ptr + o_h, mask=m_h, other=0.0).to(tl.float32)
+        h = tl.load(h0_ptr + i_b * s_h0_b + o_hl, mask=m_h, other=0.0).to(tl.float32)
     else:
         h = tl.zeros((VP, BD, NP), dtype=tl.float32)
+    if STORE_STATES:
+        tl.store(st_ptr + o_h, h, mask=m_h)
     # checkpoint layout (batch, NC, V, D, N)
     o_ck = (((i_b * NC) * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
 
-    for t in range(0, L):
+    for t in range(T0, T1):
         if STORE_CKPT:
             if t % CHUNK == 0:
                 tl.store(ckpt_ptr + (t // CHUNK) * V * DM * N + o_ck, h, mask=m_h)
@@ -225,21 +253,183 @@ def _graph_scan_fwd_kernel(
         p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
                        VP, BD, NP, PREC, UNROLL)  # fmt: skip
         h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
-        if HAS_MIXC:
-            g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N, K_C,
-                           VP, BD, NP, PREC, UNROLL)  # fmt: skip
-        else:
-            g = h
-        b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
-        y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
-        if HAS_D:
-            y += b_D[None, :] * b_u
-        if HAS_Z:
-            b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
-            y = y * b_z * tl.sigmoid(b_z)
-        tl.store(out_ptr + o_x + t, y, mask=m_x)
+        if STORE_STATES:
+            tl.store(st_ptr + (t - T0 + 1) * s_st + o_h, h, mask=m_h)
+        if STORE_OUT or STORE_Y:
+            if HAS_MIXC:
+                g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w,
+                               N, K_C, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+            else:
+                g = h
+            b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+            y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
+            if HAS_D:
+                y += b_D[None, :] * b_u
+            if STORE_Y:
+                tl.store(y_ptr + o_x + t, y, mask=m_x)
+            if STORE_OUT:
+                if HAS_Z:
+                    b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+                    y = y * b_z * tl.sigmoid(b_z)
+                tl.store(out_ptr + o_x + t, y, mask=m_x)
     if STORE_LAST:
         tl.store(last_ptr + o_h, h, mask=m_h)
+
+
+@triton.jit
+def _readout_adj(dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
+                 BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+    """Adjoint of the readout for dG = dy (x) C: sum_k mix_k^T @ (dy (x) (C @ W_k^T)), a (VP, BD, NP) tile.
+
+    dG @ W_k^T has rank one per vertex (dy[v, d] times the row (C W_k^T)[v]), so each operator costs one
+    (NP, NP) product and one vertex product instead of two full products.
+    """
+    r = tl.zeros((VP, BD * NP), dtype=tl.float32)
+    if UNROLL:
+        for k in tl.static_range(K):
+            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+            cw = tl.dot(b_C, tl.trans(b_w), input_precision=PREC)  # (VP, NP)
+            zz = tl.reshape(dy[:, :, None] * cw[:, None, :], (VP, BD * NP))
+            r += tl.dot(tl.trans(b_m), zz, input_precision=PREC)
+    else:
+        for k in range(K):
+            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+            cw = tl.dot(b_C, tl.trans(b_w), input_precision=PREC)
+            zz = tl.reshape(dy[:, :, None] * cw[:, None, :], (VP, BD * NP))
+            r += tl.dot(tl.trans(b_m), zz, input_precision=PREC)
+    return tl.reshape(r, (VP, BD, NP))
+
+
+@triton.jit
+def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
+               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+    """Adjoint of P = sum_k mix_k @ H @ W_k with respect to H: sum_k mix_k^T @ dP @ W_k^T."""
+    dp2 = tl.reshape(dp, (VP * BD, NP))
+    r = tl.zeros((VP, BD * NP), dtype=tl.float32)
+    if UNROLL:
+        for k in tl.static_range(K):
+            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+            zz = tl.reshape(tl.dot(dp2, tl.trans(b_w), input_precision=PREC), (VP, BD * NP))
+            r += tl.dot(tl.trans(b_m), zz, input_precision=PREC)
+    else:
+        for k in range(K):
+            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+            zz = tl.reshape(tl.dot(dp2, tl.trans(b_w), input_precision=PREC), (VP, BD * NP))
+            r += tl.dot(tl.trans(b_m), zz, input_precision=PREC)
+    return tl.reshape(r, (VP, BD, NP))
+
+
+@triton.jit
+def _graph_scan_adj_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
+    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr,
+    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p,
+    s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    s_do_b, s_do_v, s_do_d, s_do_t,
+    K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
+    NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+):  # fmt: skip
+    """Split backward, sequential part: the adjoint recurrence over steps T1 - 1 .. T0 and the element-wise grads.
+
+    dH (fp32, (batch, V, D, N) at g_ptr) comes in as the adjoint of the state after step T1 - 1 and leaves as
+    that of the state entering T0. States come from st_ptr (time-major, (T1 - T0 + 1, batch, V, D, N), slot
+    t - T0 + 1 = state after step t). Writes du, d delta, dz (from the pre-gate output y the forward stored, fp32
+    (batch, V, D, L)) for steps T0 .. T1 - 1, dP_t = dH_t * exp(Delta_t A) (time-major at dp_ptr, slot t - T0)
+    for the operator gradients, per-channel-block dB partials (or atomics), and adds the chunk's dA, dD and
+    d delta_bias to per-(b, channel) partials. d_out may be strided. Nothing here sums over channels except dB:
+    the operator gradients are batched matrix products over dP and the states on the host side.
+    """
+    i_b = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    o_v = tl.arange(0, VP)
+    o_d = i_db * BD + tl.arange(0, BD)
+    o_n = tl.arange(0, NP)
+    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
+    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L
+    m_x = m_v[:, None] & m_d[None, :]
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
+    m_bc = m_v[:, None] & m_n[None, :]
+    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
+    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    m_mix = m_v[:, None] & m_v[None, :]
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+    m_dn = m_d[:, None] & m_n[None, :]
+
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
+    b_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_D = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
+    dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
+    dD_acc = tl.zeros((BD,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BD,), dtype=tl.float32)
+    dB_p = dB_ptr + i_db * g_bc_p
+
+    for i in range(0, T1 - T0):
+        t = T1 - 1 - i
+        h_cur = tl.load(st_ptr + (t - T0 + 1) * s_st + o_h, mask=m_h, other=0.0)
+        b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
+                                                HAS_BIAS, SOFTPLUS)  # fmt: skip
+        b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+        b_do = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+        if HAS_Z:
+            b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(b_z)
+            dy = b_do * b_z * sig
+            b_y = tl.load(y_ptr + o_x + t, mask=m_x, other=0.0)
+            tl.store(dz_ptr + o_x + t, b_do * b_y * sig * (1.0 + b_z * (1.0 - sig)), mask=m_x)
+        else:
+            dy = b_do
+        if HAS_MIXC:
+            g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
+                              o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+        else:
+            g += dy[:, :, None] * b_C[:, None, :]
+        # H_t = P_t * a_t + Delta_t u_t B_t, so P_t * a_t = H_t - Delta_t u_t B_t
+        dtu = b_dt * b_u
+        pa = g * (h_cur - dtu[:, :, None] * b_B[:, None, :])
+        gB = tl.sum(g * b_B[:, None, :], axis=2)  # (VP, BD)
+        ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
+        du = b_dt * gB
+        if HAS_D:
+            du += dy * b_D[None, :]
+            dD_acc += tl.sum(dy * b_u, axis=0)
+        dA_acc += tl.sum(pa * b_dt[:, :, None], axis=0)
+        dB_t = tl.sum(g * dtu[:, :, None], axis=1)  # (VP, NP)
+        if BC_ATOMIC:
+            tl.atomic_add(dB_p + o_bc + t, dB_t, mask=m_bc)
+        else:
+            tl.store(dB_p + o_bc + t, dB_t, mask=m_bc)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(b_pre)
+        dbias_acc += tl.sum(ddt, axis=0)
+        tl.store(du_ptr + o_x + t, du, mask=m_x)
+        tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
+        dp = g * b_a
+        tl.store(dp_ptr + (t - T0) * s_st + o_h, dp, mask=m_h)
+        g = _state_adj(dp, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N,
+                       K_A, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+    tl.store(g_ptr + o_h, g, mask=m_h)
+    # this program owns its (b, channel block) slots: chunks run one after another, so add in place
+    o_bd = i_b * DM + o_d
+    o_a = o_bd[:, None] * N + o_n[None, :]
+    tl.store(dA_ptr + o_a, tl.load(dA_ptr + o_a, mask=m_dn, other=0.0) + dA_acc, mask=m_dn)
+    tl.store(dbias_ptr + o_bd, tl.load(dbias_ptr + o_bd, mask=m_d, other=0.0) + dbias_acc, mask=m_d)
+    if HAS_D:
+        tl.store(dD_ptr + o_bd, tl.load(dD_ptr + o_bd, mask=m_d, other=0.0) + dD_acc, mask=m_d)
 
 
 @triton.jit
@@ -550,16 +740,34 @@ def _mix_strides(mix: torch.Tensor | None) -> tuple[int, int, int, int, int]:
     return tuple(s)
 
 
-def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d):
+def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d,
+         states=None, ybuf=None):  # fmt: skip
+    """The forward over all steps: out, the last state, and (store_ckpt) the chunk-entry checkpoints.
+
+    ``states`` (split backward with every state kept): also store every state, time-major
+    (L + 1, batch, V, D, N); ``ybuf`` (split backward, with z): the pre-gate output (batch, V, D, L) fp32.
+    """
+    batch, V, Dm, L = u.shape
+    N = A.shape[1]
+    out = torch.empty_like(u)
+    last = torch.empty(batch, V, Dm, N, device=u.device, dtype=torch.float32)
+    ckpt = None
+    if store_ckpt:
+        ckpt = torch.empty(batch, cdiv(L, chunk), V, Dm, N, device=u.device, dtype=torch.float32)
+    _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0,
+                h0.stride(0) if h0 is not None else 0, 0, L, chunk, block_d, out=out, last=last, ckpt=ckpt,
+                states=states, ybuf=ybuf)  # fmt: skip
+    return out, last, ckpt
+
+
+def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0_b, t0, t1, chunk,
+                block_d, out=None, last=None, ckpt=None, states=None, ybuf=None):  # fmt: skip
+    """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel)."""
     batch, V, Dm, L = u.shape
     N = A.shape[1]
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec)
-    NC = cdiv(L, chunk)
-    out = torch.empty_like(u)
-    last = torch.empty(batch, V, Dm, N, device=u.device, dtype=torch.float32)
-    ckpt = torch.empty(batch, NC, V, Dm, N, device=u.device, dtype=torch.float32) if store_ckpt else last
     dummy = u
     grid = (batch, cdiv(Dm, BD))
     args = (
@@ -567,19 +775,20 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
         mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
         D if D is not None else dummy, z if z is not None else dummy,
         delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy,
-        out, last, ckpt,
-        V, Dm, L, N, NC, 0,
+        out if out is not None else dummy, last if last is not None else dummy, ckpt if ckpt is not None else dummy,
+        states if states is not None else dummy, ybuf if ybuf is not None else dummy,
+        V, Dm, L, N, ckpt.shape[1] if ckpt is not None else 1, 0, t0, t1, s_h0_b, batch * V * Dm * N,
         *_mix_strides(mix_A), *_mix_strides(mix_C),
     )  # fmt: skip
     meta = dict(
         K_A=mix_A.shape[2], K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-        HAS_INIT=h0 is not None, STORE_LAST=True, STORE_CKPT=store_ckpt, CHUNK=chunk, VP=VP, BD=BD, NP=NP,
-        PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
+        HAS_INIT=h0 is not None, STORE_LAST=last is not None, STORE_CKPT=ckpt is not None, CHUNK=chunk, VP=VP, BD=BD,
+        NP=NP, PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
+        STORE_OUT=out is not None, STORE_STATES=states is not None, STORE_Y=ybuf is not None,
         **_tuning(VP, NP, False),
     )  # fmt: skip
     _launch(_graph_scan_fwd_kernel, grid, args, meta)
-    return out, last, (ckpt if store_ckpt else None)
 
 
 def _launch(kernel, grid, args, meta) -> None:
@@ -714,6 +923,186 @@ def _bwd(
     return grads
 
 
+def _bwd_mode(override: str | None = None) -> str:
+    """Backward design: ``split`` (default) or ``fused``; ``SSM_KERNELS_GRAPH_SCAN_BWD`` overrides the default."""
+    mode = override or os.environ.get("SSM_KERNELS_GRAPH_SCAN_BWD") or _DEFAULT_BWD
+    if mode not in _BWD_MODES:
+        raise ValueError(f"graph scan backward {mode!r}: expected one of {_BWD_MODES} (SSM_KERNELS_GRAPH_SCAN_BWD)")
+    return mode
+
+
+def _split_chunk(u: torch.Tensor, N: int, override: int | None) -> int:
+    """Steps per chunk of the split backward; ``L`` means the forward keeps every state (nothing recomputed)."""
+    batch, V, Dm, L = u.shape
+    if override is not None:
+        return max(1, min(int(override), L))
+    if u.device.type != "cuda":
+        return min(L, 8)  # interpreter: several chunks
+    step = batch * V * Dm * N * 4
+    if (L + 1) * step <= _SPLIT_STATES_BYTES:
+        return L
+    return max(1, min(L, _SPLIT_CHUNK_BYTES // step))
+
+
+@contextlib.contextmanager
+def _matmul_precision(prec: str, device: torch.device):
+    """The split backward's cuBLAS products follow the kernels' dot precision: tf32 when the kernels use tf32."""
+    if prec != "tf32" or device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _mix_steps(mix: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
+    """Operators of steps t0 .. t1 - 1, time-major and fp32: (batch, T, K, V, V) -> ((t1 - t0) * batch, K, V, V)."""
+    n = t1 - t0
+    m = mix[:, t0:t1] if mix.shape[1] > 1 else mix[:, :1].expand(-1, n, -1, -1, -1)
+    return m.transpose(0, 1).reshape(n * mix.shape[0], *mix.shape[2:]).float()
+
+
+def _add_mix_grad(buf: torch.Tensor, dm: torch.Tensor, t0: int, t1: int, k: int | None = None) -> None:
+    """Add time-major per-step operator gradients ((t1 - t0) * batch, [K,] V, V) into buf (batch, T, K, V, V)."""
+    batch, T = buf.shape[:2]
+    dm = dm.view(t1 - t0, batch, *dm.shape[1:]).transpose(0, 1)  # (batch, n, [K,] V, V)
+    dst = buf[:, t0:t1] if T > 1 else buf
+    if k is not None:
+        dst = dst[:, :, k]
+    if T > 1:
+        dst += dm
+    else:
+        dst += dm.sum(1, keepdim=True)
+
+
+def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias,
+               softplus, chunk, block_d, share_mix=False, need=None):  # fmt: skip
+    """Split backward: a sequential adjoint kernel plus batched matrix products for the operator gradients.
+
+    Per chunk of steps (walked in reverse): the states (kept by the forward, or recomputed from the chunk's
+    checkpoint by the forward kernel) go to a time-major buffer; ``_graph_scan_adj_kernel`` runs the adjoint
+    recurrence, which needs only ``sum_k mix_k^T (dP W_k^T)`` per step (3 K small products instead of the fused
+    kernel's 13 K), and writes dP; then, with x = (step, batch) as the batch of cuBLAS products,
+    ``dmix_A[x, k] = (dP W_k^T) H_{t-1}^T``, ``dW_A[k] = sum_x H_{t-1}^T (mix_k^T dP)``, and the readout's
+    gradients from ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]`` (dG = dy (x) C has rank one per vertex).
+    Deterministic unless the dB partials would exceed ``_ATOMIC_BYTES`` (then atomics, as in the fused path).
+    """
+    batch, V, Dm, L = u.shape
+    N = A.shape[1]
+    dev, f32 = u.device, torch.float32
+    need = need if need is not None else set(_ORDER) | {"initial_state"}
+    VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
+    prec = _precision(u.dtype)
+    # the adjoint kernel's tile is like the forward's (one state tile, 3 K products per step): the forward's launch
+    # heuristics, with the backward's overrides (SSM_KERNELS_GRAPH_SCAN_BD_BWD / _WARPS_BWD)
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec)
+    NDB = cdiv(Dm, BD)
+    warps = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD") or _num_warps(VP, BD, NP, False, batch * NDB, dev, prec)
+    K_A = mix_A.shape[2]
+
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA_part = torch.zeros(batch, Dm, N, device=dev, dtype=f32)
+    dD_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
+    dbias_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
+    bc_atomic = _use_atomics(batch * V * N * L * 4, NDB)
+    dB = (torch.zeros if bc_atomic else torch.empty)(1 if bc_atomic else NDB, batch, V, N, L, device=dev, dtype=f32)
+    dC = torch.empty(batch, V, N, L, device=dev, dtype=f32)
+    want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
+    want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
+    dmA = torch.zeros(batch, mix_A.shape[1], K_A, V, V, device=dev, dtype=f32)
+    dWA = torch.zeros(K_A, N, N, device=dev, dtype=f32)
+    dmC = dWC = None
+    if mix_C is not None:
+        dmC = dmA if share_mix else torch.zeros(batch, *mix_C.shape[1:3], V, V, device=dev, dtype=f32)
+        dWC = torch.zeros(W_C.shape, device=dev, dtype=f32)
+    g = dlast.float().clone(memory_format=torch.contiguous_format) if dlast is not None else None
+    if g is None:
+        g = torch.zeros(batch, V, Dm, N, device=dev, dtype=f32)
+
+    recompute = states is None
+    CS = chunk if recompute else L
+    if recompute:
+        states = torch.empty(CS + 1, batch, V, Dm, N, device=dev, dtype=f32)
+    dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
+    work = torch.empty_like(dp) if want_A else None
+    WAf = W_A.float()
+    WCf = W_C.float() if W_C is not None else None
+    dummy = u
+    s_st = batch * V * Dm * N
+    meta = dict(
+        K_A=K_A, K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None, HAS_D=D is not None,
+        HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), BC_ATOMIC=bc_atomic, VP=VP,
+        BD=BD, NP=NP,
+        PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
+    )  # fmt: skip
+    for c in reversed(range(cdiv(L, CS))):
+        t0, t1 = c * CS, min((c + 1) * CS, L)
+        n, x = t1 - t0, (t1 - t0) * batch
+        if recompute:
+            h0 = ckpt[:, c]
+            _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, h0.stride(0), t0,
+                        t1, CS, None, states=states)  # fmt: skip
+        args = (
+            u, delta, A, B, C, mix_A, W_A, mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
+            D if D is not None else dummy, z if z is not None else dummy,
+            delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
+            states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part, dB,
+            V, Dm, L, N, t0, t1, 0, s_st, 0 if bc_atomic else dB.stride(0),
+            *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
+        )  # fmt: skip
+        _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
+        with _matmul_precision(prec, dev):
+            Hc4 = states[1 : n + 1].view(x, V, Dm, N)
+            doc = dout[..., t0:t1].float()
+            if z is not None:
+                doc = doc * F.silu(z[..., t0:t1].float())
+            dyc = doc.permute(3, 0, 1, 2).reshape(x, V, Dm)  # dy of the chunk, time-major
+            if want_A:
+                Hp = states[:n].view(x, V, Dm * N)
+                DPc = dp[:n].view(x, V, Dm * N)
+                Z = work[:n].view(x, V, Dm * N)
+                mA = _mix_steps(mix_A, t0, t1)
+                for k in range(K_A):
+                    torch.mm(DPc.view(-1, N), WAf[k].t(), out=Z.view(-1, N))  # dP W_k^T
+                    _add_mix_grad(dmA, torch.bmm(Z, Hp.transpose(1, 2)), t0, t1, k)
+                    torch.bmm(mA[:, k].transpose(1, 2), DPc, out=Z)  # mix_k^T dP
+                    dWA[k] += Hp.reshape(-1, N).t() @ Z.view(-1, N)
+            if mix_C is not None:
+                Cc = C[..., t0:t1].permute(3, 0, 1, 2).reshape(x, V, N).float()
+                Q = torch.einsum("xid,xjdm->xijm", dyc, Hc4)  # (x, V, V, N)
+                R = torch.einsum("xkij,xijm->xkim", _mix_steps(mix_C, t0, t1), Q)
+                dCc = torch.einsum("xkim,kmn->xin", R, WCf)
+                if want_C:
+                    dWC += torch.einsum("xkim,xin->kmn", R, Cc)
+                    Cw = torch.einsum("xin,kmn->xkim", Cc, WCf)  # C W_k^T
+                    _add_mix_grad(dmC, torch.einsum("xkim,xijm->xkij", Cw, Q), t0, t1)
+            else:
+                dCc = torch.einsum("xid,xidn->xin", dyc, Hc4)
+            dC[..., t0:t1] = dCc.view(n, batch, V, N).permute(1, 2, 3, 0)
+
+    grads = {
+        "u": lambda: du,
+        "delta": lambda: ddelta,
+        "A": lambda: dA_part.sum(0),
+        "B": lambda: dB[0] if dB.shape[0] == 1 else dB.sum(0),
+        "C": lambda: dC,
+        "mix_A": lambda: dmA,
+        "W_A": lambda: dWA,
+        "mix_C": lambda: None if share_mix else dmC,
+        "W_C": lambda: dWC,
+        "D": lambda: dD_part.sum(0),
+        "z": lambda: dz,
+        "delta_bias": lambda: dbias_part.sum(0),
+        "initial_state": lambda: g,
+    }
+    return grads
+
+
 # --------------------------------------------------------------------------------------------
 # autograd
 # --------------------------------------------------------------------------------------------
@@ -722,57 +1111,76 @@ _ORDER = ("u", "delta", "A", "B", "C", "mix_A", "W_A", "mix_C", "W_C", "D", "z",
 
 
 class GraphSelectiveScanTriton(torch.autograd.Function):
-    """Autograd wrapper: forward saves inputs and chunk checkpoints, backward runs the adjoint kernel."""
+    """Autograd wrapper: the forward kernel, then the split (default) or fused backward."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
-                chunk, block_d_fwd, block_d_bwd):  # fmt: skip
+                chunk, block_d_fwd, block_d_bwd, bwd_mode):  # fmt: skip
         cont = [x.contiguous() if x is not None else None for x in (u, delta, A, B, C, W_A, W_C, D, z, delta_bias)]
         u, delta, A, B, C, W_A, W_C, D, z, delta_bias = cont
         h0 = initial_state.contiguous() if initial_state is not None else None
         need_grad = any(ctx.needs_input_grad)
+        batch, V, Dm, L = u.shape
+        N = A.shape[1]
+        states = ybuf = None
+        split = need_grad and bwd_mode == "split"
+        if split and chunk >= L:  # the split backward with every state kept: nothing is recomputed
+            states = torch.empty(L + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32)
+        if split and z is not None:  # the pre-gate output, for dz (the backward's recompute skips the readout)
+            ybuf = torch.empty(batch, V, Dm, L, device=u.device, dtype=torch.float32)
+        store_ckpt = need_grad and states is None
         out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
-                               need_grad, chunk, block_d_fwd)  # fmt: skip
+                               store_ckpt, chunk, block_d_fwd, states=states, ybuf=ybuf)  # fmt: skip
         if need_grad:
             # the same operators on both sides (mix_C is mix_A) are kept once; the backward may then share
             # their gradient buffer
             ctx.share_mix = mix_C is not None and mix_C is mix_A
-            # chunk 1 (all states stored): the backward starts from the last state instead of recomputing
+            # fused, chunk 1 (all states stored): the backward starts from the last state instead of recomputing
             ctx.save_for_backward(u, delta, A, B, C, mix_A, W_A, None if ctx.share_mix else mix_C, W_C, D, z,
-                                  delta_bias, initial_state, ckpt, last if chunk == 1 else None)  # fmt: skip
-            ctx.cfg = (bool(delta_softplus), chunk, block_d_bwd)
+                                  delta_bias, initial_state, ckpt, last if chunk == 1 and not split else None, states,
+                                  ybuf)  # fmt: skip
+            ctx.cfg = (bool(delta_softplus), chunk, block_d_bwd, split)
         ctx.set_materialize_grads(False)
         return out, last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt, last = ctx.saved_tensors
-        softplus, chunk, block_d = ctx.cfg
+        (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt, last, states,
+         ybuf) = ctx.saved_tensors  # fmt: skip
+        softplus, chunk, block_d, split = ctx.cfg
         if ctx.share_mix:
             mix_C = mix_A
         if dout is None:
             dout = torch.zeros_like(u)
-        grads = _bwd(dout, dlast, ckpt, last if last is not None else ckpt, u, delta, A, B, C, mix_A, W_A, mix_C,
-                     W_C, D, z, delta_bias, softplus, chunk, block_d, ctx.share_mix)  # fmt: skip
+        names = (*_ORDER, "delta_softplus", "initial_state")
+        if split:
+            need = {n for n, flag in zip(names, ctx.needs_input_grad) if flag}
+            grads = _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z,
+                               delta_bias, softplus, chunk, block_d, ctx.share_mix, need)  # fmt: skip
+        else:
+            grads = _bwd(dout, dlast, ckpt, last if last is not None else ckpt, u, delta, A, B, C, mix_A, W_A, mix_C,
+                         W_C, D, z, delta_bias, softplus, chunk, block_d, ctx.share_mix)  # fmt: skip
         inputs = dict(zip(_ORDER, (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias)))
         inputs["initial_state"] = initial_state
         out = []
-        for i, name in enumerate((*_ORDER, "delta_softplus", "initial_state")):
+        for i, name in enumerate(names):
             x = inputs.get(name)
             g = None if name == "delta_softplus" or x is None or not ctx.needs_input_grad[i] else grads[name]()
             out.append(None if g is None else g.to(x.dtype))
-        return (*out, None, None, None)
+        return (*out, None, None, None, None)
 
 
 def graph_selective_scan_triton(
     u, delta, A, B, C, mix_A, W_A, mix_C=None, W_C=None, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_last_state=False, chunk=None, block_d_fwd=None, block_d_bwd=None,
+    initial_state=None, return_last_state=False, chunk=None, block_d_fwd=None, block_d_bwd=None, backward=None,
 ):  # fmt: skip
     """Fused Triton graph selective scan (same contract as :func:`graph_selective_scan_ref`).
 
-    ``chunk`` (time steps between backward checkpoints) and ``block_d_fwd``/``block_d_bwd``
-    (channels per program) default to heuristics; the environment variables
-    ``SSM_KERNELS_GRAPH_SCAN_CHUNK``, ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD`` and
+    ``backward`` picks the backward design: ``"split"`` (default; ``_bwd_split``) or ``"fused"``
+    (``_graph_scan_bwd_kernel``); ``SSM_KERNELS_GRAPH_SCAN_BWD`` overrides the default. ``chunk``
+    (time steps between backward checkpoints; with ``"split"``, ``chunk >= L`` keeps every state) and
+    ``block_d_fwd``/``block_d_bwd`` (channels per program) default to heuristics; the environment
+    variables ``SSM_KERNELS_GRAPH_SCAN_CHUNK``, ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD`` and
     ``SSM_KERNELS_GRAPH_SCAN_WARPS_FWD``/``_WARPS_BWD`` override them.
 
     Shapes:
@@ -785,16 +1193,17 @@ def graph_selective_scan_triton(
     if not (u.is_cuda or triton_interpret()):
         raise ValueError("graph_selective_scan_triton needs CUDA tensors (or TRITON_INTERPRET=1)")
     return _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
-                  return_last_state, chunk, block_d_fwd, block_d_bwd)  # fmt: skip
+                  return_last_state, chunk, block_d_fwd, block_d_bwd, backward)  # fmt: skip
 
 
 def _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
-           return_last_state, chunk=None, block_d_fwd=None, block_d_bwd=None):  # fmt: skip
+           return_last_state, chunk=None, block_d_fwd=None, block_d_bwd=None, backward=None):  # fmt: skip
     """:func:`graph_selective_scan_triton` without the input checks (for callers that ran them)."""
-    chunk = _chunk(u, A.shape[1], chunk if chunk is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_CHUNK"))
+    mode = _bwd_mode(backward)
+    chunk = chunk if chunk is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_CHUNK")
+    chunk = _split_chunk(u, A.shape[1], chunk) if mode == "split" else _chunk(u, A.shape[1], chunk)
     bdf = block_d_fwd if block_d_fwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_FWD")
     bdb = block_d_bwd if block_d_bwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_BWD")
-    out, last = GraphSelectiveScanTriton.apply(
-        u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state, chunk, bdf, bdb
-    )
+    args = (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state)
+    out, last = GraphSelectiveScanTriton.apply(*args, chunk, bdf, bdb, mode)
     return (out, last) if return_last_state else out
