@@ -194,3 +194,25 @@ def test_interface_dispatches_to_triton(monkeypatch):
     assert len(calls) == 2
     out = graph_selective_scan_fn(**inputs)
     assert isinstance(out, torch.Tensor) and out.shape == inputs["u"].shape
+
+
+def test_split_chunk_sizes(monkeypatch):
+    """Split backward chunking on a GPU: every state kept when they fit, else chunks of about _SPLIT_CHUNK_BYTES."""
+    from types import SimpleNamespace
+
+    import ssm_kernels.graph_scan.triton as gst
+
+    def fake(batch, V, D, L):
+        return SimpleNamespace(shape=(batch, V, D, L), device=torch.device("cuda"))
+
+    step = 256 * 19 * 64 * 16 * 4  # bytes of one step's states at the TUSZ shape
+    assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 10  # 11 steps of states fit: all kept
+    raw_step = 16 * 19 * 64 * 16 * 4
+    assert gst._split_chunk(fake(16, 19, 64, 2000), 16, None) == gst._SPLIT_CHUNK_BYTES // raw_step
+    monkeypatch.setattr(gst, "_SPLIT_STATES_BYTES", 10 * step)  # 11 steps no longer fit
+    monkeypatch.setattr(gst, "_SPLIT_CHUNK_BYTES", 3 * step)
+    assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 3
+    monkeypatch.setattr(gst, "_SPLIT_CHUNK_BYTES", step // 2)  # never fewer than one step
+    assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 1
+    assert gst._split_chunk(fake(256, 19, 64, 10), 16, 40) == 10  # an override is capped at L
+    assert gst._split_chunk(SimpleNamespace(shape=(2, 3, 3, 37), device=torch.device("cpu")), 4, None) == 8
