@@ -29,8 +29,11 @@ SHAPES = {
     "tusz": dict(batch=4864, dim=64, seqlen=10, dstate=16),
     "raw": dict(batch=304, dim=64, seqlen=2000, dstate=16),
     "cpu_tiny": dict(batch=2, dim=8, seqlen=16, dstate=4),
+    # the CPU path at a language-model length (the reference; its cost must stay linear in seqlen)
+    "cpu_long": dict(batch=1, dim=256, seqlen=2048, dstate=16),
 }
-SHAPE_DTYPE = {"big": "bf16", "tusz": "fp32", "raw": "fp32", "cpu_tiny": "fp32"}
+SHAPE_DTYPE = {"big": "bf16", "tusz": "fp32", "raw": "fp32", "cpu_tiny": "fp32", "cpu_long": "fp32"}
+CPU_SHAPES = ("cpu_tiny", "cpu_long")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # mamba_ssm's CUDA kernel on an H200 (issue 6): forward ms, forward+backward ms
 BASELINE_MS = {"big": (0.590, 3.061), "tusz": (1.355, 5.01), "raw": (1.755, 8.05)}
@@ -51,12 +54,12 @@ def _cases():
     ]
     # the short kernels with B / C staged in shared memory (SSM_KERNELS_SCAN_SHORT_STAGE=1)
     cases.append(pytest.param("tusz", "fp32", "cuda-staged", id="tusz-fp32-cuda-staged", marks=pytest.mark.gpu))
-    cases.append(pytest.param("cpu_tiny", "fp32", "reference", id="cpu_tiny-fp32-reference"))
+    cases += [pytest.param(s, "fp32", "reference", id=f"{s}-fp32-reference") for s in CPU_SHAPES]
     return cases
 
 
 def _setup(shape, dt, backend, grad, monkeypatch):
-    if shape != "cpu_tiny" and not torch.cuda.is_available():
+    if shape not in CPU_SHAPES and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     if backend in ("cuda-long", "cuda-general"):
         monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
@@ -64,7 +67,7 @@ def _setup(shape, dt, backend, grad, monkeypatch):
         monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
     op_backend = "cuda" if backend.startswith("cuda") else backend
-    device = "cuda" if shape != "cpu_tiny" else "cpu"
+    device = "cuda" if shape not in CPU_SHAPES else "cpu"
     x = make_scan_inputs(**SHAPES[shape], dtype=DTYPES[dt], device=device, requires_grad=grad, seed=0)
     from ssm_kernels.selective_scan.interface import selective_scan_fn
 
@@ -75,7 +78,7 @@ def _setup(shape, dt, backend, grad, monkeypatch):
 
 
 def _rounds(shape):
-    if shape == "cpu_tiny":
+    if shape in CPU_SHAPES:
         return dict(rounds=3, warmup_rounds=1, iterations=1)
     return dict(rounds=30, warmup_rounds=5, iterations=1)
 

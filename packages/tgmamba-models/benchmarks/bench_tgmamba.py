@@ -26,6 +26,8 @@ SHAPES = {
     "tusz": dict(batch=256, V=19, L=10, d_model=32, d_state=16),
     "raw": dict(batch=16, V=19, L=2000, d_model=32, d_state=16),
     "cpu-tiny": dict(batch=2, V=4, L=16, d_model=8, d_state=4),
+    # one raw ten-second 200 Hz clip of 19 electrodes on a CPU (a laptop's training step)
+    "cpu-raw": dict(batch=1, V=19, L=2000, d_model=32, d_state=16),
 }
 TUSZ_BLOCK = dict(
     conv_type="graphconv", edge_learner_attention=True, edge_learner_time_varying=True, attn_time_varying=True
@@ -156,6 +158,14 @@ def test_tgmamba_block_cpu(benchmark, mode, backend):
     s, block, x, ei, ew = _setup("cpu-tiny", "cpu")
     fn = (_fwd_fn if mode == "fwd" else _fwdbwd_fn)(block, x, ei, ew, backend)
     _record(benchmark, fn, shape="cpu-tiny", mode=mode, backend=backend, device="cpu", s=s)
+
+
+def test_tgmamba_block_cpu_raw(benchmark):
+    """Forward+backward of one raw clip (L = 2000) on 2 CPU threads: the CPU path (reference graph scan)."""
+    torch.set_num_threads(2)
+    s, block, x, ei, ew = _setup("cpu-raw", "cpu")
+    _record(benchmark, _fwdbwd_fn(block, x, ei, ew, "fused"), shape="cpu-raw", mode="fwdbwd", backend="fused",
+            device="cpu", s=s)  # fmt: skip
 
 
 def _train_step_fn(device, batch, V, L, in_features, d_model, num_layers):

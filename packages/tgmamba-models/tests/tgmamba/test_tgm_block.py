@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from ssm_kernels.testing import assert_close_to_reference, seed_all
+from ssm_kernels.testing import assert_close_to_reference, autograd_node_count, seed_all
 from tgmamba_models import TGMamba
 
 FUSED = ["gcnconv", "chebconv", "graphconv", "none"]
@@ -137,6 +137,22 @@ def test_gatv2conv_reference_path_runs_with_gradients():
     assert g["gconv_A.lin_l.weight"].abs().max() > 0 and g["gconv_B.att"].abs().max() > 0
     with pytest.raises(ValueError, match="no fused path"):
         model(x, ei, ew, path="fused")
+
+
+@pytest.mark.parametrize("path", ["fused", "reference"])
+def test_backward_graph_does_not_grow_quadratically(path):
+    """On CPU both paths loop over time; per-step [..., t] indexing would add a full-length zero-filled gradient
+    per step and input (a backward quadratic in L). The number of such select nodes must not grow with L."""
+    seed_all(7)
+    gen = torch.Generator().manual_seed(8)
+    V = 4
+    model = TGMamba(d_model=6, d_state=4, num_vertices=V, conv_type="graphconv", edge_learner_time_varying=True)
+    counts = []
+    for L in (4, 12):
+        x = torch.randn(2 * V, L, 6, requires_grad=True)
+        ei, ew = _edges(2, V, gen)
+        counts.append(autograd_node_count(model(x, ei, ew, path=path), "SelectBackward0"))
+    assert counts[0] == counts[1], f"select nodes grow with L: {counts}"
 
 
 @pytest.mark.parametrize("path", ["fused", "reference"])

@@ -183,14 +183,19 @@ def graph_selective_scan_ref(
         h = initial_state.to(cdt)
     else:
         h = u_c.new_zeros(batch, V, Dm, N)
+    # per-step views from one unbind each (indexing [..., t] in the loop would make autograd zero-fill a
+    # full-length gradient per step: quadratic in L)
+    dt_s, dtu_s = dt.unbind(-1), (dt * u_c).unbind(-1)  # (b, V, D) each
+    B_s, C_s = B_c.unbind(-1), C_c.unbind(-1)  # (b, V, N) each
+    mA_s = mA.unbind(1) if dims.T_A > 1 else [mA[:, 0]] * L
+    mC_s = None if mC is None else (mC.unbind(1) if dims.T_C > 1 else [mC[:, 0]] * L)
     ys = []
     for t in range(L):
-        dt_t = dt[..., t]  # (b, V, D)
-        decay = torch.exp(dt_t[..., None] * A_c)  # (b, V, D, N)
-        inp = (dt_t * u_c[..., t])[..., None] * B_c[:, :, None, :, t]  # (b, V, D, N)
-        h = _mix(mA[:, t if dims.T_A > 1 else 0], WA, h) * decay + inp
-        g = h if mC is None else _mix(mC[:, t if dims.T_C > 1 else 0], WC, h)
-        ys.append((g * C_c[:, :, None, :, t]).sum(-1))  # (b, V, D)
+        decay = torch.exp(dt_s[t][..., None] * A_c)  # (b, V, D, N)
+        inp = dtu_s[t][..., None] * B_s[t][:, :, None, :]  # (b, V, D, N)
+        h = _mix(mA_s[t], WA, h) * decay + inp
+        g = h if mC_s is None else _mix(mC_s[t], WC, h)
+        ys.append((g * C_s[t][:, :, None, :]).sum(-1))  # (b, V, D)
     y = torch.stack(ys, dim=-1)  # (b, V, D, L)
     if D is not None:
         y = y + D.to(cdt)[:, None] * u_c

@@ -207,6 +207,12 @@ def selective_scan_ref(
         offsets = cu_seqlens.detach().to("cpu", torch.int64).tolist()
         starts, ends = offsets[:-1], offsets[1:]
 
+    # per-step views from one unbind each: indexing [:, :, t] inside the loop would make autograd build a
+    # zero-filled (batch, dim, L, N) gradient per step (quadratic in L: 98 s instead of 1.6 s for fwd+bwd at
+    # batch 2, dim 256, L 2048 on 2 CPU threads); unbind's backward stacks the L step gradients once
+    dA_steps = deltaA.unbind(2)
+    dBu_steps = deltaB_u.unbind(2)
+    C_steps = Ct.unbind(2) if info.c_groups != 0 else None
     ys: list[torch.Tensor] = []
     last_states: list[torch.Tensor] = []
     for s, (t0, t1) in enumerate(zip(starts, ends)):
@@ -214,8 +220,8 @@ def selective_scan_ref(
         if cu_seqlens is not None:
             h = h.unsqueeze(0)  # (1, dim, N)
         for t in range(t0, t1):
-            h = deltaA[:, :, t] * h + deltaB_u[:, :, t]  # (batch, dim, N)
-            c_t = Ct if info.c_groups == 0 else Ct[:, :, t]
+            h = dA_steps[t] * h + dBu_steps[t]  # (batch, dim, N)
+            c_t = Ct if C_steps is None else C_steps[t]
             ys.append((h * c_t).sum(-1))  # (batch, dim)
         last_states.append(h)
     y = torch.stack(ys, dim=2) if ys else uf.new_zeros(batch, dim, 0)  # (batch, dim, L)

@@ -16,6 +16,7 @@ from ..backend import triton_available, triton_interpret
 
 __all__ = [
     "assert_close_to_reference",
+    "autograd_node_count",
     "cuda_available",
     "devices",
     "max_rel_err",
@@ -53,6 +54,23 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     if t.is_floating_point():
         return t.fill_(float("nan"))
     return t.fill_(-(2**30))
+
+
+def autograd_node_count(out: torch.Tensor, name: str) -> int:
+    """Number of autograd nodes of type ``name`` (e.g. ``"SelectBackward0"``) reachable from ``out``.
+
+    Used to check that a loop over time builds a graph whose size does not depend on the length in ways it
+    should not (per-step ``x[..., t]`` indexing makes one full-length zero-filled gradient per step).
+    """
+    seen, stack, n = set(), [out.grad_fn], 0
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        n += type(fn).__name__ == name
+        stack.extend(f for f, _ in fn.next_functions)
+    return n
 
 
 def max_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

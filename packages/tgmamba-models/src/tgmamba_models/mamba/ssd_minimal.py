@@ -70,7 +70,9 @@ def ssd_recurrent(
     n = B.shape[-1]
     state = X.new_zeros(b, h, p, n) if initial_states is None else initial_states
     ys = []
-    for t in range(L):
-        state = torch.exp(A[:, t])[..., None, None] * state + X[:, t, :, :, None] * B[:, t, :, None, :]
-        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+    # per-step views from one unbind each (indexing [:, t] in the loop makes autograd zero-fill a full-length
+    # gradient per step: quadratic in L)
+    for a_t, x_t, b_t, c_t in zip(A.unbind(1), X.unbind(1), B.unbind(1), C.unbind(1)):
+        state = torch.exp(a_t)[..., None, None] * state + x_t[..., None] * b_t[:, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, c_t))
     return torch.stack(ys, dim=1), state

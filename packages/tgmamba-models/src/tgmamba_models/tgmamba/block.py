@@ -427,16 +427,18 @@ class TGMamba(nn.Module):
         b, V, D, L = u.shape
         T = adj.shape[1]
         cdt = torch.float64 if u.dtype == torch.float64 else torch.float32
-        u = torch.stack([self._ref_input_conv_step(u[..., t], adj[:, t if T > 1 else 0]) for t in range(L)], -1)
+        # per-step views from one unbind each (indexing [..., t] in the loop makes autograd zero-fill a
+        # full-length gradient per step: quadratic in L)
+        adj_s = adj.unbind(1) if T > 1 else [adj[:, 0]] * L
+        u = torch.stack([self._ref_input_conv_step(u_t, adj_s[t]) for t, u_t in enumerate(u.unbind(-1))], -1)
         dt = F.softplus(delta.to(cdt) + self.dt_proj.bias.to(cdt)[:, None])
         H = initial_state.to(cdt) if initial_state is not None else u.new_zeros(b, V, D, self.d_state, dtype=cdt)
         params = self._state_params()
+        A_c = A.to(cdt)
+        steps = zip(u.to(cdt).unbind(-1), dt.unbind(-1), B.to(cdt).unbind(-1), C.to(cdt).unbind(-1), adj_s)
         ys = []
-        for t in range(L):
-            H, y = self._ref_state_step(
-                H, u[..., t].to(cdt), dt[..., t], A.to(cdt), B[..., t].to(cdt), C[..., t].to(cdt),
-                adj[:, t if T > 1 else 0].to(cdt), params,
-            )  # fmt: skip
+        for u_t, dt_t, B_t, C_t, adj_t in steps:
+            H, y = self._ref_state_step(H, u_t, dt_t, A_c, B_t, C_t, adj_t.to(cdt), params)
             ys.append(y)
         y = torch.stack(ys, -1)
         if z is not None:
