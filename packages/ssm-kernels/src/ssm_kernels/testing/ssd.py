@@ -40,15 +40,17 @@ def ssd_sequential(
         seq_idx = torch.repeat_interleave(torch.arange(len(lengths)), lengths).view(1, l)
     ends = set() if cu_seqlens is None else {int(e) - 1 for e in cu_seqlens[1:]}
     ys, varlen = [], []
-    for t in range(l):
+    # per-step views from one unbind each (indexing [:, t] in the loop: a quadratic-in-L backward)
+    steps = zip(dtp.unbind(1), x.unbind(1), Bh.unbind(1), Ch.unbind(1))
+    for t, (dt_t, x_t, B_t, C_t) in enumerate(steps):
         if seq_idx is not None and t > 0:
             reset = (seq_idx[:, t] != seq_idx[:, t - 1]).view(b, 1, 1, 1)
             S = torch.where(reset, torch.zeros_like(S), S)
-        decay = torch.exp(dtp[:, t] * A).view(b, h, 1, 1)
-        S = decay * S + (dtp[:, t, :, None] * x[:, t]).unsqueeze(-1) * Bh[:, t].unsqueeze(-2)
-        y = torch.einsum("bhpn,bhn->bhp", S, Ch[:, t])
+        decay = torch.exp(dt_t * A).view(b, h, 1, 1)
+        S = decay * S + (dt_t[:, :, None] * x_t).unsqueeze(-1) * B_t.unsqueeze(-2)
+        y = torch.einsum("bhpn,bhn->bhp", S, C_t)
         if D is not None:
-            y = y + x[:, t] * (D[:, None] if D.dim() == 1 else D)
+            y = y + x_t * (D[:, None] if D.dim() == 1 else D)
         ys.append(y)
         if t in ends:
             varlen.append(S[0].clone())
