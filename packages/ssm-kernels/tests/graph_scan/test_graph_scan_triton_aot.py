@@ -33,11 +33,15 @@ def _compile(
         pytest.skip("this triton has no ahead-of-time compile API")
     import ssm_kernels.graph_scan.triton as gst
 
-    fn = gst._graph_scan_fwd_kernel if kind == "fwd" else gst._graph_scan_bwd_kernel
+    fn = {"fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel}[kind]
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                 CHUNK=1 if all_states else 32, VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
-    if kind == "fwd":
-        const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True)
+                 VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
+    if kind != "adj":
+        const["CHUNK"] = 1 if all_states else 32
+    if kind == "fwd":  # every store on: the training forward of either backward design
+        const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True, STORE_OUT=True, STORE_STATES=True, STORE_Y=True)
+    elif kind == "adj":  # the split backward's adjoint kernel
+        const.update(BC_ATOMIC=False)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
@@ -61,10 +65,20 @@ def _compile(
         ("fwd", 32, 8, 16, 2, False, 8, "tf32x3", True, False),  # TUSZ defaults (V 19, N 16)
         ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, True),
         ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, False),
+        ("adj", 32, 8, 16, 2, True, 8, "tf32x3", True, False),
         ("fwd", 64, 1, 64, 3, True, 8, "tf32", False, False),  # the largest supported sizes
         ("bwd", 64, 1, 64, 3, True, 8, "tf32", False, False),
+        ("adj", 64, 1, 64, 3, True, 8, "tf32", False, False),
     ],
-    ids=["fwd-V19N16", "bwd-V19N16-mixC-all_states", "bwd-V19N16-mixC", "fwd-V64N64K3-mixC", "bwd-V64N64K3-mixC"],
+    ids=[
+        "fwd-V19N16",
+        "bwd-V19N16-mixC-all_states",
+        "bwd-V19N16-mixC",
+        "adj-V19N16-mixC",
+        "fwd-V64N64K3-mixC",
+        "bwd-V64N64K3-mixC",
+        "adj-V64N64K3-mixC",
+    ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states):
     kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states)
