@@ -811,6 +811,21 @@ def _use_atomics(nbytes: int, parts: int) -> bool:
     return parts > 1 and nbytes * parts > _ATOMIC_BYTES and not torch.are_deterministic_algorithms_enabled()
 
 
+def _bc_partials(batch: int, V: int, N: int, L: int, parts: int, device: torch.device, count: int = 1):
+    """Per-channel-block partial buffers of dB (and dC) for both backward designs: ``count`` fp32 buffers
+    (parts, batch, V, N, L) written in full, or one zeroed slot each accumulated atomically when the partials
+    would exceed ``_ATOMIC_BYTES``. Returns (buffers, atomic)."""
+    atomic = _use_atomics(batch * V * N * L * 4, parts)
+    alloc = torch.zeros if atomic else torch.empty
+    bufs = [alloc(1 if atomic else parts, batch, V, N, L, device=device, dtype=torch.float32) for _ in range(count)]
+    return bufs, atomic
+
+
+def _sum_parts(x: torch.Tensor) -> torch.Tensor:
+    """Reduce per-program partials over dim 0 in a fixed order (deterministic); a single slot is a view."""
+    return x[0] if x.shape[0] == 1 else x.sum(0)
+
+
 def _bwd(
     dout,
     dlast,
@@ -854,12 +869,7 @@ def _bwd(
     dD_part = torch.empty(batch, Dm, device=dev, dtype=f32)
     dbias_part = torch.empty(batch, Dm, device=dev, dtype=f32)
     dh0 = torch.empty(batch, V, Dm, N, device=dev, dtype=f32)
-    bc_bytes = batch * V * N * L * 4
-    bc_atomic = _use_atomics(bc_bytes, NDB)
-    P_bc = 1 if bc_atomic else NDB
-    alloc = torch.zeros if bc_atomic else torch.empty  # partial slots are written in full
-    dB = alloc(P_bc, batch, V, N, L, device=dev, dtype=f32)
-    dC = alloc(P_bc, batch, V, N, L, device=dev, dtype=f32)
+    (dB, dC), bc_atomic = _bc_partials(batch, V, N, L, NDB, dev, count=2)
 
     def mix_buf(T, K, present):
         if not present:
@@ -901,19 +911,15 @@ def _bwd(
     )  # fmt: skip
     _launch(_graph_scan_bwd_kernel, (batch, NDB), args, meta)
 
-    # reduce the per-program partials in a fixed order (deterministic); a single slot is a view
-    def red(x):
-        return x[0] if x.shape[0] == 1 else x.sum(0)
-
     grads = {
         "u": lambda: du,
         "delta": lambda: ddelta,
         "A": lambda: dA_part.sum(0),
-        "B": lambda: red(dB),
-        "C": lambda: red(dC),
-        "mix_A": lambda: red(dmA),
+        "B": lambda: _sum_parts(dB),
+        "C": lambda: _sum_parts(dC),
+        "mix_A": lambda: _sum_parts(dmA),
         "W_A": lambda: dWA.view(batch, NDB, K_A, N, N).sum((0, 1)),
-        "mix_C": lambda: None if shared else red(dmC),
+        "mix_C": lambda: None if shared else _sum_parts(dmC),
         "W_C": lambda: dWC.view(batch, NDB, K_C, N, N).sum((0, 1)),
         "D": lambda: dD_part.sum(0),
         "z": lambda: dz,
@@ -1009,8 +1015,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     dA_part = torch.zeros(batch, Dm, N, device=dev, dtype=f32)
     dD_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
     dbias_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
-    bc_atomic = _use_atomics(batch * V * N * L * 4, NDB)
-    dB = (torch.zeros if bc_atomic else torch.empty)(1 if bc_atomic else NDB, batch, V, N, L, device=dev, dtype=f32)
+    (dB,), bc_atomic = _bc_partials(batch, V, N, L, NDB, dev)
     dC = torch.empty(batch, V, N, L, device=dev, dtype=f32)
     want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
     want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
@@ -1020,8 +1025,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     if mix_C is not None:
         dmC = dmA if share_mix else torch.zeros(batch, *mix_C.shape[1:3], V, V, device=dev, dtype=f32)
         dWC = torch.zeros(W_C.shape, device=dev, dtype=f32)
-    g = dlast.float().clone(memory_format=torch.contiguous_format) if dlast is not None else None
-    if g is None:
+    if dlast is not None:
+        g = dlast.float().clone(memory_format=torch.contiguous_format)
+    else:
         g = torch.zeros(batch, V, Dm, N, device=dev, dtype=f32)
 
     recompute = states is None
@@ -1089,7 +1095,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         "u": lambda: du,
         "delta": lambda: ddelta,
         "A": lambda: dA_part.sum(0),
-        "B": lambda: dB[0] if dB.shape[0] == 1 else dB.sum(0),
+        "B": lambda: _sum_parts(dB),
         "C": lambda: dC,
         "mix_A": lambda: dmA,
         "W_A": lambda: dWA,
