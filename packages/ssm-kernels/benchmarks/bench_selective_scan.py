@@ -7,9 +7,10 @@ CPU (tiny, reference only) runs in the default suite with --benchmark-disable.
 
 Cases are ``<shape>-<dtype>-<backend>`` for ``forward`` and ``forward_backward``, all with z, D,
 delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). Backend ``cuda-long``
-is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), ``cuda-staged`` with
-``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (short kernels reading B / C from shared memory), both timed beside the
-default kernels in the same run. mamba_ssm is not
+is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), ``cuda-lanes`` with
+``SSM_KERNELS_SCAN_SHORT_ROWS=0`` (the lane-split short kernels instead of the one-thread-per-row ones),
+``cuda-staged`` the lane-split ones with ``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (B / C read from shared memory), all
+timed beside the default kernels in the same run. mamba_ssm is not
 installed on the GPU machine, so its times measured earlier on an H200 are recorded as
 ``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
 traffic: forward reads u, delta, z, B, C once and writes out; forward+backward additionally re-reads
@@ -52,8 +53,12 @@ def _cases():
         for s in ("big", "raw")
         for b in ("cuda-long", "cuda-general")
     ]
-    # the short kernels with B / C staged in shared memory (SSM_KERNELS_SCAN_SHORT_STAGE=1)
-    cases.append(pytest.param("tusz", "fp32", "cuda-staged", id="tusz-fp32-cuda-staged", marks=pytest.mark.gpu))
+    # the lane-split short kernels (SSM_KERNELS_SCAN_SHORT_ROWS=0), plain and with B / C staged in shared memory
+    # (SSM_KERNELS_SCAN_SHORT_STAGE=1)
+    cases += [
+        pytest.param("tusz", "fp32", b, id=f"tusz-fp32-{b}", marks=pytest.mark.gpu)
+        for b in ("cuda-lanes", "cuda-staged")
+    ]
     cases += [pytest.param(s, "fp32", "reference", id=f"{s}-fp32-reference") for s in CPU_SHAPES]
     return cases
 
@@ -66,6 +71,7 @@ def _setup(shape, dt, backend, grad, monkeypatch):
     else:
         monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0" if backend in ("cuda-lanes", "cuda-staged") else "1")
     op_backend = "cuda" if backend.startswith("cuda") else backend
     device = "cuda" if shape not in CPU_SHAPES else "cpu"
     x = make_scan_inputs(**SHAPES[shape], dtype=DTYPES[dt], device=device, requires_grad=grad, seed=0)

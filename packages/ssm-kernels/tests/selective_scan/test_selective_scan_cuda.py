@@ -59,10 +59,11 @@ def test_cuda_without_last_state():
     compare_scan_to_reference(_inputs(case, torch.float32, seed=5), with_last=False, seed=6)
 
 
+@pytest.mark.parametrize("L", [48, 10], ids=["general", "short-rows"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_misaligned_inputs_use_the_elementwise_path(dtype):
+def test_cuda_misaligned_inputs_use_the_elementwise_path(dtype, L):
     """Contiguous inputs that start 1 element past a 16-byte boundary (no vector loads possible)."""
-    case = ("misaligned", 2, 64, 48, 16, "variable", 1, None, True, True, True)
+    case = ("misaligned", 2, 64, L, 16, "variable", 1, None, True, True, True)
     x = _inputs(case, dtype, seed=13)
     for k in ("u", "delta", "z", "B", "C"):
         t = x[k]
@@ -93,6 +94,9 @@ SHORT = [
     ("L7-N5-fp16", 2, 33, 7, 5, "grouped", 3, True, True, True, _F16, None, True),
     ("L16-N16-fp16-fp32bc", 2, 64, 16, 16, "variable", 1, False, True, False, _F16, _F32, True),
     ("L1-N33-constant-bf16", 2, 9, 1, 33, "constant", 1, True, True, True, _BF16, None, True),
+    # one thread per row (groups of whole warps, N <= 16): padded N 4 and 8, a block whose second warp is past the end
+    ("L1-N4-rows", 2, 32, 1, 4, "variable", 1, True, True, True, _F32, None, True),
+    ("L13-N7-rows-bf16", 3, 96, 13, 7, "grouped", 3, True, True, False, _BF16, None, True),
 ]
 
 
@@ -107,13 +111,17 @@ def _kernel_names(fn):
 
 @pytest.mark.parametrize("case", SHORT, ids=[c[0] for c in SHORT])
 @pytest.mark.parametrize(
-    "short", ["1", "0", "staged", "minb1", "minb8"], ids=["short", "general", "short-staged", "uncapped", "capped"]
+    "short",
+    ["1", "lanes", "0", "staged", "minb1", "minb8"],
+    ids=["short", "short-lanes", "general", "short-staged", "uncapped", "capped"],
 )
 def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
-    """L <= 16: the short kernels (default; with SSM_KERNELS_SCAN_SHORT_STAGE=1 B / C staged in shared memory
-    where blocks lie in one group; both register-cap instantiations) and, with SSM_KERNELS_SCAN_SHORT=0, the
-    general kernels."""
+    """L <= 16: the short kernels (default: one thread per row where it applies, else the lane-split kernels;
+    with SSM_KERNELS_SCAN_SHORT_ROWS=0 always the lane-split ones, also with B / C staged in shared memory
+    (SSM_KERNELS_SCAN_SHORT_STAGE=1) and with both register-cap instantiations) and, with SSM_KERNELS_SCAN_SHORT=0,
+    the general kernels."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0" if short == "0" else "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "1" if short == "1" else "0")
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if short == "staged" else "0")
     if short.startswith("minb"):
         monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_MINB", short[4:])
@@ -122,15 +130,21 @@ def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("minb", ["default", "4"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_inference_runs_the_long_forward(dtype, monkeypatch):
+def test_cuda_inference_runs_the_long_forward(dtype, minb, monkeypatch):
     """No-grad calls at L >= 128 run the long forward (SSM_KERNELS_SCAN_LONG=0: the general one); same outputs
-    as the reference and as the general kernel."""
+    as the reference and as the general kernel. Both register caps of the N = 16 instantiation (default 5 blocks
+    per SM, SSM_KERNELS_SCAN_LONG_MINB=4)."""
     from ssm_kernels import selective_scan_fn
     from ssm_kernels.selective_scan.reference import selective_scan_ref
 
     x = make_scan_inputs(3, 40, 300, 16, dtype=dtype, device="cuda", seed=31)
     monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    if minb == "default":
+        monkeypatch.delenv("SSM_KERNELS_SCAN_LONG_MINB", raising=False)
+    else:
+        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG_MINB", minb)
 
     def run():
         with torch.no_grad():
@@ -154,7 +168,8 @@ def test_cuda_inference_runs_the_long_forward(dtype, monkeypatch):
 
 
 def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
-    """TUSZ-like call: the short kernels run (and only they), SSM_KERNELS_SCAN_SHORT=0 runs the general ones."""
+    """TUSZ-like call: the one-thread-per-row short kernels run (and only they); SSM_KERNELS_SCAN_SHORT_ROWS=0 runs
+    the lane-split short kernels, SSM_KERNELS_SCAN_SHORT=0 the general ones."""
     from ssm_kernels import selective_scan_fn
 
     x = make_scan_inputs(64, 64, 10, 16, device="cuda", seed=23, requires_grad=True)
@@ -164,9 +179,14 @@ def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
         out.backward(torch.ones_like(out))
 
     monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT_ROWS", raising=False)
+    names = " ".join(_kernel_names(step))
+    assert "scan_fwd_rows_kernel" in names and "scan_bwd_rows_kernel" in names, names
+    assert "_short_kernel" not in names and "scan_fwd_kernel" not in names and "scan_bwd_kernel" not in names, names
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0")
     names = " ".join(_kernel_names(step))
     assert "scan_fwd_short_kernel" in names and "scan_bwd_short_kernel" in names, names
-    assert "scan_fwd_kernel" not in names and "scan_bwd_kernel" not in names, names
+    assert "_rows_kernel" not in names and "scan_fwd_kernel" not in names and "scan_bwd_kernel" not in names, names
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     names = " ".join(_kernel_names(step))
     assert "_short_kernel" not in names and "scan_fwd_kernel" in names and "scan_bwd_kernel" in names, names
@@ -174,15 +194,16 @@ def test_cuda_short_path_runs_the_short_kernels(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
-    """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): short kernels (plain and with
-    staged B / C) vs the general kernels (SSM_KERNELS_SCAN_SHORT=0): each against the float64 reference, and
-    against each other."""
+    """TUSZ shape (4864 x 64 x 10, N 16, z / D / bias / softplus, variable B / C): the short kernels (one thread
+    per row; lane-split, plain and with staged B / C) vs the general kernels (SSM_KERNELS_SCAN_SHORT=0): each
+    against the float64 reference, and against each other."""
     from ssm_kernels import selective_scan_fn
 
     x = make_scan_inputs(4864, 64, 10, 16, dtype=dtype, device="cuda", seed=24)
     res = {}
-    for flag in ("staged", "1", "0"):
-        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "1" if flag == "staged" else flag)
+    for flag in ("staged", "lanes", "1", "0"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0" if flag == "0" else "1")
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "1" if flag == "1" else "0")
         monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if flag == "staged" else "0")
         compare_scan_to_reference(x, with_last=True, seed=25, hi_dtype=torch.float64)
         xi = {k: (v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
@@ -191,7 +212,7 @@ def test_cuda_short_vs_general_kernels_at_tusz_shape(dtype, monkeypatch):
         dout = torch.randn(x["u"].shape, generator=g).to("cuda", dtype)
         res[flag] = run_scan_with_grads(selective_scan_fn, xi, dout, None, delta_softplus=True, backend="cuda")
     o0, _, g0 = res["0"]
-    for flag in ("1", "staged"):
+    for flag in ("1", "lanes", "staged"):
         o1, _, g1 = res[flag]
         tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
         torch.testing.assert_close(o1.float(), o0.float(), **tol)

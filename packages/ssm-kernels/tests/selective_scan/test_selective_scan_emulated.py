@@ -24,7 +24,12 @@ import pytest
 import torch
 
 from ssm_kernels.testing import assert_close_to_reference
-from ssm_kernels.testing.selective_scan import make_scan_inputs, make_short_case_inputs, run_scan_with_grads
+from ssm_kernels.testing.selective_scan import (
+    clone_keep_alignment,
+    make_scan_inputs,
+    make_short_case_inputs,
+    run_scan_with_grads,
+)
 
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
@@ -63,6 +68,8 @@ class ScanParams(ctypes.Structure):
         ("short_stage_b", _I),
         ("short_stage_c", _I),
         ("short_minb", _I),
+        ("short_rows", _I),
+        ("long_minb", _I),
     ]
 
 
@@ -107,6 +114,7 @@ class EmulatedExtension:
         self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
         self.long_rw: list[int] = []  # rows per warp of the long backward calls
         self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
+        self.rows: list[int] = []  # whether each short-kernel call ran the one-thread-per-row kernels
 
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
@@ -148,6 +156,11 @@ class EmulatedExtension:
         ok = _lib(self.short_only).emu_short_stage_ok
         p.short_stage_b = int(stage and p.b_groups > 0 and ok(dim // p.b_groups, N) == 1)
         p.short_stage_c = int(stage and p.c_groups > 0 and ok(dim // p.c_groups, N) == 1)
+        # as set_short_options: one thread per row where it applies, unless SSM_KERNELS_SCAN_SHORT_ROWS=0
+        rows_off = os.environ.get("SSM_KERNELS_SCAN_SHORT_ROWS") == "0"
+        p.short_rows = int(
+            not rows_off and _lib(self.short_only).emu_short_rows_ok(dim, p.b_groups, p.c_groups, N) == 1
+        )
         for t in (u, delta, A, B, C, D, z, delta_bias, h0, cu):
             assert t is None or t.is_contiguous()
         return p
@@ -167,6 +180,7 @@ class EmulatedExtension:
         if self.uses_short_path(p.L, cu is not None) and not p.ckpt:  # as scan_fwd: short kernels, no checkpoints
             self.calls.append("fwd_short")
             self.staged.append((p.short_stage_b, p.short_stage_c))
+            self.rows.append(p.short_rows)
             assert _lib(self.short_only).emu_scan_fwd_short(ctypes.byref(p), _DT[u.dtype]) == 0
         elif self.uses_long_path(p.L, cu is not None) or (
             K == 0 and self.uses_long_inference_path(p.L, cu is not None)
@@ -209,6 +223,9 @@ class EmulatedExtension:
             gs = dim // groups
             if long:
                 uniform, npart = 1, gs // (LONG_WARPS * p.long_rw)
+            elif short and p.short_rows:  # one thread per row: one partial per warp
+                uniform, npart = 1, gs // 32
+                self.part_modes.append(uniform)
             elif short:  # 0: per warp segment, 1: per warp, 2: per block (ShortPartMode)
                 uniform, npart = lib.emu_short_part_mode(gs, N), lib.emu_short_npart(gs, N)
                 self.part_modes.append(uniform)
@@ -231,6 +248,7 @@ class EmulatedExtension:
         self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd")
         if short:
             self.staged.append((p.short_stage_b, p.short_stage_c))
+            self.rows.append(p.short_rows)
         run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
@@ -260,6 +278,7 @@ def emulated_short_backend(monkeypatch):
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
     monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_SHORT_ROWS", raising=False)
     ext = EmulatedExtension(short_only=True)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     return scan_cuda
@@ -285,8 +304,8 @@ def _check_against_reference(scan_cuda, x, *, softplus, with_last, seed=2):
     dout = torch.randn(batch, dim, L, generator=g)
     dlast = torch.randn(nseq, dim, N, generator=g) if with_last else None
 
-    def leafs(dt):
-        return {k: (v.detach().clone().to(dt if dt is not None else v.dtype).requires_grad_(True)
+    def leafs(dt):  # copies as misaligned as the inputs (for the fast path)
+        return {k: ((clone_keep_alignment(v) if dt is None else v.detach().to(dt, copy=True)).requires_grad_(True)
                     if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}  # fmt: skip
 
     out, last, grads = run_scan_with_grads(fast, leafs(None), dout, dlast, delta_softplus=softplus)
@@ -360,8 +379,18 @@ SHORT_FAST = [
     # R = 1 (32 rows per warp, partial last warp); time-invariant B/C
     ("L2-N1-constant", 2, 9, 2, 1, "constant", 1, True, True, True, _F32, None, True),
     # R = 4, group size 64 = 2 blocks of 32 rows: one partial per block; bf16 B/C in bf16; z/D/bias off
+    # (lane-split kernels: SSM_KERNELS_SCAN_SHORT_ROWS=0, see ROWS_OFF)
     ("L10-N16-block-bf16", 1, 128, 10, 16, "grouped", 2, True, False, True, _BF16, None, True),
+    # one thread per row (groups of whole warps, N <= 16): the TUSZ configuration, 3 blocks of 64 rows
+    ("rows-tusz-L10-N16", 3, 64, 10, 16, "variable", 1, True, True, True, _F32, None, True),
+    # rows: N 3 (padded 4), L 1, fp16 with fp32 B / C, groups of one warp
+    ("rows-L1-N3-fp16-fp32bc", 2, 64, 1, 3, "grouped", 2, False, True, True, _F16, _F32, True),
+    # rows: N 7 (padded 8), L 16, bf16, nothing optional, no softplus; 96 rows: the second block's second warp is
+    # past the end
+    ("rows-L16-N7-bf16-plain", 1, 96, 16, 7, "grouped", 3, True, False, False, _BF16, None, False),
 ]
+# cases that qualify for the one-thread-per-row kernels but run the lane-split ones (SSM_KERNELS_SCAN_SHORT_ROWS=0)
+ROWS_OFF = {"L10-N16-block-bf16", "L10-N16-tusz-dim64"}
 # dB / dC partial mode of the short backward (0: warp segments, 1: per warp, 2: per block) where B / C vary
 PART_MODE = {
     "tusz-like-dim20-L10-N16": 0,
@@ -390,23 +419,52 @@ SHORT_SLOW = [
 ]
 
 
-def _short_case(case, backend):
+def _rows_expected(case):
+    """Whether the one-thread-per-row kernels run a short case (as ssk::short_rows_ok, unless switched off)."""
+    _, _, dim, _, N, bc, groups = case[:7]
+    on = os.environ.get("SSM_KERNELS_SCAN_SHORT_ROWS") != "0"
+    return on and bc != "constant" and N <= 16 and (dim // groups) % 32 == 0
+
+
+def _short_case(case, backend, monkeypatch):
+    if case[0] in ROWS_OFF:
+        monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0")
     x = make_short_case_inputs(case, seed=3)
     _check_against_reference(backend, x, softplus=case[9], with_last=case[12], seed=4)
     assert backend._EXT.calls == ["fwd_short", "bwd_short"], backend._EXT.calls
-    if case[0] in PART_MODE:
+    rows = _rows_expected(case)
+    assert backend._EXT.rows == [int(rows)] * 2, backend._EXT.rows
+    if rows:  # dB / dC partials per warp
+        assert backend._EXT.part_modes == [1] * 2, backend._EXT.part_modes
+    elif case[0] in PART_MODE:
         assert backend._EXT.part_modes == [PART_MODE[case[0]]] * 2, backend._EXT.part_modes
 
 
 @pytest.mark.parametrize("case", SHORT_FAST, ids=[c[0] for c in SHORT_FAST])
-def test_emulated_short_kernels_match_reference(case, emulated_short_backend):
-    _short_case(case, emulated_short_backend)
+def test_emulated_short_kernels_match_reference(case, emulated_short_backend, monkeypatch):
+    _short_case(case, emulated_short_backend, monkeypatch)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SHORT_SLOW, ids=[c[0] for c in SHORT_SLOW])
-def test_emulated_short_kernels_sweep(case, emulated_short_backend):
-    _short_case(case, emulated_short_backend)
+def test_emulated_short_kernels_sweep(case, emulated_short_backend, monkeypatch):
+    _short_case(case, emulated_short_backend, monkeypatch)
+
+
+@pytest.mark.parametrize("dtype", [_F32, _BF16], ids=["fp32", "bf16"])
+def test_emulated_short_rows_misaligned_inputs(dtype, emulated_short_backend, monkeypatch):
+    """The one-thread-per-row kernels on contiguous inputs that start 1 element past a 16-byte boundary: element
+    loads instead of 16-byte ones."""
+    case = ("rows-misaligned", 2, 64, 10, 16, "variable", 1, True, True, True, dtype, None, True)
+    x = make_short_case_inputs(case, seed=5)
+    for k in ("u", "delta", "z"):
+        buf = torch.empty(x[k].numel() + 1, dtype=x[k].dtype)
+        view = buf[1:].view(x[k].shape)
+        view.copy_(x[k])
+        assert view.is_contiguous() and view.data_ptr() % 16 != 0
+        x[k] = view
+    _check_against_reference(emulated_short_backend, x, softplus=True, with_last=True, seed=6)
+    assert emulated_short_backend._EXT.rows == [1, 1]
 
 
 def test_emulated_short_path_rules(emulated_short_backend, monkeypatch):
@@ -647,5 +705,6 @@ SHORT_STAGED = [
 @pytest.mark.parametrize("case,flags", SHORT_STAGED, ids=[c[0][0] for c in SHORT_STAGED])
 def test_emulated_short_kernels_with_staged_bc(case, flags, emulated_short_backend, monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1")
-    _short_case(case, emulated_short_backend)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0")  # staging is an option of the lane-split kernels
+    _short_case(case, emulated_short_backend, monkeypatch)
     assert emulated_short_backend._EXT.staged == [flags, flags]

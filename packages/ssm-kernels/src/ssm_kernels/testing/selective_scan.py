@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SCAN_GRAD_NAMES", "compare_scan_to_reference", "make_scan_inputs", "run_scan_with_grads"]
+__all__ = [
+    "SCAN_GRAD_NAMES",
+    "clone_keep_alignment",
+    "compare_scan_to_reference",
+    "make_scan_inputs",
+    "run_scan_with_grads",
+]
 
 SCAN_GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
@@ -77,14 +83,28 @@ def make_short_case_inputs(case: tuple, device: str | torch.device = "cpu", seed
                             seed=seed)  # fmt: skip
 
 
+def clone_keep_alignment(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``t`` that starts at the same offset from a 16-byte boundary as ``t`` (a plain clone is
+    aligned, which would hide a test of the kernels' unaligned paths)."""
+    t = t.detach()
+    skew = t.data_ptr() % 16
+    if skew == 0 or skew % t.element_size() != 0:
+        return t.clone(memory_format=torch.contiguous_format)
+    off = skew // t.element_size()
+    buf = torch.empty(t.numel() + 16 // t.element_size(), dtype=t.dtype, device=t.device)
+    start = (off - buf.data_ptr() % 16 // t.element_size()) % (16 // t.element_size())
+    out = buf[start : start + t.numel()].view(t.shape)
+    out.copy_(t)
+    return out
+
+
 def _clone_inputs(inputs: dict, dtype: torch.dtype | None) -> dict:
-    """Fresh leaf copies; floating tensors of the low-precision kind are cast to ``dtype`` (None: keep)."""
+    """Fresh leaf copies (as misaligned as the inputs); floating tensors of the low-precision kind are cast to
+    ``dtype`` (None: keep)."""
     out = {}
     for k, v in inputs.items():
         if isinstance(v, torch.Tensor) and v.is_floating_point():
-            w = v.detach().clone()
-            if dtype is not None:
-                w = w.to(dtype)
+            w = v.detach().to(dtype, copy=True) if dtype is not None else clone_keep_alignment(v)
             out[k] = w.requires_grad_(True)
         else:
             out[k] = v

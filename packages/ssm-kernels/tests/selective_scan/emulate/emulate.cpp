@@ -166,6 +166,20 @@ int run_short(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
   if (p.L < 1 || p.L > ssk::kShortMaxL || p.cu != nullptr) return 4;
   return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
+    if (p.short_rows) {  // one thread per row (as launch_short_t)
+      if constexpr (NP <= ssk::kRowsMaxNP) {
+        if (!ssk::short_rows_ok(p.dim, p.b_groups, p.c_groups, NP)) return 6;
+        constexpr int nt = 32 * ssk::kRowsWarps;
+        if (bwd) {
+          return run_grid(p, sizeof(float) * ssk::kRowsWarps * ssk::rows_bwd_smem_floats(NP, p.L),
+                          [&p] { ssk::scan_bwd_rows_kernel<NP, T, TBC>(p); }, nt, nt);
+        }
+        return run_grid(p, sizeof(float) * ssk::kRowsWarps * ssk::rows_fwd_smem_floats(NP, p.L),
+                        [&p] { ssk::scan_fwd_rows_kernel<NP, T, TBC>(p); }, nt, nt);
+      } else {
+        return 6;
+      }
+    }
     constexpr int rpb = ssk::kShortThreads / (NP / 4);
     // the staged instantiation exists for NP <= kShortStageMaxNP (as launch_short_np)
     const bool stage = NP <= ssk::kShortStageMaxNP && (p.short_stage_b || p.short_stage_c);
@@ -217,6 +231,9 @@ extern "C" int emu_scan_bwd_short(const ssk::ScanParams* p, int dtype) { return 
 extern "C" int emu_short_part_mode(int gs, int N) { return ssk::short_part_mode(gs, ssk::padded_state(N)); }
 extern "C" int emu_short_npart(int gs, int N) { return ssk::short_npart(gs, ssk::padded_state(N)); }
 extern "C" int emu_short_stage_ok(int gs, int N) { return ssk::short_stage_ok(gs, ssk::padded_state(N)) ? 1 : 0; }
+extern "C" int emu_short_rows_ok(int dim, int b_groups, int c_groups, int N) {
+  return ssk::short_rows_ok(dim, b_groups, c_groups, ssk::padded_state(N)) ? 1 : 0;
+}
 extern "C" int emu_sizeof_params() { return (int)sizeof(ssk::ScanParams); }
 #ifndef SSK_EMU_SHORT_ONLY
 extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, false); }

@@ -77,6 +77,10 @@ void set_short_options(ssk::ScanParams& p) {
   const char* m = std::getenv("SSM_KERNELS_SCAN_SHORT_MINB");
   p.short_minb = m != nullptr && m[0] != '\0' ? std::atoi(m) : ssk::short_min_blocks(np);
   TORCH_CHECK(p.short_minb == 1 || p.short_minb == 8, "SSM_KERNELS_SCAN_SHORT_MINB must be 1 or 8, got '", m, "'");
+  // one thread per row where it applies (ssk::short_rows_ok), unless SSM_KERNELS_SCAN_SHORT_ROWS=0
+  const char* r = std::getenv("SSM_KERNELS_SCAN_SHORT_ROWS");
+  const bool rows_off = r != nullptr && r[0] == '0' && r[1] == '\0';
+  p.short_rows = !rows_off && ssk::short_rows_ok(p.dim, p.b_groups, p.c_groups, np) ? 1 : 0;
 }
 
 // Long-sequence kernels in training (selective_scan_long.cuh: one warp per row, time split over the lanes) for
@@ -276,6 +280,9 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
       case ssk::kBFloat16: err = ssk::launch_fwd_short_bf16(p, stream); break;
     }
   } else if (use_long(p.L, p.cu != nullptr) || (K == 0 && use_long_inference(p.L, p.cu != nullptr))) {
+    const char* m = std::getenv("SSM_KERNELS_SCAN_LONG_MINB");
+    p.long_minb = m != nullptr && m[0] != '\0' ? std::atoi(m) : ssk::kLongFwdMinBlocks;
+    TORCH_CHECK(p.long_minb == 4 || p.long_minb == 5, "SSM_KERNELS_SCAN_LONG_MINB must be 4 or 5, got '", m, "'");
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_long_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;
@@ -318,7 +325,9 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
     p.long_rw = long_rows_per_warp(p);
     TORCH_CHECK(p.long_rw > 0, "selective_scan backward: the long-sequence kernels need group sizes divisible by ",
                 ssk::kLongWarps);
-  } else if (!short_path) {
+  } else if (short_path) {
+    set_short_options(p);
+  } else {
     TORCH_CHECK(p.K <= ssk::kMaxChunk, "selective_scan backward: chunk K=", K, " exceeds ", ssk::kMaxChunk);
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
@@ -341,6 +350,9 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
     if (long_path) {  // one partial per block of rows (the block lies in one (b, group))
       *uniform = 1;
       *npart = gs / (ssk::kLongWarps * p.long_rw);
+    } else if (short_path && p.short_rows) {  // one partial per warp (32 rows) of the group
+      *uniform = ssk::kShortPartWarp;
+      *npart = gs / 32;
     } else if (short_path) {  // partials per block, per warp or per warp segment (selective_scan_short.cuh)
       const int np = ssk::padded_state(p.N);
       *uniform = ssk::short_part_mode(gs, np);
@@ -396,7 +408,6 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    if (short_path) set_short_options(p);
     if (long_path) {
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_long_f32(p, stream); break;

@@ -57,6 +57,8 @@ struct ScanParams {
   int long_rw;       // long backward: rows per warp (a block owns kLongWarps * long_rw rows)
   int short_stage_b, short_stage_c;  // short kernels: stage variable B / C of the block's (b, group) in smem
   int short_minb;    // short kernels: __launch_bounds__ minimum blocks per SM of the plain instantiation (1 or 8)
+  int short_rows;    // short path: the one-thread-per-row kernels (short_rows_ok) instead of the lane-split ones
+  int long_minb;     // long forward, N in (8, 16]: __launch_bounds__ minimum blocks per SM (4 or 5)
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -74,6 +76,12 @@ constexpr int kShortThreads = 128;
 constexpr int kLongWarps = 4;
 constexpr int kLongItems = 8;
 constexpr int kLongMinL = 128;
+// Long forward, padded N = 16: minimum resident blocks per SM asked of the compiler (SSM_KERNELS_SCAN_LONG_MINB,
+// 4 or 5). 4: 118 registers (fp32), no spill, 16 warps per SM; 5: 96 registers with 68 bytes of spill, 20 warps
+// per SM. The kernel is latency-bound (ncu, H200: 0.6 eligible warps per scheduler at 4), and 5 won on the H200:
+// raw EEG shape 1334 -> 1157 us, batch 8 x dim 2048 x L 2048 bf16 1126 -> 1111 us of GPU time
+// (benchmarks/results/h200-logs/run11-long-minb.log). Other state sizes keep 4.
+constexpr int kLongFwdMinBlocks = 5;
 // Long backward: kLongItemsBwd steps per lane, i.e. chunks (= the forward's checkpoint interval K) of
 // kLongBwdChunk steps; a block owns kLongWarps * ScanParams::long_rw rows of one (batch, group).
 constexpr int kLongItemsBwd = 4;
@@ -116,6 +124,26 @@ inline int short_part_mode(int gs, int np) {
   const int rpw = short_rows_per_warp(np);
   if (gs % (rpw * (kShortThreads / 32)) == 0) return kShortPartBlock;
   return gs % rpw == 0 ? kShortPartWarp : kShortPartSegments;
+}
+// One-thread-per-row variant of the short kernels (selective_scan_short.cuh, scan_*_rows_kernel): every state of a
+// row in one thread's registers, one warp per block. It needs N <= kRowsMaxNP and variable B and C whose groups are
+// whole warps (group size % 32 == 0), so that a warp shares one (b, group) slice of B / C (staged in shared memory)
+// and sums its dB / dC over its 32 rows with a reduce-scatter (partials per warp). Used whenever it applies;
+// SSM_KERNELS_SCAN_SHORT_ROWS=0 turns it off (selective_scan.cpp).
+constexpr int kRowsMaxNP = 16;
+inline bool short_rows_ok(int dim, int b_groups, int c_groups, int np) {
+  return np <= kRowsMaxNP && b_groups > 0 && c_groups > 0 && (dim / b_groups) % 32 == 0 && (dim / c_groups) % 32 == 0;
+}
+// Warps per block of the rows kernels (each warp works alone on its own shared-memory slice).
+constexpr int kRowsWarps = 1;
+// Shared memory (floats) of one warp of the rows kernels: the staged B and C ([L][NP] each), then rows arrays of
+// [32][L | 1]: the forward's u / delta / z; the backward's four per-step arrays followed by the states before every
+// step ([L][NP][32]). The backward's history bounds the occupancy: L 10, NP 16 -> 27 KB per warp, 8 warps per SM.
+__host__ __device__ inline size_t rows_fwd_smem_floats(int np, int L) {
+  return 2 * (size_t)L * np + 3 * 32 * (size_t)(L | 1);
+}
+__host__ __device__ inline size_t rows_bwd_smem_floats(int np, int L) {
+  return 2 * (size_t)L * np + 4 * 32 * (size_t)(L | 1) + (size_t)L * np * 32;
 }
 inline int short_npart(int gs, int np) {
   const int rpw = short_rows_per_warp(np);

@@ -91,8 +91,10 @@ __device__ __forceinline__ float lane_incoming_state(float a, float b, float h0,
   return ae * h0 + be;
 }
 
-template <int NP, int KI, typename T, typename TBC>
-__global__ void __launch_bounds__(32 * kLongWarps, NP <= 32 ? 4 : 1) scan_fwd_long_kernel(const ScanParams p) {
+// MINB: resident blocks per SM asked of the compiler for N <= 32 (register cap 65536 / (128 MINB)); 5 exists for
+// padded N = 16 only (ScanParams::long_minb, kLongFwdMinBlocks in selective_scan.h).
+template <int NP, int KI, typename T, typename TBC, int MINB = 4>
+__global__ void __launch_bounds__(32 * kLongWarps, NP <= 32 ? MINB : 1) scan_fwd_long_kernel(const ScanParams p) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kLongWarps + (threadIdx.x >> 5);
   if (row >= p.nrows) return;  // whole warps only; the kernel has no block-wide barrier
@@ -484,6 +486,12 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
     kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
   } else {
     const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
+    if constexpr (NP == 16) {
+      if (p.long_minb == 5) {
+        scan_fwd_long_kernel<NP, kLongItems, T, TBC, 5><<<blocks, 32 * kLongWarps, 0, stream>>>(p);
+        return cudaGetLastError();
+      }
+    }
     scan_fwd_long_kernel<NP, kLongItems, T, TBC><<<blocks, 32 * kLongWarps, 0, stream>>>(p);
   }
   return cudaGetLastError();

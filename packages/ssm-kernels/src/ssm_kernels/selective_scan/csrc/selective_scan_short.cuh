@@ -512,6 +512,348 @@ __global__ void __launch_bounds__(kShortThreads, MINB) scan_bwd_short_kernel(con
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// one thread per row (ScanParams::short_rows; see short_rows_ok in selective_scan.h)
+// ------------------------------------------------------------------------------------------
+//
+// The lane-split kernels above spend most of their instructions on moving per-step scalars between the lanes of a
+// row and on reducing over a few rows at a time. When a warp's 32 rows share one (b, group) of variable B and C, a
+// thread can own a whole row instead: its NP <= 16 states are independent chains in registers (ILP without any
+// shuffle in the recurrence), B_t / C_t are 16-byte broadcast reads of the warp's staged [L][NP] slices, and the
+// dB / dC sums over the warp's rows are one reduce-scatter per step (NP - 1 shuffles, not NP log 32).
+//
+// Every warp works alone (its own shared-memory slice, __syncwarp only). The warp's 32 rows of u / delta / z /
+// d_out are one contiguous run: they are read with 16-byte loads into shared memory ([row][t], odd pitch: conflict-
+// free row reads), the per-step row values stay there, and outputs leave the same way. The loops over time are not
+// unrolled (per-step values in shared memory, not in register arrays): a fully unrolled backward was 20-40 KB of
+// code and stalled on instruction fetch (H200, ncu). The backward keeps the states before every step in shared
+// memory ([t][n][lane]: conflict-free). dB / dC partials per warp, summed by the host in a fixed order:
+// deterministic.
+
+// Stage the warp's (N, L) slice of B or C (src) as dst[t * NP + n] (states >= N zero). A __syncwarp() follows.
+template <int NP, typename TBC>
+__device__ __forceinline__ void rows_stage(float* dst, const TBC* __restrict__ src, int N, int L, int lane) {
+  for (int i = lane; i < NP * L; i += 32) {
+    const int t = i / NP;
+    const int n = i - t * NP;
+    dst[i] = n < N ? to_f<TBC>(src[(size_t)n * L + t]) : 0.f;
+  }
+}
+
+// The warp's 32 contiguous rows of L elements starting at src into s[r * P + t] (as float): 16-byte loads when src
+// is aligned (it is unless the tensor's storage is offset: 32 L elements are a multiple of 16 bytes), else element
+// loads. A __syncwarp() must follow before other lanes' values are read.
+template <typename T>
+__device__ __forceinline__ void rows_load(float* s, const T* __restrict__ src, int L, int P, int lane) {
+  constexpr int V = 16 / sizeof(T);
+  const int count = 32 * L;
+  if (aligned16(src)) {
+    for (int k = lane; k < count / V; k += 32) {
+      const uint4 w = reinterpret_cast<const uint4*>(src)[k];
+      int r = (k * V) / L;
+      int t = k * V - r * L;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        s[r * P + t] = vec_elem<T>(w, e);
+        if (++t == L) {
+          t = 0;
+          ++r;
+        }
+      }
+    }
+  } else {
+    for (int i = lane; i < count; i += 32) {
+      const int r = i / L;
+      s[r * P + i - r * L] = to_f<T>(src[i]);
+    }
+  }
+}
+
+// The reverse of rows_load: s[r * P + t] to the 32 contiguous rows at dst. A __syncwarp() must precede it.
+template <typename T>
+__device__ __forceinline__ void rows_store(T* __restrict__ dst, const float* s, int L, int P, int lane) {
+  constexpr int V = 16 / sizeof(T);
+  const int count = 32 * L;
+  if (aligned16(dst)) {
+    for (int k = lane; k < count / V; k += 32) {
+      int r = (k * V) / L;
+      int t = k * V - r * L;
+      uint4 w = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        vec_put<T>(w, e, s[r * P + t]);
+        if (++t == L) {
+          t = 0;
+          ++r;
+        }
+      }
+      reinterpret_cast<uint4*>(dst)[k] = w;
+    }
+  } else {
+    for (int i = lane; i < count; i += 32) {
+      const int r = i / L;
+      dst[i] = from_f<T>(s[r * P + i - r * L]);
+    }
+  }
+}
+
+// The four coefficients 4 j .. 4 j + 3 of a staged step.
+__device__ __forceinline__ float4 rows_coef4(const float* s, int t, int j, int np) {
+  return reinterpret_cast<const float4*>(s + t * np)[j];
+}
+__device__ __forceinline__ float f4(const float4& v, int e) { return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w; }
+
+// Shared setup of the rows kernels: the warp's rows and shared-memory slice (its staged B / C first), A (log2 e),
+// the initial state. `active` is false for a warp past the last row (it must leave at once).
+template <int NP, typename TBC>
+struct RowsSetup {
+  int row, row0, b, d, lane, L, P;
+  bool active;
+  size_t off0;   // element offset of the warp's first row in the (batch, dim, L) arrays
+  float bias, Dd;  // delta_bias[d], D[d] (0 when absent)
+  float* slice;  // this warp's shared memory: B [L][NP], C [L][NP], then the kernel's own arrays
+  float A2[NP];
+  float h[NP];
+
+  __device__ __forceinline__ RowsSetup(const ScanParams& p, float* smem, size_t slice_floats) {
+    lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    row0 = (blockIdx.x * kRowsWarps + warp) * 32;
+    active = row0 < p.nrows;  // nrows is a multiple of 32: warps are whole
+    if (!active) return;
+    row = row0 + lane;
+    b = row / p.dim;
+    d = row - b * p.dim;
+    L = p.L;
+    P = L | 1;  // odd pitch: lane r reading s[r * P + t] hits 32 different banks
+    off0 = (size_t)row0 * L;
+    bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+    Dd = p.D != nullptr ? p.D[d] : 0.f;
+    const int N = p.N;
+    slice = smem + warp * slice_floats;
+    rows_stage<NP, TBC>(slice, static_cast<const TBC*>(p.B) + (size_t)(row0 / (p.dim / p.b_groups)) * N * L, N, L,
+                        lane);
+    rows_stage<NP, TBC>(slice + L * NP,
+                        static_cast<const TBC*>(p.C) + (size_t)(row0 / (p.dim / p.c_groups)) * N * L, N, L, lane);
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      A2[n] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+      h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
+    }
+  }
+  __device__ __forceinline__ const float* sB() const { return slice; }
+  __device__ __forceinline__ const float* sC() const { return slice + L * NP; }
+  __device__ __forceinline__ float* rows(int i) const { return slice + 2 * L * NP + i * 32 * P; }  // row array i
+  // the warp's rows of a (batch, dim, L) input into row array i / row array i out to an output
+  template <typename T>
+  __device__ __forceinline__ void load(int i, const void* src) const {
+    rows_load<T>(rows(i), static_cast<const T*>(src) + off0, L, P, lane);
+  }
+  template <typename T>
+  __device__ __forceinline__ void store(void* dst, int i) const {
+    rows_store<T>(static_cast<T*>(dst) + off0, rows(i), L, P, lane);
+  }
+};
+
+// States 4 j .. 4 j + 3 of one step: h <- exp(dt A) h + dtu B_t, accumulating C_t h into y0 (even states) and y1
+// (odd ones).
+template <int NP>
+__device__ __forceinline__ void rows_update4(float (&h)[NP], const float (&A2)[NP], const float4& bv, const float4& cv,
+                                             int j, float dt, float dtu, float& y0, float& y1) {
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const int n = 4 * j + e;
+    h[n] = exp2_approx(dt * A2[n]) * h[n] + dtu * f4(bv, e);
+    if (e & 1) y1 += f4(cv, e) * h[n];
+    else y0 += f4(cv, e) * h[n];
+  }
+}
+
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(32 * kRowsWarps) scan_fwd_rows_kernel(const ScanParams p) {
+  extern __shared__ float smem[];
+  // per warp (rows_fwd_smem_floats): staged B / C, then the u / delta / z rows (the output leaves through u's)
+  RowsSetup<NP, TBC> s(p, smem, rows_fwd_smem_floats(NP, p.L));
+  if (!s.active) return;
+  const int L = s.L;
+  const int P = s.P;
+  const bool has_z = p.z != nullptr;
+  s.template load<T>(0, p.u);
+  s.template load<T>(1, p.delta);
+  if (has_z) s.template load<T>(2, p.z);
+  __syncwarp();
+  float* my_u = s.rows(0) + s.lane * P;
+  const float* my_dl = s.rows(1) + s.lane * P;
+  const float* my_z = s.rows(2) + s.lane * P;
+#pragma unroll 1
+  for (int t = 0; t < L; ++t) {
+    const float uu = my_u[t];
+    const float x = my_dl[t] + s.bias;
+    const float dt = p.softplus ? softplus_f(x) : x;
+    float y0 = 0.f, y1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NP / 4; ++j)
+      rows_update4<NP>(s.h, s.A2, rows_coef4(s.sB(), t, j, NP), rows_coef4(s.sC(), t, j, NP), j, dt, dt * uu, y0, y1);
+    float y = (y0 + y1) + s.Dd * uu;
+    if (has_z) {
+      const float zz = my_z[t];
+      y *= zz * sigmoid_f(zz);
+    }
+    my_u[t] = y;  // own row only: read above, not again
+  }
+  __syncwarp();
+  s.template store<T>(p.out, 0);
+  if (p.last != nullptr) {
+#pragma unroll
+    for (int n = 0; n < NP; ++n)
+      if (n < p.N) p.last[((size_t)s.b * p.dim + s.d) * p.N + n] = s.h[n];
+  }
+}
+
+// Sum v over the warp's rows (a reduce-scatter: afterwards v[0] holds state n = lane >> (5 - log2 NP)) and write it
+// as out[((bg * npart + part) * N + n) * L + t] (one lane of each group of equal lanes).
+template <int NP>
+__device__ __forceinline__ void rows_reduce_write(float (&v)[NP], float* __restrict__ out, int bg, int part,
+                                                  int npart, int N, int L, int t, int lane) {
+  warp_reduce_scatter<NP>(v, lane);
+  constexpr int shift = 5 - ilog2(NP);
+  const int n = lane >> shift;
+  if ((lane & ((1 << shift) - 1)) == 0 && n < N) out[(((size_t)bg * npart + part) * N + n) * L + t] = v[0];
+}
+
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(32 * kRowsWarps) scan_bwd_rows_kernel(const ScanParams p) {
+  extern __shared__ float smem[];
+  // per warp (rows_bwd_smem_floats): staged B / C, four row arrays (u -> du, delta -> dt -> d delta, d_out -> dy,
+  // z -> dz factor -> dz), then the states before every step ([t][n][lane])
+  RowsSetup<NP, TBC> s(p, smem, rows_bwd_smem_floats(NP, p.L));
+  if (!s.active) return;
+  const int N = p.N;
+  const int L = s.L;
+  const int P = s.P;
+  const int lane = s.lane;
+  float* hist = s.rows(4) + lane;
+  const bool has_z = p.z != nullptr;
+  const float Dd = s.Dd;
+  s.template load<T>(0, p.u);
+  s.template load<T>(1, p.delta);
+  s.template load<T>(2, p.dout);
+  if (has_z) s.template load<T>(3, p.z);
+  __syncwarp();
+  float* my_u = s.rows(0) + lane * P;
+  float* my_dt = s.rows(1) + lane * P;
+  float* my_dy = s.rows(2) + lane * P;
+  float* my_dz = s.rows(3) + lane * P;
+
+  // per step: dt = softplus(delta + bias), dy = d out through the gate, the dz factor
+  float dD = 0.f;
+#pragma unroll 1
+  for (int t = 0; t < L; ++t) {
+    const float x = my_dt[t] + s.bias;
+    my_dt[t] = p.softplus ? softplus_f(x) : x;
+    float dy = my_dy[t];
+    if (has_z) {
+      const float zz = my_dz[t];
+      const float sz = sigmoid_f(zz);
+      my_dz[t] = dy * sz * (1.f + zz * (1.f - sz));  // times the pre-gate output: dz
+      dy *= zz * sz;
+      my_dy[t] = dy;
+    }
+    dD += dy * my_u[t];
+  }
+
+  // the warp's (b, group) and partial index in the dB / dC partials (one partial per warp of the group)
+  const int bgB = s.row0 / (p.dim / p.b_groups);
+  const int partB = (s.row0 - bgB * (p.dim / p.b_groups)) / 32;
+  const int bgC = s.row0 / (p.dim / p.c_groups);
+  const int partC = (s.row0 - bgC * (p.dim / p.c_groups)) / 32;
+
+  // ---- forward recompute: states into hist, dC_t = dy_t h_t summed over the warp, dz_t ----
+#pragma unroll 1
+  for (int t = 0; t < L; ++t) {
+    const float dt = my_dt[t];
+    const float uu = my_u[t];
+    const float dy = my_dy[t];
+    const float dtu = dt * uu;
+    float vc[NP];
+    float y0 = 0.f, y1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NP / 4; ++j) {
+#pragma unroll
+      for (int n = 4 * j; n < 4 * j + 4; ++n) hist[(t * NP + n) * 32] = s.h[n];
+      rows_update4<NP>(s.h, s.A2, rows_coef4(s.sB(), t, j, NP), rows_coef4(s.sC(), t, j, NP), j, dt, dtu, y0, y1);
+#pragma unroll
+      for (int n = 4 * j; n < 4 * j + 4; ++n) vc[n] = dy * s.h[n];
+    }
+    if (has_z) my_dz[t] *= (y0 + y1) + Dd * uu;
+    rows_reduce_write<NP>(vc, p.dC_part, bgC, partC, p.npart_c, N, L, t, lane);
+  }
+
+  // ---- adjoint, backwards in time: g = d loss / d h_t (before adding step t's output) ----
+  float g[NP], dA[NP];
+#pragma unroll
+  for (int n = 0; n < NP; ++n) {
+    g[n] = (p.dlast != nullptr && n < N) ? p.dlast[((size_t)s.b * p.dim + s.d) * N + n] : 0.f;
+    dA[n] = 0.f;
+  }
+  float ddb = 0.f;
+#pragma unroll 1
+  for (int t = L - 1; t >= 0; --t) {
+    const float dt = my_dt[t];
+    const float uu = my_u[t];
+    const float dy = my_dy[t];
+    const float dtu = dt * uu;
+    float vb[NP];
+    float gb0 = 0.f, gb1 = 0.f, ddt0 = 0.f, ddt1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NP / 4; ++j) {
+      const float4 bv = rows_coef4(s.sB(), t, j, NP);
+      const float4 cv = rows_coef4(s.sC(), t, j, NP);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int n = 4 * j + e;
+        const float a = exp2_approx(dt * s.A2[n]);
+        const float gn = g[n] + f4(cv, e) * dy;
+        vb[n] = gn * dtu;
+        const float gpa = gn * hist[(t * NP + n) * 32] * a;
+        if (e & 1) {
+          gb1 += gn * f4(bv, e);
+          ddt1 += gpa * s.A2[n];  // times ln 2 below (A2 = A log2 e)
+        } else {
+          gb0 += gn * f4(bv, e);
+          ddt0 += gpa * s.A2[n];
+        }
+        dA[n] += gpa * dt;
+        g[n] = gn * a;
+      }
+    }
+    const float gb = gb0 + gb1;
+    // d softplus(x) / dx = sigmoid(x) = 1 - exp(-softplus(x)), from dt without the cancellation of 1 - exp
+    const float sp = p.softplus ? -expm1f(-dt) : 1.f;
+    const float dd = ((ddt0 + ddt1) * kLn2 + gb * uu) * sp;
+    ddb += dd;
+    my_u[t] = gb * dt + Dd * dy;  // du (u and dt of step t are not read again)
+    my_dt[t] = dd;                // d delta
+    rows_reduce_write<NP>(vb, p.dB_part, bgB, partB, p.npart_b, N, L, t, lane);
+  }
+
+  __syncwarp();
+  s.template store<T>(p.du, 0);
+  s.template store<T>(p.ddelta, 1);
+  if (p.dz != nullptr) s.template store<T>(p.dz, 3);
+
+  const size_t rp = (size_t)s.row * p.rp_stride;
+#pragma unroll
+  for (int n = 0; n < NP; ++n) {
+    if (n < N) {
+      p.dA_part[rp + n] = dA[n];
+      if (p.dh0 != nullptr) p.dh0[((size_t)s.b * p.dim + s.d) * N + n] = g[n];
+    }
+  }
+  p.dD_part[rp] = dD;
+  p.ddb_part[rp] = ddb;
+}
+
 #ifndef SSK_EMULATE
 // ------------------------------------------------------------------------------------------
 // host launchers
@@ -547,10 +889,39 @@ cudaError_t launch_short_np(const ScanParams& p, cudaStream_t stream) {
   return launch_short_np<BWD, NP, T, TBC, false, 1>(p, stream);
 }
 
+// The one-thread-per-row kernels (ScanParams::short_rows).
+template <bool BWD, int NP, typename T, typename TBC>
+cudaError_t launch_rows_np(const ScanParams& p, cudaStream_t stream) {
+  const int warps = p.nrows / 32;  // nrows is a multiple of 32 (short_rows_ok)
+  const int blocks = (warps + kRowsWarps - 1) / kRowsWarps;
+  if constexpr (BWD) {
+    auto kernel = scan_bwd_rows_kernel<NP, T, TBC>;
+    const size_t smem = sizeof(float) * kRowsWarps * rows_bwd_smem_floats(NP, p.L);
+    if (smem > 48 * 1024) {
+      const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      if (err != cudaSuccess) return err;
+    }
+    kernel<<<blocks, 32 * kRowsWarps, smem, stream>>>(p);
+  } else {
+    const size_t smem = sizeof(float) * kRowsWarps * rows_fwd_smem_floats(NP, p.L);
+    scan_fwd_rows_kernel<NP, T, TBC><<<blocks, 32 * kRowsWarps, smem, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
 // Forward (BWD = false) or backward of the short-sequence path for one input / B-C dtype pair.
 template <bool BWD, typename T, typename TBC>
 cudaError_t launch_short_t(const ScanParams& p, cudaStream_t stream) {
   if (p.L < 1 || p.L > kShortMaxL || p.cu != nullptr) return cudaErrorInvalidValue;
+  if (p.short_rows) {
+    if (!short_rows_ok(p.dim, p.b_groups, p.c_groups, padded_state(p.N))) return cudaErrorInvalidValue;
+    switch (padded_state(p.N)) {
+      case 4: return launch_rows_np<BWD, 4, T, TBC>(p, stream);
+      case 8: return launch_rows_np<BWD, 8, T, TBC>(p, stream);
+      case 16: return launch_rows_np<BWD, 16, T, TBC>(p, stream);
+      default: return cudaErrorInvalidValue;
+    }
+  }
   switch (padded_state(p.N)) {
     case 4: return launch_short_np<BWD, 4, T, TBC>(p, stream);
     case 8: return launch_short_np<BWD, 8, T, TBC>(p, stream);
