@@ -8,9 +8,10 @@ compile jobs (one per .cu file). Without nvcc or a GPU, or when the build fails,
 and uses the reference. ``SSM_KERNELS_DEBUG=1`` synchronises and checks after every launch.
 
 Kernel choice: sequences of at most :data:`SHORT_MAX_L` steps without ``cu_seqlens`` run the
-short-sequence kernels (``csrc/selective_scan_short.cuh``: the states of a row split over several
-lanes, no checkpoints); ``SSM_KERNELS_SCAN_SHORT=0`` turns them off (e.g. for A/B timing against
-the general kernels). Inference calls with at least :data:`LONG_MIN_L` steps and no ``cu_seqlens`` run the
+short-sequence kernels (``csrc/selective_scan_short.cuh``, no checkpoints): one thread per row when N <= 16
+and the groups of variable B / C are whole warps (``SSM_KERNELS_SCAN_SHORT_ROWS=0`` turns that off), else the
+states of a row split over several lanes; ``SSM_KERNELS_SCAN_SHORT=0`` turns the short kernels off (e.g. for
+A/B timing against the general kernels). Inference calls with at least :data:`LONG_MIN_L` steps and no ``cu_seqlens`` run the
 long-sequence forward (faster there; ``SSM_KERNELS_SCAN_LONG=0`` turns it off). In training, with
 ``SSM_KERNELS_SCAN_LONG=1``, such sequences run the long-sequence forward (``csrc/selective_scan_long.cuh``: one warp per row,
 time split over its lanes; it writes the general backward's checkpoints). The long backward
