@@ -324,6 +324,31 @@ def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr
 
 
 @triton.jit
+def _store_or_add(ptr, val, mask, ATOMIC: tl.constexpr):
+    """Write one step's dB or dC slice: added atomically where programs share it (BC_ATOMIC), else stored."""
+    if ATOMIC:
+        tl.atomic_add(ptr, val, mask=mask)
+    else:
+        tl.store(ptr, val, mask=mask)
+
+
+@triton.jit
+def _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS: tl.constexpr):
+    """Gradients through the state update H_t = P_t a_t + Delta_t u_t B_t for g = dL/dH_t, a (VP, BD, NP) tile.
+
+    P_t a_t is recovered as H_t - Delta_t u_t B_t. Returns u's share of du (Delta_t g.B_t; the caller adds D's),
+    d delta (through softplus when SOFTPLUS), the step's dA (summed over vertices) and dB_t (summed over channels).
+    """
+    dtu = b_dt * b_u
+    pa = g * (h_cur - dtu[:, :, None] * b_B[:, None, :])  # g * P_t * a_t
+    gB = tl.sum(g * b_B[:, None, :], axis=2)  # (VP, BD)
+    ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(b_pre)
+    return b_dt * gB, ddt, tl.sum(pa * b_dt[:, :, None], axis=0), tl.sum(g * dtu[:, :, None], axis=1)
+
+
+@triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
     st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr,
@@ -398,23 +423,12 @@ def _graph_scan_adj_kernel(
                               o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL)  # fmt: skip
         else:
             g += dy[:, :, None] * b_C[:, None, :]
-        # H_t = P_t * a_t + Delta_t u_t B_t, so P_t * a_t = H_t - Delta_t u_t B_t
-        dtu = b_dt * b_u
-        pa = g * (h_cur - dtu[:, :, None] * b_B[:, None, :])
-        gB = tl.sum(g * b_B[:, None, :], axis=2)  # (VP, BD)
-        ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
-        du = b_dt * gB
+        du, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
         if HAS_D:
             du += dy * b_D[None, :]
             dD_acc += tl.sum(dy * b_u, axis=0)
-        dA_acc += tl.sum(pa * b_dt[:, :, None], axis=0)
-        dB_t = tl.sum(g * dtu[:, :, None], axis=1)  # (VP, NP)
-        if BC_ATOMIC:
-            tl.atomic_add(dB_p + o_bc + t, dB_t, mask=m_bc)
-        else:
-            tl.store(dB_p + o_bc + t, dB_t, mask=m_bc)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(b_pre)
+        dA_acc += dA_t
+        _store_or_add(dB_p + o_bc + t, dB_t, m_bc, BC_ATOMIC)
         dbias_acc += tl.sum(ddt, axis=0)
         tl.store(du_ptr + o_x + t, du, mask=m_x)
         tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
@@ -563,25 +577,12 @@ def _graph_scan_bwd_kernel(
                 tl.store(dz_ptr + o_x + t, dz, mask=m_x)
             du = dy * b_D[None, :]
             dD_acc += tl.sum(dy * b_u, axis=0)
-            dC_t = tl.sum(dy[:, :, None] * gq, axis=1)  # (VP, NP)
-            if BC_ATOMIC:
-                tl.atomic_add(dC_p + o_bc + t, dC_t, mask=m_bc)
-            else:
-                tl.store(dC_p + o_bc + t, dC_t, mask=m_bc)
+            _store_or_add(dC_p + o_bc + t, tl.sum(dy[:, :, None] * gq, axis=1), m_bc, BC_ATOMIC)
             # state update: H_t = P_t * a_t + Delta_t u_t B_t
-            inp = (b_dt * b_u)[:, :, None] * b_B[:, None, :]
-            pa = g * (h_cur - inp)  # g * P_t * a_t
-            gB = tl.sum(g * b_B[:, None, :], axis=2)  # (VP, BD)
-            ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
-            du += b_dt * gB
-            dA_acc += tl.sum(pa * b_dt[:, :, None], axis=0)
-            dB_t = tl.sum(g * (b_dt * b_u)[:, :, None], axis=1)  # (VP, NP)
-            if BC_ATOMIC:
-                tl.atomic_add(dB_p + o_bc + t, dB_t, mask=m_bc)
-            else:
-                tl.store(dB_p + o_bc + t, dB_t, mask=m_bc)
-            if SOFTPLUS:
-                ddt = ddt * tl.sigmoid(b_pre)
+            du_u, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
+            du += du_u
+            dA_acc += dA_t
+            _store_or_add(dB_p + o_bc + t, dB_t, m_bc, BC_ATOMIC)
             dbias_acc += tl.sum(ddt, axis=0)
             tl.store(du_ptr + o_x + t, du, mask=m_x)
             tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
