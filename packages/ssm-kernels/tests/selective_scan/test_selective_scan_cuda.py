@@ -10,6 +10,7 @@ from ssm_kernels.testing.selective_scan import (
     compare_scan_to_reference,
     make_scan_inputs,
     make_short_case_inputs,
+    misaligned_copy,
     run_scan_with_grads,
 )
 
@@ -66,12 +67,7 @@ def test_cuda_misaligned_inputs_use_the_elementwise_path(dtype, L):
     case = ("misaligned", 2, 64, L, 16, "variable", 1, None, True, True, True)
     x = _inputs(case, dtype, seed=13)
     for k in ("u", "delta", "z", "B", "C"):
-        t = x[k]
-        buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
-        view = buf[1:].view(t.shape)
-        view.copy_(t)
-        assert view.is_contiguous() and view.data_ptr() % 16 != 0
-        x[k] = view
+        x[k] = misaligned_copy(x[k])
     compare_scan_to_reference(x, seed=14)
 
 

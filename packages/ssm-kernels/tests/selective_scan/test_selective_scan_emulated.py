@@ -28,6 +28,7 @@ from ssm_kernels.testing.selective_scan import (
     clone_keep_alignment,
     make_scan_inputs,
     make_short_case_inputs,
+    misaligned_copy,
     run_scan_with_grads,
 )
 
@@ -458,11 +459,7 @@ def test_emulated_short_rows_misaligned_inputs(dtype, emulated_short_backend, mo
     case = ("rows-misaligned", 2, 64, 10, 16, "variable", 1, True, True, True, dtype, None, True)
     x = make_short_case_inputs(case, seed=5)
     for k in ("u", "delta", "z"):
-        buf = torch.empty(x[k].numel() + 1, dtype=x[k].dtype)
-        view = buf[1:].view(x[k].shape)
-        view.copy_(x[k])
-        assert view.is_contiguous() and view.data_ptr() % 16 != 0
-        x[k] = view
+        x[k] = misaligned_copy(x[k])
     _check_against_reference(emulated_short_backend, x, softplus=True, with_last=True, seed=6)
     assert emulated_short_backend._EXT.rows == [1, 1]
 

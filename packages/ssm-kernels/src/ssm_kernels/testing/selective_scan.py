@@ -9,6 +9,7 @@ __all__ = [
     "clone_keep_alignment",
     "compare_scan_to_reference",
     "make_scan_inputs",
+    "misaligned_copy",
     "run_scan_with_grads",
 ]
 
@@ -81,6 +82,16 @@ def make_short_case_inputs(case: tuple, device: str | torch.device = "cpu", seed
     return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
                             with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, device=device,
                             seed=seed)  # fmt: skip
+
+
+def misaligned_copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``t`` that starts one element past a 16-byte boundary (no 16-byte vector access)."""
+    buf = torch.empty(t.numel() + 16 // t.element_size(), dtype=t.dtype, device=t.device)
+    start = (buf.data_ptr() % 16 // t.element_size() + 1) % (16 // t.element_size())
+    out = buf[start : start + t.numel()].view(t.shape)
+    out.copy_(t)
+    assert out.is_contiguous() and out.data_ptr() % 16 != 0
+    return out
 
 
 def clone_keep_alignment(t: torch.Tensor) -> torch.Tensor:
