@@ -7,7 +7,8 @@ Run from the repository root on a GPU machine:
 Every case catches its own exceptions and the script keeps going; a summary line lists failures.
 Set SSM_KERNELS_DEBUG=1 to synchronise and check errors after every kernel launch.
 Correctness runs the default kernels; timings run the default kernels, the lane-split short kernels
-(SSM_KERNELS_SCAN_SHORT_ROWS=0), plain and with staged B / C (SSM_KERNELS_SCAN_SHORT_STAGE=1), and the long-sequence kernels (SSM_KERNELS_SCAN_LONG=1, with each rows-per-warp
+(SSM_KERNELS_SCAN_SHORT_ROWS=0), plain and with staged B / C (SSM_KERNELS_SCAN_SHORT_STAGE=1), the general backward without
+time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS=1), and the long-sequence kernels (SSM_KERNELS_SCAN_LONG=1, with each rows-per-warp
 choice of the long backward, SSM_KERNELS_SCAN_LONG_RW) in the same process and compare their results. ``--quick`` skips the fp16 correctness sweep.
 """
 
@@ -119,6 +120,7 @@ def _nbytes(*ts) -> int:
 # (label, environment, shapes): the default kernels, then the long-sequence kernels at L >= 128
 VARIANTS = [
     ("default", {"SSM_KERNELS_SCAN_LONG": "0"}, ("big", "tusz", "raw")),
+    ("noseg", {"SSM_KERNELS_SCAN_LONG": "0", "SSM_KERNELS_SCAN_BWD_SEGMENTS": "1"}, ("big", "raw")),
     ("lanes", {"SSM_KERNELS_SCAN_SHORT_ROWS": "0"}, ("tusz",)),
     ("staged", {"SSM_KERNELS_SCAN_SHORT_STAGE": "1", "SSM_KERNELS_SCAN_SHORT_ROWS": "0"}, ("tusz",)),
     ("long", {"SSM_KERNELS_SCAN_LONG": "1"}, ("big", "raw")),

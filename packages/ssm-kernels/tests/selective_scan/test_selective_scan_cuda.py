@@ -316,6 +316,50 @@ def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
                                          device="cuda", seed=14))  # fmt: skip
 
 
+# General backward over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS): off, chosen, and forced to the most.
+@pytest.mark.parametrize("segments", ["1", "0", "16"], ids=["off", "auto", "16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("seg-L1000-grouped", 2, 96, 1000, 16, "grouped", 3, None, True, True, True),
+        ("seg-L333-N33-constant", 3, 5, 333, 33, "constant", 1, None, True, True, False),
+    ],
+    ids=["L1000-grouped", "L333-N33-constant"],
+)
+def test_cuda_backward_segments_match_reference(case, dtype, segments, monkeypatch):
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", segments)
+    _, batch, dim, L, N = case[:5]
+    ext = scan_cuda.load_extension()
+    nseg = ext.backward_segments(N, L, batch * dim, ext.choose_chunk(N, L, batch * dim))
+    assert (nseg == 1) == (segments == "1"), nseg
+    compare_scan_to_reference(_inputs(case, dtype, seed=15), delta_softplus=case[-1], with_last=True, seed=16)
+
+
+def test_cuda_benchmark_shape_segments_agree(monkeypatch):
+    """Raw EEG shape: the chosen segments against none, every gradient (fp32 summation order only)."""
+    from ssm_kernels.testing import max_rel_err
+
+    x = make_scan_inputs(304, 64, 2000, 16, device="cuda", seed=17, requires_grad=True)
+    leaves = {k: v for k, v in x.items() if isinstance(v, torch.Tensor) and v.requires_grad}
+    dout = torch.randn_like(x["u"])
+    grads = {}
+    for s in ("1", "0"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", s)
+        out = selective_scan_fn_cuda(x)
+        grads[s] = torch.autograd.grad(out, list(leaves.values()), dout)
+    for k, a, b in zip(leaves, grads["0"], grads["1"]):
+        assert max_rel_err(a, b) < 1e-4, (k, max_rel_err(a, b))
+
+
+def selective_scan_fn_cuda(x):
+    from ssm_kernels import selective_scan_fn
+
+    return selective_scan_fn(**x, delta_softplus=True, backend="cuda")
+
+
 @pytest.mark.parametrize("bc,groups", [("variable", 1), ("grouped", 5), ("constant", 1)])
 def test_cuda_backward_is_deterministic(bc, groups):
     _deterministic_runs(make_scan_inputs(4, 65, 130, 16, bc=bc, groups=groups, with_initial_state=True,

@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 K_ROWS = 64
+EMU_SLOTS = 4  # resident blocks of the emulated "GPU" (segment choice of the general backward)
 LONG_BWD_CHUNK, LONG_WARPS = 128, 4
 
 pytestmark = [
@@ -71,6 +72,9 @@ class ScanParams(ctypes.Structure):
         ("short_minb", _I),
         ("short_rows", _I),
         ("long_minb", _I),
+        ("nseg", _I),
+        ("seg_chunks", _I),
+        ("seg", _P),
     ]
 
 
@@ -116,9 +120,27 @@ class EmulatedExtension:
         self.long_rw: list[int] = []  # rows per warp of the long backward calls
         self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
         self.rows: list[int] = []  # whether each short-kernel call ran the one-thread-per-row kernels
+        self.segments: list[int] = []  # time segments of each general backward call
 
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
+
+    def backward_segments(self, N, L, nrows, K):
+        """As backward_segments in selective_scan.cpp, for a GPU of EMU_SLOTS resident blocks (so that the
+        small test grids split into segments by default); ``SSM_KERNELS_SCAN_BWD_SEGMENTS`` as there."""
+        nchunks = (L + K - 1) // K
+        if nchunks < 2:
+            return 1, 0
+        lib = _lib(self.short_only)
+        s = int(os.environ.get("SSM_KERNELS_SCAN_BWD_SEGMENTS") or 0)
+        if s == 0:
+            s = lib.emu_bwd_segments(ctypes.c_longlong((nrows + K_ROWS - 1) // K_ROWS), nchunks,
+                                     ctypes.c_longlong(EMU_SLOTS))  # fmt: skip
+        s = min(s, nchunks)
+        if s <= 1:
+            return 1, 0
+        sc = lib.emu_seg_chunks_for(nchunks, s)
+        return (nchunks + sc - 1) // sc, sc
 
     @staticmethod
     def uses_short_path(L, has_cu):
@@ -206,10 +228,18 @@ class EmulatedExtension:
         # as scan_bwd: one per-row partial buffer [dA | dD | d delta_bias | constant dB | constant dC]
         cb_cols, cc_cols = (N if p.b_groups == 0 else 0), (N if p.c_groups == 0 else 0)
         p.rp_stride = N + 2 + cb_cols + cc_cols
-        row_part = torch.full((nrows, p.rp_stride), nan)
         short = self.uses_short_path(L, cu is not None)
         long = not short and K == LONG_BWD_CHUNK
         lib = _lib(self.short_only)
+        seg = None
+        p.nseg, p.seg_chunks = 1, 0
+        if not short and not long and cu is None:  # as scan_bwd: time segments of the general backward
+            p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K)
+            self.segments.append(p.nseg)
+            if p.nseg > 1:
+                seg = torch.full((p.nseg, 2, N, nrows), nan)
+                p.seg = _ptr(seg)
+        row_part = torch.full((p.nseg * nrows, p.rp_stride), nan)
         if long:  # as long_rows_per_warp (SSM_KERNELS_SCAN_LONG_RW, else the largest rw that fits: no cost model)
             sizes = [dim // g for g in (p.b_groups, p.c_groups) if g > 0]
             forced = os.environ.get("SSM_KERNELS_SCAN_LONG_RW")
@@ -253,7 +283,7 @@ class EmulatedExtension:
         run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
-        row_sum = row_part.view(batch, dim, p.rp_stride).sum(0)
+        row_sum = row_part.view(p.nseg * batch, dim, p.rp_stride).sum(0)
 
         def finish(part, groups, col):
             if groups == 0:
@@ -705,3 +735,78 @@ def test_emulated_short_kernels_with_staged_bc(case, flags, emulated_short_backe
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0")  # staging is an option of the lane-split kernels
     _short_case(case, emulated_short_backend, monkeypatch)
     assert emulated_short_backend._EXT.staged == [flags, flags]
+
+
+# General backward over time segments (scan_bwd_seg_kernel, then one grid row per segment). EMU_SLOTS makes small
+# grids split by default, as few rows do on a GPU.
+# id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus, dtype, bc_dtype, SSM_KERNELS_SCAN_BWD_SEGMENTS,
+# expected segments
+SEGMENT_CASES = [
+    # K 16: 5 chunks; two row blocks on 4 slots: the default gives 2 segments (3 and 2 chunks)
+    ("L70-N16-default", 1, 80, 70, 16, "variable", 1, True, True, True, _F32, None, None, 2),
+    # 3 chunks, one per segment, the last one partial; groups of 11 channels; bf16 with fp32 B / C
+    ("L45-N5-grouped-bf16", 2, 33, 45, 5, "grouped", 3, False, True, True, _BF16, _F32, "3", 3),
+    # time-invariant B / C (per-row partials per segment), nothing optional, no softplus; 16 asked, 3 chunks
+    ("L37-N4-constant-plain", 1, 5, 37, 4, "constant", 1, True, False, False, _F32, None, "16", 3),
+    # N 33 (padded 64): K 2, so segments of 6 steps end inside the 8-step runs of the segment kernel; fp16
+    ("L23-N33-K2-fp16", 1, 8, 23, 33, "variable", 1, True, True, True, _F16, None, None, 4),
+]
+
+
+@pytest.mark.parametrize("case", SEGMENT_CASES, ids=[c[0] for c in SEGMENT_CASES])
+def test_emulated_backward_segments_match_reference(case, emulated_cuda_backend, monkeypatch):
+    """Every gradient (incl. initial state and dlast, which only the last segment sees) through the general
+    backward split into time segments, against the reference."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
+    if case[12] is None:
+        monkeypatch.delenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", raising=False)
+    else:
+        monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", case[12])
+    x = _long_inputs(case[:12], seed=12)
+    _check_against_reference(emulated_cuda_backend, x, softplus=case[9], with_last=True, seed=13)
+    ext = emulated_cuda_backend._EXT
+    assert ext.calls == ["fwd", "bwd"]
+    assert ext.segments == [case[13]]
+
+
+def test_emulated_backward_segments_off_and_on_agree(emulated_cuda_backend, monkeypatch):
+    """The same backward without segments and with 2 and 6 (one per chunk) of them: equal up to fp32 summation order (the segments
+    change only where sums of per-row partials are split), and no segments with cu_seqlens."""
+    monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
+    case = ("seg-agree", 2, 3, 90, 8, "variable", 1, True, True, True, _F32, None)
+    grads = {}
+    for s in ("1", "2", "6"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", s)
+        x = {k: (v.requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+             for k, v in _long_inputs(case, seed=14).items()}  # fmt: skip
+        out = emulated_cuda_backend.selective_scan_cuda(
+            None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, False,
+            x["initial_state"], None)  # fmt: skip
+        out.square().sum().backward()
+        grads[s] = {k: v.grad for k, v in x.items() if isinstance(v, torch.Tensor) and v.grad is not None}
+    assert emulated_cuda_backend._EXT.segments == [1, 2, 6]
+    for s in ("2", "6"):
+        for k, g in grads["1"].items():
+            torch.testing.assert_close(grads[s][k], g, rtol=1e-5, atol=1e-5, msg=lambda m, k=k, s=s: f"d{k}, {s}: {m}")
+
+    emulated_cuda_backend._EXT.segments.clear()
+    packed = make_scan_inputs(1, 3, 60, 8, cu_seqlens=[0, 25, 60], with_initial_state=True, seed=15,
+                              requires_grad=True)  # fmt: skip
+    out = emulated_cuda_backend.selective_scan_cuda(
+        None, packed["u"], packed["delta"], packed["A"], packed["B"], packed["C"], packed["D"], packed["z"],
+        packed["delta_bias"], True, False, packed["initial_state"], packed["cu_seqlens"])  # fmt: skip
+    out.sum().backward()
+    assert emulated_cuda_backend._EXT.segments == [], "packed sequences take no segments"
+
+
+def test_backward_segment_count_model():
+    """bwd_segments: none when the rows fill the GPU or for one chunk; for the raw EEG shape on an H200 (304 row
+    blocks, 4 x 132 resident) enough segments for several balanced waves; at most one per chunk and 16."""
+    lib = _lib()
+    ll = ctypes.c_longlong
+    assert lib.emu_bwd_segments(ll(600), 250, ll(528)) == 1
+    assert lib.emu_bwd_segments(ll(10), 1, ll(528)) == 1
+    assert 3 <= lib.emu_bwd_segments(ll(304), 250, ll(528)) <= 16
+    assert lib.emu_bwd_segments(ll(1), 3, ll(528)) == 3
+    assert lib.emu_bwd_segments(ll(1), 1000, ll(528)) == 16
+    assert [lib.emu_seg_chunks_for(250, s) for s in (1, 2, 12)] == [250, 125, 21]

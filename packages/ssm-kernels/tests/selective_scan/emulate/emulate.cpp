@@ -109,7 +109,7 @@ namespace {
 // Run `kernel` on blocks of nthreads threads, each covering rows_per_block rows.
 template <class F>
 int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel, int nthreads = ssk::kRows,
-             int rows_per_block = ssk::kRows) {
+             int rows_per_block = ssk::kRows, int grid_y = 1) {
   if (smem_bytes > sizeof(ssk::smem)) return 2;
   if (nthreads > ssk::kEmuMaxThreads || nthreads % 32 != 0) return 3;
   std::barrier<> block_bar(nthreads);
@@ -119,8 +119,9 @@ int run_grid(const ssk::ScanParams& p, size_t smem_bytes, F kernel, int nthreads
   ssk::emu_block_barrier = &block_bar;
   emu_block_dim.x = nthreads;
   const int blocks = (p.nrows + rows_per_block - 1) / rows_per_block;
-  for (int b = 0; b < blocks; ++b) {
-    emu_block_idx.x = b;
+  for (int blk = 0; blk < blocks * grid_y; ++blk) {  // blockIdx.x fastest, as the GPU hands them out
+    emu_block_idx.x = blk % blocks;
+    emu_block_idx.y = blk / blocks;
     const float nan = std::numeric_limits<float>::quiet_NaN();
     for (size_t i = 0; i < smem_bytes / 4; ++i) ssk::smem[i] = nan;
     std::vector<std::thread> threads;
@@ -202,7 +203,16 @@ int run_short(const ssk::ScanParams* pp, int dtype, bool bwd) {
 int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
   return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
-    if (bwd) return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); });
+    if (bwd) {  // as launch_bwd_np: the segments' maps first, then one grid row per segment
+      const int nseg = p.nseg > 1 ? p.nseg : 1;
+      if (nseg > 1) {
+        const int r = run_grid(p, 0, [&p] { ssk::scan_bwd_seg_kernel<NP, T, TBC>(p); }, ssk::kRows,
+                               ssk::kRows / ssk::seg_threads_per_row(NP), nseg - 1);
+        if (r != 0) return r;
+      }
+      return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); }, ssk::kRows,
+                      ssk::kRows, nseg);
+    }
     return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); });
   });
 }
@@ -240,6 +250,10 @@ extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p,
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
 extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, false); }
 extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, true); }
+extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slots) {
+  return ssk::bwd_segments(rowblocks, nchunks, slots);
+}
+extern "C" int emu_seg_chunks_for(int nchunks, int s) { return ssk::seg_chunks_for(nchunks, s); }
 extern "C" int emu_choose_chunk(int N, int L) {
   // mirrors choose_chunk in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);

@@ -100,22 +100,76 @@ bool use_long(int L, bool has_cu) { return scan_long_env() == '1' && !has_cu && 
 // mirrors this rule).
 bool use_long_inference(int L, bool has_cu) { return scan_long_env() != '0' && !has_cu && L >= ssk::kLongMinL; }
 
+// SSM_KERNELS_SCAN_BWD_SEGMENTS: time segments of the general backward (ssk::bwd_segments): unset or '0' chooses,
+// '1' turns them off, n > 1 asks for n (at most kMaxSegments, and at most one per chunk).
+int bwd_segments_env() {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_BWD_SEGMENTS");
+  if (e == nullptr || e[0] == '\0') return 0;
+  const int n = std::atoi(e);
+  TORCH_CHECK(n >= 0 && n <= ssk::kMaxSegments, "SSM_KERNELS_SCAN_BWD_SEGMENTS must be 0..", ssk::kMaxSegments,
+              ", got '", e, "'");
+  return n;
+}
+
+struct SmemInfo {
+  int sms = 132, smem_sm = 228 * 1024, smem_block = 227 * 1024;
+};
+SmemInfo smem_info() {
+  SmemInfo s;
+  int dev = 0;
+  if (cudaGetDevice(&dev) == cudaSuccess) {
+    cudaDeviceGetAttribute(&s.sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaDeviceGetAttribute(&s.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+    cudaDeviceGetAttribute(&s.smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  }
+  cudaGetLastError();  // clear any error from the queries
+  return s;
+}
+
+// Blocks of the general backward one SM holds at once: its 255 registers per thread allow 4 blocks of kRows
+// threads (ncu on the H200: "Block Limit Registers 4"), shared memory may allow fewer.
+int64_t bwd_slots(const SmemInfo& s, int np, int K) {
+  const int by_smem = s.smem_sm / (int)(ssk::bwd_smem_bytes(np, K) + 1024);
+  return (int64_t)s.sms * std::max(1, std::min(ssk::kBwdRegBlocks, by_smem));
+}
+
+// Time segments of a general backward without cu_seqlens (ssk::bwd_segments, or SSM_KERNELS_SCAN_BWD_SEGMENTS) and
+// chunks per segment: {1, 0} for none.
+struct Segments {
+  int count, chunks;
+};
+Segments segments_for(int N, int L, int nrows, int K) {
+  const int nchunks = (L + K - 1) / K;
+  if (nchunks < 2) return {1, 0};
+  int s = bwd_segments_env();
+  if (s == 0) {
+    const int64_t rowblocks = ((int64_t)nrows + ssk::kRows - 1) / ssk::kRows;
+    s = ssk::bwd_segments(rowblocks, nchunks, bwd_slots(smem_info(), ssk::padded_state(N), K));
+  }
+  s = std::min(s, nchunks);
+  if (s <= 1) return {1, 0};
+  const int sc = ssk::seg_chunks_for(nchunks, s);
+  return {(nchunks + sc - 1) / sc, sc};
+}
+int64_t backward_segments(int64_t N, int64_t L, int64_t nrows, int64_t K) {
+  return segments_for((int)N, (int)L, (int)nrows, (int)K).count;
+}
+
 // Backward chunk length K of the general kernels (= forward checkpoint interval, <= kMaxChunk steps, <= L). The backward's shared
 // memory grows with K; pick the largest K that still lets enough blocks share an SM for this grid
-// (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU.
+// (up to 3 per SM; one full wave when the grid is small), so short and long inputs both fill the GPU. Inputs of
+// several chunks are split into time segments when their rows leave the GPU idle (bwd_segments), so there the
+// chunk is sized for kBwdRegBlocks blocks per SM.
 int choose_chunk(int64_t N, int64_t L, int64_t nrows) {
   const int np = ssk::padded_state((int)N);
   TORCH_CHECK(np > 0, "selective_scan: the CUDA kernels support N <= 64, got N=", N);
-  int dev = 0, sms = 132, smem_sm = 228 * 1024, smem_block = 227 * 1024;
-  if (cudaGetDevice(&dev) == cudaSuccess) {
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
-    cudaDeviceGetAttribute(&smem_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  }
-  cudaGetLastError();  // clear any error from the queries
+  const SmemInfo si = smem_info();
+  const int sms = std::max(si.sms, 1);
   const int64_t blocks = (nrows + ssk::kRows - 1) / ssk::kRows;
-  const int per_sm = (int)std::min<int64_t>(3, std::max<int64_t>(1, (blocks + sms - 1) / std::max(sms, 1)));
-  const size_t budget = std::min<size_t>((size_t)smem_block, (size_t)smem_sm / per_sm - 1024);
+  const bool segmented = L > ssk::kMaxChunk && bwd_segments_env() != 1 && blocks < (int64_t)sms * ssk::kBwdRegBlocks;
+  const int per_sm = segmented ? ssk::kBwdRegBlocks
+                               : (int)std::min<int64_t>(3, std::max<int64_t>(1, (blocks + sms - 1) / sms));
+  const size_t budget = std::min<size_t>((size_t)si.smem_block, (size_t)si.smem_sm / per_sm - 1024);
   // one chunk when L fits, else a multiple of 8 (16-byte vector loads) when possible
   if (L <= ssk::kMaxChunk) {
     int K = (int)std::max<int64_t>(1, L);
@@ -149,9 +203,7 @@ int long_rows_per_warp(const ssk::ScanParams& p) {
                 e, "'");
     return fits(rw) ? rw : 0;
   }
-  int sms = 132, dev = 0;
-  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  cudaGetLastError();
+  const int sms = smem_info().sms;
   const double slots = (double)sms * (ssk::padded_state(p.N) <= 16 ? 4 : 2);
   // one row's share of the GPU: ~1.2 warp instructions per state and step, 4 schedulers per SM at ~2 GHz
   // issuing about every other cycle
@@ -332,6 +384,19 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
+  // time segments of the general backward (ssk::bwd_segments; not with cu_seqlens, whose sequences reset the state)
+  p.nseg = 1;
+  p.seg_chunks = 0;
+  Tensor seg;
+  if (!short_path && !long_path && p.cu == nullptr) {
+    const Segments sg = segments_for(p.N, p.L, p.nrows, p.K);
+    p.nseg = sg.count;
+    p.seg_chunks = sg.chunks;
+    if (p.nseg > 1) {
+      seg = at::empty({p.nseg, 2, p.N, p.nrows}, f32);
+      p.seg = seg.data_ptr<float>();
+    }
+  }
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);
@@ -340,7 +405,7 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   const int cb_cols = p.b_groups == 0 ? p.N : 0;
   const int cc_cols = p.c_groups == 0 ? p.N : 0;
   p.rp_stride = p.N + 2 + cb_cols + cc_cols;
-  Tensor row_part = at::empty({p.nrows, p.rp_stride}, f32);
+  Tensor row_part = at::empty({(int64_t)p.nseg * p.nrows, p.rp_stride}, f32);  // per segment
   float* rp = row_part.data_ptr<float>();
   p.dA_part = rp;
   p.dD_part = rp + p.N;
@@ -431,7 +496,7 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   }
   // fixed-order reductions over the batch and over warp partials (deterministic): one for the per-row partials,
   // one for the dB / dC partials (two when B and C differ in layout)
-  const Tensor row_sum = row_part.view({p.batch, p.dim, p.rp_stride}).sum(0);  // (dim, rp_stride)
+  const Tensor row_sum = row_part.view({(int64_t)p.nseg * p.batch, p.dim, p.rp_stride}).sum(0);  // (dim, rp_stride)
   Tensor dA = row_sum.narrow(1, 0, p.N);
   Tensor dD = row_sum.select(1, p.N);
   Tensor ddb = row_sum.select(1, p.N + 1);
@@ -456,6 +521,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &scan_fwd, "selective scan forward");
   m.def("bwd", &scan_bwd, "selective scan backward");
   m.def("choose_chunk", &choose_chunk, "backward chunk length (checkpoint interval) for (N, L, rows)");
+  m.def("backward_segments", &backward_segments, "time segments of the general backward for (N, L, rows, K)");
   m.def("uses_short_path", &use_short, "whether (L, has_cu_seqlens) runs the short-sequence kernels");
   m.def("uses_long_path", &use_long, "whether (L, has_cu_seqlens) runs the long-sequence forward kernel");
   m.def("uses_long_inference_path", &use_long_inference,

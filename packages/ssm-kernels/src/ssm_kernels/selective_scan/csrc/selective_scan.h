@@ -59,6 +59,12 @@ struct ScanParams {
   int short_minb;    // short kernels: __launch_bounds__ minimum blocks per SM of the plain instantiation (1 or 8)
   int short_rows;    // short path: the one-thread-per-row kernels (short_rows_ok) instead of the lane-split ones
   int long_minb;     // long forward, N in (8, 16]: __launch_bounds__ minimum blocks per SM (4 or 5)
+  // General backward over time segments (bwd_segments): nseg segments of seg_chunks chunks of K steps, one grid row
+  // (blockIdx.y) each. seg: (nseg, 2, N, nrows) float32, for s >= 1 the decay product and the adjoint from zero of
+  // segment s (scan_bwd_seg_kernel). With nseg > 1 the per-row partials are (nseg, nrows) rows of rp_stride.
+  int nseg;
+  int seg_chunks;
+  float* seg;
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -153,6 +159,43 @@ inline int short_npart(int gs, int np) {
     default: return (gs - 1) / rpw + 2;
   }
 }
+
+// Time segments of the general backward. One thread per row walks all of time, so a grid of few rows leaves the
+// GPU mostly idle (raw EEG shape, 19456 rows: 304 blocks of 64 threads, 0.58 waves, 1.2 active warps per scheduler
+// on an H200). The adjoint carried backwards through step t, g <- (g + C_t dy_t) a_t, is linear in g, so time splits
+// into segments: a first kernel gives each segment s >= 1 its map g_out = P g_in + q (P = prod a_t, q the adjoint
+// from g_in = 0); the backward then runs every (row block, segment) at once, each segment starting from the maps of
+// the segments after it composed. The states come from the forward's checkpoints as before.
+// Segment count for a grid of rowblocks blocks, nchunks chunks and slots resident blocks GPU-wide. Cost model (in
+// units of one pass over time): (waves + 1/2) x (1/s + 4/nchunks) + 0.03 for s > 1, i.e. the waves of blocks plus
+// half a block of tail, each block walking 1/s of time plus about four chunks of start-up, and the segment-map kernel.
+// H200, raw EEG shape (304 row blocks, 250 chunks, 528 slots): the sweep's best was 12 segments (backward kernel
+// 6506 -> 4907 us), the model's pick; batch 8 x dim 2048 x L 2048 (256 row blocks): 4-8 were best (4367 -> 3382-3419
+// us; 12: 3621 us), the model picks 8. benchmarks/results/h200-logs/run12*-seg-sweep.log. 1 when the rows already
+// fill the GPU or for one chunk.
+constexpr int kMaxSegments = 16;
+// Blocks of the general backward per SM allowed by its registers (255 per thread, kRows threads per block).
+constexpr int kBwdRegBlocks = 4;
+inline int bwd_segments(long long rowblocks, int nchunks, long long slots) {
+  if (nchunks < 2 || slots < 1 || rowblocks >= slots) return 1;
+  int best = 1;
+  double best_cost = 0.0;
+  const int smax = nchunks < kMaxSegments ? nchunks : kMaxSegments;
+  for (int s = 1; s <= smax; ++s) {
+    const long long waves = (rowblocks * s + slots - 1) / slots;
+    const double cost = (waves + 0.5) * (1.0 / s + 4.0 / nchunks) + (s > 1 ? 0.03 : 0.0);
+    if (s == 1 || cost < best_cost - 1e-9) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+// States per thread of the segment-map kernel (scan_bwd_seg_kernel) and its threads per row.
+constexpr int kSegStates = 4;
+__host__ __device__ constexpr int seg_threads_per_row(int np) { return np < kSegStates ? 1 : np / kSegStates; }
+// Chunks per segment for s requested segments (the actual count is ceil(nchunks / seg_chunks) <= s).
+inline int seg_chunks_for(int nchunks, int s) { return (nchunks + s - 1) / s; }
 
 // Dynamic shared memory (bytes) of the kernels for a given padded state size and tile/chunk length.
 inline size_t fwd_smem_bytes(int np, int tile) {

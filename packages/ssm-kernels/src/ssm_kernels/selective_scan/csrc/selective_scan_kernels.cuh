@@ -143,6 +143,47 @@ __device__ __forceinline__ void vec_put(uint4& v, int e, float x) {
 
 __device__ __forceinline__ bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
+// Load steps [t, t + KI) of a contiguous row (steps >= L read as 0): 16-byte vectors when the run is
+// whole and aligned, element loads otherwise.
+template <typename T, int KI>
+__device__ __forceinline__ void load_items(const T* __restrict__ row, int t, int L, float (&v)[KI]) {
+  constexpr int V = 16 / sizeof(T);
+  if constexpr (KI % V == 0) {
+    if (t + KI <= L && aligned16(row + t)) {
+#pragma unroll
+      for (int q = 0; q < KI / V; ++q) {
+        const uint4 w = *reinterpret_cast<const uint4*>(row + t + q * V);
+#pragma unroll
+        for (int e = 0; e < V; ++e) v[q * V + e] = vec_elem<T>(w, e);
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < KI; ++i) v[i] = t + i < L ? to_f<T>(row[t + i]) : 0.f;
+}
+
+// Store steps [t, t + KI) (clipped to L) of a contiguous row.
+template <typename T, int KI>
+__device__ __forceinline__ void store_items(T* __restrict__ row, int t, int L, const float (&v)[KI]) {
+  constexpr int V = 16 / sizeof(T);
+  if constexpr (KI % V == 0) {
+    if (t + KI <= L && aligned16(row + t)) {
+#pragma unroll
+      for (int q = 0; q < KI / V; ++q) {
+        uint4 w = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int e = 0; e < V; ++e) vec_put<T>(w, e, v[q * V + e]);
+        *reinterpret_cast<uint4*>(row + t + q * V) = w;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < KI; ++i)
+    if (t + i < L) row[t + i] = from_f<T>(v[i]);
+}
+
 enum TileMode : int { kModeScalar = 0, kModeRowVec = 1, kModeFlat = 2 };
 
 // How to move steps [t0, t0 + nt) of the rows of a contiguous (rows, L) array: 16-byte vectors
@@ -620,6 +661,112 @@ __device__ __forceinline__ void reduce_write_bc(float (&v)[NP], bool uniform, in
 // ------------------------------------------------------------------------------------------
 // backward
 // ------------------------------------------------------------------------------------------
+// Segment maps of the general backward over time segments (ScanParams::nseg > 1, bwd_segments in
+// selective_scan.h): for segment s = blockIdx.y + 1, the adjoint g <- (g + C_t dy_t) a_t run backwards through the
+// segment's steps from g = 0 (from dlast in the last segment), written with P = prod a_t to p.seg[s][1] and
+// p.seg[s][0]. Only delta, dout, z and C are read: the adjoint needs no states. The states of a row are independent
+// here, so kSegStates of them go to one thread: R = NP / kSegStates adjacent lanes per row, more threads in flight
+// than rows and independent chains in each. The row's per-step values (softplus, the gate's derivative) are
+// computed once: lane q of the row transforms steps q, q + R, ... of each run of KI steps and the row's lanes
+// exchange them with shuffles.
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(kRows) scan_bwd_seg_kernel(const ScanParams p) {
+  constexpr int NS = NP < kSegStates ? NP : kSegStates;
+  constexpr int R = NP / NS;              // lanes per row (a power of two <= 16)
+  constexpr int KI = R > 8 ? R : 8;       // steps per run
+  constexpr int KL = KI / R;              // steps per lane per run
+  const int gid = blockIdx.x * kRows + threadIdx.x;
+  const int row = gid / R;
+  const int q = gid - row * R;            // lane within the row
+  const int n0 = q * NS;
+  // rows past the end take the last row's values (their lanes still join the shuffles) and write nothing
+  const bool active = row < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int s = blockIdx.y + 1;
+  const int b = row_c / p.dim;
+  const int d = row_c - b * p.dim;
+  const int N = p.N;
+  const int L = p.L;
+  const int t_lo = s * p.seg_chunks * p.K;
+  const int t_hi = min(L, t_lo + p.seg_chunks * p.K);
+  const size_t roff = (size_t)row_c * L;
+  const T* delta = static_cast<const T*>(p.delta) + roff;
+  const T* dout = static_cast<const T*>(p.dout) + roff;
+  const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
+  const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  const bool last_seg = s == p.nseg - 1;
+
+  float A2[NS], P[NS], g[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+    P[i] = 1.f;
+    g[i] = (last_seg && p.dlast != nullptr && n < N) ? p.dlast[((size_t)b * p.dim + d) * N + n] : 0.f;
+  }
+  // runs [t, t + KI) from the last; steps outside [t_lo, t_hi) are identities (dt = 0: a = 1; dy = 0)
+  for (int t = t_lo + ((t_hi - 1 - t_lo) / KI) * KI; t >= t_lo; t -= KI) {
+    float my_dt[KL], my_dy[KL];  // this lane's steps t + k R + q
+#pragma unroll
+    for (int k = 0; k < KL; ++k) {
+      const int tt = t + k * R + q;
+      const bool in = tt < t_hi;
+      float dt = 0.f, dy = 0.f;
+      if (in) {
+        const float x = to_f<T>(delta[tt]) + bias;
+        dt = p.softplus ? softplus_f(x) : x;
+        dy = to_f<T>(dout[tt]);
+        if (z != nullptr) {
+          const float zz = to_f<T>(z[tt]);
+          dy *= zz * sigmoid_f(zz);
+        }
+      }
+      my_dt[k] = dt;
+      my_dy[k] = dy;
+    }
+    float dt[KI], dy[KI];
+#pragma unroll
+    for (int j = 0; j < KI; ++j) {  // step t + j is lane (j % R)'s item j / R
+      if constexpr (R == 1) {
+        dt[j] = my_dt[j];
+        dy[j] = my_dy[j];
+      } else {
+        dt[j] = __shfl_sync(0xffffffffu, my_dt[j / R], j % R, R);
+        dy[j] = __shfl_sync(0xffffffffu, my_dy[j / R], j % R, R);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      if (n < N) {
+        float cc[KI];
+        if (Cv != nullptr) {
+          load_items<TBC, KI>(Cv + (size_t)n * L, t, L, cc);
+        } else {
+#pragma unroll
+          for (int j = 0; j < KI; ++j) cc[j] = Cc[n];
+        }
+#pragma unroll
+        for (int j = KI - 1; j >= 0; --j) {
+          const float a = exp2_approx(dt[j] * A2[i]);
+          g[i] = (g[i] + cc[j] * dy[j]) * a;
+          P[i] *= a;
+        }
+      }
+    }
+  }
+  if (!active) return;
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    if (n < N) {
+      p.seg[((size_t)(2 * s) * N + n) * p.nrows + row] = P[i];
+      p.seg[((size_t)(2 * s + 1) * N + n) * p.nrows + row] = g[i];
+    }
+  }
+}
+
 template <int NP, typename T, typename TBC>
 __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
   extern __shared__ float smem[];
@@ -692,9 +839,23 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
     if (Cblk != nullptr) lc.issue(Cblk, 0, N, L, t0, nt);
   };
 
+  // this block's time segment: chunks [c_lo, c_hi) (all of them when p.nseg == 1)
   const int nchunks = (L + K - 1) / K;
-  if (kPrefetch) issue((nchunks - 1) * K, L - (nchunks - 1) * K);
-  for (int c = nchunks - 1; c >= 0; --c) {
+  const int seg = blockIdx.y;
+  const int c_lo = seg * p.seg_chunks;
+  const int c_hi = p.nseg > 1 ? min(nchunks, c_lo + p.seg_chunks) : nchunks;
+  // the adjoint entering the segment: the later segments' maps g -> P g + q composed, from the last
+  for (int s2 = p.nseg - 1; s2 > seg; --s2) {
+#pragma unroll
+    for (int n = 0; n < NP; ++n) {
+      if (n < N) {
+        const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
+        g[n] = P * g[n] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
+      }
+    }
+  }
+  if (kPrefetch) issue((c_hi - 1) * K, min(K, L - (c_hi - 1) * K));
+  for (int c = c_hi - 1; c >= c_lo; --c) {
     const int t0 = c * K;
     const int nt = min(K, L - t0);
     // state before the chunk (checkpoint or initial state), loaded early: the commit and the
@@ -719,7 +880,7 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
     if (Bblk != nullptr) lb.commit(s_B, 1, NP, Bblk, 0, N, L, t0, nt);
     if (Cblk != nullptr) lc.commit(s_C, 1, NP, Cblk, 0, N, L, t0, nt);
     __syncthreads();
-    if (kPrefetch && c > 0) issue(t0 - K, K);
+    if (kPrefetch && c > c_lo) issue(t0 - K, K);
 
     // ---- prologue on this thread's own row: s_dt <- dt = softplus(delta + bias) ----
     for (int j = 0; j < nt; ++j) {
@@ -855,17 +1016,18 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
     if (z != nullptr) store_tile_v<T, kMaxChunk>(static_cast<T*>(p.dz), s_z, pitch, row0, p.nrows, L, t0, nt);
   }
 
-  if (active) {
+  if (active) {  // per-row partials of this segment
+    const size_t pr = ((size_t)seg * p.nrows + row) * p.rp_stride;
 #pragma unroll
     for (int n = 0; n < NP; ++n) {
       if (n < N) {
-        p.dA_part[(size_t)row * p.rp_stride + n] = dA[n];
-        if (p.b_groups == 0) p.dB_part[(size_t)row * p.rp_stride + n] = s_accB[n * kRows + tid];
-        if (p.c_groups == 0) p.dC_part[(size_t)row * p.rp_stride + n] = s_accC[n * kRows + tid];
+        p.dA_part[pr + n] = dA[n];
+        if (p.b_groups == 0) p.dB_part[pr + n] = s_accB[n * kRows + tid];
+        if (p.c_groups == 0) p.dC_part[pr + n] = s_accC[n * kRows + tid];
       }
     }
-    p.dD_part[(size_t)row * p.rp_stride] = dD;
-    p.ddb_part[(size_t)row * p.rp_stride] = ddb;
+    p.dD_part[pr] = dD;
+    p.ddb_part[pr] = ddb;
   }
 }
 
@@ -891,7 +1053,13 @@ cudaError_t launch_bwd_np(const ScanParams& p, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (err != cudaSuccess) return err;
   const int blocks = (p.nrows + kRows - 1) / kRows;
-  kernel<<<blocks, kRows, smem, stream>>>(p);
+  if (p.nseg > 1) {  // the segments' maps first (segment 0 needs none)
+    const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
+    scan_bwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kRows, smem, stream>>>(p);
   return cudaGetLastError();
 }
 

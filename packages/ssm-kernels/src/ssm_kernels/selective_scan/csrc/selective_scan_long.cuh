@@ -23,47 +23,6 @@
 
 namespace ssk {
 
-// Load steps [t, t + KI) of a contiguous row (steps >= L read as 0): 16-byte vectors when the run is
-// whole and aligned, element loads otherwise.
-template <typename T, int KI>
-__device__ __forceinline__ void load_items(const T* __restrict__ row, int t, int L, float (&v)[KI]) {
-  constexpr int V = 16 / sizeof(T);
-  if constexpr (KI % V == 0) {
-    if (t + KI <= L && aligned16(row + t)) {
-#pragma unroll
-      for (int q = 0; q < KI / V; ++q) {
-        const uint4 w = *reinterpret_cast<const uint4*>(row + t + q * V);
-#pragma unroll
-        for (int e = 0; e < V; ++e) v[q * V + e] = vec_elem<T>(w, e);
-      }
-      return;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < KI; ++i) v[i] = t + i < L ? to_f<T>(row[t + i]) : 0.f;
-}
-
-// Store steps [t, t + KI) (clipped to L) of a contiguous row.
-template <typename T, int KI>
-__device__ __forceinline__ void store_items(T* __restrict__ row, int t, int L, const float (&v)[KI]) {
-  constexpr int V = 16 / sizeof(T);
-  if constexpr (KI % V == 0) {
-    if (t + KI <= L && aligned16(row + t)) {
-#pragma unroll
-      for (int q = 0; q < KI / V; ++q) {
-        uint4 w = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-        for (int e = 0; e < V; ++e) vec_put<T>(w, e, v[q * V + e]);
-        *reinterpret_cast<uint4*>(row + t + q * V) = w;
-      }
-      return;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < KI; ++i)
-    if (t + i < L) row[t + i] = from_f<T>(v[i]);
-}
-
 // Inclusive scan of affine maps (a, b): h -> a h + b over the 32 lanes, lane 0 first: afterwards the
 // lane holds the composition of lanes 0..lane (applied in lane order).
 __device__ __forceinline__ void warp_scan_affine(float& a, float& b, int lane) {
