@@ -121,6 +121,7 @@ class EmulatedExtension:
         self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
         self.rows: list[int] = []  # whether each short-kernel call ran the one-thread-per-row kernels
         self.segments: list[int] = []  # time segments of each general backward call
+        self.fwd_segments: list[int] = []  # time segments of each general forward call
 
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
@@ -212,6 +213,14 @@ class EmulatedExtension:
             assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[u.dtype]) == 0
         else:
             self.calls.append("fwd")
+            seg = None
+            p.nseg, p.seg_chunks = 1, 0
+            if p.ckpt and cu is None and os.environ.get("SSM_KERNELS_SCAN_FWD_SEGMENTS") != "0":
+                p.nseg, p.seg_chunks = self.backward_segments(p.N, p.L, p.nrows, K)  # as scan_fwd
+                if p.nseg > 1:
+                    seg = torch.full((p.nseg, 2, p.N, p.nrows), nan)
+                    p.seg = _ptr(seg)
+            self.fwd_segments.append(p.nseg)
             assert _lib(self.short_only).emu_scan_fwd(ctypes.byref(p), _DT[u.dtype]) == 0
         return out, last, ckpt
 
@@ -755,8 +764,8 @@ SEGMENT_CASES = [
 
 @pytest.mark.parametrize("case", SEGMENT_CASES, ids=[c[0] for c in SEGMENT_CASES])
 def test_emulated_backward_segments_match_reference(case, emulated_cuda_backend, monkeypatch):
-    """Every gradient (incl. initial state and dlast, which only the last segment sees) through the general
-    backward split into time segments, against the reference."""
+    """Output, last state and every gradient through the general forward and backward split into time segments
+    (the initial state enters the forward's first segment, dlast the backward's last), against the reference."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     if case[12] is None:
         monkeypatch.delenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", raising=False)
@@ -766,30 +775,38 @@ def test_emulated_backward_segments_match_reference(case, emulated_cuda_backend,
     _check_against_reference(emulated_cuda_backend, x, softplus=case[9], with_last=True, seed=13)
     ext = emulated_cuda_backend._EXT
     assert ext.calls == ["fwd", "bwd"]
-    assert ext.segments == [case[13]]
+    assert ext.segments == [case[13]] and ext.fwd_segments == [case[13]]
 
 
 def test_emulated_backward_segments_off_and_on_agree(emulated_cuda_backend, monkeypatch):
-    """The same backward without segments and with 2 and 6 (one per chunk) of them: equal up to fp32 summation order (the segments
-    change only where sums of per-row partials are split), and no segments with cu_seqlens."""
+    """The same forward and backward without segments and with 2 and 6 (one per chunk) of them: equal up to fp32
+    rounding (the segments change where per-row partials are summed and how the state entering a segment is
+    formed), the forward's segments switched off on their own, and no segments with cu_seqlens."""
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     case = ("seg-agree", 2, 3, 90, 8, "variable", 1, True, True, True, _F32, None)
     grads = {}
-    for s in ("1", "2", "6"):
+    runs = [("1", "1"), ("2", "1"), ("6", "1"), ("6", "0")]  # (segments, forward segments on)
+    for s, fwd_on in runs:
         monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", s)
+        monkeypatch.setenv("SSM_KERNELS_SCAN_FWD_SEGMENTS", fwd_on)
         x = {k: (v.requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
              for k, v in _long_inputs(case, seed=14).items()}  # fmt: skip
         out = emulated_cuda_backend.selective_scan_cuda(
             None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, False,
             x["initial_state"], None)  # fmt: skip
         out.square().sum().backward()
-        grads[s] = {k: v.grad for k, v in x.items() if isinstance(v, torch.Tensor) and v.grad is not None}
-    assert emulated_cuda_backend._EXT.segments == [1, 2, 6]
-    for s in ("2", "6"):
-        for k, g in grads["1"].items():
-            torch.testing.assert_close(grads[s][k], g, rtol=1e-5, atol=1e-5, msg=lambda m, k=k, s=s: f"d{k}, {s}: {m}")
+        grads[s, fwd_on] = {"out": out.detach()}
+        grads[s, fwd_on].update({k: v.grad for k, v in x.items() if isinstance(v, torch.Tensor) and v.grad is not None})
+    assert emulated_cuda_backend._EXT.segments == [1, 2, 6, 6]
+    assert emulated_cuda_backend._EXT.fwd_segments == [1, 2, 6, 1]
+    for run in runs[1:]:
+        for k, g in grads["1", "1"].items():
+            torch.testing.assert_close(
+                grads[run][k], g, rtol=1e-5, atol=1e-5, msg=lambda m, k=k, r=run: f"{k}, {r}: {m}"
+            )
 
     emulated_cuda_backend._EXT.segments.clear()
+    emulated_cuda_backend._EXT.fwd_segments.clear()
     packed = make_scan_inputs(1, 3, 60, 8, cu_seqlens=[0, 25, 60], with_initial_state=True, seed=15,
                               requires_grad=True)  # fmt: skip
     out = emulated_cuda_backend.selective_scan_cuda(
@@ -797,6 +814,7 @@ def test_emulated_backward_segments_off_and_on_agree(emulated_cuda_backend, monk
         packed["delta_bias"], True, False, packed["initial_state"], packed["cu_seqlens"])  # fmt: skip
     out.sum().backward()
     assert emulated_cuda_backend._EXT.segments == [], "packed sequences take no segments"
+    assert emulated_cuda_backend._EXT.fwd_segments == [1]
 
 
 def test_backward_segment_count_model():

@@ -17,8 +17,9 @@ long-sequence forward (faster there; ``SSM_KERNELS_SCAN_LONG=0`` turns it off). 
 time split over its lanes; it writes the general backward's checkpoints). The long backward
 (same file) runs when the forward ran long and every group of variable B / C is a multiple of
 :data:`LONG_WARPS` channels; otherwise the long forward writes checkpoints for the general backward.
-The general backward splits time into segments when its rows leave the GPU idle (``bwd_segments`` in
-``csrc/selective_scan.h``; ``SSM_KERNELS_SCAN_BWD_SEGMENTS=1`` turns that off, ``=n`` asks for n).
+In training, the general kernels split time into segments when their rows leave the GPU idle (``bwd_segments`` in
+``csrc/selective_scan.h``; ``SSM_KERNELS_SCAN_BWD_SEGMENTS=1`` turns that off, ``=n`` asks for n;
+``SSM_KERNELS_SCAN_FWD_SEGMENTS=0`` keeps the forward in one pass).
 """
 
 from __future__ import annotations

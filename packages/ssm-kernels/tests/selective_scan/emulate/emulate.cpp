@@ -213,7 +213,14 @@ int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
       return run_grid(p, ssk::bwd_smem_bytes(NP, p.K), [&p] { ssk::scan_bwd_kernel<NP, T, TBC>(p); }, ssk::kRows,
                       ssk::kRows, nseg);
     }
-    return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); });
+    const int nseg = p.nseg > 1 ? p.nseg : 1;  // as launch_fwd_np
+    if (nseg > 1) {
+      const int r = run_grid(p, 0, [&p] { ssk::scan_fwd_seg_kernel<NP, T, TBC>(p); }, ssk::kRows,
+                             ssk::kRows / ssk::seg_threads_per_row(NP), nseg - 1);
+      if (r != 0) return r;
+    }
+    return run_grid(p, ssk::fwd_smem_bytes(NP, p.tile), [&p] { ssk::scan_fwd_kernel<NP, T, TBC>(p); }, ssk::kRows,
+                    ssk::kRows, nseg);
   });
 }
 

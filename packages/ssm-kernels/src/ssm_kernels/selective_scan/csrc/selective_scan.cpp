@@ -111,6 +111,13 @@ int bwd_segments_env() {
   return n;
 }
 
+// SSM_KERNELS_SCAN_FWD_SEGMENTS=0 keeps the general forward of a training call in one pass over time (by default it
+// splits time like its backward: scan_fwd_seg_kernel).
+bool fwd_segments_on() {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_FWD_SEGMENTS");
+  return !(e != nullptr && e[0] == '0' && e[1] == '\0');
+}
+
 struct SmemInfo {
   int sms = 132, smem_sm = 228 * 1024, smem_block = 227 * 1024;
 };
@@ -341,6 +348,19 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
       case ssk::kBFloat16: err = ssk::launch_fwd_long_bf16(p, stream); break;
     }
   } else {
+    // training calls without cu_seqlens: the backward's time segments for this K (when it has any), unless
+    // SSM_KERNELS_SCAN_FWD_SEGMENTS=0
+    Tensor seg;
+    p.nseg = 1;
+    if (p.ckpt != nullptr && p.cu == nullptr && fwd_segments_on()) {
+      const Segments sg = segments_for(p.N, p.L, p.nrows, p.K);
+      if (sg.count > 1) {
+        p.nseg = sg.count;
+        p.seg_chunks = sg.chunks;
+        seg = at::empty({p.nseg, 2, p.N, p.nrows}, f32);
+        p.seg = seg.data_ptr<float>();
+      }
+    }
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_f16(p, stream); break;

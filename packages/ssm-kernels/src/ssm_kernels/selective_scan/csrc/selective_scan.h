@@ -59,9 +59,11 @@ struct ScanParams {
   int short_minb;    // short kernels: __launch_bounds__ minimum blocks per SM of the plain instantiation (1 or 8)
   int short_rows;    // short path: the one-thread-per-row kernels (short_rows_ok) instead of the lane-split ones
   int long_minb;     // long forward, N in (8, 16]: __launch_bounds__ minimum blocks per SM (4 or 5)
-  // General backward over time segments (bwd_segments): nseg segments of seg_chunks chunks of K steps, one grid row
-  // (blockIdx.y) each. seg: (nseg, 2, N, nrows) float32, for s >= 1 the decay product and the adjoint from zero of
-  // segment s (scan_bwd_seg_kernel). With nseg > 1 the per-row partials are (nseg, nrows) rows of rp_stride.
+  // General kernels over time segments (bwd_segments; training calls without cu_seqlens): nseg segments of
+  // seg_chunks chunks of K steps, one grid row (blockIdx.y) each. seg: (nseg, 2, N, nrows) float32, per segment the
+  // decay product and the state (forward, scan_fwd_seg_kernel: segments < nseg - 1) or adjoint (backward,
+  // scan_bwd_seg_kernel: segments >= 1) from zero. With nseg > 1 the backward's per-row partials are (nseg, nrows)
+  // rows of rp_stride.
   int nseg;
   int seg_chunks;
   float* seg;

@@ -435,6 +435,130 @@ __device__ __forceinline__ int seq_of(const int* cu, int nseq, int t) {
 // forward
 // ------------------------------------------------------------------------------------------
 
+// Segment kernels (scan_fwd_seg_kernel, scan_bwd_seg_kernel): kSegStates states of a row per thread, R = NP /
+// kSegStates adjacent lanes per row. The row's per-step values of steps t .. t + KI - 1 are computed once per row:
+// lane q evaluates f(step, v1, v2) for steps t + k R + q and the R lanes exchange the results with shuffles. Every
+// lane of the warp must call this.
+template <int KI, int R, class F>
+__device__ __forceinline__ void row_step_values(int t, int q, float (&v1)[KI], float (&v2)[KI], F f) {
+  constexpr int KL = KI / R;  // steps per lane
+  float m1[KL], m2[KL];
+#pragma unroll
+  for (int k = 0; k < KL; ++k) f(t + k * R + q, m1[k], m2[k]);
+#pragma unroll
+  for (int j = 0; j < KI; ++j) {  // step t + j is lane (j % R)'s item j / R
+    if constexpr (R == 1) {
+      v1[j] = m1[j];
+      v2[j] = m2[j];
+    } else {
+      v1[j] = __shfl_sync(0xffffffffu, m1[j / R], j % R, R);
+      v2[j] = __shfl_sync(0xffffffffu, m2[j / R], j % R, R);
+    }
+  }
+}
+
+// A thread of a segment kernel: its row (rows past the end compute the last row, row_c, so that their lanes join the
+// shuffles, and write nothing), its lane q among the row's R lanes and first state n0, and segment s's steps.
+struct SegThread {
+  int row, q, n0, row_c, b, d, t_lo, t_hi;
+  bool active;
+};
+template <int R, int NS>
+__device__ __forceinline__ SegThread seg_thread(const ScanParams& p, int s) {
+  SegThread st;
+  const int gid = blockIdx.x * kRows + threadIdx.x;
+  st.row = gid / R;
+  st.q = gid - st.row * R;
+  st.n0 = st.q * NS;
+  st.active = st.row < p.nrows;
+  st.row_c = st.active ? st.row : p.nrows - 1;
+  st.b = st.row_c / p.dim;
+  st.d = st.row_c - st.b * p.dim;
+  st.t_lo = s * p.seg_chunks * p.K;
+  st.t_hi = min(p.L, st.t_lo + p.seg_chunks * p.K);
+  return st;
+}
+
+// Steps [t, t + KI) of coefficient n of B or C (variable: 16-byte vectors along its (N, L) row; time-invariant: cst[n]).
+template <typename TBC, int KI>
+__device__ __forceinline__ void coef_run(const TBC* var, const float* cst, int n, int L, int t, float (&v)[KI]) {
+  if (var != nullptr) {
+    load_items<TBC, KI>(var + (size_t)n * L, t, L, v);
+  } else {
+#pragma unroll
+    for (int j = 0; j < KI; ++j) v[j] = cst[n];
+  }
+}
+
+// Segment s's map for this thread's states n0 .. n0 + NS - 1: the decay product P and the state or adjoint v.
+template <int NS>
+__device__ __forceinline__ void seg_store(const ScanParams& p, int s, int row, int n0, const float (&P)[NS],
+                                          const float (&v)[NS]) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    if (n < p.N) {
+      p.seg[((size_t)(2 * s) * p.N + n) * p.nrows + row] = P[i];
+      p.seg[((size_t)(2 * s + 1) * p.N + n) * p.nrows + row] = v[i];
+    }
+  }
+}
+
+// Segment maps of the general forward over time segments (ScanParams::nseg > 1, the same segments as the backward's
+// for the checkpoint interval K): for segment s = blockIdx.y < nseg - 1, the state run forwards through the
+// segment's steps, h <- a_t h + dt_t u_t B_t, from 0 (from the initial state in segment 0), written with P = prod a_t
+// to p.seg[s][1] and p.seg[s][0]. Reads delta, u and B only; layout as scan_bwd_seg_kernel.
+template <int NP, typename T, typename TBC>
+__global__ void __launch_bounds__(kRows) scan_fwd_seg_kernel(const ScanParams p) {
+  constexpr int NS = NP < kSegStates ? NP : kSegStates;
+  constexpr int R = NP / NS;
+  constexpr int KI = R > 8 ? R : 8;
+  const int s = blockIdx.y;
+  const auto [row, q, n0, row_c, b, d, t_lo, t_hi, active] = seg_thread<R, NS>(p, s);
+  const int N = p.N;
+  const int L = p.L;
+  const size_t roff = (size_t)row_c * L;
+  const T* u = static_cast<const T*>(p.u) + roff;
+  const T* delta = static_cast<const T*>(p.delta) + roff;
+  const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+
+  float A2[NS], P[NS], h[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+    P[i] = 1.f;
+    h[i] = (s == 0 && p.h0 != nullptr && n < N) ? p.h0[((size_t)b * p.dim + d) * N + n] : 0.f;
+  }
+  for (int t = t_lo; t < t_hi; t += KI) {  // steps past the segment are identities (dt = 0, dt u = 0)
+    float dt[KI], dtu[KI];
+    row_step_values<KI, R>(t, q, dt, dtu, [&](int tt, float& v_dt, float& v_dtu) {
+      v_dt = v_dtu = 0.f;
+      if (tt < t_hi) {
+        const float x = to_f<T>(delta[tt]) + bias;
+        v_dt = p.softplus ? softplus_f(x) : x;
+        v_dtu = v_dt * to_f<T>(u[tt]);
+      }
+    });
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      if (n < N) {
+        float bb[KI];
+        coef_run<TBC, KI>(Bv, Bc, n, L, t, bb);
+#pragma unroll
+        for (int j = 0; j < KI; ++j) {
+          const float a = exp2_approx(dt[j] * A2[i]);
+          h[i] = a * h[i] + dtu[j] * bb[j];
+          P[i] *= a;
+        }
+      }
+    }
+  }
+  if (active) seg_store<NS>(p, s, row, n0, P, h);
+}
+
 template <int NP, typename T, typename TBC>
 __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
   // prefetch the next tile into registers while computing this one (register budget: NP <= 16)
@@ -474,7 +598,11 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
     if (Bblk != nullptr) lb.issue(Bblk, 0, N, L, t0, nt);
     if (Cblk != nullptr) lc.issue(Cblk, 0, N, L, t0, nt);
   };
-  if (kPrefetch) issue(0, min(tile, L));
+  // this block's time segment [t_lo, t_hi) (all of time when p.nseg <= 1; never with cu_seqlens)
+  const int seg = blockIdx.y;
+  const int t_lo = p.nseg > 1 ? seg * p.seg_chunks * p.K : 0;
+  const int t_hi = p.nseg > 1 ? min(L, t_lo + p.seg_chunks * p.K) : L;
+  if (kPrefetch) issue(t_lo, min(tile, t_hi - t_lo));
 
   float A2[NP];
   float h[NP];
@@ -491,9 +619,23 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
   int next_end = p.cu != nullptr ? p.cu[1] : L;
 #pragma unroll
   for (int n = 0; n < NP; ++n) h[n] = (p.h0 != nullptr && n < N) ? p.h0[((size_t)s * p.dim + d) * N + n] : 0.f;
+  if (seg > 0) {  // the state entering the segment: the earlier segments' maps h -> P h + q composed (segment 0's
+                  // includes the initial state)
+#pragma unroll
+    for (int n = 0; n < NP; ++n) h[n] = 0.f;
+    for (int s2 = 0; s2 < seg; ++s2) {
+#pragma unroll
+      for (int n = 0; n < NP; ++n) {
+        if (n < N) {
+          const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
+          h[n] = P * h[n] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
+        }
+      }
+    }
+  }
 
-  for (int t0 = 0; t0 < L; t0 += tile) {
-    const int nt = min(tile, L - t0);
+  for (int t0 = t_lo; t0 < t_hi; t0 += tile) {
+    const int nt = min(tile, t_hi - t0);
     __syncthreads();  // the previous tile has been stored
     if (!kPrefetch) issue(t0, nt);
     lu.commit(s_u, pitch, 1, u, row0, p.nrows, L, t0, nt);
@@ -502,7 +644,7 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
     if (Bblk != nullptr) lb.commit(s_B, 1, NP, Bblk, 0, N, L, t0, nt);
     if (Cblk != nullptr) lc.commit(s_C, 1, NP, Cblk, 0, N, L, t0, nt);
     __syncthreads();
-    if (kPrefetch && t0 + tile < L) issue(t0 + tile, min(tile, L - t0 - tile));
+    if (kPrefetch && t0 + tile < t_hi) issue(t0 + tile, min(tile, t_hi - t0 - tile));
     if (active) {
       // element-wise prologue on this thread's own row (independent steps -> good ILP):
       // s_dt <- dt = softplus(delta + bias), s_z <- silu(z)
@@ -572,7 +714,7 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
     __syncthreads();
     store_tile_v<T, kMaxTile>(static_cast<T*>(p.out), s_z, pitch, row0, p.nrows, L, t0, nt);
   }
-  if (active && p.last != nullptr) {
+  if (active && p.last != nullptr && t_hi == L) {  // the last segment ends the sequence
     const int s_end = p.cu != nullptr ? p.nseq : b + 1;
     while (s < s_end) {
 #pragma unroll
@@ -674,21 +816,10 @@ __global__ void __launch_bounds__(kRows) scan_bwd_seg_kernel(const ScanParams p)
   constexpr int NS = NP < kSegStates ? NP : kSegStates;
   constexpr int R = NP / NS;              // lanes per row (a power of two <= 16)
   constexpr int KI = R > 8 ? R : 8;       // steps per run
-  constexpr int KL = KI / R;              // steps per lane per run
-  const int gid = blockIdx.x * kRows + threadIdx.x;
-  const int row = gid / R;
-  const int q = gid - row * R;            // lane within the row
-  const int n0 = q * NS;
-  // rows past the end take the last row's values (their lanes still join the shuffles) and write nothing
-  const bool active = row < p.nrows;
-  const int row_c = active ? row : p.nrows - 1;
   const int s = blockIdx.y + 1;
-  const int b = row_c / p.dim;
-  const int d = row_c - b * p.dim;
+  const auto [row, q, n0, row_c, b, d, t_lo, t_hi, active] = seg_thread<R, NS>(p, s);
   const int N = p.N;
   const int L = p.L;
-  const int t_lo = s * p.seg_chunks * p.K;
-  const int t_hi = min(L, t_lo + p.seg_chunks * p.K);
   const size_t roff = (size_t)row_c * L;
   const T* delta = static_cast<const T*>(p.delta) + roff;
   const T* dout = static_cast<const T*>(p.dout) + roff;
@@ -707,46 +838,25 @@ __global__ void __launch_bounds__(kRows) scan_bwd_seg_kernel(const ScanParams p)
   }
   // runs [t, t + KI) from the last; steps outside [t_lo, t_hi) are identities (dt = 0: a = 1; dy = 0)
   for (int t = t_lo + ((t_hi - 1 - t_lo) / KI) * KI; t >= t_lo; t -= KI) {
-    float my_dt[KL], my_dy[KL];  // this lane's steps t + k R + q
-#pragma unroll
-    for (int k = 0; k < KL; ++k) {
-      const int tt = t + k * R + q;
-      const bool in = tt < t_hi;
-      float dt = 0.f, dy = 0.f;
-      if (in) {
+    float dt[KI], dy[KI];
+    row_step_values<KI, R>(t, q, dt, dy, [&](int tt, float& v_dt, float& v_dy) {
+      v_dt = v_dy = 0.f;  // steps past the segment: the identity
+      if (tt < t_hi) {
         const float x = to_f<T>(delta[tt]) + bias;
-        dt = p.softplus ? softplus_f(x) : x;
-        dy = to_f<T>(dout[tt]);
+        v_dt = p.softplus ? softplus_f(x) : x;
+        v_dy = to_f<T>(dout[tt]);
         if (z != nullptr) {
           const float zz = to_f<T>(z[tt]);
-          dy *= zz * sigmoid_f(zz);
+          v_dy *= zz * sigmoid_f(zz);
         }
       }
-      my_dt[k] = dt;
-      my_dy[k] = dy;
-    }
-    float dt[KI], dy[KI];
-#pragma unroll
-    for (int j = 0; j < KI; ++j) {  // step t + j is lane (j % R)'s item j / R
-      if constexpr (R == 1) {
-        dt[j] = my_dt[j];
-        dy[j] = my_dy[j];
-      } else {
-        dt[j] = __shfl_sync(0xffffffffu, my_dt[j / R], j % R, R);
-        dy[j] = __shfl_sync(0xffffffffu, my_dy[j / R], j % R, R);
-      }
-    }
+    });
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const int n = n0 + i;
       if (n < N) {
         float cc[KI];
-        if (Cv != nullptr) {
-          load_items<TBC, KI>(Cv + (size_t)n * L, t, L, cc);
-        } else {
-#pragma unroll
-          for (int j = 0; j < KI; ++j) cc[j] = Cc[n];
-        }
+        coef_run<TBC, KI>(Cv, Cc, n, L, t, cc);
 #pragma unroll
         for (int j = KI - 1; j >= 0; --j) {
           const float a = exp2_approx(dt[j] * A2[i]);
@@ -756,15 +866,7 @@ __global__ void __launch_bounds__(kRows) scan_bwd_seg_kernel(const ScanParams p)
       }
     }
   }
-  if (!active) return;
-#pragma unroll
-  for (int i = 0; i < NS; ++i) {
-    const int n = n0 + i;
-    if (n < N) {
-      p.seg[((size_t)(2 * s) * N + n) * p.nrows + row] = P[i];
-      p.seg[((size_t)(2 * s + 1) * N + n) * p.nrows + row] = g[i];
-    }
-  }
+  if (active) seg_store<NS>(p, s, row, n0, P, g);
 }
 
 template <int NP, typename T, typename TBC>
@@ -1042,7 +1144,13 @@ cudaError_t launch_fwd_np(const ScanParams& p, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (err != cudaSuccess) return err;
   const int blocks = (p.nrows + kRows - 1) / kRows;
-  kernel<<<blocks, kRows, smem, stream>>>(p);
+  if (p.nseg > 1) {  // the segments' maps first (the last segment needs none)
+    const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
+    scan_fwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kRows, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
