@@ -129,19 +129,13 @@ class EmulatedExtension:
     def backward_segments(self, N, L, nrows, K):
         """As backward_segments in selective_scan.cpp, for a GPU of EMU_SLOTS resident blocks (so that the
         small test grids split into segments by default); ``SSM_KERNELS_SCAN_BWD_SEGMENTS`` as there."""
-        nchunks = (L + K - 1) // K
-        if nchunks < 2:
-            return 1, 0
-        lib = _lib(self.short_only)
-        s = int(os.environ.get("SSM_KERNELS_SCAN_BWD_SEGMENTS") or 0)
-        if s == 0:
-            s = lib.emu_bwd_segments(ctypes.c_longlong((nrows + K_ROWS - 1) // K_ROWS), nchunks,
-                                     ctypes.c_longlong(EMU_SLOTS))  # fmt: skip
-        s = min(s, nchunks)
-        if s <= 1:
-            return 1, 0
-        sc = lib.emu_seg_chunks_for(nchunks, s)
-        return (nchunks + sc - 1) // sc, sc
+        forced = int(os.environ.get("SSM_KERNELS_SCAN_BWD_SEGMENTS") or 0)
+        chunks = ctypes.c_int(0)
+        rowblocks = ctypes.c_longlong((nrows + K_ROWS - 1) // K_ROWS)
+        count = _lib(self.short_only).emu_plan_segments(
+            (L + K - 1) // K, forced, rowblocks, ctypes.c_longlong(EMU_SLOTS), ctypes.byref(chunks)
+        )
+        return count, chunks.value
 
     @staticmethod
     def uses_short_path(L, has_cu):

@@ -261,6 +261,11 @@ extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slot
   return ssk::bwd_segments(rowblocks, nchunks, slots);
 }
 extern "C" int emu_seg_chunks_for(int nchunks, int s) { return ssk::seg_chunks_for(nchunks, s); }
+extern "C" int emu_plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int* chunks) {
+  const ssk::Segments sg = ssk::plan_segments(nchunks, forced, rowblocks, slots);
+  *chunks = sg.chunks;
+  return sg.count;
+}
 extern "C" int emu_choose_chunk(int N, int L) {
   // mirrors choose_chunk in csrc/selective_scan.cpp with a fixed shared-memory budget
   const int np = ssk::padded_state(N);

@@ -140,23 +140,25 @@ int64_t bwd_slots(const SmemInfo& s, int np, int K) {
   return (int64_t)s.sms * std::max(1, std::min(ssk::kBwdRegBlocks, by_smem));
 }
 
-// Time segments of a general backward without cu_seqlens (ssk::bwd_segments, or SSM_KERNELS_SCAN_BWD_SEGMENTS) and
-// chunks per segment: {1, 0} for none.
-struct Segments {
-  int count, chunks;
-};
-Segments segments_for(int N, int L, int nrows, int K) {
+// Time segments of a general call without cu_seqlens (ssk::plan_segments; SSM_KERNELS_SCAN_BWD_SEGMENTS forces them).
+ssk::Segments segments_for(int N, int L, int nrows, int K) {
   const int nchunks = (L + K - 1) / K;
-  if (nchunks < 2) return {1, 0};
-  int s = bwd_segments_env();
-  if (s == 0) {
-    const int64_t rowblocks = ((int64_t)nrows + ssk::kRows - 1) / ssk::kRows;
-    s = ssk::bwd_segments(rowblocks, nchunks, bwd_slots(smem_info(), ssk::padded_state(N), K));
-  }
-  s = std::min(s, nchunks);
-  if (s <= 1) return {1, 0};
-  const int sc = ssk::seg_chunks_for(nchunks, s);
-  return {(nchunks + sc - 1) / sc, sc};
+  const int forced = nchunks < 2 ? 1 : bwd_segments_env();
+  const int64_t rowblocks = ((int64_t)nrows + ssk::kRows - 1) / ssk::kRows;
+  // the device is queried only when the count is chosen
+  const int64_t slots = forced == 0 ? bwd_slots(smem_info(), ssk::padded_state(N), K) : 0;
+  return ssk::plan_segments(nchunks, forced, rowblocks, slots);
+}
+// Sets p.nseg / p.seg_chunks (one segment unless `allowed` and segments_for finds several) and returns the segment
+// maps' buffer (nseg, 2, N, nrows), pointed to by p.seg (undefined for one segment). Keep it alive until the launch.
+Tensor use_segments(ssk::ScanParams& p, bool allowed, const at::TensorOptions& f32) {
+  const ssk::Segments sg = allowed ? segments_for(p.N, p.L, p.nrows, p.K) : ssk::Segments{1, 0};
+  p.nseg = sg.count;
+  p.seg_chunks = sg.chunks;
+  if (p.nseg <= 1) return Tensor();
+  Tensor seg = at::empty({p.nseg, 2, p.N, p.nrows}, f32);
+  p.seg = seg.data_ptr<float>();
+  return seg;
 }
 int64_t backward_segments(int64_t N, int64_t L, int64_t nrows, int64_t K) {
   return segments_for((int)N, (int)L, (int)nrows, (int)K).count;
@@ -350,17 +352,7 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
   } else {
     // training calls without cu_seqlens: the backward's time segments for this K (when it has any), unless
     // SSM_KERNELS_SCAN_FWD_SEGMENTS=0
-    Tensor seg;
-    p.nseg = 1;
-    if (p.ckpt != nullptr && p.cu == nullptr && fwd_segments_on()) {
-      const Segments sg = segments_for(p.N, p.L, p.nrows, p.K);
-      if (sg.count > 1) {
-        p.nseg = sg.count;
-        p.seg_chunks = sg.chunks;
-        seg = at::empty({p.nseg, 2, p.N, p.nrows}, f32);
-        p.seg = seg.data_ptr<float>();
-      }
-    }
+    const Tensor seg = use_segments(p, p.ckpt != nullptr && p.cu == nullptr && fwd_segments_on(), f32);
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_f16(p, stream); break;
@@ -404,19 +396,8 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
-  // time segments of the general backward (ssk::bwd_segments; not with cu_seqlens, whose sequences reset the state)
-  p.nseg = 1;
-  p.seg_chunks = 0;
-  Tensor seg;
-  if (!short_path && !long_path && p.cu == nullptr) {
-    const Segments sg = segments_for(p.N, p.L, p.nrows, p.K);
-    p.nseg = sg.count;
-    p.seg_chunks = sg.chunks;
-    if (p.nseg > 1) {
-      seg = at::empty({p.nseg, 2, p.N, p.nrows}, f32);
-      p.seg = seg.data_ptr<float>();
-    }
-  }
+  // time segments of the general backward (not with cu_seqlens, whose sequences reset the state)
+  const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32);
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);

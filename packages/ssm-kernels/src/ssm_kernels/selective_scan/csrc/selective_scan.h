@@ -198,6 +198,19 @@ constexpr int kSegStates = 4;
 __host__ __device__ constexpr int seg_threads_per_row(int np) { return np < kSegStates ? 1 : np / kSegStates; }
 // Chunks per segment for s requested segments (the actual count is ceil(nchunks / seg_chunks) <= s).
 inline int seg_chunks_for(int nchunks, int s) { return (nchunks + s - 1) / s; }
+// The segments a call runs: count and chunks per segment ({1, 0}: none). forced: 0 lets bwd_segments choose for
+// rowblocks blocks and slots resident blocks, n >= 1 asks for n; at most one segment per chunk.
+struct Segments {
+  int count, chunks;
+};
+inline Segments plan_segments(int nchunks, int forced, long long rowblocks, long long slots) {
+  if (nchunks < 2) return {1, 0};
+  int s = forced > 0 ? forced : bwd_segments(rowblocks, nchunks, slots);
+  s = s < nchunks ? s : nchunks;
+  if (s <= 1) return {1, 0};
+  const int sc = seg_chunks_for(nchunks, s);
+  return {(nchunks + sc - 1) / sc, sc};
+}
 
 // Dynamic shared memory (bytes) of the kernels for a given padded state size and tile/chunk length.
 inline size_t fwd_smem_bytes(int np, int tile) {
