@@ -9,8 +9,10 @@ Cases are ``<shape>-<dtype>-<backend>`` for ``forward`` and ``forward_backward``
 delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6). Backend ``cuda-long``
 is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), ``cuda-lanes`` with
 ``SSM_KERNELS_SCAN_SHORT_ROWS=0`` (the lane-split short kernels instead of the one-thread-per-row ones),
-``cuda-staged`` the lane-split ones with ``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (B / C read from shared memory), all
-timed beside the default kernels in the same run. mamba_ssm is not
+``cuda-staged`` the lane-split ones with ``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (B / C read from shared memory),
+``cuda-warp`` with ``SSM_KERNELS_SCAN_STATE_FWD=0`` (no state-lane forward: the warp-split long forward for
+inference, the general forward for training; ``cuda-general`` sets it too), all timed beside the default kernels
+in the same run. mamba_ssm is not
 installed on the GPU machine, so its times measured earlier on an H200 are recorded as
 ``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
 traffic: forward reads u, delta, z, B, C once and writes out; forward+backward additionally re-reads
@@ -53,6 +55,8 @@ def _cases():
         for s in ("big", "raw")
         for b in ("cuda-long", "cuda-general")
     ]
+    # without the state-lane forward (SSM_KERNELS_SCAN_STATE_FWD=0), where it is the default
+    cases += [pytest.param("big", "bf16", "cuda-warp", id="big-bf16-cuda-warp", marks=pytest.mark.gpu)]
     # the lane-split short kernels (SSM_KERNELS_SCAN_SHORT_ROWS=0), plain and with B / C staged in shared memory
     # (SSM_KERNELS_SCAN_SHORT_STAGE=1)
     cases += [
@@ -70,6 +74,10 @@ def _setup(shape, dt, backend, grad, monkeypatch):
         monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
     else:
         monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    if backend in ("cuda-warp", "cuda-general"):
+        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "0")
+    else:
+        monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_FWD", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0" if backend in ("cuda-lanes", "cuda-staged") else "1")
     op_backend = "cuda" if backend.startswith("cuda") else backend

@@ -126,28 +126,39 @@ def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
     )
 
 
-@pytest.mark.parametrize("minb", ["default", "4"])
+# long forward design (SSM_KERNELS_SCAN_STATE_FWD 0 / 1; auto: chosen per call) x register cap of the warp design's N = 16
+# instantiation (default 5 blocks per SM, SSM_KERNELS_SCAN_LONG_MINB=4) or the state design's states per lane
+LONG_FWD_VARIANTS = [("warp", "default"), ("warp", "4"), ("state", "ns4"), ("state", "ns2"), ("auto", "default")]
+
+
+@pytest.mark.parametrize("design,variant", LONG_FWD_VARIANTS, ids=["-".join(v) for v in LONG_FWD_VARIANTS])
+@pytest.mark.parametrize("L", [300, 304])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_inference_runs_the_long_forward(dtype, minb, monkeypatch):
+def test_cuda_inference_runs_the_long_forward(dtype, L, design, variant, monkeypatch):
     """No-grad calls at L >= 128 run the long forward (SSM_KERNELS_SCAN_LONG=0: the general one); same outputs
-    as the reference and as the general kernel. Both register caps of the N = 16 instantiation (default 5 blocks
-    per SM, SSM_KERNELS_SCAN_LONG_MINB=4)."""
+    as the reference and as the general kernel, for each design and variant (L 304: the state design's 16-byte
+    B / C loads)."""
     from ssm_kernels import selective_scan_fn
     from ssm_kernels.selective_scan.reference import selective_scan_ref
 
-    x = make_scan_inputs(3, 40, 300, 16, dtype=dtype, device="cuda", seed=31)
-    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
-    if minb == "default":
-        monkeypatch.delenv("SSM_KERNELS_SCAN_LONG_MINB", raising=False)
-    else:
-        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG_MINB", minb)
+    x = make_scan_inputs(3, 40, L, 16, dtype=dtype, device="cuda", seed=31)
+    for var in ("SSM_KERNELS_SCAN_LONG", "SSM_KERNELS_SCAN_LONG_MINB", "SSM_KERNELS_SCAN_STATE_FWD",
+                "SSM_KERNELS_SCAN_STATE_NS"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    if design != "auto":
+        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1" if design == "state" else "0")
+    if design == "warp" and variant != "default":
+        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG_MINB", variant)
+    if design == "state":
+        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_NS", variant[2:])
+    kernel = {"warp": "scan_fwd_long_kernel", "state": f"scan_fwd_state_kernel<16, {variant[2:]},"}.get(design)
 
     def run():
         with torch.no_grad():
             return selective_scan_fn(**x, delta_softplus=True, return_last_state=True, backend="cuda")
 
     names = " ".join(_kernel_names(run))
-    assert "scan_fwd_long_kernel" in names, names
+    assert (kernel in names) if kernel else ("scan_fwd_long_kernel" in names or "scan_fwd_state_kernel" in names), names
     out, last = run()
     hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
     out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=True, return_last_state=True)
@@ -156,7 +167,8 @@ def test_cuda_inference_runs_the_long_forward(dtype, minb, monkeypatch):
     assert_close_to_reference("last_state", last, last_hi, last_lo)
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "0")
     names = " ".join(_kernel_names(run))
-    assert "scan_fwd_long_kernel" not in names and "scan_fwd_kernel" in names, names
+    assert "scan_fwd_long_kernel" not in names and "scan_fwd_state_kernel" not in names, names
+    assert "scan_fwd_kernel" in names, names
     out_g, last_g = run()
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
     torch.testing.assert_close(out, out_g, **tol)
@@ -291,10 +303,12 @@ def _record_chunks(monkeypatch):
     return seen
 
 
+@pytest.mark.parametrize("design", ["warp", "state"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("case", LONG, ids=[c[0] for c in LONG])
-def test_cuda_long_kernels_match_reference(case, dtype, monkeypatch):
+def test_cuda_long_kernels_match_reference(case, dtype, design, monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1" if design == "state" else "0")
     seen = _record_chunks(monkeypatch)
     compare_scan_to_reference(_inputs(case[:11], dtype, seed=12), delta_softplus=case[10], with_last=True, seed=13)
     assert len(seen) == 1 and (seen[0] == 128) == case[11], seen
@@ -307,6 +321,33 @@ def test_cuda_long_kernels_at_benchmark_shapes(name, batch, dim, L, N, dtype, mo
     x = make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=7)
     compare_scan_to_reference(x, with_last=True, seed=8, hi_dtype=torch.float64)
     assert seen == [128]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", LONG[:5], ids=[c[0] for c in LONG[:5]])
+def test_cuda_state_forward_in_training_matches_reference(case, dtype, monkeypatch):
+    """Training through the state-lane forward (SSM_KERNELS_SCAN_STATE_FWD=1): its checkpoints feed the general
+    backward (never the long one: K = 128 only on the long path)."""
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1")
+    seen = _record_chunks(monkeypatch)
+    compare_scan_to_reference(_inputs(case[:11], dtype, seed=15), delta_softplus=case[10], with_last=True, seed=16)
+    assert len(seen) == 1 and seen[0] != 128, seen
+
+
+def test_cuda_state_forward_at_big_shape(monkeypatch):
+    """The benchmark's big shape (bf16, N 16, 16,384 rows) trains through the state-lane forward by default; outputs
+    and every gradient against the reference."""
+    for var in ("SSM_KERNELS_SCAN_LONG", "SSM_KERNELS_SCAN_STATE_FWD"):
+        monkeypatch.delenv(var, raising=False)
+    _, batch, dim, L, N, dtype = BENCH[0]
+    x = make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=17, requires_grad=True)
+    from ssm_kernels import selective_scan_fn
+
+    names = " ".join(_kernel_names(lambda: selective_scan_fn(**x, delta_softplus=True, backend="cuda")))
+    assert "scan_fwd_state_kernel" in names, names
+    compare_scan_to_reference(make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=17), with_last=True,
+                              seed=18, hi_dtype=torch.float64)  # fmt: skip
 
 
 @pytest.mark.parametrize("bc,groups", [("variable", 1), ("grouped", 2), ("constant", 1)])

@@ -38,6 +38,8 @@ CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 K_ROWS = 64
 EMU_SLOTS = 4  # resident blocks of the emulated "GPU" (segment choice of the general backward)
 LONG_BWD_CHUNK, LONG_WARPS = 128, 4
+LONG_MIN_L = 128  # ssk::kLongMinL
+EMU_SMS = 132  # SMs of the emulated "GPU" (the state-lane forward's rule; an H200's count)
 
 pytestmark = [
     pytest.mark.skipif(
@@ -75,6 +77,8 @@ class ScanParams(ctypes.Structure):
         ("nseg", _I),
         ("seg_chunks", _I),
         ("seg", _P),
+        ("long_fwd", _I),
+        ("long_ns", _I),
     ]
 
 
@@ -118,6 +122,7 @@ class EmulatedExtension:
         self.calls: list[str] = []
         self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
         self.long_rw: list[int] = []  # rows per warp of the long backward calls
+        self.long_fwd: list[tuple[str, int]] = []  # design and states per lane of the long forward calls
         self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
         self.rows: list[int] = []  # whether each short-kernel call ran the one-thread-per-row kernels
         self.segments: list[int] = []  # time segments of each general backward call
@@ -183,6 +188,22 @@ class EmulatedExtension:
             assert t is None or t.is_contiguous()
         return p
 
+    def _use_state_fwd(self, p):
+        """As use_state_fwd: SSM_KERNELS_SCAN_STATE_FWD=0|1, else ssk::state_fwd_auto with EMU_SMS SMs."""
+        flag = os.environ.get("SSM_KERNELS_SCAN_STATE_FWD", "")
+        if flag:
+            return flag == "1"
+        bc16 = p.bc_dtype != _DT[torch.float32] or (p.b_groups == 0 and p.c_groups == 0)
+        lib = _lib(self.short_only)
+        return lib.emu_state_fwd_auto(ctypes.c_longlong(p.nrows), p.N, int(bc16), EMU_SMS, int(bool(p.ckpt))) == 1
+
+    def _run_long_fwd(self, p, dtype, state):
+        """As set_long_fwd + launch_fwd_long_*: the state-lane (state) or warp-split design."""
+        p.long_fwd = int(state)
+        p.long_ns = int(os.environ.get("SSM_KERNELS_SCAN_STATE_NS", "4"))
+        self.long_fwd.append(("state", p.long_ns) if state else ("warp", 0))
+        assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[dtype]) == 0
+
     def fwd(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus, want_last, K):
         p = self._common(u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus)
         nan = float("nan")
@@ -204,7 +225,10 @@ class EmulatedExtension:
             K == 0 and self.uses_long_inference_path(p.L, cu is not None)
         ):
             self.calls.append("fwd_long")
-            assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[u.dtype]) == 0
+            self._run_long_fwd(p, u.dtype, self._use_state_fwd(p))
+        elif p.ckpt and cu is None and p.L >= LONG_MIN_L and self._use_state_fwd(p):  # as scan_fwd: training calls
+            self.calls.append("fwd_state")
+            self._run_long_fwd(p, u.dtype, True)
         else:
             self.calls.append("fwd")
             seg = None
@@ -571,12 +595,30 @@ def emulated_long_backend(monkeypatch):
     return scan_cuda
 
 
-@pytest.mark.parametrize("case", LONG_CASES, ids=[c[0] for c in LONG_CASES])
-def test_emulated_long_forward_matches_reference(case, emulated_long_backend):
-    """Output and last state of the long-sequence forward against the reference (no autograd: no checkpoints)."""
+# the long forward's designs (SSM_KERNELS_SCAN_STATE_FWD, SSM_KERNELS_SCAN_STATE_NS) and what the extension ran
+LONG_FWD_DESIGNS = {"warp": ("0", None, ("warp", 0)), "state": ("1", None, ("state", 4)),
+                    "state-ns2": ("1", "2", ("state", 2))}  # fmt: skip
 
+
+def _set_long_fwd_design(monkeypatch, design):
+    fwd, ns, want = LONG_FWD_DESIGNS[design]
+    for var, val in (("SSM_KERNELS_SCAN_STATE_FWD", fwd), ("SSM_KERNELS_SCAN_STATE_NS", ns)):
+        if val is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, val)
+    return want
+
+
+@pytest.mark.parametrize("design", list(LONG_FWD_DESIGNS))
+@pytest.mark.parametrize("case", LONG_CASES, ids=[c[0] for c in LONG_CASES])
+def test_emulated_long_forward_matches_reference(case, design, emulated_long_backend, monkeypatch):
+    """Output and last state of the long-sequence forward against the reference (no autograd: no checkpoints), for
+    each design: time over a warp's lanes, states over a row's lanes (4 or 2 per lane)."""
+    want = _set_long_fwd_design(monkeypatch, design)
     _check_inference_forward(emulated_long_backend, _long_inputs(case, seed=7), case[9])
     assert emulated_long_backend._EXT.calls == ["fwd_long"]
+    assert emulated_long_backend._EXT.long_fwd == [want]  # (2 states per lane exist for padded N 16 only)
 
 
 def _check_inference_forward(scan_cuda, x, sp):
@@ -594,21 +636,27 @@ def _check_inference_forward(scan_cuda, x, sp):
     assert_close_to_reference("last_state", last, last_hi, last_lo)
 
 
-def test_emulated_long_forward_checkpoints_match_general_kernel(emulated_long_backend, monkeypatch):
-    """The long forward writes the same backward checkpoints (state before every K-th step) as the general one."""
+@pytest.mark.parametrize("K", [16, 5])
+@pytest.mark.parametrize("design", list(LONG_FWD_DESIGNS))
+def test_emulated_long_forward_checkpoints_match_general_kernel(design, K, emulated_long_backend, monkeypatch):
+    """The long forward writes the same backward checkpoints (state before every K-th step) as the general one, for
+    each design and for K a multiple of the state-lane chunk (8 steps) or not."""
+    _set_long_fwd_design(monkeypatch, design)
     case = ("ckpt", 1, 6, 200, 16, "variable", 1, True, True, True, _F32, None)
     x = _long_inputs(case, seed=8)
     ext = emulated_long_backend._EXT
     args = [x[k] for k in ("u", "delta", "A")]
     args += [t.contiguous() if t.dim() == 2 else t.unsqueeze(1).contiguous() for t in (x["B"], x["C"])]
-    args += [x["D"], x["z"].contiguous(), x["delta_bias"], x["initial_state"], None, True, True, 16]
+    args += [x["D"], x["z"].contiguous(), x["delta_bias"], x["initial_state"], None, True, True, K]
     res = {}
     for flag in ("1", "0"):
         monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", flag)
+        if flag == "0":  # the general forward
+            monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "0")
         res[flag] = ext.fwd(*args)
     assert ext.calls == ["fwd_long", "fwd"]
     (out_l, last_l, ck_l), (out_g, last_g, ck_g) = res["1"], res["0"]
-    assert ck_l.shape == (12, 16, 6) and not ck_l.isnan().any()
+    assert ck_l.shape == ((200 + K - 1) // K - 1, 16, 6) and not ck_l.isnan().any()
     torch.testing.assert_close(ck_l, ck_g, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out_l, out_g, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last_l, last_g, rtol=1e-5, atol=1e-5)
@@ -647,6 +695,49 @@ def test_emulated_inference_runs_the_long_forward_by_default(flag, want, monkeyp
         None, xg["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, False,
         x["initial_state"], None)  # fmt: skip
     assert scan_cuda._EXT.calls == ["fwd"]
+
+
+# Training through the state-lane forward (SSM_KERNELS_SCAN_STATE_FWD=1): its checkpoints at the general backward's
+# K (K = choose_chunk, no multiple of the 8-step chunk for N 33) feed the general backward.
+STATE_TRAIN_CASES = [
+    ("L136-N16-bf16", 1, 4, 136, 16, "variable", 1, True, True, True, _BF16, None),
+    ("L130-N33-grouped-fp16", 1, 4, 130, 33, "grouped", 2, True, True, False, _F16, _F32),
+]
+
+
+@pytest.mark.parametrize("case", STATE_TRAIN_CASES, ids=[c[0] for c in STATE_TRAIN_CASES])
+def test_emulated_state_forward_in_training(case, monkeypatch):
+    """Every gradient through the state-lane forward's checkpoints and the general backward."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1")
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=12), softplus=case[9], with_last=True)
+    assert scan_cuda._EXT.calls == ["fwd_state", "bwd"]
+    assert scan_cuda._EXT.long_fwd == [("state", 4)]
+
+
+@pytest.mark.parametrize(
+    "nrows,N,bc16,training,want",
+    [
+        (16384, 16, True, False, True),
+        (8192, 16, True, False, True),
+        (2048, 64, True, False, True),
+        (19456, 16, False, False, False),
+        (19456, 16, False, True, True),
+        (8192, 8, True, False, False),
+        (4096, 16, True, False, False),
+        (4096, 16, False, True, False),
+        (4096, 4, True, True, False),
+    ],  # fmt: skip
+)
+def test_state_forward_rule(nrows, N, bc16, training, want):
+    """Where the state-lane forward runs by default (ssk::state_fwd_auto, 132 SMs): the H200 sweep's winners (bf16
+    N 16 from 8,192 rows, N 64; in training also fp32 B / C) and losers (fp32 B / C in inference, N 8, 16,384
+    threads or fewer)."""
+    got = _lib().emu_state_fwd_auto(ctypes.c_longlong(nrows), N, int(bc16), EMU_SMS, int(training))
+    assert (got == 1) == want
 
 
 # group sizes 5 and 3 (no multiple of 4 channels): the long forward writes checkpoints for the general backward

@@ -54,7 +54,7 @@ struct EmuWarp {
   std::barrier<>* bar;
 };
 constexpr int emu_max(int a, int b) { return a > b ? a : b; }
-constexpr int kEmuMaxThreads = emu_max(emu_max(kRows, kShortThreads), 32 * kLongWarps);
+constexpr int kEmuMaxThreads = emu_max(emu_max(emu_max(kRows, kShortThreads), 32 * kLongWarps), kStateThreads);
 static EmuWarp emu_warps[kEmuMaxThreads / 32];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
@@ -77,7 +77,7 @@ inline V emu_shfl(V v, int src) {
   return out;
 }
 template <class V>
-inline V __shfl_xor_sync(unsigned, V v, int m) {
+inline V __shfl_xor_sync(unsigned, V v, int m, int = 32) {  // m < width: the partner is in the lane's segment
   return emu_shfl(v, (threadIdx.x & 31) ^ m);
 }
 template <class V>
@@ -234,6 +234,16 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
                       [&p] { ssk::scan_bwd_long_kernel<NP, ssk::kLongItemsBwd, T, TBC>(p); }, 32 * ssk::kLongWarps,
                       ssk::kLongWarps * p.long_rw);
     }
+    if (p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np
+      auto go = [&p]<int NS>() {
+        constexpr int rpb = ssk::kStateThreads / ssk::state_lanes(NP, NS);
+        return run_grid(p, 0, [&p] { ssk::scan_fwd_state_kernel<NP, NS, T, TBC>(p); }, ssk::kStateThreads, rpb);
+      };
+      if constexpr (NP == 16) {
+        if (p.long_ns == 2) return go.template operator()<2>();
+      }
+      return go.template operator()<ssk::kStateLaneStates>();
+    }
     return run_grid(p, 0, [&p] { ssk::scan_fwd_long_kernel<NP, ssk::kLongItems, T, TBC>(p); }, 32 * ssk::kLongWarps,
                     ssk::kLongWarps);
   });
@@ -257,6 +267,9 @@ extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p,
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
 extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, false); }
 extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, true); }
+extern "C" int emu_state_fwd_auto(long long nrows, int N, int bc16, int sms, int training) {
+  return ssk::state_fwd_auto(nrows, ssk::padded_state(N), bc16 != 0, sms, training != 0) ? 1 : 0;
+}
 extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slots) {
   return ssk::bwd_segments(rowblocks, nchunks, slots);
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "selective_scan.h"
@@ -309,6 +310,25 @@ ssk::DType fill_common(ssk::ScanParams& p, const Tensor& u, const Tensor& delta,
   return dt;
 }
 
+// The state-lane forward (ssk::kLongFwdState): SSM_KERNELS_SCAN_STATE_FWD=1 runs it wherever it can (inference calls
+// on the long path; training calls without cu_seqlens at L >= kLongMinL), 0 never, unset where ssk::state_fwd_auto
+// says. SSM_KERNELS_SCAN_STATE_NS=2|4: its states per lane (default ssk::kStateLaneStates; 2 exists for padded N 16).
+bool use_state_fwd(const ssk::ScanParams& p) {
+  const char* f = std::getenv("SSM_KERNELS_SCAN_STATE_FWD");
+  const std::string fs = f != nullptr ? f : "";
+  TORCH_CHECK(fs.empty() || fs == "0" || fs == "1", "SSM_KERNELS_SCAN_STATE_FWD must be 0 or 1, got '", fs, "'");
+  if (!fs.empty()) return fs == "1";
+  const bool bc16 = p.bc_dtype != ssk::kFloat32 || (p.b_groups == 0 && p.c_groups == 0);
+  return ssk::state_fwd_auto(p.nrows, ssk::padded_state(p.N), bc16, smem_info().sms, p.ckpt != nullptr);
+}
+
+void set_long_fwd(ssk::ScanParams& p, bool state) {
+  p.long_fwd = state ? ssk::kLongFwdState : ssk::kLongFwdWarp;
+  const char* n = std::getenv("SSM_KERNELS_SCAN_STATE_NS");
+  p.long_ns = n != nullptr && n[0] != '\0' ? std::atoi(n) : ssk::kStateLaneStates;
+  TORCH_CHECK(p.long_ns == 2 || p.long_ns == 4, "SSM_KERNELS_SCAN_STATE_NS must be 2 or 4, got '", n, "'");
+}
+
 std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                              const optional<Tensor>& D, const optional<Tensor>& z,
                              const optional<Tensor>& delta_bias, const optional<Tensor>& h0,
@@ -344,6 +364,15 @@ std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor&
     const char* m = std::getenv("SSM_KERNELS_SCAN_LONG_MINB");
     p.long_minb = m != nullptr && m[0] != '\0' ? std::atoi(m) : ssk::kLongFwdMinBlocks;
     TORCH_CHECK(p.long_minb == 4 || p.long_minb == 5, "SSM_KERNELS_SCAN_LONG_MINB must be 4 or 5, got '", m, "'");
+    set_long_fwd(p, use_state_fwd(p));
+    switch (dt) {
+      case ssk::kFloat32: err = ssk::launch_fwd_long_f32(p, stream); break;
+      case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;
+      case ssk::kBFloat16: err = ssk::launch_fwd_long_bf16(p, stream); break;
+    }
+  } else if (p.ckpt != nullptr && p.cu == nullptr && p.L >= ssk::kLongMinL && use_state_fwd(p)) {
+    // training calls: the state-lane forward writes the general backward's checkpoints
+    set_long_fwd(p, true);
     switch (dt) {
       case ssk::kFloat32: err = ssk::launch_fwd_long_f32(p, stream); break;
       case ssk::kFloat16: err = ssk::launch_fwd_long_f16(p, stream); break;

@@ -67,6 +67,11 @@ struct ScanParams {
   int nseg;
   int seg_chunks;
   float* seg;
+  // Long forward design (launch_fwd_long_*): kLongFwdWarp (time split over a warp's lanes) or kLongFwdState (states
+  // split over a row's lanes; also the forward of training calls, writing checkpoints for the general backward);
+  // long_ns: the state-lane kernel's states per lane (kStateLaneStates, or 2 for padded N 16).
+  int long_fwd;
+  int long_ns;
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -90,6 +95,26 @@ constexpr int kLongMinL = 128;
 // raw EEG shape 1334 -> 1157 us, batch 8 x dim 2048 x L 2048 bf16 1126 -> 1111 us of GPU time
 // (benchmarks/results/h200-logs/run11-long-minb.log). Other state sizes keep 4.
 constexpr int kLongFwdMinBlocks = 5;
+// Long forward designs (ScanParams::long_fwd): scan_fwd_long_kernel splits a row's time over the 32 lanes of a warp;
+// scan_fwd_state_kernel gives a row NP / NS adjacent lanes of NS states each (kStateThreads threads per block).
+enum LongFwd : int { kLongFwdWarp = 0, kLongFwdState = 1 };
+constexpr int kStateThreads = 128;
+constexpr int kStateLaneStates = 4;
+// Resident blocks per SM asked of the compiler for padded N 16 with 16-bit B / C (register cap 65536 / (128 x 4) =
+// 128: 12 bytes of spill for NS 4; fp32 B / C or smaller N spill 160-400 bytes under it, so they stay uncapped).
+constexpr int kStateMinBlocks = 4;
+__host__ __device__ constexpr int state_lanes(int np, int ns) { return np < ns ? 1 : np / ns; }
+// Where the state-lane forward runs unless SSM_KERNELS_SCAN_STATE_FWD says otherwise (selective_scan.cpp,
+// use_state_fwd): padded N >= 16 and at least one block of kStateThreads threads per SM; for inference calls also
+// 16-bit variable B / C (or time-invariant ones). H200 (benchmarks/results/h200-logs/run13b-state-sweep.log, run13d),
+// GPU time against the warp-split forward: bf16 N 16 batch 8 x dim 2048 x L 2048 546 vs 1104 us, batch 4: 383 vs
+// 658, batch 16: 1092 vs 1986; N 32: 501 vs 676; N 64: 193 vs 592. It lost with fp32 B / C (raw EEG, 19,456 rows:
+// 1381 vs 1171 us; 168 registers) and with too few threads (N 8 or 4,096 rows: 213 vs 188, 399 vs 289 us). In
+// training it replaces the general forward with its segment maps, which it beats at fp32 too (raw EEG fwd+bwd GPU
+// time 7.02 vs 7.35 ms; big 4.49 vs 4.88 ms).
+inline bool state_fwd_auto(long long nrows, int np, bool bc16, int sms, bool training) {
+  return np >= 16 && (bc16 || training) && nrows * state_lanes(np, kStateLaneStates) >= (long long)sms * kStateThreads;
+}
 // Long backward: kLongItemsBwd steps per lane, i.e. chunks (= the forward's checkpoint interval K) of
 // kLongBwdChunk steps; a block owns kLongWarps * ScanParams::long_rw rows of one (batch, group).
 constexpr int kLongItemsBwd = 4;

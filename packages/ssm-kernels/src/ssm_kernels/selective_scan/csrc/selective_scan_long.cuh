@@ -140,6 +140,193 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 32 ? MINB : 1) scan_fwd
 }
 
 // ------------------------------------------------------------------------------------------
+// forward, states split over lanes
+// ------------------------------------------------------------------------------------------
+//
+// The warp-split forward above spends most of its instructions on the per-state warp scans, on the branches of its
+// B / C loads and on replaying each chunk (ncu, H200, batch 8 x dim 2048 x L 2048: about 32 instructions per
+// (step, state), 0.8 eligible warps per scheduler). Here a row's NP states are split over R = NP / NS adjacent lanes
+// (NS states each) and every lane walks time alone, in chunks of KI steps:
+//   1. the row's per-step values (dt, dt u) are computed once per row and shuffled to its R lanes
+//      (row_step_values);
+//   2. each lane runs h <- exp(dt A_n) h + dt u B_n for its states and sums C_n h into a per-step partial y;
+//   3. a reduce-scatter over the R lanes (row_sum_steps) leaves lane q the full sums of steps t + k R + q, which it
+//      finishes (D skip, z gate) and stores.
+// So a (step, state) costs one exponential and three fused multiply-adds plus a share of the row's work, and the
+// only dependency chain is one multiply-add per step.
+
+// Sums v[j] (one value per step j of a chunk) over the R adjacent lanes of a row: afterwards v[k R] (k < KI / R)
+// holds the sum for step k R + q on lane q. A reduce-scatter: in the round with lane offset o, the lanes split the
+// remaining steps by bit o of the step and trade the half they drop. Every lane of the warp must call this.
+template <int KI, int R>
+__device__ __forceinline__ void row_sum_steps(int q, float (&v)[KI]) {
+#pragma unroll
+  for (int o = R / 2; o >= 1; o >>= 1) {
+    const bool up = (q & o) != 0;
+#pragma unroll
+    for (int j = 0; j < KI; ++j) {
+      if ((j & (R - 1) & ~(o - 1)) != 0) continue;  // live slots (bits o .. R / 2 clear) with bit o clear
+      const float keep = up ? v[j | o] : v[j];
+      const float send = up ? v[j] : v[j | o];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o, R);
+    }
+  }
+}
+
+// Inference and training forward (checkpoints at any K) without cu_seqlens; same semantics as scan_fwd_long_kernel.
+// Rows past the end compute the last row so that their lanes join the shuffles, and write nothing.
+template <int NP, int NS, typename T, typename TBC>
+__global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? kStateMinBlocks : 1) scan_fwd_state_kernel(const ScanParams p) {
+  constexpr int R = state_lanes(NP, NS);
+  constexpr int KI = R > 8 ? R : 8;
+  const int gid = blockIdx.x * kStateThreads + threadIdx.x;
+  const int row = gid / R;
+  const int q = gid - row * R;
+  const int n0 = q * NS;
+  const bool active = row < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int b = row_c / p.dim;
+  const int d = row_c - b * p.dim;
+  const int N = p.N;
+  const int L = p.L;
+  const size_t roff = (size_t)row_c * L;
+  const T* u = static_cast<const T*>(p.u) + roff;
+  const T* delta = static_cast<const T*>(p.delta) + roff;
+  const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
+  T* out = static_cast<T*>(p.out) + roff;
+  const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d);
+  const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d);
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  const size_t hoff = ((size_t)b * p.dim + d) * N;
+
+  float A2[NS], h[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+    h[i] = (p.h0 != nullptr && n < N) ? p.h0[hoff + n] : 0.f;
+  }
+  // Latency: the row's delta / u / z come from DRAM once, so the lane's own steps of the next chunk are loaded a
+  // chunk ahead (raw values, converted on use); variable B / C (read by every row of a (batch, group), mostly L1 / L2
+  // hits) are loaded for all of the lane's states at the chunk's start, as 16-byte vectors when every chunk is whole
+  // and aligned (vec), so that their latency overlaps the row's step values.
+  constexpr int KL = KI / R;                    // the lane's own steps per chunk: t + k R + q
+  constexpr int VE = 16 / sizeof(TBC);          // elements per 16-byte vector of B / C
+  constexpr int VB = KI / VE;                   // vectors per state and chunk
+  const bool vec = Bv != nullptr && Cv != nullptr && L % KI == 0 && aligned16(Bv) && aligned16(Cv);
+  const T zero = from_f<T>(0.f);
+  T pd[KL], pu[KL], pz[KL];
+  auto prefetch = [&](int t) {
+#pragma unroll
+    for (int k = 0; k < KL; ++k) {
+      const int tt = t + k * R + q;
+      const bool in = tt < L;
+      pd[k] = in ? delta[tt] : zero;
+      pu[k] = in ? u[tt] : zero;
+      pz[k] = in && z != nullptr ? z[tt] : zero;
+    }
+  };
+  prefetch(0);
+  // the next checkpoint step (the state before step c K, 0 < c K < L, is checkpoint c - 1)
+  int tck = p.ckpt != nullptr ? p.K : L;
+  for (int t = 0; t < L; t += KI) {  // steps past L are identities (dt = 0, dt u = 0)
+    uint4 bq[NS][VB], cq[NS][VB];
+    if (vec) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const size_t off = (size_t)(n0 + i < N ? n0 + i : 0) * L + t;
+#pragma unroll
+        for (int v = 0; v < VB; ++v) {
+          bq[i][v] = *reinterpret_cast<const uint4*>(Bv + off + v * VE);
+          cq[i][v] = *reinterpret_cast<const uint4*>(Cv + off + v * VE);
+        }
+      }
+    }
+    T cd[KL], cu[KL], cz[KL];
+#pragma unroll
+    for (int k = 0; k < KL; ++k) {
+      cd[k] = pd[k];
+      cu[k] = pu[k];
+      cz[k] = pz[k];
+    }
+    if (t + KI < L) prefetch(t + KI);
+    float dt[KI], dtu[KI], y[KI];
+    int k = 0;  // the lane's own step index (constant after unrolling)
+    row_step_values<KI, R>(t, q, dt, dtu, [&](int tt, float& v_dt, float& v_dtu) {
+      const float x = to_f<T>(cd[k]) + bias;
+      v_dt = tt < L ? (p.softplus ? softplus_f(x) : x) : 0.f;
+      v_dtu = v_dt * to_f<T>(cu[k]);
+      ++k;
+    });
+#pragma unroll
+    for (int j = 0; j < KI; ++j) y[j] = 0.f;
+    // checkpoints in this chunk (uniform over the warp): bit j of ckm for the state before step t + j, the first
+    // being checkpoint ck0
+    unsigned ckm = 0;
+    int ck0 = 0;
+    if (tck < t + KI && tck < L) {
+      ck0 = tck / p.K - 1;
+      for (; tck < t + KI; tck += p.K)
+        if (tck < L) ckm |= 1u << (tck - t);
+    }
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      if (n < N) {
+        float bb[KI], cc[KI];
+        if (vec) {
+#pragma unroll
+          for (int j = 0; j < KI; ++j) {
+            bb[j] = vec_elem<TBC>(bq[i][j / VE], j % VE);
+            cc[j] = vec_elem<TBC>(cq[i][j / VE], j % VE);
+          }
+        } else {
+          coef_run<TBC, KI>(Bv, Bc, n, L, t, bb);
+          coef_run<TBC, KI>(Cv, Cc, n, L, t, cc);
+        }
+        if (ckm == 0) {
+#pragma unroll
+          for (int j = 0; j < KI; ++j) {
+            h[i] = exp2_approx(dt[j] * A2[i]) * h[i] + dtu[j] * bb[j];
+            y[j] += cc[j] * h[i];
+          }
+        } else {
+          float* ck = p.ckpt + ((size_t)ck0 * N + n) * p.nrows + row;
+#pragma unroll
+          for (int j = 0; j < KI; ++j) {
+            if ((ckm >> j) & 1u) {
+              if (active) *ck = h[i];
+              ck += (size_t)N * p.nrows;
+            }
+            h[i] = exp2_approx(dt[j] * A2[i]) * h[i] + dtu[j] * bb[j];
+            y[j] += cc[j] * h[i];
+          }
+        }
+      }
+    }
+    row_sum_steps<KI, R>(q, y);
+#pragma unroll
+    for (int kk = 0; kk < KL; ++kk) {
+      const int tt = t + kk * R + q;
+      if (active && tt < L) {
+        float v = y[kk * R] + Dd * to_f<T>(cu[kk]);
+        if (z != nullptr) {
+          const float zz = to_f<T>(cz[kk]);
+          v *= zz * sigmoid_f(zz);
+        }
+        out[tt] = from_f<T>(v);
+      }
+    }
+  }
+  if (active && p.last != nullptr) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i)
+      if (n0 + i < N) p.last[hoff + n0 + i] = h[i];
+  }
+}
+
+// ------------------------------------------------------------------------------------------
 // backward
 // ------------------------------------------------------------------------------------------
 //
@@ -443,6 +630,17 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
     if (err != cudaSuccess) return err;
     const int rows = kLongWarps * p.long_rw;
     kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
+  } else if (p.long_fwd == kLongFwdState) {
+    const long long threads = (long long)p.nrows * state_lanes(NP, kStateLaneStates);
+    const int blocks = (int)((threads + kStateThreads - 1) / kStateThreads);
+    if constexpr (NP == 16) {
+      if (p.long_ns == 2) {
+        scan_fwd_state_kernel<NP, 2, T, TBC><<<(p.nrows * 8 + kStateThreads - 1) / kStateThreads, kStateThreads, 0,
+                                                stream>>>(p);
+        return cudaGetLastError();
+      }
+    }
+    scan_fwd_state_kernel<NP, kStateLaneStates, T, TBC><<<blocks, kStateThreads, 0, stream>>>(p);
   } else {
     const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
     if constexpr (NP == 16) {
