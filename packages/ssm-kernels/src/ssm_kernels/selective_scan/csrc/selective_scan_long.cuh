@@ -176,7 +176,8 @@ __device__ __forceinline__ void row_sum_steps(int q, float (&v)[KI]) {
 // Inference and training forward (checkpoints at any K) without cu_seqlens; same semantics as scan_fwd_long_kernel.
 // Rows past the end compute the last row so that their lanes join the shuffles, and write nothing.
 template <int NP, int NS, typename T, typename TBC>
-__global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? kStateMinBlocks : 1) scan_fwd_state_kernel(const ScanParams p) {
+__global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? kStateMinBlocks : 1)
+    scan_fwd_state_kernel(const ScanParams p) {
   constexpr int R = state_lanes(NP, NS);
   constexpr int KI = R > 8 ? R : 8;
   const int gid = blockIdx.x * kStateThreads + threadIdx.x;
@@ -631,16 +632,16 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
     const int rows = kLongWarps * p.long_rw;
     kernel<<<(p.nrows + rows - 1) / rows, 32 * kLongWarps, smem, stream>>>(p);
   } else if (p.long_fwd == kLongFwdState) {
-    const long long threads = (long long)p.nrows * state_lanes(NP, kStateLaneStates);
-    const int blocks = (int)((threads + kStateThreads - 1) / kStateThreads);
+    auto blocks = [&p](int ns) {  // R = state_lanes(NP, ns) threads per row
+      return (int)(((long long)p.nrows * state_lanes(NP, ns) + kStateThreads - 1) / kStateThreads);
+    };
     if constexpr (NP == 16) {
       if (p.long_ns == 2) {
-        scan_fwd_state_kernel<NP, 2, T, TBC><<<(p.nrows * 8 + kStateThreads - 1) / kStateThreads, kStateThreads, 0,
-                                                stream>>>(p);
+        scan_fwd_state_kernel<NP, 2, T, TBC><<<blocks(2), kStateThreads, 0, stream>>>(p);
         return cudaGetLastError();
       }
     }
-    scan_fwd_state_kernel<NP, kStateLaneStates, T, TBC><<<blocks, kStateThreads, 0, stream>>>(p);
+    scan_fwd_state_kernel<NP, kStateLaneStates, T, TBC><<<blocks(kStateLaneStates), kStateThreads, 0, stream>>>(p);
   } else {
     const int blocks = (p.nrows + kLongWarps - 1) / kLongWarps;
     if constexpr (NP == 16) {
