@@ -576,6 +576,8 @@ LONG_CASES = [
     ("L260-N33-fp16-fp32bc", 1, 3, 260, 33, "variable", 1, True, True, False, _F16, _F32),
     # time-invariant B / C, nothing optional
     ("L513-N4-constant", 1, 4, 513, 4, "constant", 1, False, False, False, _F32, None),
+    # NP 64: the state-lane forward's 16 lanes per row and 16-step chunks, with its 16-byte B / C loads (L % 16 == 0)
+    ("L272-N40-bf16", 1, 3, 272, 40, "variable", 1, True, True, True, _BF16, None),
 ]
 
 
