@@ -20,6 +20,10 @@ time split over its lanes; it writes the general backward's checkpoints). The lo
 In training, the general kernels split time into segments when their rows leave the GPU idle (``bwd_segments`` in
 ``csrc/selective_scan.h``; ``SSM_KERNELS_SCAN_BWD_SEGMENTS=1`` turns that off, ``=n`` asks for n;
 ``SSM_KERNELS_SCAN_FWD_SEGMENTS=0`` keeps the forward in one pass).
+The state-lane forward (``scan_fwd_state_kernel``: a row's states split over adjacent lanes, each lane walking time
+alone) replaces the long forward in inference and the general forward in training (L >= :data:`LONG_MIN_L`, no
+``cu_seqlens``) where ``state_fwd_auto`` in ``csrc/selective_scan.h`` says: padded N >= 16, at least one block per SM
+and, in inference, 16-bit B / C. ``SSM_KERNELS_SCAN_STATE_FWD=1`` runs it wherever it can, ``=0`` never.
 """
 
 from __future__ import annotations
