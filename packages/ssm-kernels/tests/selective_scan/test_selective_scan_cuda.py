@@ -335,6 +335,31 @@ def test_cuda_state_forward_in_training_matches_reference(case, dtype, monkeypat
     assert len(seen) == 1 and seen[0] != 128, seen
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("state-bwd-L300", 2, 64, 300, 16, "variable", 1, None, True, True, True),
+        ("state-bwd-N10-groups-of-32", 1, 96, 257, 10, "grouped", 3, None, True, True, False),
+        ("state-bwd-constant", 2, 40, 200, 16, "constant", 1, None, True, True, True),
+    ],  # fmt: skip
+    ids=lambda c: c[0],
+)
+def test_cuda_state_backward_matches_reference(case, dtype, monkeypatch):
+    """The experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): outputs and every gradient."""
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    from ssm_kernels import selective_scan_fn
+
+    x = _inputs(case, dtype, seed=19)
+    xg = {k: (v.detach().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+          for k, v in x.items()}  # fmt: skip
+    out = selective_scan_fn(**xg, delta_softplus=case[10], backend="cuda")
+    names = " ".join(_kernel_names(lambda: out.backward(torch.ones_like(out), retain_graph=True)))
+    assert "scan_bwd_state_kernel" in names, names
+    compare_scan_to_reference(x, delta_softplus=case[10], with_last=True, seed=20)
+
+
 def test_cuda_state_forward_at_big_shape(monkeypatch):
     """The benchmark's big shape (bf16, N 16, 16,384 rows) trains through the state-lane forward by default; outputs
     and every gradient against the reference."""

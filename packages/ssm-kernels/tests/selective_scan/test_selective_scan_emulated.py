@@ -260,7 +260,10 @@ class EmulatedExtension:
         lib = _lib(self.short_only)
         seg = None
         p.nseg, p.seg_chunks = 1, 0
-        if not short and not long and cu is None:  # as scan_bwd: time segments of the general backward
+        whole = all(g == 0 or (dim // g) % 32 == 0 for g in (p.b_groups, p.c_groups))
+        state = (not short and not long and cu is None and os.environ.get("SSM_KERNELS_SCAN_STATE_BWD") == "1"
+                 and 8 < N <= 16 and whole)  # fmt: skip  # as scan_bwd: the state-lane backward
+        if not short and not long and not state and cu is None:  # as scan_bwd: time segments of the general backward
             p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K)
             self.segments.append(p.nseg)
             if p.nseg > 1:
@@ -303,11 +306,12 @@ class EmulatedExtension:
         p.dB_part = _ptr(dB_part) if dB_part is not None else rp + (N + 2) * f
         p.dC_part = _ptr(dC_part) if dC_part is not None else rp + (N + 2 + cb_cols) * f
         p.dh0 = _ptr(dh0)
-        self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd")
+        self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd_state" if state else "bwd")
+        p.long_fwd = int(state)
         if short:
             self.staged.append((p.short_stage_b, p.short_stage_c))
             self.rows.append(p.short_rows)
-        run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long else lib.emu_scan_bwd
+        run = lib.emu_scan_bwd_short if short else lib.emu_scan_bwd_long if long or state else lib.emu_scan_bwd
         assert run(ctypes.byref(p), _DT[u.dtype]) == 0
 
         row_sum = row_part.view(p.nseg * batch, dim, p.rp_stride).sum(0)
@@ -718,6 +722,26 @@ def test_emulated_state_forward_in_training(case, monkeypatch):
     _check_against_reference(scan_cuda, _long_inputs(case, seed=12), softplus=case[9], with_last=True)
     assert scan_cuda._EXT.calls == ["fwd_state", "bwd"]
     assert scan_cuda._EXT.long_fwd == [("state", 4)]
+
+
+# The experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): padded N 16, groups of 32 channels or
+# time-invariant B / C; the general path's chunks (K from choose_chunk) and partial layout.
+STATE_BWD_CASES = [
+    ("L40-N16-fp32", 2, 32, 40, 16, "variable", 1, True, True, True, _F32, None),
+    ("L37-N10-grouped-bf16", 1, 64, 37, 10, "grouped", 2, True, True, True, _BF16, None),
+    ("L33-N16-constant-fp16", 1, 40, 33, 16, "constant", 1, False, True, False, _F16, None),
+]
+
+
+@pytest.mark.parametrize("case", STATE_BWD_CASES, ids=[c[0] for c in STATE_BWD_CASES])
+def test_emulated_state_backward_matches_reference(case, monkeypatch):
+    """Output, last state and every gradient (incl. initial state and dlast) through the state-lane backward."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=13), softplus=case[9], with_last=True, seed=14)
+    assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
 
 
 @pytest.mark.parametrize(

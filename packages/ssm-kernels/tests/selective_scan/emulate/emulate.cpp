@@ -227,6 +227,13 @@ int run(const ssk::ScanParams* pp, int dtype, bool bwd) {
 int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   const ssk::ScanParams& p = *pp;
   if (p.cu != nullptr) return 4;
+  if (bwd && p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np: the state-lane backward, padded N 16
+    if (ssk::padded_state(p.N) != 16 || p.K > ssk::kMaxChunk) return 5;
+    return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
+      return run_grid(p, ssk::state_bwd_smem_bytes(), [&p] { ssk::scan_bwd_state_kernel<T, TBC>(p); },
+                      ssk::kStateThreads, ssk::kStateRowsBwd);
+    });
+  }
   if (bwd && (p.K != ssk::kLongBwdChunk || p.long_rw < 1)) return 5;
   return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
     if (bwd) {

@@ -310,6 +310,12 @@ ssk::DType fill_common(ssk::ScanParams& p, const Tensor& u, const Tensor& delta,
   return dt;
 }
 
+// SSM_KERNELS_SCAN_STATE_BWD=1: the experimental state-lane backward (scan_bwd_state_kernel) where it applies.
+bool state_bwd_on() {
+  const char* e = std::getenv("SSM_KERNELS_SCAN_STATE_BWD");
+  return e != nullptr && e[0] == '1' && e[1] == '\0';
+}
+
 // The state-lane forward (ssk::kLongFwdState): SSM_KERNELS_SCAN_STATE_FWD=1 runs it wherever it can (inference calls
 // on the long path; training calls without cu_seqlens at L >= kLongMinL), 0 never, unset where ssk::state_fwd_auto
 // says. SSM_KERNELS_SCAN_STATE_NS=2|4: its states per lane (default ssk::kStateLaneStates; 2 exists for padded N 16).
@@ -425,8 +431,13 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
+  // the experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): the general path's chunks and partial
+  // layout, padded N 16, no cu_seqlens, groups of variable B / C that are whole multiples of 32 channels
+  const bool state_bwd = !short_path && !long_path && p.cu == nullptr && state_bwd_on() &&
+                         ssk::padded_state(p.N) == 16 && (p.b_groups == 0 || (p.dim / p.b_groups) % 32 == 0) &&
+                         (p.c_groups == 0 || (p.dim / p.c_groups) % 32 == 0);
   // time segments of the general backward (not with cu_seqlens, whose sequences reset the state)
-  const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32);
+  const Tensor seg = use_segments(p, !short_path && !long_path && !state_bwd && p.cu == nullptr, f32);
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);
@@ -503,7 +514,8 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;
-    if (long_path) {
+    if (long_path || state_bwd) {
+      p.long_fwd = state_bwd ? ssk::kLongFwdState : ssk::kLongFwdWarp;
       switch (dt) {
         case ssk::kFloat32: err = ssk::launch_bwd_long_f32(p, stream); break;
         case ssk::kFloat16: err = ssk::launch_bwd_long_f16(p, stream); break;

@@ -619,12 +619,264 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// backward, states split over lanes (experimental: SSM_KERNELS_SCAN_STATE_BWD=1; not yet timed on a GPU)
+// ------------------------------------------------------------------------------------------
+//
+// The general backward's chunks (K <= kMaxChunk steps, checkpoints from the general or state-lane forward) with the
+// state-lane forward's layout: R = 4 lanes per row, kStateLaneStates = 4 states per lane (padded N 16 only),
+// kStateRowsBwd = 32 rows per block, every lane walking time alone. Per chunk, walked from the last:
+//   1. the row's per-step values (dt, dt u, dy = dout silu(z), u) once per row, shuffled to its lanes;
+//   2. the chunk's states recomputed from the checkpoint into registers; the per-step output sums reduce-scattered
+//      over the row's lanes give dz for the lane's own steps;
+//   3. the adjoint g <- (g + C_t dy_t) a_t backwards; d delta and du partials per step are reduce-scattered over
+//      the row's lanes (the lane finishes its own steps); dB_t and dC_t per (row, state, step) are staged in shared
+//      memory and summed over the block's 32 rows in a fixed order into one partial per 32 rows of a (batch, group)
+//      (the general backward's layout: uniform groups, dim / groups % 32 == 0), or per row when time-invariant.
+// No cu_seqlens, no time segments. Deterministic.
+constexpr int kStateRowsBwd = kStateThreads / 4;
+__host__ __device__ inline size_t state_bwd_smem_bytes() {
+  return sizeof(float) * 2 * (size_t)kMaxChunk * kStateRowsBwd * (16 + 1);
+}
+
+template <typename T, typename TBC>
+__global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const ScanParams p) {
+  constexpr int NP = 16;
+  constexpr int NS = kStateLaneStates;
+  constexpr int R = NP / NS;
+  constexpr int KI = kMaxChunk;
+  constexpr int KL = KI / R;
+  constexpr int SP = NP + 1;  // pitch of a staged (step, row) line of states
+  extern __shared__ float smem[];
+  float* sB = smem;                                // [KI][kStateRowsBwd][SP]
+  float* sC = sB + (size_t)KI * kStateRowsBwd * SP;
+  const int tid = threadIdx.x;
+  const int gid = blockIdx.x * kStateThreads + tid;
+  const int row = gid / R;
+  const int q = gid - row * R;
+  const int rl = tid / R;  // row within the block
+  const int n0 = q * NS;
+  const bool active = row < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int b = row_c / p.dim;
+  const int d = row_c - b * p.dim;
+  const int N = p.N;
+  const int L = p.L;
+  const int K = p.K;
+  const size_t roff = (size_t)row_c * L;
+  const T* u = static_cast<const T*>(p.u) + roff;
+  const T* delta = static_cast<const T*>(p.delta) + roff;
+  const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
+  const T* dout = static_cast<const T*>(p.dout) + roff;
+  T* du = static_cast<T*>(p.du) + roff;
+  T* ddelta = static_cast<T*>(p.ddelta) + roff;
+  T* dz = p.z != nullptr ? static_cast<T*>(p.dz) + roff : nullptr;
+  const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, 32);
+  const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, 32);
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  const size_t hoff = ((size_t)b * p.dim + d) * N;
+
+  float A2[NS], g[NS], dA[NS], accB[NS], accC[NS];
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
+    g[i] = (p.dlast != nullptr && n < N) ? p.dlast[hoff + n] : 0.f;  // the adjoint entering step L - 1
+    dA[i] = accB[i] = accC[i] = 0.f;
+  }
+  float dD = 0.f, ddb = 0.f;
+
+  const int nchunks = (L + K - 1) / K;
+  for (int c = nchunks - 1; c >= 0; --c) {
+    const int t0 = c * K;
+    const int nt = min(K, L - t0);
+    float hs[NS][KI + 1];  // [i][0]: the state before the chunk; [i][j + 1]: after step t0 + j
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      float v = 0.f;
+      if (n < N) {
+        if (c > 0) v = p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + row_c];
+        else if (p.h0 != nullptr) v = p.h0[hoff + n];
+      }
+      hs[i][0] = v;
+    }
+    // per-step values; steps past the chunk are identities with dy = 0
+    float dt[KI], dtu[KI], dy[KI], uu[KI];
+    row_step_values<KI, R>(t0, q, dt, dtu, [&](int tt, float& v_dt, float& v_dtu) {
+      v_dt = v_dtu = 0.f;
+      if (tt < t0 + nt) {
+        const float x = to_f<T>(delta[tt]) + bias;
+        v_dt = p.softplus ? softplus_f(x) : x;
+        v_dtu = v_dt * to_f<T>(u[tt]);
+      }
+    });
+    row_step_values<KI, R>(t0, q, dy, uu, [&](int tt, float& v_dy, float& v_u) {
+      v_dy = v_u = 0.f;
+      if (tt < t0 + nt) {
+        v_u = to_f<T>(u[tt]);
+        v_dy = to_f<T>(dout[tt]);
+        if (z != nullptr) {
+          const float zz = to_f<T>(z[tt]);
+          v_dy *= zz * sigmoid_f(zz);
+        }
+      }
+    });
+    // recompute the chunk's states and the per-step output sums (for dz)
+    float y[KI];
+#pragma unroll
+    for (int j = 0; j < KI; ++j) y[j] = 0.f;
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i < N ? n0 + i : 0;
+      float bb[KI], cc[KI];
+      coef_run<TBC, KI>(Bv, Bc, n, L, t0, bb);
+      coef_run<TBC, KI>(Cv, Cc, n, L, t0, cc);
+      float h = hs[i][0];
+#pragma unroll
+      for (int j = 0; j < KI; ++j) {
+        h = exp2_approx(dt[j] * A2[i]) * h + dtu[j] * bb[j];
+        hs[i][j + 1] = h;
+        if (n0 + i < N) y[j] += cc[j] * h;
+      }
+    }
+    if (z != nullptr) {
+      row_sum_steps<KI, R>(q, y);
+#pragma unroll
+      for (int k = 0; k < KL; ++k) {
+        const int tt = t0 + k * R + q;
+        if (active && tt < t0 + nt) {
+          const float go = to_f<T>(dout[tt]);
+          const float zz = to_f<T>(z[tt]);
+          const float sz = sigmoid_f(zz);
+          const float yy = y[k * R] + Dd * to_f<T>(u[tt]);
+          dz[tt] = from_f<T>(go * yy * sz * (1.f + zz * (1.f - sz)));
+        }
+      }
+    }
+    // the adjoint, backwards through the chunk
+    float sgb[KI], sdt[KI];
+#pragma unroll
+    for (int j = 0; j < KI; ++j) sgb[j] = sdt[j] = 0.f;
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      float bb[KI], cc[KI];
+      coef_run<TBC, KI>(Bv, Bc, n < N ? n : 0, L, t0, bb);
+      coef_run<TBC, KI>(Cv, Cc, n < N ? n : 0, L, t0, cc);
+#pragma unroll
+      for (int j = KI - 1; j >= 0; --j) {
+        if (j < nt && n < N) {
+          const float a = exp2_approx(dt[j] * A2[i]);
+          const float gn = g[i] + cc[j] * dy[j];
+          const float vb = gn * dtu[j];
+          const float vc = dy[j] * hs[i][j + 1];
+          sB[((size_t)j * kStateRowsBwd + rl) * SP + n] = vb;
+          sC[((size_t)j * kStateRowsBwd + rl) * SP + n] = vc;
+          accB[i] += vb;
+          accC[i] += vc;
+          sgb[j] += gn * bb[j];
+          const float gpa = gn * hs[i][j] * a;
+          sdt[j] += gpa * A2[i];
+          dA[i] += gpa * dt[j];
+          g[i] = gn * a;
+        } else if (j < nt) {
+          sB[((size_t)j * kStateRowsBwd + rl) * SP + n] = 0.f;
+          sC[((size_t)j * kStateRowsBwd + rl) * SP + n] = 0.f;
+        }
+      }
+    }
+    row_sum_steps<KI, R>(q, sgb);
+    row_sum_steps<KI, R>(q, sdt);
+#pragma unroll
+    for (int k = 0; k < KL; ++k) {
+      const int j = k * R + q;
+      const int tt = t0 + j;
+      if (tt < t0 + nt) {
+        const float dtj = dt[j];
+        const float dd0 = sdt[k * R] * kLn2 + sgb[k * R] * uu[j];
+        const float dd = p.softplus ? dd0 * -expm1f(-dtj) : dd0;
+        if (active) {
+          du[tt] = from_f<T>(sgb[k * R] * dtj + Dd * dy[j]);
+          ddelta[tt] = from_f<T>(dd);
+          ddb += dd;
+          dD += dy[j] * uu[j];
+        }
+      }
+    }
+    // dB / dC of the chunk summed over the block's rows (variable B / C: one partial per 32 rows)
+    __syncthreads();
+    const int row0 = blockIdx.x * kStateRowsBwd;
+    const int rowsb = min(kStateRowsBwd, p.nrows - row0);
+    for (int e = tid; e < 2 * NP * nt; e += kStateThreads) {
+      const bool isC = e >= NP * nt;
+      const int e2 = isC ? e - NP * nt : e;
+      const int n = e2 / nt;
+      const int j = e2 - n * nt;
+      const int groups = isC ? p.c_groups : p.b_groups;
+      if (n >= N || groups == 0) continue;
+      const float* st = isC ? sC : sB;
+      float acc = 0.f;
+      for (int r = 0; r < rowsb; ++r) acc += st[((size_t)j * kStateRowsBwd + r) * SP + n];
+      const int gs = p.dim / groups;
+      const int bg = row0 / gs;
+      const int part = (row0 - bg * gs) / 32;
+      const int npart = isC ? p.npart_c : p.npart_b;
+      float* out = isC ? p.dC_part : p.dB_part;
+      out[(((size_t)bg * npart + part) * N + n) * L + t0 + j] = acc;
+    }
+    __syncthreads();
+  }
+  if (active) {
+    if (p.dh0 != nullptr) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i)
+        if (n0 + i < N) p.dh0[hoff + n0 + i] = g[i];
+    }
+    const size_t pr = (size_t)row * p.rp_stride;
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      if (n < N) {
+        p.dA_part[pr + n] = dA[i];
+        if (p.b_groups == 0) p.dB_part[pr + n] = accB[i];
+        if (p.c_groups == 0) p.dC_part[pr + n] = accC[i];
+      }
+    }
+  }
+  // dD and d delta_bias: the row's lanes each hold their own steps' sums
+#pragma unroll
+  for (int o = R / 2; o >= 1; o >>= 1) {
+    dD += __shfl_xor_sync(0xffffffffu, dD, o, R);
+    ddb += __shfl_xor_sync(0xffffffffu, ddb, o, R);
+  }
+  if (active && q == 0) {
+    const size_t pr = (size_t)row * p.rp_stride;
+    p.dD_part[pr] = dD;
+    p.ddb_part[pr] = ddb;
+  }
+}
+
 #ifndef SSK_EMULATE
 // Forward (BWD = false: 8 steps per lane, a 256-step chunk, one 16-byte vector of 16-bit inputs per lane and
 // array) or backward (4 steps per lane, rows per warp p.long_rw) of the long-sequence path.
 template <bool BWD, int NP, typename T, typename TBC>
 cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
   if constexpr (BWD) {
+    if (p.long_fwd == kLongFwdState) {  // the experimental state-lane backward (padded N 16 only)
+      if constexpr (NP == 16) {
+        const size_t smem = state_bwd_smem_bytes();
+        auto kernel = scan_bwd_state_kernel<T, TBC>;
+        const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return err;
+        const int blocks = (int)(((long long)p.nrows + kStateRowsBwd - 1) / kStateRowsBwd);
+        kernel<<<blocks, kStateThreads, smem, stream>>>(p);
+        return cudaGetLastError();
+      } else {
+        return cudaErrorInvalidValue;
+      }
+    }
     const size_t smem = long_bwd_smem_bytes(NP, p.long_rw);
     auto kernel = scan_bwd_long_kernel<NP, kLongItemsBwd, T, TBC>;
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
