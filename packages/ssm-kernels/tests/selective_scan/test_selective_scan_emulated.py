@@ -733,12 +733,17 @@ STATE_BWD_CASES = [
 ]
 
 
+@pytest.mark.parametrize("K", [None, 8, 5], ids=["K-default", "K8", "K5"])
 @pytest.mark.parametrize("case", STATE_BWD_CASES, ids=[c[0] for c in STATE_BWD_CASES])
-def test_emulated_state_backward_matches_reference(case, monkeypatch):
-    """Output, last state and every gradient (incl. initial state and dlast) through the state-lane backward."""
+def test_emulated_state_backward_matches_reference(case, K, monkeypatch):
+    """Output, last state and every gradient (incl. initial state and dlast) through the state-lane backward, with
+    the emulator's chunk (16: 16-step chunks held) and with K 8 and 5 (8-step chunks held, partly used)."""
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
-    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    ext = EmulatedExtension()
+    if K is not None:
+        monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
     _check_against_reference(scan_cuda, _long_inputs(case, seed=13), softplus=case[9], with_last=True, seed=14)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]

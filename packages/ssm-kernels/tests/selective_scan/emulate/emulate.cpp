@@ -230,7 +230,12 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   if (bwd && p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np: the state-lane backward, padded N 16
     if (ssk::padded_state(p.N) != 16 || p.K > ssk::kMaxChunk) return 5;
     return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
-      return run_grid(p, ssk::state_bwd_smem_bytes(), [&p] { ssk::scan_bwd_state_kernel<T, TBC>(p); },
+      const int ki = ssk::state_bwd_steps(p.K);
+      if (ki == 8) {
+        return run_grid(p, ssk::state_bwd_smem_bytes(8), [&p] { ssk::scan_bwd_state_kernel<T, TBC, 8>(p); },
+                        ssk::kStateThreads, ssk::kStateRowsBwd);
+      }
+      return run_grid(p, ssk::state_bwd_smem_bytes(ki), [&p] { ssk::scan_bwd_state_kernel<T, TBC, ssk::kMaxChunk>(p); },
                       ssk::kStateThreads, ssk::kStateRowsBwd);
     });
   }

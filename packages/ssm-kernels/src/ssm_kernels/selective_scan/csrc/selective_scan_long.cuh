@@ -634,17 +634,18 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
 //      memory and summed over the block's 32 rows in a fixed order into one partial per 32 rows of a (batch, group)
 //      (the general backward's layout: uniform groups, dim / groups % 32 == 0), or per row when time-invariant.
 // No cu_seqlens, no time segments. Deterministic.
+// KI: steps held per chunk (8 when K <= 8, else kMaxChunk), which sizes the registers and the shared memory.
 constexpr int kStateRowsBwd = kStateThreads / 4;
-__host__ __device__ inline size_t state_bwd_smem_bytes() {
-  return sizeof(float) * 2 * (size_t)kMaxChunk * kStateRowsBwd * (16 + 1);
+__host__ __device__ inline int state_bwd_steps(int K) { return K <= 8 ? 8 : kMaxChunk; }
+__host__ __device__ inline size_t state_bwd_smem_bytes(int ki) {
+  return sizeof(float) * 2 * (size_t)ki * kStateRowsBwd * (16 + 1);
 }
 
-template <typename T, typename TBC>
+template <typename T, typename TBC, int KI>
 __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const ScanParams p) {
   constexpr int NP = 16;
   constexpr int NS = kStateLaneStates;
   constexpr int R = NP / NS;
-  constexpr int KI = kMaxChunk;
   constexpr int KL = KI / R;
   constexpr int SP = NP + 1;  // pitch of a staged (step, row) line of states
   extern __shared__ float smem[];
@@ -866,8 +867,9 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
   if constexpr (BWD) {
     if (p.long_fwd == kLongFwdState) {  // the experimental state-lane backward (padded N 16 only)
       if constexpr (NP == 16) {
-        const size_t smem = state_bwd_smem_bytes();
-        auto kernel = scan_bwd_state_kernel<T, TBC>;
+        const int ki = state_bwd_steps(p.K);
+        const size_t smem = state_bwd_smem_bytes(ki);
+        auto kernel = ki == 8 ? scan_bwd_state_kernel<T, TBC, 8> : scan_bwd_state_kernel<T, TBC, kMaxChunk>;
         const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return err;
         const int blocks = (int)(((long long)p.nrows + kStateRowsBwd - 1) / kStateRowsBwd);
