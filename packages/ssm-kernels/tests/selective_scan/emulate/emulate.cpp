@@ -230,13 +230,11 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   if (bwd && p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np: the state-lane backward, padded N 16
     if (ssk::padded_state(p.N) != 16 || p.K > ssk::kMaxChunk) return 5;
     return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
-      const int ki = ssk::state_bwd_steps(p.K);
-      if (ki == 8) {
-        return run_grid(p, ssk::state_bwd_smem_bytes(8), [&p] { ssk::scan_bwd_state_kernel<T, TBC, 8>(p); },
+      auto go = [&p]<int KI>() {
+        return run_grid(p, ssk::state_bwd_smem_bytes(KI), [&p] { ssk::scan_bwd_state_kernel<T, TBC, KI>(p); },
                         ssk::kStateThreads, ssk::kStateRowsBwd);
-      }
-      return run_grid(p, ssk::state_bwd_smem_bytes(ki), [&p] { ssk::scan_bwd_state_kernel<T, TBC, ssk::kMaxChunk>(p); },
-                      ssk::kStateThreads, ssk::kStateRowsBwd);
+      };
+      return ssk::state_bwd_steps(p.K) == 8 ? go.template operator()<8>() : go.template operator()<ssk::kMaxChunk>();
     });
   }
   if (bwd && (p.K != ssk::kLongBwdChunk || p.long_rw < 1)) return 5;

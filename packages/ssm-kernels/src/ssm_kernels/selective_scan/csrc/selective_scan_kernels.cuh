@@ -457,26 +457,37 @@ __device__ __forceinline__ void row_step_values(int t, int q, float (&v1)[KI], f
   }
 }
 
-// A thread of a segment kernel: its row (rows past the end compute the last row, row_c, so that their lanes join the
-// shuffles, and write nothing), its lane q among the row's R lanes and first state n0, and segment s's steps.
+// A thread of a kernel that splits a row's states over R adjacent lanes (NS states each; THREADS threads per block):
+// its row (rows past the end compute the last row, row_c, so that their lanes join the shuffles, and write nothing),
+// its lane q among the row's lanes and first state n0, and the row's (b, d).
+struct LaneRow {
+  int row, q, n0, row_c, b, d;
+  bool active;
+};
+template <int R, int NS, int THREADS>
+__device__ __forceinline__ LaneRow lane_row(const ScanParams& p) {
+  LaneRow lr;
+  const int gid = blockIdx.x * THREADS + threadIdx.x;
+  lr.row = gid / R;
+  lr.q = gid - lr.row * R;
+  lr.n0 = lr.q * NS;
+  lr.active = lr.row < p.nrows;
+  lr.row_c = lr.active ? lr.row : p.nrows - 1;
+  lr.b = lr.row_c / p.dim;
+  lr.d = lr.row_c - lr.b * p.dim;
+  return lr;
+}
+
+// A thread of a segment kernel (kRows threads per block): its lane_row and segment s's steps.
 struct SegThread {
   int row, q, n0, row_c, b, d, t_lo, t_hi;
   bool active;
 };
 template <int R, int NS>
 __device__ __forceinline__ SegThread seg_thread(const ScanParams& p, int s) {
-  SegThread st;
-  const int gid = blockIdx.x * kRows + threadIdx.x;
-  st.row = gid / R;
-  st.q = gid - st.row * R;
-  st.n0 = st.q * NS;
-  st.active = st.row < p.nrows;
-  st.row_c = st.active ? st.row : p.nrows - 1;
-  st.b = st.row_c / p.dim;
-  st.d = st.row_c - st.b * p.dim;
-  st.t_lo = s * p.seg_chunks * p.K;
-  st.t_hi = min(p.L, st.t_lo + p.seg_chunks * p.K);
-  return st;
+  const LaneRow lr = lane_row<R, NS, kRows>(p);
+  const int t_lo = s * p.seg_chunks * p.K;
+  return {lr.row, lr.q, lr.n0, lr.row_c, lr.b, lr.d, t_lo, min(p.L, t_lo + p.seg_chunks * p.K), lr.active};
 }
 
 // Steps [t, t + KI) of coefficient n of B or C (variable: 16-byte vectors along its (N, L) row; time-invariant: cst[n]).

@@ -180,14 +180,7 @@ __global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? 
     scan_fwd_state_kernel(const ScanParams p) {
   constexpr int R = state_lanes(NP, NS);
   constexpr int KI = R > 8 ? R : 8;
-  const int gid = blockIdx.x * kStateThreads + threadIdx.x;
-  const int row = gid / R;
-  const int q = gid - row * R;
-  const int n0 = q * NS;
-  const bool active = row < p.nrows;
-  const int row_c = active ? row : p.nrows - 1;
-  const int b = row_c / p.dim;
-  const int d = row_c - b * p.dim;
+  const auto [row, q, n0, row_c, b, d, active] = lane_row<R, NS, kStateThreads>(p);
   const int N = p.N;
   const int L = p.L;
   const size_t roff = (size_t)row_c * L;
@@ -652,15 +645,8 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
   float* sB = smem;                                // [KI][kStateRowsBwd][SP]
   float* sC = sB + (size_t)KI * kStateRowsBwd * SP;
   const int tid = threadIdx.x;
-  const int gid = blockIdx.x * kStateThreads + tid;
-  const int row = gid / R;
-  const int q = gid - row * R;
   const int rl = tid / R;  // row within the block
-  const int n0 = q * NS;
-  const bool active = row < p.nrows;
-  const int row_c = active ? row : p.nrows - 1;
-  const int b = row_c / p.dim;
-  const int d = row_c - b * p.dim;
+  const auto [row, q, n0, row_c, b, d, active] = lane_row<R, NS, kStateThreads>(p);
   const int N = p.N;
   const int L = p.L;
   const int K = p.K;
@@ -782,10 +768,7 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
           sdt[j] += gpa * A2[i];
           dA[i] += gpa * dt[j];
           g[i] = gn * a;
-        } else if (j < nt) {
-          sB[((size_t)j * kStateRowsBwd + rl) * SP + n] = 0.f;
-          sC[((size_t)j * kStateRowsBwd + rl) * SP + n] = 0.f;
-        }
+        }  // padded states (n >= N) are neither staged nor summed
       }
     }
     row_sum_steps<KI, R>(q, sgb);
