@@ -10,8 +10,9 @@ delta_bias and softplus (the configuration of the mamba_ssm figures in issue 6).
 is ``cuda`` with ``SSM_KERNELS_SCAN_LONG=1`` (the long-sequence kernels), ``cuda-lanes`` with
 ``SSM_KERNELS_SCAN_SHORT_ROWS=0`` (the lane-split short kernels instead of the one-thread-per-row ones),
 ``cuda-staged`` the lane-split ones with ``SSM_KERNELS_SCAN_SHORT_STAGE=1`` (B / C read from shared memory),
-``cuda-warp`` with ``SSM_KERNELS_SCAN_STATE_FWD=0`` (no state-lane forward: the warp-split long forward for
-inference, the general forward for training; ``cuda-general`` sets it too), all timed beside the default kernels
+``cuda-warp`` with ``SSM_KERNELS_SCAN_STATE_FWD=0`` and ``SSM_KERNELS_SCAN_STATE_BWD=0`` (no state-lane kernels:
+the warp-split long forward for inference, the general forward and backward for training; ``cuda-general`` sets
+them too), all timed beside the default kernels
 in the same run. mamba_ssm is not
 installed on the GPU machine, so its times measured earlier on an H200 are recorded as
 ``baseline_ms`` (and ``speedup`` = baseline / ours) in ``extra_info``. ``bytes`` is the minimal
@@ -55,7 +56,8 @@ def _cases():
         for s in ("big", "raw")
         for b in ("cuda-long", "cuda-general")
     ]
-    # without the state-lane forward (SSM_KERNELS_SCAN_STATE_FWD=0), where it is the default
+    # without the state-lane kernels (SSM_KERNELS_SCAN_STATE_FWD=0, SSM_KERNELS_SCAN_STATE_BWD=0), where they are
+    # the default
     cases += [pytest.param("big", "bf16", "cuda-warp", id="big-bf16-cuda-warp", marks=pytest.mark.gpu)]
     # the lane-split short kernels (SSM_KERNELS_SCAN_SHORT_ROWS=0), plain and with B / C staged in shared memory
     # (SSM_KERNELS_SCAN_SHORT_STAGE=1)
@@ -74,10 +76,11 @@ def _setup(shape, dt, backend, grad, monkeypatch):
         monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1" if backend == "cuda-long" else "0")
     else:
         monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
-    if backend in ("cuda-warp", "cuda-general"):
-        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "0")
-    else:
-        monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_FWD", raising=False)
+    for var in ("SSM_KERNELS_SCAN_STATE_FWD", "SSM_KERNELS_SCAN_STATE_BWD"):
+        if backend in ("cuda-warp", "cuda-general"):
+            monkeypatch.setenv(var, "0")
+        else:
+            monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_STAGE", "1" if backend == "cuda-staged" else "0")
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT_ROWS", "0" if backend in ("cuda-lanes", "cuda-staged") else "1")
     op_backend = "cuda" if backend.startswith("cuda") else backend

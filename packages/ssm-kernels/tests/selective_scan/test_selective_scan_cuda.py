@@ -346,7 +346,7 @@ def test_cuda_state_forward_in_training_matches_reference(case, dtype, monkeypat
     ids=lambda c: c[0],
 )
 def test_cuda_state_backward_matches_reference(case, dtype, monkeypatch):
-    """The experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): outputs and every gradient."""
+    """The state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1, any chunk K): outputs and every gradient."""
     monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
     from ssm_kernels import selective_scan_fn
@@ -382,7 +382,9 @@ def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
                                          device="cuda", seed=14))  # fmt: skip
 
 
-# General backward over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS): off, chosen, and forced to the most.
+# General and state-lane backward over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS): off, chosen, and forced to
+# the most.
+@pytest.mark.parametrize("design", ["general", "state"])
 @pytest.mark.parametrize("segments", ["1", "0", "16"], ids=["off", "auto", "16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize(
@@ -393,15 +395,29 @@ def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
     ],
     ids=["L1000-grouped", "L333-N33-constant"],
 )
-def test_cuda_backward_segments_match_reference(case, dtype, segments, monkeypatch):
+def test_cuda_backward_segments_match_reference(case, dtype, segments, design, monkeypatch):
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
+    if design == "state" and case[4] > 16:
+        pytest.skip("the state-lane backward takes padded N 16 only")
     monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", segments)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1" if design == "state" else "0")
     _, batch, dim, L, N = case[:5]
     ext = scan_cuda.load_extension()
-    nseg = ext.backward_segments(N, L, batch * dim, ext.choose_chunk(N, L, batch * dim))
-    assert (nseg == 1) == (segments == "1"), nseg
-    compare_scan_to_reference(_inputs(case, dtype, seed=15), delta_softplus=case[-1], with_last=True, seed=16)
+    if design == "general":
+        nseg = ext.backward_segments(N, L, batch * dim, ext.choose_chunk(N, L, batch * dim))
+        assert (nseg == 1) == (segments == "1"), nseg
+    x = _inputs(case, dtype, seed=15)
+    xg = {k: (v.detach().requires_grad_(True) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+          for k, v in x.items()}  # fmt: skip
+    from ssm_kernels import selective_scan_fn
+
+    out = selective_scan_fn(**xg, delta_softplus=case[-1], backend="cuda")
+    names = " ".join(_kernel_names(lambda: out.backward(torch.ones_like(out), retain_graph=True)))
+    want = "scan_bwd_state_kernel" if design == "state" else "scan_bwd_kernel"
+    assert want in names, names
+    assert (segments != "1") == ("scan_bwd_seg_kernel" in names), names
+    compare_scan_to_reference(x, delta_softplus=case[-1], with_last=True, seed=16)
 
 
 def test_cuda_benchmark_shape_segments_agree(monkeypatch):

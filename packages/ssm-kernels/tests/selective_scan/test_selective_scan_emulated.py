@@ -37,6 +37,7 @@ CSRC = HERE.parents[1] / "src" / "ssm_kernels" / "selective_scan" / "csrc"
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
 K_ROWS = 64
 EMU_SLOTS = 4  # resident blocks of the emulated "GPU" (segment choice of the general backward)
+STATE_ROWS_BWD = 32  # rows per block of the state-lane backward (kStateRowsBwd)
 LONG_BWD_CHUNK, LONG_WARPS = 128, 4
 LONG_MIN_L = 128  # ssk::kLongMinL
 EMU_SMS = 132  # SMs of the emulated "GPU" (the state-lane forward's rule; an H200's count)
@@ -131,14 +132,16 @@ class EmulatedExtension:
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
 
-    def backward_segments(self, N, L, nrows, K):
-        """As backward_segments in selective_scan.cpp, for a GPU of EMU_SLOTS resident blocks (so that the
-        small test grids split into segments by default); ``SSM_KERNELS_SCAN_BWD_SEGMENTS`` as there."""
+    def backward_segments(self, N, L, nrows, K, state=False):
+        """As segments_for in selective_scan.cpp, for a GPU of EMU_SLOTS resident blocks (so that the small test
+        grids split into segments by default); ``SSM_KERNELS_SCAN_BWD_SEGMENTS`` as there. ``state``: for the
+        state-lane backward (STATE_ROWS_BWD rows per block, the cost model even when the rows fill the GPU)."""
         forced = int(os.environ.get("SSM_KERNELS_SCAN_BWD_SEGMENTS") or 0)
         chunks = ctypes.c_int(0)
-        rowblocks = ctypes.c_longlong((nrows + K_ROWS - 1) // K_ROWS)
+        rows = STATE_ROWS_BWD if state else K_ROWS
+        rowblocks = ctypes.c_longlong((nrows + rows - 1) // rows)
         count = _lib(self.short_only).emu_plan_segments(
-            (L + K - 1) // K, forced, rowblocks, ctypes.c_longlong(EMU_SLOTS), ctypes.byref(chunks)
+            (L + K - 1) // K, forced, rowblocks, ctypes.c_longlong(EMU_SLOTS), int(state), ctypes.byref(chunks)
         )
         return count, chunks.value
 
@@ -261,10 +264,13 @@ class EmulatedExtension:
         seg = None
         p.nseg, p.seg_chunks = 1, 0
         whole = all(g == 0 or (dim // g) % 32 == 0 for g in (p.b_groups, p.c_groups))
-        state = (not short and not long and cu is None and os.environ.get("SSM_KERNELS_SCAN_STATE_BWD") == "1"
-                 and 8 < N <= 16 and whole)  # fmt: skip  # as scan_bwd: the state-lane backward
-        if not short and not long and not state and cu is None:  # as scan_bwd: time segments of the general backward
-            p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K)
+        flag = os.environ.get("SSM_KERNELS_SCAN_STATE_BWD", "")
+        assert flag in ("", "0", "1"), flag
+        # as scan_bwd: the state-lane backward
+        state = not short and not long and cu is None and 8 < N <= 16 and whole
+        state = state and (lib.emu_state_bwd_auto(K) == 1 if flag == "" else flag == "1")
+        if not short and not long and cu is None:  # as scan_bwd: time segments of the general or state-lane backward
+            p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K, state)
             self.segments.append(p.nseg)
             if p.nseg > 1:
                 seg = torch.full((p.nseg, 2, N, nrows), nan)
@@ -724,7 +730,7 @@ def test_emulated_state_forward_in_training(case, monkeypatch):
     assert scan_cuda._EXT.long_fwd == [("state", 4)]
 
 
-# The experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): padded N 16, groups of 32 channels or
+# The state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1 forces it): padded N 16, groups of 32 channels or
 # time-invariant B / C; the general path's chunks (K from choose_chunk) and partial layout.
 STATE_BWD_CASES = [
     ("L40-N16-fp32", 2, 32, 40, 16, "variable", 1, True, True, True, _F32, None),
@@ -747,6 +753,42 @@ def test_emulated_state_backward_matches_reference(case, K, monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
     _check_against_reference(scan_cuda, _long_inputs(case, seed=13), softplus=case[9], with_last=True, seed=14)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
+
+
+@pytest.mark.parametrize("K,flag,want", [(8, None, "bwd_state"), (5, None, "bwd_state"), (16, None, "bwd"),
+                                         (8, "0", "bwd"), (16, "1", "bwd_state")])  # fmt: skip
+def test_emulated_state_backward_selection(K, flag, want, monkeypatch):
+    """Where the state-lane backward runs: by default for chunks of K <= 8 (ssk::state_bwd_auto), any K when
+    forced, never with SSM_KERNELS_SCAN_STATE_BWD=0; gradients checked either way."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    ext = EmulatedExtension()
+    monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
+    if flag is None:
+        monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_BWD", raising=False)
+    else:
+        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", flag)
+    _check_against_reference(scan_cuda, _long_inputs(STATE_BWD_CASES[1], seed=17), softplus=True, with_last=True,
+                             seed=18)  # fmt: skip
+    assert ext.calls == ["fwd", want]
+
+
+@pytest.mark.parametrize("segments", ["1", "3"])
+@pytest.mark.parametrize("case", STATE_BWD_CASES, ids=[c[0] for c in STATE_BWD_CASES])
+def test_emulated_state_backward_time_segments(case, segments, monkeypatch):
+    """The state-lane backward over time segments (each starting from the later segments' maps) and without them,
+    K 5 (segments end inside the emulator's 8-step chunks): output, last state and every gradient."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    ext = EmulatedExtension()
+    monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: 5)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", segments)
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=15), softplus=case[9], with_last=True, seed=16)
+    assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
+    assert ext.segments[-1] == int(segments), ext.segments
 
 
 @pytest.mark.parametrize(

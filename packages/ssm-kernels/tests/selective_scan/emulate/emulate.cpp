@@ -230,9 +230,15 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
   if (bwd && p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np: the state-lane backward, padded N 16
     if (ssk::padded_state(p.N) != 16 || p.K > ssk::kMaxChunk) return 5;
     return with_types(p, dtype, [&]<int NP, class T, class TBC>() {
-      auto go = [&p]<int KI>() {
+      const int nseg = p.nseg > 1 ? p.nseg : 1;  // as launch_long_np: the segments' maps first
+      if (nseg > 1) {
+        const int r = run_grid(p, 0, [&p] { ssk::scan_bwd_seg_kernel<NP, T, TBC>(p); }, ssk::kRows,
+                               ssk::kRows / ssk::seg_threads_per_row(NP), nseg - 1);
+        if (r != 0) return r;
+      }
+      auto go = [&p, nseg]<int KI>() {
         return run_grid(p, ssk::state_bwd_smem_bytes(KI), [&p] { ssk::scan_bwd_state_kernel<T, TBC, KI>(p); },
-                        ssk::kStateThreads, ssk::kStateRowsBwd);
+                        ssk::kStateThreads, ssk::kStateRowsBwd, nseg);
       };
       return ssk::state_bwd_steps(p.K) == 8 ? go.template operator()<8>() : go.template operator()<ssk::kMaxChunk>();
     });
@@ -280,12 +286,13 @@ extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return r
 extern "C" int emu_state_fwd_auto(long long nrows, int N, int bc16, int sms, int training) {
   return ssk::state_fwd_auto(nrows, ssk::padded_state(N), bc16 != 0, sms, training != 0) ? 1 : 0;
 }
+extern "C" int emu_state_bwd_auto(int K) { return ssk::state_bwd_auto(K) ? 1 : 0; }
 extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slots) {
   return ssk::bwd_segments(rowblocks, nchunks, slots);
 }
 extern "C" int emu_seg_chunks_for(int nchunks, int s) { return ssk::seg_chunks_for(nchunks, s); }
-extern "C" int emu_plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int* chunks) {
-  const ssk::Segments sg = ssk::plan_segments(nchunks, forced, rowblocks, slots);
+extern "C" int emu_plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int fill, int* chunks) {
+  const ssk::Segments sg = ssk::plan_segments(nchunks, forced, rowblocks, slots, fill != 0);
   *chunks = sg.chunks;
   return sg.count;
 }

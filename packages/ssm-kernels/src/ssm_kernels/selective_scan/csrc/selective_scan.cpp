@@ -142,18 +142,23 @@ int64_t bwd_slots(const SmemInfo& s, int np, int K) {
 }
 
 // Time segments of a general call without cu_seqlens (ssk::plan_segments; SSM_KERNELS_SCAN_BWD_SEGMENTS forces them).
-ssk::Segments segments_for(int N, int L, int nrows, int K) {
+// state: for the state-lane backward (kStateRowsBwd rows per block, kStateBwdBlocks blocks per SM).
+ssk::Segments segments_for(int N, int L, int nrows, int K, bool state = false) {
   const int nchunks = (L + K - 1) / K;
   const int forced = nchunks < 2 ? 1 : bwd_segments_env();
-  const int64_t rowblocks = ((int64_t)nrows + ssk::kRows - 1) / ssk::kRows;
+  const int rows = state ? ssk::kStateRowsBwd : ssk::kRows;
+  const int64_t rowblocks = ((int64_t)nrows + rows - 1) / rows;
   // the device is queried only when the count is chosen
-  const int64_t slots = forced == 0 ? bwd_slots(smem_info(), ssk::padded_state(N), K) : 0;
-  return ssk::plan_segments(nchunks, forced, rowblocks, slots);
+  int64_t slots = 0;
+  if (forced == 0) {
+    slots = state ? (int64_t)smem_info().sms * ssk::kStateBwdBlocks : bwd_slots(smem_info(), ssk::padded_state(N), K);
+  }
+  return ssk::plan_segments(nchunks, forced, rowblocks, slots, state);
 }
 // Sets p.nseg / p.seg_chunks (one segment unless `allowed` and segments_for finds several) and returns the segment
 // maps' buffer (nseg, 2, N, nrows), pointed to by p.seg (undefined for one segment). Keep it alive until the launch.
-Tensor use_segments(ssk::ScanParams& p, bool allowed, const at::TensorOptions& f32) {
-  const ssk::Segments sg = allowed ? segments_for(p.N, p.L, p.nrows, p.K) : ssk::Segments{1, 0};
+Tensor use_segments(ssk::ScanParams& p, bool allowed, const at::TensorOptions& f32, bool state = false) {
+  const ssk::Segments sg = allowed ? segments_for(p.N, p.L, p.nrows, p.K, state) : ssk::Segments{1, 0};
   p.nseg = sg.count;
   p.seg_chunks = sg.chunks;
   if (p.nseg <= 1) return Tensor();
@@ -310,10 +315,13 @@ ssk::DType fill_common(ssk::ScanParams& p, const Tensor& u, const Tensor& delta,
   return dt;
 }
 
-// SSM_KERNELS_SCAN_STATE_BWD=1: the experimental state-lane backward (scan_bwd_state_kernel) where it applies.
-bool state_bwd_on() {
+// The state-lane backward (scan_bwd_state_kernel), where it applies: SSM_KERNELS_SCAN_STATE_BWD=1 runs it at any
+// chunk K, 0 never, unset where ssk::state_bwd_auto says.
+bool use_state_bwd(int K) {
   const char* e = std::getenv("SSM_KERNELS_SCAN_STATE_BWD");
-  return e != nullptr && e[0] == '1' && e[1] == '\0';
+  const std::string es = e != nullptr ? e : "";
+  TORCH_CHECK(es.empty() || es == "0" || es == "1", "SSM_KERNELS_SCAN_STATE_BWD must be 0 or 1, got '", es, "'");
+  return es.empty() ? ssk::state_bwd_auto(K) : es == "1";
 }
 
 // The state-lane forward (ssk::kLongFwdState): SSM_KERNELS_SCAN_STATE_FWD=1 runs it wherever it can (inference calls
@@ -431,13 +439,13 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   }
   p.ckpt = nck > 0 ? ckpt.data_ptr<float>() : nullptr;
   auto f32 = u.options().dtype(at::kFloat);
-  // the experimental state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1): the general path's chunks and partial
-  // layout, padded N 16, no cu_seqlens, groups of variable B / C that are whole multiples of 32 channels
-  const bool state_bwd = !short_path && !long_path && p.cu == nullptr && state_bwd_on() &&
-                         ssk::padded_state(p.N) == 16 && (p.b_groups == 0 || (p.dim / p.b_groups) % 32 == 0) &&
-                         (p.c_groups == 0 || (p.dim / p.c_groups) % 32 == 0);
-  // time segments of the general backward (not with cu_seqlens, whose sequences reset the state)
-  const Tensor seg = use_segments(p, !short_path && !long_path && !state_bwd && p.cu == nullptr, f32);
+  // the state-lane backward (use_state_bwd): the general path's chunks and partial layout, padded N 16, no
+  // cu_seqlens, groups of variable B / C that are whole multiples of 32 channels
+  const bool state_bwd = !short_path && !long_path && p.cu == nullptr && ssk::padded_state(p.N) == 16 &&
+                         (p.b_groups == 0 || (p.dim / p.b_groups) % 32 == 0) &&
+                         (p.c_groups == 0 || (p.dim / p.c_groups) % 32 == 0) && use_state_bwd(p.K);
+  // time segments of the general or state-lane backward (not with cu_seqlens, whose sequences reset the state)
+  const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32, state_bwd);
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);

@@ -201,10 +201,23 @@ inline int short_npart(int gs, int np) {
 // us; 12: 3621 us), the model picks 8. benchmarks/results/h200-logs/run12*-seg-sweep.log. 1 when the rows already
 // fill the GPU or for one chunk.
 constexpr int kMaxSegments = 16;
+// The state-lane backward (scan_bwd_state_kernel): kStateRowsBwd rows per block of kStateThreads, and the blocks per
+// SM its registers allow (capped at 168 per thread for 8-step chunks: 3).
+constexpr int kStateRowsBwd = 32;
+constexpr int kStateBwdBlocks = 3;
+// Where it replaces the general backward unless SSM_KERNELS_SCAN_STATE_BWD says otherwise (selective_scan.cpp,
+// use_state_bwd; it applies to padded N 16 with whole-warp B / C groups or time-invariant B / C, without cu_seqlens):
+// chunks of K <= 8 steps, the variant timed. H200, fwd+bwd GPU time against the general backward
+// (benchmarks/results/h200-logs/run14c-bwd-sweep.log): batch 8 x dim 2048 x L 2048 bf16 3.45 vs 4.55 ms, batch 4:
+// 1.95 vs 2.66; raw EEG (304 x 64 x 2000, fp32) 5.36 vs 7.23, bf16 4.47 vs 6.38. Its 16-step variant (255
+// registers) is untimed and runs only when forced.
+inline bool state_bwd_auto(int K) { return K <= 8; }
 // Blocks of the general backward per SM allowed by its registers (255 per thread, kRows threads per block).
 constexpr int kBwdRegBlocks = 4;
-inline int bwd_segments(long long rowblocks, int nchunks, long long slots) {
-  if (nchunks < 2 || slots < 1 || rowblocks >= slots) return 1;
+// fill: apply the cost model even when the rows fill the GPU (the state-lane backward, whose 1-2 waves of blocks
+// leave a long tail).
+inline int bwd_segments(long long rowblocks, int nchunks, long long slots, bool fill = false) {
+  if (nchunks < 2 || slots < 1 || (!fill && rowblocks >= slots)) return 1;
   int best = 1;
   double best_cost = 0.0;
   const int smax = nchunks < kMaxSegments ? nchunks : kMaxSegments;
@@ -228,9 +241,9 @@ inline int seg_chunks_for(int nchunks, int s) { return (nchunks + s - 1) / s; }
 struct Segments {
   int count, chunks;
 };
-inline Segments plan_segments(int nchunks, int forced, long long rowblocks, long long slots) {
+inline Segments plan_segments(int nchunks, int forced, long long rowblocks, long long slots, bool fill = false) {
   if (nchunks < 2) return {1, 0};
-  int s = forced > 0 ? forced : bwd_segments(rowblocks, nchunks, slots);
+  int s = forced > 0 ? forced : bwd_segments(rowblocks, nchunks, slots, fill);
   s = s < nchunks ? s : nchunks;
   if (s <= 1) return {1, 0};
   const int sc = seg_chunks_for(nchunks, s);

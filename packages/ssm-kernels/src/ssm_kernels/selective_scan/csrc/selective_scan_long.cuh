@@ -173,6 +173,34 @@ __device__ __forceinline__ void row_sum_steps(int q, float (&v)[KI]) {
   }
 }
 
+// v[k R + q] with q a runtime lane index: a select over the R candidates, so that v stays in registers (indexing
+// it with q would move the whole array to local memory).
+template <int KI, int R>
+__device__ __forceinline__ float lane_item(const float (&v)[KI], int k, int q) {
+  float r = v[k * R];
+#pragma unroll
+  for (int i = 1; i < R; ++i) r = q == i ? v[k * R + i] : r;
+  return r;
+}
+
+// Sums v[m] over the 8 rows of a warp whose lanes share lane % 4 (4 lanes per row; lane = 4 r + q): afterwards v[k 8]
+// (k < M / 8) holds on row r's lanes the sum of value k 8 + r. A reduce-scatter over the row bits of the lane, as
+// row_sum_steps. Every lane of the warp must call this.
+template <int M>
+__device__ __forceinline__ void warp_rows_sum(int r, float (&v)[M]) {
+#pragma unroll
+  for (int o = 4; o >= 1; o >>= 1) {
+    const bool up = (r & o) != 0;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if ((m & 7 & ~(o - 1)) != 0) continue;  // live slots (bits o .. 4 clear) with bit o clear
+      const float keep = up ? v[m | o] : v[m];
+      const float send = up ? v[m] : v[m | o];
+      v[m] = keep + __shfl_xor_sync(0xffffffffu, send, 4 * o);
+    }
+  }
+}
+
 // Inference and training forward (checkpoints at any K) without cu_seqlens; same semantics as scan_fwd_long_kernel.
 // Rows past the end compute the last row so that their lanes join the shuffles, and write nothing.
 template <int NP, int NS, typename T, typename TBC>
@@ -613,7 +641,7 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
 }
 
 // ------------------------------------------------------------------------------------------
-// backward, states split over lanes (experimental: SSM_KERNELS_SCAN_STATE_BWD=1; not yet timed on a GPU)
+// backward, states split over lanes (the default where ssk::state_bwd_auto says; SSM_KERNELS_SCAN_STATE_BWD=0|1)
 // ------------------------------------------------------------------------------------------
 //
 // The general backward's chunks (K <= kMaxChunk steps, checkpoints from the general or state-lane forward) with the
@@ -623,29 +651,31 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
 //   2. the chunk's states recomputed from the checkpoint into registers; the per-step output sums reduce-scattered
 //      over the row's lanes give dz for the lane's own steps;
 //   3. the adjoint g <- (g + C_t dy_t) a_t backwards; d delta and du partials per step are reduce-scattered over
-//      the row's lanes (the lane finishes its own steps); dB_t and dC_t per (row, state, step) are staged in shared
-//      memory and summed over the block's 32 rows in a fixed order into one partial per 32 rows of a (batch, group)
-//      (the general backward's layout: uniform groups, dim / groups % 32 == 0), or per row when time-invariant.
-// No cu_seqlens, no time segments. Deterministic.
+//      the row's lanes (the lane finishes its own steps); dB_t and dC_t per (row, state, step) are reduce-scattered
+//      over the warp's 8 rows (warp_rows_sum), then the 4 warps' sums are added through shared memory in a fixed
+//      order into one partial per 32 rows of a (batch, group) (the general backward's layout: uniform groups,
+//      dim / groups % 32 == 0), or kept per row when time-invariant.
+// Time segments as in the general backward (blockIdx.y; each segment starts from the later segments' maps, written
+// by scan_bwd_seg_kernel first). No cu_seqlens. Deterministic.
 // KI: steps held per chunk (8 when K <= 8, else kMaxChunk), which sizes the registers and the shared memory.
-constexpr int kStateRowsBwd = kStateThreads / 4;
+static_assert(kStateRowsBwd * 4 == kStateThreads, "4 lanes per row");
 __host__ __device__ inline int state_bwd_steps(int K) { return K <= 8 ? 8 : kMaxChunk; }
 __host__ __device__ inline size_t state_bwd_smem_bytes(int ki) {
-  return sizeof(float) * 2 * (size_t)ki * kStateRowsBwd * (16 + 1);
+  return sizeof(float) * (kStateThreads / 32) * 2 * (size_t)ki * (16 + 1);
 }
 
 template <typename T, typename TBC, int KI>
-__global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const ScanParams p) {
+__global__ void __launch_bounds__(kStateThreads, KI == 8 ? kStateBwdBlocks : 1) scan_bwd_state_kernel(const ScanParams p) {
   constexpr int NP = 16;
   constexpr int NS = kStateLaneStates;
   constexpr int R = NP / NS;
   constexpr int KL = KI / R;
-  constexpr int SP = NP + 1;  // pitch of a staged (step, row) line of states
-  extern __shared__ float smem[];
-  float* sB = smem;                                // [KI][kStateRowsBwd][SP]
-  float* sC = sB + (size_t)KI * kStateRowsBwd * SP;
+  constexpr int M = 2 * KI;    // dB and dC values of a state per chunk: m = j (dB, step j), KI + j (dC)
+  constexpr int SP = NP + 1;   // pitch of a staged line of states
+  extern __shared__ float smem[];  // [warp][m][SP]: the warps' sums over their 8 rows
   const int tid = threadIdx.x;
-  const int rl = tid / R;  // row within the block
+  const int warp = tid / 32;
+  const int wr = (tid % 32) / R;  // row within the warp
   const auto [row, q, n0, row_c, b, d, active] = lane_row<R, NS, kStateThreads>(p);
   const int N = p.N;
   const int L = p.L;
@@ -664,20 +694,72 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
   const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
   const size_t hoff = ((size_t)b * p.dim + d) * N;
 
+  // this block's variable dB / dC partials (the block's 32 rows lie in one (b, group); one partial per 32 rows)
+  const int row0 = blockIdx.x * kStateRowsBwd;
+  auto part_base = [&](int groups, int npart, float* base) -> float* {
+    if (groups == 0) return nullptr;
+    const int gs = p.dim / groups;
+    const int bg = row0 / gs;
+    return base + ((size_t)bg * npart + (row0 - bg * gs) / 32) * N * L;
+  };
+  float* const outB = part_base(p.b_groups, p.npart_b, p.dB_part);
+  float* const outC = part_base(p.c_groups, p.npart_c, p.dC_part);
+
+  // this block's time segment: chunks [c_lo, c_hi) (all of them when p.nseg <= 1)
+  const int nchunks = (L + K - 1) / K;
+  const int seg = p.nseg > 1 ? (int)blockIdx.y : 0;
+  const int c_lo = seg * p.seg_chunks;
+  const int c_hi = p.nseg > 1 ? min(nchunks, c_lo + p.seg_chunks) : nchunks;
+  const bool last_seg = c_hi == nchunks;
+
   float A2[NS], g[NS], dA[NS], accB[NS], accC[NS];
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
     const int n = n0 + i;
     A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
-    g[i] = (p.dlast != nullptr && n < N) ? p.dlast[hoff + n] : 0.f;  // the adjoint entering step L - 1
+    // the adjoint entering the segment's last step: dlast in the last segment, else the later segments' maps
+    // g -> P g + q composed from the last (scan_bwd_seg_kernel; the last segment's map includes dlast)
+    g[i] = (last_seg && p.dlast != nullptr && n < N) ? p.dlast[hoff + n] : 0.f;
+    for (int s2 = p.nseg - 1; s2 > seg; --s2) {
+      if (n < N) {
+        const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
+        g[i] = P * g[i] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
+      }
+    }
     dA[i] = accB[i] = accC[i] = 0.f;
   }
   float dD = 0.f, ddb = 0.f;
 
-  const int nchunks = (L + K - 1) / K;
-  for (int c = nchunks - 1; c >= 0; --c) {
+  // B / C as 16-byte vectors when every chunk starts aligned (element loads otherwise, and for a last chunk that
+  // would read past L)
+  constexpr int VE = 16 / sizeof(TBC);  // elements per vector
+  constexpr int VB = KI / VE;           // vectors per state and chunk
+  const bool vec = Bv != nullptr && Cv != nullptr && K % VE == 0 && L % VE == 0 && aligned16(Bv) && aligned16(Cv);
+
+  for (int c = c_hi - 1; c >= c_lo; --c) {
     const int t0 = c * K;
     const int nt = min(K, L - t0);
+    const bool vc = vec && t0 + KI <= L;
+    // state n0 + i's B and C at the chunk's KI steps (the caller ensures n0 + i < N)
+    auto load_bc = [&](int i, float (&bb)[KI], float (&cc)[KI]) {
+      const int n = n0 + i;
+      if (vc) {
+        const size_t off = (size_t)n * L + t0;
+#pragma unroll
+        for (int v = 0; v < VB; ++v) {
+          const uint4 xb = *reinterpret_cast<const uint4*>(Bv + off + v * VE);
+          const uint4 xc = *reinterpret_cast<const uint4*>(Cv + off + v * VE);
+#pragma unroll
+          for (int e = 0; e < VE; ++e) {
+            bb[v * VE + e] = vec_elem<TBC>(xb, e);
+            cc[v * VE + e] = vec_elem<TBC>(xc, e);
+          }
+        }
+      } else {
+        coef_run<TBC, KI>(Bv, Bc, n, L, t0, bb);
+        coef_run<TBC, KI>(Cv, Cc, n, L, t0, cc);
+      }
+    };
     float hs[NS][KI + 1];  // [i][0]: the state before the chunk; [i][j + 1]: after step t0 + j
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
@@ -690,7 +772,7 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
       hs[i][0] = v;
     }
     // per-step values; steps past the chunk are identities with dy = 0
-    float dt[KI], dtu[KI], dy[KI], uu[KI];
+    float dt[KI], dtu[KI], dy[KI], unused[KI];
     row_step_values<KI, R>(t0, q, dt, dtu, [&](int tt, float& v_dt, float& v_dtu) {
       v_dt = v_dtu = 0.f;
       if (tt < t0 + nt) {
@@ -699,10 +781,9 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
         v_dtu = v_dt * to_f<T>(u[tt]);
       }
     });
-    row_step_values<KI, R>(t0, q, dy, uu, [&](int tt, float& v_dy, float& v_u) {
-      v_dy = v_u = 0.f;
+    row_step_values<KI, R>(t0, q, dy, unused, [&](int tt, float& v_dy, float& v_none) {  // (v_none: dead code)
+      v_dy = v_none = 0.f;
       if (tt < t0 + nt) {
-        v_u = to_f<T>(u[tt]);
         v_dy = to_f<T>(dout[tt]);
         if (z != nullptr) {
           const float zz = to_f<T>(z[tt]);
@@ -714,18 +795,19 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
     float y[KI];
 #pragma unroll
     for (int j = 0; j < KI; ++j) y[j] = 0.f;
+    // (steps past the chunk are identities: dt = 0, dt u = 0, dy = 0; padded states, n >= N, are skipped)
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
-      const int n = n0 + i < N ? n0 + i : 0;
-      float bb[KI], cc[KI];
-      coef_run<TBC, KI>(Bv, Bc, n, L, t0, bb);
-      coef_run<TBC, KI>(Cv, Cc, n, L, t0, cc);
-      float h = hs[i][0];
+      if (n0 + i < N) {
+        float bb[KI], cc[KI];
+        load_bc(i, bb, cc);
+        float h = hs[i][0];
 #pragma unroll
-      for (int j = 0; j < KI; ++j) {
-        h = exp2_approx(dt[j] * A2[i]) * h + dtu[j] * bb[j];
-        hs[i][j + 1] = h;
-        if (n0 + i < N) y[j] += cc[j] * h;
+        for (int j = 0; j < KI; ++j) {
+          h = exp2_approx(dt[j] * A2[i]) * h + dtu[j] * bb[j];
+          hs[i][j + 1] = h;
+          y[j] += cc[j] * h;
+        }
       }
     }
     if (z != nullptr) {
@@ -746,21 +828,24 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
     float sgb[KI], sdt[KI];
 #pragma unroll
     for (int j = 0; j < KI; ++j) sgb[j] = sdt[j] = 0.f;
+    const bool var_bc = outB != nullptr || outC != nullptr;  // (uniform over the block)
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const int n = n0 + i;
-      float bb[KI], cc[KI];
-      coef_run<TBC, KI>(Bv, Bc, n < N ? n : 0, L, t0, bb);
-      coef_run<TBC, KI>(Cv, Cc, n < N ? n : 0, L, t0, cc);
+      float vs[M];  // this row's dB / dC values of state n (zero for padded states and rows past the end)
 #pragma unroll
-      for (int j = KI - 1; j >= 0; --j) {
-        if (j < nt && n < N) {
+      for (int m = 0; m < M; ++m) vs[m] = 0.f;
+      if (n < N) {
+        float bb[KI], cc[KI];
+        load_bc(i, bb, cc);
+#pragma unroll
+        for (int j = KI - 1; j >= 0; --j) {  // steps j >= nt are identities: their values are never read
           const float a = exp2_approx(dt[j] * A2[i]);
           const float gn = g[i] + cc[j] * dy[j];
           const float vb = gn * dtu[j];
           const float vc = dy[j] * hs[i][j + 1];
-          sB[((size_t)j * kStateRowsBwd + rl) * SP + n] = vb;
-          sC[((size_t)j * kStateRowsBwd + rl) * SP + n] = vc;
+          vs[j] = active ? vb : 0.f;
+          vs[KI + j] = active ? vc : 0.f;
           accB[i] += vb;
           accC[i] += vc;
           sgb[j] += gn * bb[j];
@@ -768,57 +853,62 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
           sdt[j] += gpa * A2[i];
           dA[i] += gpa * dt[j];
           g[i] = gn * a;
-        }  // padded states (n >= N) are neither staged nor summed
+        }
+      }
+      if (var_bc) {  // the warp's 8 rows summed; row wr's lanes keep values k 8 + wr
+        warp_rows_sum<M>(wr, vs);
+        if (n < N) {
+#pragma unroll
+          for (int k = 0; k < M / 8; ++k) smem[(warp * M + k * 8 + wr) * SP + n] = vs[k * 8];
+        }
       }
     }
     row_sum_steps<KI, R>(q, sgb);
     row_sum_steps<KI, R>(q, sdt);
 #pragma unroll
     for (int k = 0; k < KL; ++k) {
-      const int j = k * R + q;
-      const int tt = t0 + j;
+      const int tt = t0 + k * R + q;
       if (tt < t0 + nt) {
-        const float dtj = dt[j];
-        const float dd0 = sdt[k * R] * kLn2 + sgb[k * R] * uu[j];
+        const float dtj = lane_item<KI, R>(dt, k, q);
+        const float uj = to_f<T>(u[tt]);  // (an L1 hit: loaded for dt u above)
+        const float dyj = lane_item<KI, R>(dy, k, q);
+        const float dd0 = sdt[k * R] * kLn2 + sgb[k * R] * uj;
         const float dd = p.softplus ? dd0 * -expm1f(-dtj) : dd0;
         if (active) {
-          du[tt] = from_f<T>(sgb[k * R] * dtj + Dd * dy[j]);
+          du[tt] = from_f<T>(sgb[k * R] * dtj + Dd * dyj);
           ddelta[tt] = from_f<T>(dd);
           ddb += dd;
-          dD += dy[j] * uu[j];
+          dD += dyj * uj;
         }
       }
     }
-    // dB / dC of the chunk summed over the block's rows (variable B / C: one partial per 32 rows)
-    __syncthreads();
-    const int row0 = blockIdx.x * kStateRowsBwd;
-    const int rowsb = min(kStateRowsBwd, p.nrows - row0);
-    for (int e = tid; e < 2 * NP * nt; e += kStateThreads) {
-      const bool isC = e >= NP * nt;
-      const int e2 = isC ? e - NP * nt : e;
-      const int n = e2 / nt;
-      const int j = e2 - n * nt;
-      const int groups = isC ? p.c_groups : p.b_groups;
-      if (n >= N || groups == 0) continue;
-      const float* st = isC ? sC : sB;
-      float acc = 0.f;
-      for (int r = 0; r < rowsb; ++r) acc += st[((size_t)j * kStateRowsBwd + r) * SP + n];
-      const int gs = p.dim / groups;
-      const int bg = row0 / gs;
-      const int part = (row0 - bg * gs) / 32;
-      const int npart = isC ? p.npart_c : p.npart_b;
-      float* out = isC ? p.dC_part : p.dB_part;
-      out[(((size_t)bg * npart + part) * N + n) * L + t0 + j] = acc;
+    // dB / dC of the chunk summed over the block's 4 warps in a fixed order (one partial per 32 rows)
+    if (var_bc) {
+      __syncthreads();
+#pragma unroll
+      for (int e0 = 0; e0 < NP * M; e0 += kStateThreads) {
+        const int e = e0 + tid;
+        const int m = e % M;  // (isC, step j)
+        const int n = e / M;
+        const int j = m % KI;
+        float* out = m < KI ? outB : outC;
+        if (e < NP * M && out != nullptr && j < nt && n < N) {
+          float acc = 0.f;
+#pragma unroll
+          for (int w = 0; w < kStateThreads / 32; ++w) acc += smem[(w * M + m) * SP + n];
+          out[(size_t)n * L + t0 + j] = acc;
+        }
+      }
+      __syncthreads();
     }
-    __syncthreads();
   }
   if (active) {
-    if (p.dh0 != nullptr) {
+    if (p.dh0 != nullptr && seg == 0) {
 #pragma unroll
       for (int i = 0; i < NS; ++i)
         if (n0 + i < N) p.dh0[hoff + n0 + i] = g[i];
     }
-    const size_t pr = (size_t)row * p.rp_stride;
+    const size_t pr = ((size_t)seg * p.nrows + row) * p.rp_stride;  // per-row partials of this segment
 #pragma unroll
     for (int i = 0; i < NS; ++i) {
       const int n = n0 + i;
@@ -836,7 +926,7 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
     ddb += __shfl_xor_sync(0xffffffffu, ddb, o, R);
   }
   if (active && q == 0) {
-    const size_t pr = (size_t)row * p.rp_stride;
+    const size_t pr = ((size_t)seg * p.nrows + row) * p.rp_stride;
     p.dD_part[pr] = dD;
     p.ddb_part[pr] = ddb;
   }
@@ -848,7 +938,7 @@ __global__ void __launch_bounds__(kStateThreads) scan_bwd_state_kernel(const Sca
 template <bool BWD, int NP, typename T, typename TBC>
 cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
   if constexpr (BWD) {
-    if (p.long_fwd == kLongFwdState) {  // the experimental state-lane backward (padded N 16 only)
+    if (p.long_fwd == kLongFwdState) {  // the state-lane backward (padded N 16 only)
       if constexpr (NP == 16) {
         const int ki = state_bwd_steps(p.K);
         const size_t smem = state_bwd_smem_bytes(ki);
@@ -856,7 +946,13 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
         const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return err;
         const int blocks = (int)(((long long)p.nrows + kStateRowsBwd - 1) / kStateRowsBwd);
-        kernel<<<blocks, kStateThreads, smem, stream>>>(p);
+        if (p.nseg > 1) {  // the segments' maps first (segment 0 needs none)
+          const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
+          scan_bwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
+          const cudaError_t serr = cudaGetLastError();
+          if (serr != cudaSuccess) return serr;
+        }
+        kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kStateThreads, smem, stream>>>(p);
         return cudaGetLastError();
       } else {
         return cudaErrorInvalidValue;
