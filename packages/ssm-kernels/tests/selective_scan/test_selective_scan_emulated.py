@@ -263,11 +263,10 @@ class EmulatedExtension:
         lib = _lib(self.short_only)
         seg = None
         p.nseg, p.seg_chunks = 1, 0
-        whole = all(g == 0 or (dim // g) % 32 == 0 for g in (p.b_groups, p.c_groups))
         flag = os.environ.get("SSM_KERNELS_SCAN_STATE_BWD", "")
         assert flag in ("", "0", "1"), flag
         # as scan_bwd: the state-lane backward
-        state = not short and not long and cu is None and 8 < N <= 16 and whole
+        state = not short and not long and cu is None and lib.emu_state_bwd_fits(N, dim, p.b_groups, p.c_groups) == 1
         state = state and (lib.emu_state_bwd_auto(K) == 1 if flag == "" else flag == "1")
         if not short and not long and cu is None:  # as scan_bwd: time segments of the general or state-lane backward
             p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K, state)

@@ -287,6 +287,9 @@ extern "C" int emu_state_fwd_auto(long long nrows, int N, int bc16, int sms, int
   return ssk::state_fwd_auto(nrows, ssk::padded_state(N), bc16 != 0, sms, training != 0) ? 1 : 0;
 }
 extern "C" int emu_state_bwd_auto(int K) { return ssk::state_bwd_auto(K) ? 1 : 0; }
+extern "C" int emu_state_bwd_fits(int N, int dim, int b_groups, int c_groups) {
+  return ssk::state_bwd_fits(ssk::padded_state(N), dim, b_groups, c_groups) ? 1 : 0;
+}
 extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slots) {
   return ssk::bwd_segments(rowblocks, nchunks, slots);
 }

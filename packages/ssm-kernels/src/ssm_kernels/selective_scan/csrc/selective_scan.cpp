@@ -441,9 +441,9 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   auto f32 = u.options().dtype(at::kFloat);
   // the state-lane backward (use_state_bwd): the general path's chunks and partial layout, padded N 16, no
   // cu_seqlens, groups of variable B / C that are whole multiples of 32 channels
-  const bool state_bwd = !short_path && !long_path && p.cu == nullptr && ssk::padded_state(p.N) == 16 &&
-                         (p.b_groups == 0 || (p.dim / p.b_groups) % 32 == 0) &&
-                         (p.c_groups == 0 || (p.dim / p.c_groups) % 32 == 0) && use_state_bwd(p.K);
+  const bool state_bwd = !short_path && !long_path && p.cu == nullptr &&
+                         ssk::state_bwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups) &&
+                         use_state_bwd(p.K);
   // time segments of the general or state-lane backward (not with cu_seqlens, whose sequences reset the state)
   const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32, state_bwd);
 

@@ -212,6 +212,11 @@ constexpr int kStateBwdBlocks = 3;
 // 1.95 vs 2.66; raw EEG (304 x 64 x 2000, fp32) 5.36 vs 7.23, bf16 4.47 vs 6.38. Its 16-step variant (255
 // registers) is untimed and runs only when forced.
 inline bool state_bwd_auto(int K) { return K <= 8; }
+// Whether its layout fits a call: padded N 16 and variable B / C in groups of whole warps (32 channels) or
+// time-invariant (groups 0). The caller also excludes cu_seqlens and the short and long paths.
+inline bool state_bwd_fits(int np, int dim, int b_groups, int c_groups) {
+  return np == 16 && (b_groups == 0 || (dim / b_groups) % 32 == 0) && (c_groups == 0 || (dim / c_groups) % 32 == 0);
+}
 // Blocks of the general backward per SM allowed by its registers (255 per thread, kRows threads per block).
 constexpr int kBwdRegBlocks = 4;
 // fill: apply the cost model even when the rows fill the GPU (the state-lane backward, whose 1-2 waves of blocks
