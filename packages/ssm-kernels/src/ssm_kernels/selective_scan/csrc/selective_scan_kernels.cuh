@@ -501,6 +501,13 @@ __device__ __forceinline__ void coef_run(const TBC* var, const float* cst, int n
   }
 }
 
+// Segment s's map applied to state n of a row: P v + q (p.seg is (nseg, 2, N, nrows): [s][0] = P, [s][1] = q;
+// N = p.N, passed by the kernels that hold it).
+__device__ __forceinline__ float seg_apply(const ScanParams& p, int N, int s, int n, int row, float v) {
+  const float P = p.seg[((size_t)(2 * s) * N + n) * p.nrows + row];
+  return P * v + p.seg[((size_t)(2 * s + 1) * N + n) * p.nrows + row];
+}
+
 // Segment s's map for this thread's states n0 .. n0 + NS - 1: the decay product P and the state or adjoint v.
 template <int NS>
 __device__ __forceinline__ void seg_store(const ScanParams& p, int s, int row, int n0, const float (&P)[NS],
@@ -638,8 +645,7 @@ __global__ void __launch_bounds__(kRows) scan_fwd_kernel(const ScanParams p) {
 #pragma unroll
       for (int n = 0; n < NP; ++n) {
         if (n < N) {
-          const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
-          h[n] = P * h[n] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
+          h[n] = seg_apply(p, N, s2, n, row_c, h[n]);
         }
       }
     }
@@ -962,8 +968,7 @@ __global__ void __launch_bounds__(kRows) scan_bwd_kernel(const ScanParams p) {
 #pragma unroll
     for (int n = 0; n < NP; ++n) {
       if (n < N) {
-        const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
-        g[n] = P * g[n] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
+        g[n] = seg_apply(p, N, s2, n, row_c, g[n]);
       }
     }
   }
@@ -1165,6 +1170,16 @@ cudaError_t launch_fwd_np(const ScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// The backward's segment maps (scan_bwd_seg_kernel, segments 1 .. nseg - 1), launched before a segmented backward
+// (the general or the state-lane one); nothing for one segment.
+template <int NP, typename T, typename TBC>
+cudaError_t launch_bwd_seg_maps(const ScanParams& p, cudaStream_t stream) {
+  if (p.nseg <= 1) return cudaSuccess;
+  const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
+  scan_bwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <int NP, typename T, typename TBC>
 cudaError_t launch_bwd_np(const ScanParams& p, cudaStream_t stream) {
   const size_t smem = bwd_smem_bytes(NP, p.K);
@@ -1172,12 +1187,8 @@ cudaError_t launch_bwd_np(const ScanParams& p, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (err != cudaSuccess) return err;
   const int blocks = (p.nrows + kRows - 1) / kRows;
-  if (p.nseg > 1) {  // the segments' maps first (segment 0 needs none)
-    const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
-    scan_bwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
-    err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-  }
+  err = launch_bwd_seg_maps<NP, T, TBC>(p, stream);  // the segments' maps first (segment 0 needs none)
+  if (err != cudaSuccess) return err;
   kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kRows, smem, stream>>>(p);
   return cudaGetLastError();
 }

@@ -721,10 +721,7 @@ __global__ void __launch_bounds__(kStateThreads, KI == 8 ? kStateBwdBlocks : 1) 
     // g -> P g + q composed from the last (scan_bwd_seg_kernel; the last segment's map includes dlast)
     g[i] = (last_seg && p.dlast != nullptr && n < N) ? p.dlast[hoff + n] : 0.f;
     for (int s2 = p.nseg - 1; s2 > seg; --s2) {
-      if (n < N) {
-        const float P = p.seg[((size_t)(2 * s2) * N + n) * p.nrows + row_c];
-        g[i] = P * g[i] + p.seg[((size_t)(2 * s2 + 1) * N + n) * p.nrows + row_c];
-      }
+      if (n < N) g[i] = seg_apply(p, N, s2, n, row_c, g[i]);
     }
     dA[i] = accB[i] = accC[i] = 0.f;
   }
@@ -946,12 +943,8 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
         const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return err;
         const int blocks = (int)(((long long)p.nrows + kStateRowsBwd - 1) / kStateRowsBwd);
-        if (p.nseg > 1) {  // the segments' maps first (segment 0 needs none)
-          const int seg_blocks = (int)(((size_t)p.nrows * seg_threads_per_row(NP) + kRows - 1) / kRows);
-          scan_bwd_seg_kernel<NP, T, TBC><<<dim3(seg_blocks, p.nseg - 1), kRows, 0, stream>>>(p);
-          const cudaError_t serr = cudaGetLastError();
-          if (serr != cudaSuccess) return serr;
-        }
+        const cudaError_t serr = launch_bwd_seg_maps<NP, T, TBC>(p, stream);  // the segments' maps first
+        if (serr != cudaSuccess) return serr;
         kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kStateThreads, smem, stream>>>(p);
         return cudaGetLastError();
       } else {
