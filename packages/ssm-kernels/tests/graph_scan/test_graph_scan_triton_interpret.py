@@ -147,6 +147,20 @@ def test_split_shared_mix_and_strided_d_out(monkeypatch, atomic, chunk):
                                        strided_d_out=True)  # fmt: skip
 
 
+def test_split_db_partials_per_chunk(monkeypatch):
+    """Split backward: when dB's per-channel-block partials over all steps would exceed _ATOMIC_BYTES but a chunk's
+    fit, they are kept per chunk and summed after each chunk (no atomics, so still deterministic)."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    batch, V, D, N, L, chunk = 2, 3, 5, 4, 7, 3
+    parts = -(-D // gst._block_d(batch, D, 16, 16, gst._MAX_TILE_FWD, torch.device("cpu"), None))
+    monkeypatch.setattr(gst, "_ATOMIC_BYTES", batch * V * N * 4 * parts * chunk)  # one chunk fits, L steps do not
+    monkeypatch.setattr(gst, "_bc_partials", lambda *a, **k: pytest.fail("dB should use per-chunk partials"))
+    inputs = make_graph_scan_inputs(batch=batch, V=V, D=D, N=N, L=L, K=2, T="L", mix_C=True, K_C=2, T_C="L", seed=18,
+                                    **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=chunk, backward="split"), inputs, shared_mix=True)
+
+
 @pytest.mark.parametrize("atomic", [False, True], ids=["partials", "atomics"])
 def test_triton_shared_mix_and_strided_d_out(monkeypatch, atomic):
     """Fused backward: mix_C is mix_A (TGMamba's readout) and a non-contiguous d_out (read in place, no copy).

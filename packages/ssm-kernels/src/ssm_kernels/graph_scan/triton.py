@@ -41,7 +41,9 @@ Performance design
 * Gradients that sum over channels (B, C, mix_*, W_*) are written as per-channel-block
   partials and reduced with ``torch.sum`` (deterministic). Where the partials of B, C or a
   per-step mix would exceed ``_ATOMIC_BYTES`` they are accumulated with ``tl.atomic_add``
-  instead, unless ``torch.use_deterministic_algorithms(True)`` is on. Gradients that sum over
+  instead, unless ``torch.use_deterministic_algorithms(True)`` is on (relaxed atomics: sums need no ordering).
+  The split backward keeps dB's partials per chunk of steps when those over all steps would be too large (summed
+  after each chunk), so it stays deterministic at L = 2000. Gradients that sum over
   batch (A, D, delta_bias) are per-(b, block) partials, always deterministic. The operator
   gradients dW_k (and dmix_k for T = 1) are accumulated in registers over time and written once.
 * The K operators are walked with a runtime loop (not ``tl.static_range``): unrolled, every dot
@@ -49,7 +51,8 @@ Performance design
   allows 227 KB); the loop reuses one set (112 KB forward, 128 KB backward there). The W_k
   pointers are offset by ``t * ZERO`` (a runtime 0) so their loads stay inside the time loop.
 * Block sizes: the largest BD whose tile fits ``_MAX_TILE_FWD``/``_MAX_TILE_BWD`` values, halved
-  (down to 4) until there are two programs per SM. Environment overrides for tuning:
+  (down to 4) until there are two programs per SM; not for the split backward's adjoint (measured faster with the
+  larger tile at the raw shape, see ``_bwd_split``). Environment overrides for tuning:
   ``SSM_KERNELS_GRAPH_SCAN_BD_FWD``/``_BD_BWD``/``_WARPS_FWD``/``_WARPS_BWD``/``_CHUNK``.
   Known weakness: the kernels sit at ~255 registers with some spilling (ptxas, sm_90; see
   ``_MAX_TILE_FWD``), least with the tensor-core precisions.
@@ -141,7 +144,7 @@ def _mix_bwd_k(r, gq, dw_acc, dm_acc, hv, dp2, k, m_ptr, s_k, o_mix, m_mix, w_pt
     elif MIX_MODE == 1:
         tl.store(dm_ptr + k * gs_k + o_dm, dm, mask=m_mix)
     else:
-        tl.atomic_add(dm_ptr + k * gs_k + o_dm, dm, mask=m_mix)
+        tl.atomic_add(dm_ptr + k * gs_k + o_dm, dm, mask=m_mix, sem="relaxed")
     r += tl.dot(tl.trans(b_m), zv, input_precision=PREC)
     return r, gq, dw_acc, dm_acc
 
@@ -327,7 +330,7 @@ def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr
 def _store_or_add(ptr, val, mask, ATOMIC: tl.constexpr):
     """Write one step's dB or dC slice: added atomically where programs share it (BC_ATOMIC), else stored."""
     if ATOMIC:
-        tl.atomic_add(ptr, val, mask=mask)
+        tl.atomic_add(ptr, val, mask=mask, sem="relaxed")  # sums only: no ordering needed
     else:
         tl.store(ptr, val, mask=mask)
 
@@ -352,7 +355,7 @@ def _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS: tl.constexpr):
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
     st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr,
-    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p,
+    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
@@ -366,7 +369,8 @@ def _graph_scan_adj_kernel(
     that of the state entering T0. States come from st_ptr (time-major, (T1 - T0 + 1, batch, V, D, N), slot
     t - T0 + 1 = state after step t). Writes du, d delta, dz (from the pre-gate output y the forward stored, fp32
     (batch, V, D, L)) for steps T0 .. T1 - 1, dP_t = dH_t * exp(Delta_t A) (time-major at dp_ptr, slot t - T0)
-    for the operator gradients, per-channel-block dB partials (or atomics), and adds the chunk's dA, dD and
+    for the operator gradients, per-channel-block dB partials (parts, batch, V, N, LB) of steps TB .. TB + LB - 1
+    (or atomics into one slot), and adds the chunk's dA, dD and
     d delta_bias to per-(b, channel) partials. d_out may be strided. Nothing here sums over channels except dB:
     the operator gradients are batched matrix products over dP and the states on the host side.
     """
@@ -402,6 +406,7 @@ def _graph_scan_adj_kernel(
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
     dB_p = dB_ptr + i_db * g_bc_p
+    o_db = (i_b * V + o_v[:, None]) * N * LB + o_n[None, :] * LB - TB  # dB partials: steps TB .. TB + LB - 1
 
     for i in range(0, T1 - T0):
         t = T1 - 1 - i
@@ -428,7 +433,7 @@ def _graph_scan_adj_kernel(
             du += dy * b_D[None, :]
             dD_acc += tl.sum(dy * b_u, axis=0)
         dA_acc += dA_t
-        _store_or_add(dB_p + o_bc + t, dB_t, m_bc, BC_ATOMIC)
+        _store_or_add(dB_p + o_db + t, dB_t, m_bc, BC_ATOMIC)
         dbias_acc += tl.sum(ddt, axis=0)
         tl.store(du_ptr + o_x + t, du, mask=m_x)
         tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
@@ -669,8 +674,9 @@ def _tuning(VP: int, NP: int, backward: bool) -> dict:
 
 
 def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch.device, override: int | None,
-             prec: str = "tf32") -> int:  # fmt: skip
-    """Channels per program: the tile (VP, BD, NP) fits ``max_tile`` fp32 values, enough programs.
+             prec: str = "tf32", spread: bool = True) -> int:  # fmt: skip
+    """Channels per program: the tile (VP, BD, NP) fits ``max_tile`` fp32 values, enough programs (``spread``:
+    the forward's tile is halved, down to 4 channels, until there are two programs per SM).
 
     With tf32 dots the backward with few programs (e.g. 16 raw clips: batch * D / 4 < 4 programs
     per SM) takes twice the tile: measured on an H200 at V 19, N 16, K 2 + readout, L = 2000,
@@ -687,7 +693,7 @@ def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     if max_tile == _MAX_TILE_BWD and prec != "tf32x3" and batch * cdiv(Dm, bd) < 4 * sms and bd < Dm:
         bd *= 2
-    while bd > 4 and batch * cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
+    while spread and bd > 4 and batch * cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
         bd //= 2
     return bd
 
@@ -1005,7 +1011,10 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     prec = _precision(u.dtype)
     # the adjoint kernel's tile is like the forward's (one state tile, 3 K products per step): the forward's launch
     # heuristics, with the backward's overrides (SSM_KERNELS_GRAPH_SCAN_BD_BWD / _WARPS_BWD)
-    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec)
+    # no halving for more programs (spread): at the raw shape (16 clips) 8 channels per program (128 programs of 8
+    # warps) ran the adjoint in 32.0 / 24.2 / 21.7 ms (fp32 tf32x3 / bf16 / fp32 tf32) against 36.3 / 26.2 / 24.6 ms
+    # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c)
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec, spread=False)
     NDB = cdiv(Dm, BD)
     warps = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD") or _num_warps(VP, BD, NP, False, batch * NDB, dev, prec)
     K_A = mix_A.shape[2]
@@ -1016,7 +1025,18 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     dA_part = torch.zeros(batch, Dm, N, device=dev, dtype=f32)
     dD_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
     dbias_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
-    (dB,), bc_atomic = _bc_partials(batch, V, N, L, NDB, dev)
+    recompute = states is None
+    CS = chunk if recompute else L
+    # dB partials per channel block: over all steps when they fit _ATOMIC_BYTES, else per chunk of steps (summed
+    # after each chunk: no atomics at the raw shape, so deterministic there), else atomics
+    step_bytes = batch * V * N * 4 * NDB
+    db_chunk = None
+    if NDB > 1 and step_bytes * L > _ATOMIC_BYTES >= step_bytes * CS:
+        bc_atomic = False
+        db_chunk = torch.empty(NDB, batch, V, N, CS, device=dev, dtype=f32)
+        dB = torch.empty(1, batch, V, N, L, device=dev, dtype=f32)
+    else:
+        (dB,), bc_atomic = _bc_partials(batch, V, N, L, NDB, dev)
     dC = torch.empty(batch, V, N, L, device=dev, dtype=f32)
     want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
     want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
@@ -1031,8 +1051,6 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     else:
         g = torch.zeros(batch, V, Dm, N, device=dev, dtype=f32)
 
-    recompute = states is None
-    CS = chunk if recompute else L
     if recompute:
         states = torch.empty(CS + 1, batch, V, Dm, N, device=dev, dtype=f32)
     dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
@@ -1058,11 +1076,15 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             u, delta, A, B, C, mix_A, W_A, mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
             D if D is not None else dummy, z if z is not None else dummy,
             delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
-            states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part, dB,
-            V, Dm, L, N, t0, t1, 0, s_st, 0 if bc_atomic else dB.stride(0),
+            states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part,
+            dB if db_chunk is None else db_chunk, V, Dm, L, N, t0, t1, 0, s_st,
+            0 if bc_atomic else (dB if db_chunk is None else db_chunk).stride(0),
+            L if db_chunk is None else CS, 0 if db_chunk is None else t0,
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
+        if db_chunk is not None:
+            torch.sum(db_chunk[..., :n], 0, out=dB[0, ..., t0:t1])
         with _matmul_precision(prec, dev):
             Hc4 = states[1 : n + 1].view(x, V, Dm, N)
             doc = dout[..., t0:t1].float()
