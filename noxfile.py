@@ -115,6 +115,9 @@ def interpret(session: nox.Session) -> None:
     # (and those that check float64 still goes to the reference) set it themselves
     env = {"TRITON_INTERPRET": "1"}
     run_pytest(session, str(PACKAGES["ssm-kernels"] / "tests"), "-m", "interpret", "-p", "no:cacheprovider", env=env)
+    # the models on those kernels (the TGMamba block's fused path, the Mamba mixers)
+    install_package(session, "tgmamba-models")
+    run_pytest(session, str(PACKAGES["tgmamba-models"] / "tests"), "-m", "interpret", "-p", "no:cacheprovider", env=env)
 
 
 @nox.session(python=PYTHON)

@@ -110,6 +110,38 @@ def test_identity_graph_is_mamba_selective_scan(opts):
     torch.testing.assert_close(flat(out), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("K,K_C", [(2, 3), (1, 2)], ids=["K2-KC3", "K1-KC2"])
+def test_implicit_identity_first_operator(K, K_C):
+    """W with one operator more than mix: the first acts with the identity vertex operator. Equals the call with
+    the identity stored, and the per-(b, d) loop written from the maths; K 1 leaves mix_A with no operator."""
+    kw = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=6, K=K, T="L", mix_C=True, K_C=K_C, T_C="1",
+                                dtype=torch.float64, seed=9, identity_first=True, **FULL)  # fmt: skip
+    assert kw["mix_A"].shape[2] == K - 1 and kw["W_A"].shape[0] == K
+    stored = dict(kw)
+    for name in ("mix_A", "mix_C"):
+        m = kw[name]
+        eye = torch.eye(3, dtype=m.dtype).expand(m.shape[0], m.shape[1], 1, 3, 3)
+        stored[name] = torch.cat([eye, m], dim=2)
+    out, last = graph_selective_scan_ref(**kw, return_last_state=True)
+    out_s, last_s = graph_selective_scan_ref(**stored, return_last_state=True)
+    torch.testing.assert_close(out, out_s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(last, last_s, rtol=1e-12, atol=1e-12)
+    y_naive, last_naive = naive_graph_scan(**stored)
+    torch.testing.assert_close(out, y_naive, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(last, last_naive, rtol=1e-10, atol=1e-10)
+
+
+def test_implicit_identity_gradcheck_float64():
+    kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=4, K=2, T="L", mix_C=True, K_C=2, T_C="1",
+                                dtype=torch.float64, seed=6, requires_grad=True, identity_first=True, **FULL)  # fmt: skip
+    names = graph_scan_grad_names(kw)
+
+    def fn(*xs):
+        return graph_selective_scan_ref(**{**kw, **dict(zip(names, xs))}, return_last_state=True)
+
+    assert torch.autograd.gradcheck(fn, tuple(kw[n] for n in names), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("TA,TC", [("L", "1"), ("1", "L")])
 def test_reference_gradcheck_float64(TA, TC):
     kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=4, K=2, T=TA, mix_C=True, K_C=2, T_C=TC,
@@ -150,6 +182,7 @@ BAD = {
     "mix_A-T": (lambda kw: kw.update(mix_A=kw["mix_A"].expand(2, 3, 2, 3, 3)), "mix_A must have T = 1 or T = L"),
     "mix_A-V": (lambda kw: kw.update(mix_A=kw["mix_A"][..., :2]), "mix_A must have shape"),
     "W_A-K": (lambda kw: kw.update(W_A=kw["W_A"][:1]), "W_A has K = 1 .* mix_A has K = 2"),
+    "W_A-K+2": (lambda kw: kw.update(W_A=torch.cat([kw["W_A"]] * 2)), "W_A has K = 4 .* mix_A has K = 2"),
     "W_A-N": (lambda kw: kw.update(W_A=kw["W_A"][:, :2]), "W_A must have shape"),
     "W_A-none": (lambda kw: kw.update(W_A=None), "W_A is required"),
     "mix_C-alone": (lambda kw: kw.update(W_C=None), "mix_C was given without W_C"),

@@ -24,6 +24,7 @@ def _compile(
     prec: str,
     unroll: bool = False,
     all_states: bool = False,
+    eye: bool = False,
 ):
     triton = pytest.importorskip("triton")
     try:
@@ -39,9 +40,10 @@ def _compile(
     if kind != "adj":
         const["CHUNK"] = 1 if all_states else 32
     if kind == "fwd":  # every store on: the training forward of either backward design
-        const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True, STORE_OUT=True, STORE_STATES=True, STORE_Y=True)
+        const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True, STORE_OUT=True, STORE_STATES=True, STORE_Y=True,
+                     EYE_A=eye, EYE_C=eye and mixc)  # fmt: skip
     elif kind == "adj":  # the split backward's adjoint kernel
-        const.update(BC_ATOMIC=False)
+        const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
@@ -60,15 +62,20 @@ def _compile(
 
 
 @pytest.mark.parametrize(
-    "kind,VP,BD,NP,K,mixc,warps,prec,unroll,all_states",
+    "kind,VP,BD,NP,K,mixc,warps,prec,unroll,all_states,eye",
     [
-        ("fwd", 32, 8, 16, 2, False, 8, "tf32x3", True, False),  # TUSZ defaults (V 19, N 16)
-        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, True),
-        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, False),
-        ("adj", 32, 8, 16, 2, True, 8, "tf32x3", True, False),
-        ("fwd", 64, 1, 64, 3, True, 8, "tf32", False, False),  # the largest supported sizes
-        ("bwd", 64, 1, 64, 3, True, 8, "tf32", False, False),
-        ("adj", 64, 1, 64, 3, True, 8, "tf32", False, False),
+        ("fwd", 32, 8, 16, 2, False, 8, "tf32x3", True, False, False),  # TUSZ defaults (V 19, N 16)
+        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, True, False),
+        ("bwd", 32, 4, 16, 2, True, 8, "tf32x3", True, False, False),
+        ("adj", 32, 8, 16, 2, True, 8, "tf32x3", True, False, False),
+        ("fwd", 64, 1, 64, 3, True, 8, "tf32", False, False, False),  # the largest supported sizes
+        ("bwd", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("adj", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        # TGMamba's graphconv call with the implicit identity first (one stored operator per side)
+        ("fwd", 32, 8, 16, 1, True, 8, "tf32x3", True, False, True),
+        ("adj", 32, 8, 16, 1, True, 8, "tf32x3", True, False, True),
+        ("fwd", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
+        ("adj", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
     ],
     ids=[
         "fwd-V19N16",
@@ -78,8 +85,12 @@ def _compile(
         "fwd-V64N64K3-mixC",
         "bwd-V64N64K3-mixC",
         "adj-V64N64K3-mixC",
+        "fwd-V19N16-mixC-identity_first",
+        "adj-V19N16-mixC-identity_first",
+        "fwd-V64N64K3-mixC-identity_first",
+        "adj-V64N64K3-mixC-identity_first",
     ],  # fmt: skip
 )
-def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states):
-    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states)
+def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

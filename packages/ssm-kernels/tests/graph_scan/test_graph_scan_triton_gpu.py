@@ -59,6 +59,9 @@ AWKWARD = {
     "V56-D24-N64-L17-K3": dict(batch=2, V=56, D=24, N=64, L=17, K=3, T="L", mix_C=True, K_C=2, with_z=True),
     "V64-D16-N64-L70-K2": dict(batch=2, V=64, D=16, N=64, L=70, K=2, T="1", with_initial_state=True, **MAMBA),
     "V19-D64-N16-L100-K3-mixC_TL": dict(batch=4, V=19, D=64, N=16, L=100, K=3, T="1", mix_C=True, T_C="L", **MAMBA),
+    "V56-D24-N64-L17-K3-identity_first": dict(
+        batch=2, V=56, D=24, N=64, L=17, K=3, T="L", mix_C=True, K_C=2, with_z=True, identity_first=True
+    ),
     "V16-D33-N32-L65-K1-fp16": dict(batch=2, V=16, D=33, N=32, L=65, K=1, T="L", dtype=torch.float16, **MAMBA),
 }
 
@@ -74,6 +77,15 @@ def test_gpu_shared_mix_and_strided_d_out(monkeypatch, atomic, dtype, backward):
         monkeypatch.setattr(gst, "_ATOMIC_BYTES", 0)
     inputs = make_graph_scan_inputs(batch=3, V=19, D=64, N=16, L=300, K=2, T="L", mix_C=True, K_C=2, T_C="L",
                                     dtype=dtype, device="cuda", seed=23, **MAMBA)  # fmt: skip
+    check_graph_scan_against_reference(_triton(backward=backward), inputs, shared_mix=True, strided_d_out=True)
+
+
+@pytest.mark.parametrize("backward", ["split", "fused"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gpu_implicit_identity_first(dtype, backward):
+    """TGMamba's graphconv call: W with one operator more than the shared per-step mix (implicit identity first)."""
+    inputs = make_graph_scan_inputs(batch=3, V=19, D=64, N=16, L=300, K=2, T="L", mix_C=True, K_C=2, T_C="L",
+                                    dtype=dtype, device="cuda", seed=26, identity_first=True, **MAMBA)  # fmt: skip
     check_graph_scan_against_reference(_triton(backward=backward), inputs, shared_mix=True, strided_d_out=True)
 
 

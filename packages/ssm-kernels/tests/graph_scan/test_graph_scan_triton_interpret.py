@@ -230,3 +230,16 @@ def test_split_chunk_sizes(monkeypatch):
     assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 1
     assert gst._split_chunk(fake(256, 19, 64, 10), 16, 40) == 10  # an override is capped at L
     assert gst._split_chunk(SimpleNamespace(shape=(2, 3, 3, 37), device=torch.device("cpu")), 4, None) == 8
+
+
+@pytest.mark.parametrize("backward", ["split", "fused"])
+@pytest.mark.parametrize(
+    "K,K_C,T_C,shared", [(2, 2, "L", True), (2, 3, "1", False), (1, 2, "L", False)], ids=["K2-shared", "K2-KC3", "K1"]
+)
+def test_implicit_identity_first_operator(backward, K, K_C, T_C, shared):
+    """W with one operator more than mix (GraphConv / ChebConv without a stored identity): the kernels skip that
+    operator's vertex products (split) or store it (fused); outputs and every gradient against the reference.
+    K 1 leaves mix_A with no operator at all."""
+    inputs = make_graph_scan_inputs(batch=2, V=5, D=3, N=6, L=7, K=K, T="L", mix_C=True, K_C=K_C if not shared else K,
+                                    T_C=T_C if not shared else "L", seed=20, identity_first=True, **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=3, backward=backward), inputs, shared_mix=shared)

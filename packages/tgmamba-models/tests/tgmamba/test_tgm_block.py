@@ -237,22 +237,31 @@ def test_checkpointed_graph_construction_same_gradients(conv_type):
     """Long sequences recompute the graph, the input conv and the gated norm's output in backward: same outputs
     and gradients."""
     seed_all(9)
-    gen = torch.Generator().manual_seed(9)
-    V, batch, L = 3, 2, 7
-    model = TGMamba(d_model=6, d_state=4, num_vertices=V, conv_type=conv_type).double()
-    x = torch.randn(batch * V, L, 6, dtype=torch.float64)
-    ei, ew = _edges(batch, V, gen)
-    gout = torch.randn_like(x)
+    model = TGMamba(d_model=6, d_state=4, num_vertices=3, conv_type=conv_type).double()
     model.checkpoint_graph = model.checkpoint_norm = model.checkpoint_conv = False
-    y0, g0 = _run(model, x, ei, ew, "fused", gout)
-    model.checkpoint_graph = model.checkpoint_norm = model.checkpoint_conv = True
-    model.checkpoint_graph_min_len = 1
-    y1, g1 = _run(model, x, ei, ew, "fused", gout)
+
+    def change(m):
+        m.checkpoint_graph = m.checkpoint_norm = m.checkpoint_conv = True
+        m.checkpoint_graph_min_len = 1
+
+    (y0, g0), (y1, g1) = _fused_before_and_after(model, change, batch=2, L=7, seed=9)
     # in_proj split in two products (checkpoint_conv) may round differently in the last bit
     torch.testing.assert_close(y1, y0, rtol=1e-12, atol=1e-14)
     for name in g0:
         if g0[name] is not None:
             torch.testing.assert_close(g1[name], g0[name], rtol=1e-12, atol=1e-14, msg=name)
+
+
+def _fused_before_and_after(model, change, batch, L, seed):
+    """The fused path's (output, gradients) on one random input and graph, before and after ``change(model)``."""
+    gen = torch.Generator().manual_seed(seed)
+    V = model.num_vertices
+    x = torch.randn(batch * V, L, model.d_model, dtype=torch.float64)
+    ei, ew = _edges(batch, V, gen)
+    gout = torch.randn_like(x)
+    before = _run(model, x, ei, ew, "fused", gout)
+    change(model)
+    return before, _run(model, x, ei, ew, "fused", gout)
 
 
 def _saved_bytes(forward):
@@ -310,3 +319,17 @@ def test_long_sequences_recompute_the_input_conv():
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b)
     assert full - less >= batch * V * L * model.d_inner * 4, (full, less)
+
+
+@pytest.mark.parametrize("conv_type", ["chebconv", "graphconv", "none"])
+def test_implicit_identity_operator_same_function(conv_type):
+    """The fused path with the leading identity left to the graph scan (default) or stored: same outputs and
+    parameter gradients."""
+    seed_all(5)
+    model = TGMamba(d_model=8, d_state=4, num_vertices=4, conv_type=conv_type).double()
+    _perturb_state_weights(model)
+    (y_i, g_i), (y_s, g_s) = _fused_before_and_after(model, lambda m: setattr(m, "implicit_identity", False), 2, 7, 6)
+    torch.testing.assert_close(y_i, y_s, rtol=1e-12, atol=1e-12)
+    for name, g in g_s.items():
+        if g is not None:
+            torch.testing.assert_close(g_i[name], g, rtol=1e-10, atol=1e-12, msg=lambda m, n=name: f"d{n}: {m}")

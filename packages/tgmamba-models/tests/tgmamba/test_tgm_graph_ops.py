@@ -100,3 +100,18 @@ def test_state_operators_are_contractions(conv_type):
     star[..., 0, 1:] = 1
     star[..., 1:, 0] = 1
     assert torch.linalg.matrix_norm(state_adjacency(star), ord=2).max() <= 1 + 1e-12
+
+
+@pytest.mark.parametrize("conv_type", ["gcnconv", "chebconv", "graphconv", "none"])
+def test_state_mix_implicit_identity(conv_type):
+    """``implicit_identity`` drops the leading identity operator (the graph scan applies it from W's extra
+    operator) and keeps the rest; gcnconv has none to drop."""
+    seed_all(3)
+    adj = _random_graph(3, 5, p=0.6, symmetric=True).unsqueeze(1).expand(3, 4, 5, 5)
+    full = state_mix(conv_type, adj)
+    compact = state_mix(conv_type, adj, implicit_identity=True)
+    if conv_type == "gcnconv":
+        torch.testing.assert_close(compact, full)
+        return
+    torch.testing.assert_close(full[:, :, 0], torch.eye(5, dtype=adj.dtype).expand(3, 4, 5, 5))
+    torch.testing.assert_close(compact, full[:, :, 1:])

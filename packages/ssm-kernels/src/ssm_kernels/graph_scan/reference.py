@@ -16,6 +16,11 @@ Maths, for every batch element b and channel d, with ``H_t`` in ``R^{V x N}``::
     out        = y * silu(z)                                        (y without z)
 
 ``mix[..., i, j]`` is the weight with which vertex j's state reaches vertex i.
+
+Implicit identity: ``W`` may hold one operator more than ``mix`` (``mix`` (batch, T, K - 1, V, V), ``W`` (K, N, N));
+the first ``W`` then acts without vertex mixing, ``P_t = H_{t-1} @ W[0] + sum_k mix[b, t, k - 1] @ H_{t-1} @ W[k]``.
+Graph convolutions with a root term (GraphConv, ChebConv) need no stored identity then, and the fast path skips
+its vertex products.
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ _PARAM = (torch.float32, torch.float64)
 
 @dataclass(frozen=True)
 class GraphScanDims:
-    """Sizes of one graph-scan call (``T_A``/``T_C`` are 1 or ``L``; ``K_C`` is 0 without mix_C)."""
+    """Sizes of one graph-scan call (``T_A``/``T_C`` are 1 or ``L``; ``K_C`` is 0 without mix_C).
+
+    ``K_A``/``K_C`` count the stored vertex operators (mix); ``eye_A``/``eye_C``: W has one more, the implicit
+    identity first (see the module docstring).
+    """
 
     batch: int
     V: int
@@ -46,6 +55,8 @@ class GraphScanDims:
     T_A: int
     K_C: int
     T_C: int
+    eye_A: bool = False
+    eye_C: bool = False
 
 
 def _check_mix(name_mix: str, mix: torch.Tensor, name_w: str, w: torch.Tensor, batch: int, V: int, L: int, N: int):
@@ -61,14 +72,15 @@ def _check_mix(name_mix: str, mix: torch.Tensor, name_w: str, w: torch.Tensor, b
         )
     if T not in (1, L):
         raise ValueError(f"{name_mix} must have T = 1 or T = L = {L} along dim 1, got T = {T}")
-    if K < 1:
-        raise ValueError(f"{name_mix} must have K >= 1 operators along dim 2, got K = {K}")
     check_tensor(name_w, w, dtypes=_FLOAT)
     if w.dim() != 3 or w.shape[1] != N or w.shape[2] != N:
         raise ValueError(f"{name_w} must have shape (K, N, N) = ({K}, {N}, {N}), got {tuple(w.shape)}")
-    if w.shape[0] != K:
-        raise ValueError(f"{name_w} has K = {w.shape[0]} operators but {name_mix} has K = {K}: they must match")
-    return T, K
+    if w.shape[0] not in (K, K + 1) or w.shape[0] < 1:
+        raise ValueError(
+            f"{name_w} has K = {w.shape[0]} operators but {name_mix} has K = {K}: W must have K operators, or K + 1 "
+            "(the first acting with an implicit identity vertex operator), and at least one"
+        )
+    return T, K, w.shape[0] == K + 1
 
 
 def check_graph_scan_inputs(
@@ -97,13 +109,13 @@ def check_graph_scan_inputs(
         raise ValueError("mix_A is required (shape (batch, T, K, V, V)); pass identity operators for a plain scan")
     if W_A is None:
         raise ValueError("W_A is required (shape (K, N, N)); pass identity matrices for a plain scan")
-    T_A, K_A = _check_mix("mix_A", mix_A, "W_A", W_A, batch, V, L, N)
+    T_A, K_A, eye_A = _check_mix("mix_A", mix_A, "W_A", W_A, batch, V, L, N)
     if (mix_C is None) != (W_C is None):
         given, missing = ("mix_C", "W_C") if W_C is None else ("W_C", "mix_C")
         raise ValueError(f"{given} was given without {missing}: pass both or neither (identity readout)")
-    T_C, K_C = (0, 0)
+    T_C, K_C, eye_C = (0, 0, False)
     if mix_C is not None:
-        T_C, K_C = _check_mix("mix_C", mix_C, "W_C", W_C, batch, V, L, N)
+        T_C, K_C, eye_C = _check_mix("mix_C", mix_C, "W_C", W_C, batch, V, L, N)
     check_tensor("D", D, shape=(Dm,), dtypes=_PARAM + (torch.float16, torch.bfloat16), optional=True)
     check_tensor("z", z, shape=(batch, V, Dm, L), dtypes=_FLOAT, optional=True)
     check_tensor("delta_bias", delta_bias, shape=(Dm,), dtypes=_FLOAT, optional=True)
@@ -112,7 +124,7 @@ def check_graph_scan_inputs(
         u=u, delta=delta, A=A, B=B, C=C, mix_A=mix_A, W_A=W_A, mix_C=mix_C, W_C=W_C, D=D, z=z,
         delta_bias=delta_bias, initial_state=initial_state,
     )  # fmt: skip
-    return GraphScanDims(batch, V, Dm, L, N, K_A, T_A, K_C, T_C)
+    return GraphScanDims(batch, V, Dm, L, N, K_A, T_A, K_C, T_C, eye_A, eye_C)
 
 
 def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
@@ -128,10 +140,18 @@ def _mix(mix: torch.Tensor, W: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """
     b, K, V, _ = mix.shape
     D, N = h.shape[2], h.shape[3]
-    hw = (h.reshape(b * V * D, N) @ W.permute(1, 0, 2).reshape(N, K * N)).reshape(b, V, D, K, N)
+    KW = W.shape[0]  # K, or K + 1 with the implicit identity first
+    hw = (h.reshape(b * V * D, N) @ W.permute(1, 0, 2).reshape(N, KW * N)).reshape(b, V, D, KW, N)
+    out = None
+    if KW > K:  # the implicit identity operator first: no vertex mixing (split, not indexed: no per-step select)
+        first, hw = hw.split([1, K], dim=3)
+        out = first.reshape(b, V, D, N)
+        if K == 0:
+            return out
     hw = hw.permute(0, 3, 1, 2, 4).reshape(b, K * V, D * N)  # (b, K*V, D*N): rows (k, j)
     m = mix.permute(0, 2, 1, 3).reshape(b, V, K * V)  # (b, V, K*V): columns (k, j)
-    return torch.matmul(m, hw).reshape(b, V, D, N)
+    mixed = torch.matmul(m, hw).reshape(b, V, D, N)
+    return mixed if out is None else out + mixed
 
 
 def graph_selective_scan_ref(
@@ -157,7 +177,8 @@ def graph_selective_scan_ref(
 
     Shapes:
         u, delta, z: (batch, V, D, L);  A: (D, N) float32/float64;  B, C: (batch, V, N, L)
-        mix_A, mix_C: (batch, T, K, V, V) with T in {1, L};  W_A, W_C: (K, N, N)
+        mix_A, mix_C: (batch, T, K, V, V) with T in {1, L};  W_A, W_C: (K, N, N), or (K + 1, N, N) with an
+        implicit identity first operator
         D, delta_bias: (D,);  initial_state: (batch, V, D, N)
 
     Returns:

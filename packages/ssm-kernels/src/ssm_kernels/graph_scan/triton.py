@@ -109,10 +109,18 @@ def _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP: t
 
 @triton.jit
 def _mix_apply(h, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
-               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
-    """sum_k mix_k @ h @ W_k for a (VP, BD, NP) tile (mix_k: (VP, VP), W_k: (NP, NP))."""
+               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+               EYE: tl.constexpr = False):  # fmt: skip
+    """sum_k mix_k @ h @ W_k for a (VP, BD, NP) tile (mix_k: (VP, VP), W_k: (NP, NP)).
+
+    EYE: W holds one operator more than mix, the first acting without vertex mixing (``h @ W_0``: one product).
+    """
     hv = tl.reshape(h, (VP, BD * NP))
     acc = tl.zeros((VP * BD, NP), dtype=tl.float32)
+    if EYE:
+        b_w0 = tl.load(w_ptr + o_w, mask=m_w, other=0.0).to(tl.float32)
+        acc = tl.dot(tl.reshape(h, (VP * BD, NP)), b_w0, input_precision=PREC)
+        w_ptr += N * N
     if UNROLL:
         for k in tl.static_range(K):
             acc = _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC)
@@ -203,7 +211,7 @@ def _graph_scan_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, STORE_LAST: tl.constexpr,
     STORE_CKPT: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     PREC: tl.constexpr, UNROLL: tl.constexpr, STORE_OUT: tl.constexpr, STORE_STATES: tl.constexpr,
-    STORE_Y: tl.constexpr,
+    STORE_Y: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
 ):  # fmt: skip
     """Steps T0 .. T1 - 1 from the initial state (row b at h0_ptr + b * s_h0_b, zeros without HAS_INIT).
 
@@ -254,14 +262,14 @@ def _graph_scan_fwd_kernel(
         b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
                                                 HAS_BIAS, SOFTPLUS)  # fmt: skip
         p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
-                       VP, BD, NP, PREC, UNROLL)  # fmt: skip
+                       VP, BD, NP, PREC, UNROLL, EYE_A)  # fmt: skip
         h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
         if STORE_STATES:
             tl.store(st_ptr + (t - T0 + 1) * s_st + o_h, h, mask=m_h)
         if STORE_OUT or STORE_Y:
             if HAS_MIXC:
                 g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w,
-                               N, K_C, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+                               N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
             else:
                 g = h
             b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
@@ -281,13 +289,20 @@ def _graph_scan_fwd_kernel(
 
 @triton.jit
 def _readout_adj(dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
-                 BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
+                 BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+                 EYE: tl.constexpr = False):  # fmt: skip
     """Adjoint of the readout for dG = dy (x) C: sum_k mix_k^T @ (dy (x) (C @ W_k^T)), a (VP, BD, NP) tile.
 
     dG @ W_k^T has rank one per vertex (dy[v, d] times the row (C W_k^T)[v]), so each operator costs one
-    (NP, NP) product and one vertex product instead of two full products.
+    (NP, NP) product and one vertex product instead of two full products. EYE (implicit identity first
+    operator): its term is ``dy (x) (C @ W_0^T)``, without a vertex product.
     """
     r = tl.zeros((VP, BD * NP), dtype=tl.float32)
+    if EYE:
+        b_w0 = tl.load(w_ptr + o_w, mask=m_w, other=0.0).to(tl.float32)
+        cw0 = tl.dot(b_C, tl.trans(b_w0), input_precision=PREC)  # (VP, NP)
+        r = tl.reshape(dy[:, :, None] * cw0[:, None, :], (VP, BD * NP))
+        w_ptr += N * N
     if UNROLL:
         for k in tl.static_range(K):
             b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
@@ -307,10 +322,15 @@ def _readout_adj(dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.co
 
 @triton.jit
 def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
-               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr):  # fmt: skip
-    """Adjoint of P = sum_k mix_k @ H @ W_k with respect to H: sum_k mix_k^T @ dP @ W_k^T."""
+               BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+               EYE: tl.constexpr = False):  # fmt: skip
+    """Adjoint of P = sum_k mix_k @ H @ W_k with respect to H: sum_k mix_k^T @ dP @ W_k^T (EYE: plus dP @ W_0^T)."""
     dp2 = tl.reshape(dp, (VP * BD, NP))
     r = tl.zeros((VP, BD * NP), dtype=tl.float32)
+    if EYE:
+        b_w0 = tl.load(w_ptr + o_w, mask=m_w, other=0.0).to(tl.float32)
+        r = tl.reshape(tl.dot(dp2, tl.trans(b_w0), input_precision=PREC), (VP, BD * NP))
+        w_ptr += N * N
     if UNROLL:
         for k in tl.static_range(K):
             b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
@@ -361,7 +381,7 @@ def _graph_scan_adj_kernel(
     s_do_b, s_do_v, s_do_d, s_do_t,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
-    NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+    NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
 ):  # fmt: skip
     """Split backward, sequential part: the adjoint recurrence over steps T1 - 1 .. T0 and the element-wise grads.
 
@@ -425,7 +445,7 @@ def _graph_scan_adj_kernel(
             dy = b_do
         if HAS_MIXC:
             g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
-                              o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+                              o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
         else:
             g += dy[:, :, None] * b_C[:, None, :]
         du, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
@@ -440,7 +460,7 @@ def _graph_scan_adj_kernel(
         dp = g * b_a
         tl.store(dp_ptr + (t - T0) * s_st + o_h, dp, mask=m_h)
         g = _state_adj(dp, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N,
-                       K_A, VP, BD, NP, PREC, UNROLL)  # fmt: skip
+                       K_A, VP, BD, NP, PREC, UNROLL, EYE_A)  # fmt: skip
     tl.store(g_ptr + o_h, g, mask=m_h)
     # this program owns its (b, channel block) slots: chunks run one after another, so add in place
     o_bd = i_b * DM + o_d
@@ -793,6 +813,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
         HAS_INIT=h0 is not None, STORE_LAST=last is not None, STORE_CKPT=ckpt is not None, CHUNK=chunk, VP=VP, BD=BD,
         NP=NP, PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
         STORE_OUT=out is not None, STORE_STATES=states is not None, STORE_Y=ybuf is not None,
+        EYE_A=W_A.shape[0] > mix_A.shape[2], EYE_C=mix_C is not None and W_C.shape[0] > mix_C.shape[2],
         **_tuning(VP, NP, False),
     )  # fmt: skip
     _launch(_graph_scan_fwd_kernel, grid, args, meta)
@@ -1017,7 +1038,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec, spread=False)
     NDB = cdiv(Dm, BD)
     warps = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD") or _num_warps(VP, BD, NP, False, batch * NDB, dev, prec)
-    K_A = mix_A.shape[2]
+    K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
+    eye_A = W_A.shape[0] > K_A
+    eye_C = mix_C is not None and W_C.shape[0] > mix_C.shape[2]
 
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -1041,7 +1064,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
     want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
     dmA = torch.zeros(batch, mix_A.shape[1], K_A, V, V, device=dev, dtype=f32)
-    dWA = torch.zeros(K_A, N, N, device=dev, dtype=f32)
+    dWA = torch.zeros(W_A.shape, device=dev, dtype=f32)
     dmC = dWC = None
     if mix_C is not None:
         dmC = dmA if share_mix else torch.zeros(batch, *mix_C.shape[1:3], V, V, device=dev, dtype=f32)
@@ -1062,7 +1085,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     meta = dict(
         K_A=K_A, K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), BC_ATOMIC=bc_atomic, VP=VP,
-        BD=BD, NP=NP,
+        BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C,
         PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
     )  # fmt: skip
     for c in reversed(range(cdiv(L, CS))):
@@ -1095,20 +1118,25 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
                 Z = work[:n].view(x, V, Dm * N)
+                if eye_A:  # the identity operator: no vertex product, no mix gradient
+                    dWA[0] += Hp.reshape(-1, N).t() @ DPc.reshape(-1, N)
                 mA = _mix_steps(mix_A, t0, t1)
                 for k in range(K_A):
-                    torch.mm(DPc.view(-1, N), WAf[k].t(), out=Z.view(-1, N))  # dP W_k^T
+                    kw = k + eye_A  # its state operator
+                    torch.mm(DPc.view(-1, N), WAf[kw].t(), out=Z.view(-1, N))  # dP W_k^T
                     _add_mix_grad(dmA, torch.bmm(Z, Hp.transpose(1, 2)), t0, t1, k)
                     torch.bmm(mA[:, k].transpose(1, 2), DPc, out=Z)  # mix_k^T dP
-                    dWA[k] += Hp.reshape(-1, N).t() @ Z.view(-1, N)
+                    dWA[kw] += Hp.reshape(-1, N).t() @ Z.view(-1, N)
             if mix_C is not None:
                 Cc = C[..., t0:t1].permute(3, 0, 1, 2).reshape(x, V, N).float()
                 Q = torch.einsum("xid,xjdm->xijm", dyc, Hc4)  # (x, V, V, N)
                 R = torch.einsum("xkij,xijm->xkim", _mix_steps(mix_C, t0, t1), Q)
+                if eye_C:  # the identity operator's R is Q's diagonal (i = j)
+                    R = torch.cat([Q.diagonal(dim1=1, dim2=2).transpose(1, 2)[:, None], R], dim=1)
                 dCc = torch.einsum("xkim,kmn->xin", R, WCf)
                 if want_C:
                     dWC += torch.einsum("xkim,xin->kmn", R, Cc)
-                    Cw = torch.einsum("xin,kmn->xkim", Cc, WCf)  # C W_k^T
+                    Cw = torch.einsum("xin,kmn->xkim", Cc, WCf[int(eye_C) :])  # C W_k^T of the stored operators
                     _add_mix_grad(dmC, torch.einsum("xkim,xijm->xkij", Cw, Q), t0, t1)
             else:
                 dCc = torch.einsum("xid,xidn->xin", dyc, Hc4)
@@ -1214,7 +1242,8 @@ def graph_selective_scan_triton(
 
     Shapes:
         u, delta, z: (batch, V, D, L);  A: (D, N);  B, C: (batch, V, N, L)
-        mix_A, mix_C: (batch, T, K, V, V), T in {1, L};  W_A, W_C: (K, N, N)
+        mix_A, mix_C: (batch, T, K, V, V), T in {1, L};  W_A, W_C: (K, N, N), or (K + 1, N, N) with the implicit
+        identity first (see :mod:`.reference`)
         D, delta_bias: (D,);  initial_state: (batch, V, D, N)
         returns out (batch, V, D, L) in u's dtype [, last_state (batch, V, D, N) fp32]
     """
@@ -1225,6 +1254,15 @@ def graph_selective_scan_triton(
                   return_last_state, chunk, block_d_fwd, block_d_bwd, backward)  # fmt: skip
 
 
+def _with_identity(mix: torch.Tensor | None, W: torch.Tensor | None) -> torch.Tensor | None:
+    """``mix`` with its implicit identity operator stored first when W has one operator more (else ``mix``)."""
+    if mix is None or W.shape[0] == mix.shape[2]:
+        return mix
+    b, T, _, V, _ = mix.shape
+    eye = torch.eye(V, device=mix.device, dtype=mix.dtype).expand(b, T, 1, V, V)
+    return torch.cat([eye, mix], dim=2)
+
+
 def _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state,
            return_last_state, chunk=None, block_d_fwd=None, block_d_bwd=None, backward=None):  # fmt: skip
     """:func:`graph_selective_scan_triton` without the input checks (for callers that ran them)."""
@@ -1233,6 +1271,10 @@ def _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_so
     chunk = _split_chunk(u, A.shape[1], chunk) if mode == "split" else _chunk(u, A.shape[1], chunk)
     bdf = block_d_fwd if block_d_fwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_FWD")
     bdb = block_d_bwd if block_d_bwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_BWD")
+    if mode == "fused":  # the fused backward kernel has no implicit identity: store it
+        shared = mix_C is mix_A and W_C.shape[0] == W_A.shape[0]
+        mix_A = _with_identity(mix_A, W_A)
+        mix_C = mix_A if shared else _with_identity(mix_C, W_C)
     args = (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, initial_state)
     out, last = GraphSelectiveScanTriton.apply(*args, chunk, bdf, bdb, mode)
     return (out, last) if return_last_state else out

@@ -188,6 +188,10 @@ class TGMamba(nn.Module):
         self.checkpoint_norm = True
         self.checkpoint_conv = True
         self.checkpoint_graph_min_len = 256
+        # fused path: graphconv / chebconv / none pass their state operators without the leading identity (the
+        # graph scan's implicit identity first operator: W has one operator more than mix), so the scan skips
+        # that operator's vertex products; False stores the identity (same function, for A/B timing)
+        self.implicit_identity = True
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **fk)
         self.conv1d = nn.Conv1d(
@@ -353,15 +357,15 @@ class TGMamba(nn.Module):
 
     def _graph_and_state_mix(self, x4: Tensor, adj0: Tensor | None) -> tuple[Tensor, Tensor]:
         graph = self._learn_graph(x4, adj0)  # (b, T, V, V)
-        return graph, state_mix(self.conv_type, graph.to(x4.dtype))
+        return graph, state_mix(self.conv_type, graph.to(x4.dtype), implicit_identity=self.implicit_identity)
 
     def _scan_fused(
         self, u, delta, A, B, C, z, adj, initial_state=None, return_last_state=False, mix_A=None, u_conv=None
     ):
         u = self._input_conv_dense(u, adj) if u_conv is None else u_conv
         if mix_A is None:
-            mix_A = state_mix(self.conv_type, adj.to(u.dtype))
-        W_A, W_C = self._state_weights()
+            mix_A = state_mix(self.conv_type, adj.to(u.dtype), implicit_identity=self.implicit_identity)
+        W_A, W_C = self._state_weights()  # one operator more than mix_A / mix_C where they start with the identity
         mix_C = mix_A if W_C is not None else None
         return u, graph_selective_scan_fn(
             u, delta, A, B, C, mix_A, W_A.to(u.dtype), mix_C, None if W_C is None else W_C.to(u.dtype),

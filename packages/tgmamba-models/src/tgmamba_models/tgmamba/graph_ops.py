@@ -253,17 +253,29 @@ def input_mix(conv_type: str, adj: Tensor) -> Tensor:
     raise ValueError(f"conv_type {conv_type!r} has no dense operator (fused types: {FUSED_CONV_TYPES})")
 
 
-def state_mix(conv_type: str, adj: Tensor) -> Tensor:
+def state_mix(conv_type: str, adj: Tensor, implicit_identity: bool = False) -> Tensor:
     """Vertex operators of the state-side convolutions (spectral norm <= 1 for symmetric graphs).
 
-    Same as :func:`input_mix` except that ``graphconv`` uses :func:`state_adjacency`.
+    Same as :func:`input_mix` except that ``graphconv`` uses :func:`state_adjacency`. ``implicit_identity``
+    leaves out the identity operator that graphconv, chebconv and none start with; the graph scan then applies the
+    first W without vertex mixing (W has one operator more than mix), which skips its vertex products.
 
     Shapes:
-        adj: (batch, T, V, V) -> mix (batch, T, K, V, V)
+        adj: (batch, T, V, V) -> mix (batch, T, K, V, V), K one less with ``implicit_identity`` (gcnconv: K 1)
     """
     if conv_type == "graphconv":
-        return _stack_identity([None, state_adjacency(adj)], adj)
-    return input_mix(conv_type, adj)
+        ops = [None, state_adjacency(adj)]
+    elif conv_type == "chebconv":
+        ops = [None, cheb_mix(adj)]
+    elif conv_type == "none":
+        ops = [None]
+    else:
+        return input_mix(conv_type, adj)
+    if not implicit_identity:
+        return _stack_identity(ops, adj)
+    if len(ops) == 1:
+        return adj.new_zeros(*adj.shape[:2], 0, *adj.shape[2:])
+    return torch.stack(ops[1:], dim=2)
 
 
 def operator_weights(conv_type: str, layer: torch.nn.Module | None, n: int, like: Tensor) -> Tensor:
