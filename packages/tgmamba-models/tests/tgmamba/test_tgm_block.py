@@ -333,3 +333,16 @@ def test_implicit_identity_operator_same_function(conv_type):
     for name, g in g_s.items():
         if g is not None:
             torch.testing.assert_close(g_i[name], g, rtol=1e-10, atol=1e-12, msg=lambda m, n=name: f"d{n}: {m}")
+
+
+def test_value_checks_under_cuda_graph_capture_name_the_switch(monkeypatch):
+    """validate_inputs syncs with the host; under CUDA graph capture that raises an error naming the switch (torch's
+    own error is an unrelated-looking CPU copy), and validate_inputs = False captures without it."""
+    model = TGMamba(d_model=4, d_state=4, num_vertices=2)
+    x = torch.randn(4, 3, 4)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="validate_inputs = False"):
+        model(x)
+    model.validate_inputs = False
+    assert model(x).shape == x.shape

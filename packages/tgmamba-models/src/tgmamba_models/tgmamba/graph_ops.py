@@ -103,9 +103,18 @@ def edge_value_flags(
 
 
 def raise_flags(flags: list[tuple[str, Tensor]]) -> None:
-    """Evaluate device-side check flags with ONE host sync; raise ValueError with the first message."""
+    """Evaluate device-side check flags with ONE host sync; raise ValueError with the first message.
+
+    Under CUDA graph capture the sync is not allowed (torch would fail with an unrelated-looking copy error), so
+    that raises a RuntimeError naming the switch instead.
+    """
     if not flags:
         return
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "input value checks (NaN, edge ranges) need a host sync, which CUDA graph capture does not allow: set "
+            "validate_inputs = False on the TGMamba block / classifier before capturing"
+        )
     values = torch.stack([f.reshape(()).to(torch.bool) for _, f in flags]).tolist()
     for (msg, _), bad in zip(flags, values):
         if bad:
