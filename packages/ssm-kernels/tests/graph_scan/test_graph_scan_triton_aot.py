@@ -74,6 +74,8 @@ def _compile(
         # TGMamba's graphconv call with the implicit identity first (one stored operator per side)
         ("fwd", 32, 8, 16, 1, True, 8, "tf32x3", True, False, True),
         ("adj", 32, 8, 16, 1, True, 8, "tf32x3", True, False, True),
+        ("fwd", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),  # the manual three-tf32 precision
+        ("adj", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
         ("fwd", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
         ("adj", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
     ],
@@ -87,6 +89,8 @@ def _compile(
         "adj-V64N64K3-mixC",
         "fwd-V19N16-mixC-identity_first",
         "adj-V19N16-mixC-identity_first",
+        "fwd-V19N16-mixC-identity_first-3xtf32",
+        "adj-V19N16-mixC-identity_first-3xtf32",
         "fwd-V64N64K3-mixC-identity_first",
         "adj-V64N64K3-mixC-identity_first",
     ],  # fmt: skip

@@ -243,3 +243,16 @@ def test_implicit_identity_first_operator(backward, K, K_C, T_C, shared):
     inputs = make_graph_scan_inputs(batch=2, V=5, D=3, N=6, L=7, K=K, T="L", mix_C=True, K_C=K_C if not shared else K,
                                     T_C=T_C if not shared else "L", seed=20, identity_first=True, **FULL)  # fmt: skip
     check_graph_scan_against_reference(_triton(chunk=3, backward=backward), inputs, shared_mix=shared)
+
+
+@pytest.mark.parametrize("backward", ["split", "fused"])
+def test_manual_three_tf32_precision(monkeypatch, backward):
+    """SSM_KERNELS_GRAPH_SCAN_PRECISION=3xtf32: every dot as three tf32 products of operands split by bit masking
+    (hi + lo); the interpreter checks the splitting and the sum of the three products."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_PRECISION", "3xtf32")
+    assert gst._precision(torch.float32) == "3xtf32"
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=6, K=2, T="L", mix_C=True, K_C=2, T_C="L", seed=21,
+                                    identity_first=True, **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=4, backward=backward), inputs)
