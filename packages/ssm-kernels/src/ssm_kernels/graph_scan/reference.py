@@ -131,23 +131,32 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _mix(mix: torch.Tensor, W: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """sum_k mix[:, k] @ h @ W[k] per (b, d): mix (b, K, V, V), W (K, N, N), h (b, V, D, N).
+def _mix_weights(W: torch.Tensor, K: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """W (KW, N, N) for :func:`_mix`, once per call: the implicit identity's ``W[0]`` (None without it) and the
+    mixed operators' W side by side, (N, K*N) (None when K is 0)."""
+    eye = W.shape[0] - K
+    N = W.shape[1]
+    w0 = W[0] if eye else None
+    wcat = W[eye:].permute(1, 0, 2).reshape(N, K * N) if K else None
+    return w0, wcat
+
+
+def _mix(mix: torch.Tensor, w0: torch.Tensor | None, wcat: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
+    """sum_k mix[:, k] @ h @ W[k] per (b, d): mix (b, K, V, V), h (b, V, D, N); W from :func:`_mix_weights`
+    (``w0``: the implicit identity's operator, applied without vertex mixing).
 
     Two matmuls: the state mixes of all K operators in one GEMM, then the vertex mixes summed over k as one
     batched (V, K*V) @ (K*V, D*N) product. On CPU this is ~15x faster (forward+backward) than the equivalent
-    einsum pair at small shapes (batch 64, V 14, D 16, N 8) and on par at the TUSZ shape.
+    einsum pair at small shapes (batch 64, V 14, D 16, N 8) and on par at the TUSZ shape. The identity's operator
+    is its own GEMM: splitting one product's result would cost a concatenation per step in backward.
     """
     b, K, V, _ = mix.shape
     D, N = h.shape[2], h.shape[3]
-    KW = W.shape[0]  # K, or K + 1 with the implicit identity first
-    hw = (h.reshape(b * V * D, N) @ W.permute(1, 0, 2).reshape(N, KW * N)).reshape(b, V, D, KW, N)
-    out = None
-    if KW > K:  # the implicit identity operator first: no vertex mixing (split, not indexed: no per-step select)
-        first, hw = hw.split([1, K], dim=3)
-        out = first.reshape(b, V, D, N)
-        if K == 0:
-            return out
+    h2 = h.reshape(b * V * D, N)
+    out = (h2 @ w0).reshape(b, V, D, N) if w0 is not None else None
+    if K == 0:
+        return out
+    hw = (h2 @ wcat).reshape(b, V, D, K, N)
     hw = hw.permute(0, 3, 1, 2, 4).reshape(b, K * V, D * N)  # (b, K*V, D*N): rows (k, j)
     m = mix.permute(0, 2, 1, 3).reshape(b, V, K * V)  # (b, V, K*V): columns (k, j)
     mixed = torch.matmul(m, hw).reshape(b, V, D, N)
@@ -210,12 +219,14 @@ def graph_selective_scan_ref(
     B_s, C_s = B_c.unbind(-1), C_c.unbind(-1)  # (b, V, N) each
     mA_s = mA.unbind(1) if dims.T_A > 1 else [mA[:, 0]] * L
     mC_s = None if mC is None else (mC.unbind(1) if dims.T_C > 1 else [mC[:, 0]] * L)
+    wA = _mix_weights(WA, dims.K_A)
+    wC = _mix_weights(WC, dims.K_C) if WC is not None else None
     ys = []
     for t in range(L):
         decay = torch.exp(dt_s[t][..., None] * A_c)  # (b, V, D, N)
         inp = dtu_s[t][..., None] * B_s[t][:, :, None, :]  # (b, V, D, N)
-        h = _mix(mA_s[t], WA, h) * decay + inp
-        g = h if mC_s is None else _mix(mC_s[t], WC, h)
+        h = _mix(mA_s[t], *wA, h) * decay + inp
+        g = h if mC_s is None else _mix(mC_s[t], *wC, h)
         ys.append((g * C_s[t][:, :, None, :]).sum(-1))  # (b, V, D)
     y = torch.stack(ys, dim=-1)  # (b, V, D, L)
     if D is not None:
