@@ -55,7 +55,9 @@ def graph_selective_scan_fn(
         A: (D, N), float32 (float64 accepted)
         B, C: (batch, V, N, L)
         mix_A, mix_C: (batch, T, K, V, V) with T = 1 (shared by all steps) or T = L
-        W_A, W_C: (K, N, N) (K of W must match K of its mix)
+        W_A, W_C: (K, N, N), or (K + 1, N, N): then the first W acts with an implicit identity vertex operator,
+            ``H_{t-1} @ W[0] + sum_k mix[b, t, k - 1] @ H_{t-1} @ W[k]`` (GraphConv / ChebConv root terms without a
+            stored identity; the kernels skip its vertex products)
         D, delta_bias: (D,)
         initial_state: (batch, V, D, N)
 
