@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .._checks import check_same_device, check_tensor
 
-__all__ = ["GraphScanDims", "check_graph_scan_inputs", "graph_selective_scan_ref"]
+__all__ = ["GraphScanDims", "check_graph_scan_inputs", "graph_selective_scan_ref", "implicit_identity"]
 
 _FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _PARAM = (torch.float32, torch.float64)
@@ -59,6 +59,11 @@ class GraphScanDims:
     eye_C: bool = False
 
 
+def implicit_identity(mix: torch.Tensor | None, W: torch.Tensor | None) -> bool:
+    """Whether ``W`` holds one operator more than ``mix``: the first acts with the implicit identity (module docstring)."""
+    return mix is not None and W.shape[0] == mix.shape[2] + 1
+
+
 def _check_mix(name_mix: str, mix: torch.Tensor, name_w: str, w: torch.Tensor, batch: int, V: int, L: int, N: int):
     check_tensor(name_mix, mix, dtypes=_FLOAT)
     if mix.dim() != 5:
@@ -80,7 +85,7 @@ def _check_mix(name_mix: str, mix: torch.Tensor, name_w: str, w: torch.Tensor, b
             f"{name_w} has K = {w.shape[0]} operators but {name_mix} has K = {K}: W must have K operators, or K + 1 "
             "(the first acting with an implicit identity vertex operator), and at least one"
         )
-    return T, K, w.shape[0] == K + 1
+    return T, K, implicit_identity(mix, w)
 
 
 def check_graph_scan_inputs(
@@ -134,7 +139,7 @@ def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
 def _mix_weights(W: torch.Tensor, K: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """W (KW, N, N) for :func:`_mix`, once per call: the implicit identity's ``W[0]`` (None without it) and the
     mixed operators' W side by side, (N, K*N) (None when K is 0)."""
-    eye = W.shape[0] - K
+    eye = int(W.shape[0] == K + 1)  # the implicit identity first
     N = W.shape[1]
     w0 = W[0] if eye else None
     wcat = W[eye:].permute(1, 0, 2).reshape(N, K * N) if K else None

@@ -74,7 +74,7 @@ import triton.language as tl
 
 from .._launch import fast
 from ..backend import cdiv, next_pow2, triton_interpret
-from .reference import check_graph_scan_inputs
+from .reference import check_graph_scan_inputs, implicit_identity
 
 __all__ = ["graph_selective_scan_triton"]
 
@@ -837,7 +837,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
         HAS_INIT=h0 is not None, STORE_LAST=last is not None, STORE_CKPT=ckpt is not None, CHUNK=chunk, VP=VP, BD=BD,
         NP=NP, PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
         STORE_OUT=out is not None, STORE_STATES=states is not None, STORE_Y=ybuf is not None,
-        EYE_A=W_A.shape[0] > mix_A.shape[2], EYE_C=mix_C is not None and W_C.shape[0] > mix_C.shape[2],
+        EYE_A=implicit_identity(mix_A, W_A), EYE_C=implicit_identity(mix_C, W_C),
         **_tuning(VP, NP, False),
     )  # fmt: skip
     _launch(_graph_scan_fwd_kernel, grid, args, meta)
@@ -1063,8 +1063,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     NDB = cdiv(Dm, BD)
     warps = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD") or _num_warps(VP, BD, NP, False, batch * NDB, dev, prec)
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
-    eye_A = W_A.shape[0] > K_A
-    eye_C = mix_C is not None and W_C.shape[0] > mix_C.shape[2]
+    eye_A, eye_C = implicit_identity(mix_A, W_A), implicit_identity(mix_C, W_C)
 
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -1280,7 +1279,7 @@ def graph_selective_scan_triton(
 
 def _with_identity(mix: torch.Tensor | None, W: torch.Tensor | None) -> torch.Tensor | None:
     """``mix`` with its implicit identity operator stored first when W has one operator more (else ``mix``)."""
-    if mix is None or W.shape[0] == mix.shape[2]:
+    if not implicit_identity(mix, W):
         return mix
     b, T, _, V, _ = mix.shape
     eye = torch.eye(V, device=mix.device, dtype=mix.dtype).expand(b, T, 1, V, V)

@@ -239,9 +239,24 @@ def state_adjacency(adj: Tensor) -> Tensor:
     return r[..., :, None] * adj * s[..., None, :]
 
 
-def _stack_identity(ops: list[Tensor | None], like: Tensor) -> Tensor:
-    V = like.shape[-1]
-    eye = torch.eye(V, dtype=like.dtype, device=like.device).expand(like.shape)
+def _operators(conv_type: str, adj: Tensor, state: bool) -> list[Tensor | None]:
+    """Each operator of a convolution type, None for the identity (state: graphconv's bounded adjacency)."""
+    if conv_type == "gcnconv":
+        return [gcn_mix(adj)]
+    if conv_type == "chebconv":
+        return [None, cheb_mix(adj)]
+    if conv_type == "graphconv":
+        return [None, state_adjacency(adj) if state else adj]
+    if conv_type == "none":
+        return [None]
+    raise ValueError(f"conv_type {conv_type!r} has no dense operator (fused types: {FUSED_CONV_TYPES})")
+
+
+def _stack(ops: list[Tensor | None], like: Tensor) -> Tensor:
+    """(batch, T, K, V, V) from K operators (None: the identity) shaped like ``like`` (batch, T, V, V)."""
+    if not ops:
+        return like.new_zeros(*like.shape[:2], 0, *like.shape[2:])
+    eye = torch.eye(like.shape[-1], dtype=like.dtype, device=like.device).expand(like.shape)
     return torch.stack([eye if o is None else o for o in ops], dim=2)
 
 
@@ -251,15 +266,7 @@ def input_mix(conv_type: str, adj: Tensor) -> Tensor:
     Shapes:
         adj: (batch, T, V, V) -> mix (batch, T, K, V, V)
     """
-    if conv_type == "gcnconv":
-        return gcn_mix(adj).unsqueeze(2)
-    if conv_type == "chebconv":
-        return _stack_identity([None, cheb_mix(adj)], adj)
-    if conv_type == "graphconv":
-        return _stack_identity([None, adj], adj)
-    if conv_type == "none":
-        return _stack_identity([None], adj)
-    raise ValueError(f"conv_type {conv_type!r} has no dense operator (fused types: {FUSED_CONV_TYPES})")
+    return _stack(_operators(conv_type, adj, state=False), adj)
 
 
 def state_mix(conv_type: str, adj: Tensor, implicit_identity: bool = False) -> Tensor:
@@ -272,19 +279,10 @@ def state_mix(conv_type: str, adj: Tensor, implicit_identity: bool = False) -> T
     Shapes:
         adj: (batch, T, V, V) -> mix (batch, T, K, V, V), K one less with ``implicit_identity`` (gcnconv: K 1)
     """
-    if conv_type == "graphconv":
-        ops = [None, state_adjacency(adj)]
-    elif conv_type == "chebconv":
-        ops = [None, cheb_mix(adj)]
-    elif conv_type == "none":
-        ops = [None]
-    else:
-        return input_mix(conv_type, adj)
-    if not implicit_identity:
-        return _stack_identity(ops, adj)
-    if len(ops) == 1:
-        return adj.new_zeros(*adj.shape[:2], 0, *adj.shape[2:])
-    return torch.stack(ops[1:], dim=2)
+    ops = _operators(conv_type, adj, state=True)
+    if implicit_identity and ops[0] is None:
+        ops = ops[1:]
+    return _stack(ops, adj)
 
 
 def operator_weights(conv_type: str, layer: torch.nn.Module | None, n: int, like: Tensor) -> Tensor:
