@@ -15,25 +15,14 @@ import cProfile
 import io
 import pstats
 import sys
-import time
 import traceback
 
 import torch
 
 from ssm_kernels import mamba_chunk_scan_combined, selective_scan_fn
-from ssm_kernels.testing.bench import cuda_event_ms, kernel_us
+from ssm_kernels.testing.bench import cuda_event_ms, host_us, kernel_us
 from ssm_kernels.testing.selective_scan import make_scan_inputs
 from ssm_kernels.testing.ssd import make_inputs
-
-
-def host_us(fn, reps: int = 50) -> float:
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / reps * 1e6
 
 
 def cases():

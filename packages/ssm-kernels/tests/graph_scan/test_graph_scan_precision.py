@@ -16,7 +16,7 @@ def restore_precision(monkeypatch):
 
 def test_fp32_follows_torch_matmul_precision(restore_precision):
     torch.set_float32_matmul_precision("highest")
-    assert _precision(torch.float32) == "tf32x3"
+    assert _precision(torch.float32) == "3xtf32"
     torch.set_float32_matmul_precision("high")
     assert _precision(torch.float32) == "tf32"
     assert _precision(torch.bfloat16) == "tf32"
@@ -29,3 +29,24 @@ def test_environment_overrides(restore_precision, monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_PRECISION", "fp8")
     with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_PRECISION"):
         _precision(torch.float32)
+
+
+def test_warps_heuristic_keeps_eight_warps_for_the_three_product_backward(monkeypatch):
+    """4 warps only where measured faster (tf32; the 3xtf32 forward); the 3xtf32 / ieee adjoint keeps 8."""
+    from ssm_kernels.graph_scan import triton as gst
+
+    monkeypatch.setattr(gst, "_sm_count", lambda index: 132)
+    for name in ("SSM_KERNELS_GRAPH_SCAN_WARPS_FWD", "SSM_KERNELS_GRAPH_SCAN_WARPS_BWD"):
+        monkeypatch.delenv(name, raising=False)
+    cuda = torch.device("cuda", 0)
+    many = 4 * 132
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "tf32") == 4
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "tf32", adjoint=True) == 4
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "3xtf32") == 4
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "3xtf32", adjoint=True) == 8
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "ieee", adjoint=True) == 8
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "tf32x3") == 8
+    assert gst._num_warps(32, 8, 16, False, many - 1, cuda, "tf32") == 8  # few programs: 8
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD", "2")  # the adjoint follows the backward's override
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "3xtf32", adjoint=True) == 2
+    assert gst._num_warps(32, 8, 16, False, many, cuda, "3xtf32") == 4

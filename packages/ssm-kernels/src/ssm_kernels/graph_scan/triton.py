@@ -9,13 +9,14 @@ Performance design
   loop from the streamed (VP, BD) and (VP, NP) slices of the inputs.
 * Vertex mixing is ``tl.dot(mix_k, H.reshape(VP, BD*NP))`` and state mixing is
   ``tl.dot(X.reshape(VP*BD, NP), W_k)``, fp32 operands and accumulators. The dot precision is
-  ``"tf32x3"`` (three tf32 tensor-core products, about fp32 accuracy) for fp32 and fp16 inputs
-  and ``"tf32"`` (10-bit mantissa, finer than the inputs) for bf16 inputs.
+  ``"3xtf32"`` (three tf32 tensor-core products of the operands split by bit masking, :func:`_dot`; about fp32
+  accuracy) for fp32 and fp16 inputs and ``"tf32"`` (10-bit mantissa, finer than the inputs) for bf16 inputs.
   ``SSM_KERNELS_TF32=1`` selects tf32 for fp32 inputs too; ``SSM_KERNELS_GRAPH_SCAN_PRECISION``
-  (``ieee``/``tf32``/``tf32x3``/``3xtf32``) forces one. ``3xtf32`` (opt-in, untimed on a GPU) is tf32x3 written
-  out (:func:`_dot`): operands split by bit masking, without Triton's per-element inf / nan handling, 11-15% fewer
-  SASS instructions in the adjoint and the forward (sm_90 compile). ``"ieee"`` (fp32 FMA dots) is exact but keeps whole
-  operand rows in registers: with V, N = 64 it spills heavily and compiles very slowly. If a
+  (``ieee``/``tf32``/``tf32x3``/``3xtf32``) forces one. ``3xtf32`` is Triton's ``"tf32x3"`` written out, without
+  its per-element inf / nan handling (a non-finite operand gives NaN where tf32x3 could give inf): 11-15% fewer
+  SASS instructions in the adjoint and the forward (sm_90 compile); on an H200 (run16a/b, TGMamba's call, same
+  errors against a float64 reference) scan fwd+bwd 5.21 against 5.33 ms at the TUSZ shape, 80.2 against
+  83.5 ms raw. ``"ieee"`` (fp32 FMA dots) is exact but keeps whole operand rows in registers: with V, N = 64 it spills heavily and compiles very slowly. If a
   tensor-core precision fails to compile, the launcher warns and falls back to ``"ieee"``.
   The mixing costs 2 K (V^2 N + V N^2) flops per (b, d, t) (V, N padded), so at small L the
   kernels are compute bound and tensor-core precision matters.
@@ -668,10 +669,10 @@ def _precision(dtype: torch.dtype) -> str:
     """Dot precision of the mixing products.
 
     bf16 inputs: tf32 (finer than the inputs). fp32/fp16 inputs follow PyTorch's global fp32 matmul
-    precision: ``torch.set_float32_matmul_precision("highest")`` (PyTorch's default) gives tf32x3 (about
-    fp32 accuracy); ``"high"`` or ``"medium"`` gives tf32 (1.8x faster fwd+bwd on an H200 at the TUSZ
-    shape). ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` / ``SSM_KERNELS_TF32=1`` override both; the former also takes
-    ``3xtf32`` (see :func:`_dot`).
+    precision: ``torch.set_float32_matmul_precision("highest")`` (PyTorch's default) gives 3xtf32 (about
+    fp32 accuracy, see :func:`_dot`); ``"high"`` or ``"medium"`` gives tf32 (faster, 10-bit mantissa).
+    ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` / ``SSM_KERNELS_TF32=1`` override both; the former also takes Triton's
+    built-in ``tf32x3`` (the default before 3xtf32 measured faster) and ``ieee``.
     """
     prec = os.environ.get("SSM_KERNELS_GRAPH_SCAN_PRECISION")
     if prec is None:
@@ -680,7 +681,7 @@ def _precision(dtype: torch.dtype) -> str:
             or os.environ.get("SSM_KERNELS_TF32", "0") == "1"
             or torch.get_float32_matmul_precision() != "highest"
         )
-        prec = "tf32" if tf32 else "tf32x3"
+        prec = "tf32" if tf32 else "3xtf32"
     if prec not in ("ieee", "tf32", "tf32x3", "3xtf32"):
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_PRECISION={prec!r}: expected ieee, tf32, tf32x3 or 3xtf32")
     return prec
@@ -735,7 +736,7 @@ def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch
     while bd > 1 and VP * bd * NP > max_tile:
         bd //= 2
     sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    if max_tile == _MAX_TILE_BWD and prec != "tf32x3" and batch * cdiv(Dm, bd) < 4 * sms and bd < Dm:
+    if max_tile == _MAX_TILE_BWD and prec not in ("tf32x3", "3xtf32") and batch * cdiv(Dm, bd) < 4 * sms and bd < Dm:
         bd *= 2
     while spread and bd > 4 and batch * cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
         bd //= 2
@@ -748,16 +749,20 @@ def _sm_count(index: int) -> int:
 
 
 def _num_warps(VP: int, BD: int, NP: int, backward: bool, programs: int = 0, device: torch.device | None = None,
-               prec: str = "tf32") -> int:  # fmt: skip
-    """Warps per program: 8, or 4 with tf32 dots and many programs (>= 4 per SM; more programs resident).
+               prec: str = "tf32", adjoint: bool = False) -> int:  # fmt: skip
+    """Warps per program: 8, or 4 with many programs (>= 4 per SM; more programs resident) where that measured
+    faster: tf32 dots, and the forward with ``3xtf32`` dots.
 
     H200, V 19, N 16, K 2 + readout, 256 TUSZ clips (L = 10), tf32: fwd+bwd 8.4 ms with 4 warps
-    against 10.7 ms with 8; forward 0.95 against 1.11 ms. Not with tf32x3 (TGMamba block slower).
+    against 10.7 ms with 8; forward 0.95 against 1.11 ms. Not with tf32x3 (TGMamba block slower). With 3xtf32
+    (run16b, implicit identity first): forward kernel 1.16 ms with 4 warps against 1.22 ms with 8, but the
+    split adjoint 2.74 ms against 1.76 ms; ieee dots: adjoint 21.5 ms with 4 warps against 2.40 ms with 8.
     """
-    override = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_" + ("BWD" if backward else "FWD"))
+    override = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_" + ("BWD" if backward or adjoint else "FWD"))
     if override is not None:
         return override
-    if device is not None and device.type == "cuda" and prec != "tf32x3":
+    few = prec == "tf32" or (prec == "3xtf32" and not (backward or adjoint))
+    if few and device is not None and device.type == "cuda":
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
         if programs >= 4 * sms and VP * BD * NP <= 4096:
             return 4
@@ -1061,7 +1066,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec, spread=False)
     NDB = cdiv(Dm, BD)
-    warps = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_BWD") or _num_warps(VP, BD, NP, False, batch * NDB, dev, prec)
+    warps = _num_warps(VP, BD, NP, False, batch * NDB, dev, prec, adjoint=True)
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
     eye_A, eye_C = implicit_identity(mix_A, W_A), implicit_identity(mix_C, W_C)
 

@@ -12,6 +12,7 @@ Every case:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,6 +74,18 @@ def kernel_us(fn: Callable[[], Any], reps: int = 5, width: int = 40) -> dict[str
         if t:
             out[e.key[:width]] = t / reps
     return out
+
+
+def host_us(fn: Callable[[], Any], reps: int = 50) -> float:
+    """Host time per call of ``fn`` in microseconds: launching ``reps`` calls without waiting for the GPU (the
+    device is synchronised before and after, outside the timed span)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return (t1 - t0) / reps * 1e6
 
 
 def tensor_bytes(*tensors: torch.Tensor | None) -> int:
