@@ -4,6 +4,10 @@ import torch
 pytest.importorskip("triton")
 from ssm_kernels.graph_scan.triton import _precision
 
+# Needs only an importable triton, which CI installs for the interpreter session (nox -s interpret); the marker
+# runs these there (the plain test session has no triton, so they would be skipped everywhere else).
+pytestmark = pytest.mark.interpret
+
 
 @pytest.fixture
 def restore_precision(monkeypatch):

@@ -72,8 +72,17 @@ CASES = {
 }
 
 
+@pytest.fixture(params=[64, 4, 1], ids=["chunk64", "chunk4", "chunk1"])
+def ref_chunk(request, monkeypatch):
+    """The reference's steps per chunk: one chunk, several with a partial last one (L 6 or 7), one step each."""
+    from ssm_kernels.graph_scan import reference
+
+    monkeypatch.setattr(reference, "_REF_CHUNK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_reference_matches_naive_loops(case):
+def test_reference_matches_naive_loops(case, ref_chunk):
     opts = {"V": 3, "N": 4, "L": 6, **CASES[case]}
     kw = make_graph_scan_inputs(batch=2, D=3, dtype=torch.float64, seed=1, **opts)
     out, last = graph_selective_scan_ref(**kw, return_last_state=True)
@@ -111,7 +120,7 @@ def test_identity_graph_is_mamba_selective_scan(opts):
 
 
 @pytest.mark.parametrize("K,K_C", [(2, 3), (1, 2)], ids=["K2-KC3", "K1-KC2"])
-def test_implicit_identity_first_operator(K, K_C):
+def test_implicit_identity_first_operator(K, K_C, ref_chunk):
     """W with one operator more than mix: the first acts with the identity vertex operator. Equals the call with
     the identity stored, and the per-(b, d) loop written from the maths; K 1 leaves mix_A with no operator."""
     kw = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=6, K=K, T="L", mix_C=True, K_C=K_C, T_C="1",
@@ -131,8 +140,8 @@ def test_implicit_identity_first_operator(K, K_C):
     torch.testing.assert_close(last, last_naive, rtol=1e-10, atol=1e-10)
 
 
-def test_implicit_identity_gradcheck_float64():
-    kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=4, K=2, T="L", mix_C=True, K_C=2, T_C="1",
+def test_implicit_identity_gradcheck_float64(ref_chunk):
+    kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=5, K=2, T="L", mix_C=True, K_C=2, T_C="1",
                                 dtype=torch.float64, seed=6, requires_grad=True, identity_first=True, **FULL)  # fmt: skip
     names = graph_scan_grad_names(kw)
 
@@ -143,8 +152,8 @@ def test_implicit_identity_gradcheck_float64():
 
 
 @pytest.mark.parametrize("TA,TC", [("L", "1"), ("1", "L")])
-def test_reference_gradcheck_float64(TA, TC):
-    kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=4, K=2, T=TA, mix_C=True, K_C=2, T_C=TC,
+def test_reference_gradcheck_float64(TA, TC, ref_chunk):
+    kw = make_graph_scan_inputs(batch=2, V=3, D=2, N=3, L=5, K=2, T=TA, mix_C=True, K_C=2, T_C=TC,
                                 dtype=torch.float64, seed=5, requires_grad=True, **FULL)  # fmt: skip
     names = graph_scan_grad_names(kw)
     assert len(names) == 13
