@@ -70,8 +70,18 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=[32, 2], ids=["chunk32", "chunk2"])
+def ref_chunk(request, monkeypatch):
+    """Steps per chunk of the reference's readout: one chunk, or several with a partial last one (odd L, packed
+    sequences whose boundaries fall inside a chunk)."""
+    from ssm_kernels.selective_scan import reference
+
+    monkeypatch.setattr(reference, "_REF_CHUNK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_reference_matches_naive_loops(case):
+def test_reference_matches_naive_loops(case, ref_chunk):
     _, batch, dim, L, N, bc, groups, wD, wz, wb, sp, init = case
     x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_D=wD, with_z=wz, with_delta_bias=wb,
                          with_initial_state=init, dtype=torch.float64, seed=1)  # fmt: skip
@@ -92,7 +102,7 @@ def test_reference_low_precision_dtypes_and_output_dtype():
     assert_close_to_reference("out", out, hi, floor=2e-2)
 
 
-def test_reference_packed_sequences_equal_separate_runs():
+def test_reference_packed_sequences_equal_separate_runs(ref_chunk):
     cu = [0, 3, 3, 8, 12]
     x = make_scan_inputs(1, 3, 12, 4, cu_seqlens=cu, with_initial_state=True, seed=3, dtype=torch.float64)
     out, last = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
@@ -141,7 +151,7 @@ GRAD_CASES = [
 
 
 @pytest.mark.parametrize("bc,groups,cu", GRAD_CASES, ids=["variable", "grouped", "constant", "packed"])
-def test_reference_gradcheck_float64(bc, groups, cu):
+def test_reference_gradcheck_float64(bc, groups, cu, ref_chunk):
     batch = 2 if cu is None else 1
     L = 4 if cu is None else 5
     x = make_scan_inputs(

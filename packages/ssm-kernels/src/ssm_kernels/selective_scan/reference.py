@@ -142,6 +142,12 @@ def _expand_bc(t: torch.Tensor, groups: int, batch: int, dim: int, dtype: torch.
     return t.repeat_interleave(dim // groups, dim=1)  # (batch, dim, N, L)
 
 
+# steps per chunk of the reference's readout (one batched product per chunk after the recurrence's steps): batch 1,
+# dim 256, L 2048, N 16 on 2 CPU threads, fwd+bwd 0.30 s against 0.36 s with the readout per step (six interleaved
+# rounds; 0.24 against 0.28 s with constant B / C)
+_REF_CHUNK = 32
+
+
 def selective_scan_ref(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -215,16 +221,22 @@ def selective_scan_ref(
     C_steps = Ct.unbind(2) if info.c_groups != 0 else None
     ys: list[torch.Tensor] = []
     last_states: list[torch.Tensor] = []
+    # only the recurrence runs per step; the readout of a chunk of steps is one batched product after it
     for s, (t0, t1) in enumerate(zip(starts, ends)):
         h = start_state(s)
         if cu_seqlens is not None:
             h = h.unsqueeze(0)  # (1, dim, N)
-        for t in range(t0, t1):
-            h = dA_steps[t] * h + dBu_steps[t]  # (batch, dim, N)
-            c_t = Ct if C_steps is None else C_steps[t]
-            ys.append((h * c_t).sum(-1))  # (batch, dim)
+        for c0 in range(t0, t1, _REF_CHUNK):
+            c1 = min(c0 + _REF_CHUNK, t1)
+            hs = []
+            for t in range(c0, c1):
+                h = dA_steps[t] * h + dBu_steps[t]  # (batch, dim, N)
+                hs.append(h)
+            H = torch.stack(hs, 2)  # (batch, dim, T, N)
+            Cc = Ct[:, None] if C_steps is None else torch.stack(C_steps[c0:c1], 2)
+            ys.append((H * Cc).sum(-1))  # (batch, dim, T)
         last_states.append(h)
-    y = torch.stack(ys, dim=2) if ys else uf.new_zeros(batch, dim, 0)  # (batch, dim, L)
+    y = torch.cat(ys, dim=2) if ys else uf.new_zeros(batch, dim, 0)  # (batch, dim, L)
     out = y if D is None else y + uf * D.to(wdtype)[:, None]
     if z is not None:
         out = out * F.silu(z.to(wdtype))
