@@ -138,8 +138,8 @@ def compiled(shape: str, modes: list[str]) -> None:
             for _ in range(3):
                 walls.setdefault("eager", []).append(round(median_ms(fwdbwd, shape), 2))
                 walls.setdefault(mode, []).append(round(median_ms(comp, shape), 2))
-            print(json.dumps({"mode": mode, "compile_s": round(compile_s, 1), "max_rel_diff_vs_eager": float(f"{err:.3g}"),
-                              "ms": walls}), flush=True)  # fmt: skip
+            rec = {"mode": mode, "compile_s": round(compile_s, 1), "max_rel_diff_vs_eager": float(f"{err:.3g}")}
+            print(json.dumps({**rec, "ms": walls}), flush=True)
         except Exception as exc:  # report and go on to the next mode
             print(json.dumps({"mode": mode, "error": repr(exc)[:1500], "s": round(time.time() - t0, 1)}), flush=True)
 

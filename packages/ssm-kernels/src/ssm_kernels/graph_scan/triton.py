@@ -16,8 +16,9 @@ Performance design
   its per-element inf / nan handling (a non-finite operand gives NaN where tf32x3 could give inf): 11-15% fewer
   SASS instructions in the adjoint and the forward (sm_90 compile); on an H200 (run16a/b, TGMamba's call, same
   errors against a float64 reference) scan fwd+bwd 5.21 against 5.33 ms at the TUSZ shape, 80.2 against
-  83.5 ms raw. ``"ieee"`` (fp32 FMA dots) is exact but keeps whole operand rows in registers: with V, N = 64 it spills heavily and compiles very slowly. If a
-  tensor-core precision fails to compile, the launcher warns and falls back to ``"ieee"``.
+  83.5 ms raw. ``"ieee"`` (fp32 FMA dots) is exact but keeps whole operand rows in registers: with V, N = 64
+  it spills heavily and compiles very slowly. If a tensor-core precision fails to compile, the launcher warns
+  and falls back to ``"ieee"``.
   The mixing costs 2 K (V^2 N + V N^2) flops per (b, d, t) (V, N padded), so at small L the
   kernels are compute bound and tensor-core precision matters.
 * Forward is one launch. When gradients are needed it also stores the state entering every
