@@ -160,17 +160,17 @@ def _mix(mix: torch.Tensor, w0: torch.Tensor | None, wcat: torch.Tensor | None, 
     b, K, V, _ = mix.shape
     D, N = h.shape[2], h.shape[3]
     h2 = h.reshape(b * V * D, N)
-    out = (h2 @ w0).reshape(b, V, D, N) if w0 is not None else None
+    out = (h2 @ w0).reshape(b, V, D * N) if w0 is not None else None
     if K == 0:
-        return out
+        return out.reshape(b, V, D, N)
     hw = (h2 @ wcat).reshape(b, V, D, K, N)
     if K == 1:  # a view (the permute below would copy every step; TGMamba's graphconv with the implicit identity)
         hw, m = hw.reshape(b, V, D * N), mix.reshape(b, V, V)
     else:
         hw = hw.permute(0, 3, 1, 2, 4).reshape(b, K * V, D * N)  # (b, K*V, D*N): rows (k, j)
         m = mix.permute(0, 2, 1, 3).reshape(b, V, K * V)  # (b, V, K*V): columns (k, j)
-    mixed = torch.matmul(m, hw).reshape(b, V, D, N)
-    return mixed if out is None else out + mixed
+    mixed = torch.bmm(m, hw) if out is None else torch.baddbmm(out, m, hw)  # (the identity's term added in place)
+    return mixed.reshape(b, V, D, N)
 
 
 def graph_selective_scan_ref(
@@ -247,7 +247,7 @@ def graph_selective_scan_ref(
         inp = dtu_T[..., None] * B_k.permute(3, 0, 1, 2)[:, :, :, None, :]  # (T, b, V, D, N)
         hs = []
         for decay_t, inp_t, m_t in zip(decay.unbind(0), inp.unbind(0), mA_s[t0 : t0 + T]):
-            h = _mix(m_t, *wA, h) * decay_t + inp_t
+            h = torch.addcmul(inp_t, _mix(m_t, *wA, h), decay_t)  # P_t * decay + input, one op
             hs.append(h)
         H = torch.stack(hs, 1)  # (b, T, V, D, N)
         if mC_c is not None:
