@@ -155,7 +155,8 @@ def _mix(mix: torch.Tensor, w0: torch.Tensor | None, wcat: torch.Tensor | None, 
     Two matmuls: the state mixes of all K operators in one GEMM, then the vertex mixes summed over k as one
     batched (V, K*V) @ (K*V, D*N) product. On CPU this is ~15x faster (forward+backward) than the equivalent
     einsum pair at small shapes (batch 64, V 14, D 16, N 8) and on par at the TUSZ shape. The identity's operator
-    is its own GEMM: splitting one product's result would cost a concatenation per step in backward.
+    is its own GEMM (splitting one product's result would cost a concatenation per step in backward), and its term
+    enters the vertex product as ``baddbmm``'s addend.
     """
     b, K, V, _ = mix.shape
     D, N = h.shape[2], h.shape[3]
