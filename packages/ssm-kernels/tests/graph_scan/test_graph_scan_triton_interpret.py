@@ -67,6 +67,17 @@ def test_split_backward_chunks(monkeypatch, chunk):
     assert launches.count(True) == recomputes and launches.count(False) >= 1
 
 
+@pytest.mark.parametrize("side", ["FWD", "BWD"])
+@pytest.mark.parametrize("T", ["L", "1"])
+def test_prefetch_off(monkeypatch, side, T):
+    """The sequential kernels without prefetching the next step's loads (on by default) give the same results;
+    time-varying and shared operators, readout with the implicit identity, recomputed chunks."""
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_PREFETCH_" + side, "0")
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=11, K=2, T=T, mix_C=True, K_C=2, T_C=T, seed=23,
+                                    identity_first=True, **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(chunk=4, backward="split"), inputs)
+
+
 def test_split_backward_subset_of_grads():
     """Only some inputs need gradients: the split backward skips the operator products it need not do."""
     from ssm_kernels.graph_scan.reference import graph_selective_scan_ref

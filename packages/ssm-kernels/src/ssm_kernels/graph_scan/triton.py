@@ -70,7 +70,6 @@ import os
 import warnings
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -209,19 +208,33 @@ def _mix_bwd(h, dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, dm_ptr, gs_k, 
 
 
 @triton.jit
-def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HAS_BIAS: tl.constexpr,
-               SOFTPLUS: tl.constexpr):  # fmt: skip
-    """Streamed per-step quantities: u, pre-softplus delta, Delta, B, decay exp(Delta*A)."""
+def _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t):
+    """The loads of one step: u, delta (before its bias) and B, in fp32."""
     b_u = tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)  # (VP, BD)
     b_pre = tl.load(delta_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    b_B = tl.load(B_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)  # (VP, NP)
+    return b_u, b_pre, b_B
+
+
+@triton.jit
+def _derive(b_pre, b_A, b_bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """From a step's loaded delta: pre-softplus delta (bias added), Delta and the decay exp(Delta*A)."""
     if HAS_BIAS:
         b_pre += b_bias[None, :]
     if SOFTPLUS:
         b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
     else:
         b_dt = b_pre
-    b_B = tl.load(B_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)  # (VP, NP)
     b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # (VP, BD, NP)
+    return b_pre, b_dt, b_a
+
+
+@triton.jit
+def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HAS_BIAS: tl.constexpr,
+               SOFTPLUS: tl.constexpr):  # fmt: skip
+    """Streamed per-step quantities: u, pre-softplus delta, Delta, B, decay exp(Delta*A)."""
+    b_u, b_pre, b_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t)
+    b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
     return b_u, b_pre, b_dt, b_B, b_a
 
 
@@ -236,7 +249,7 @@ def _graph_scan_fwd_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_INIT: tl.constexpr, STORE_LAST: tl.constexpr,
     STORE_CKPT: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     PREC: tl.constexpr, UNROLL: tl.constexpr, STORE_OUT: tl.constexpr, STORE_STATES: tl.constexpr,
-    STORE_Y: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
+    STORE_Y: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr, PREFETCH: tl.constexpr = False,
 ):  # fmt: skip
     """Steps T0 .. T1 - 1 from the initial state (row b at h0_ptr + b * s_h0_b, zeros without HAS_INIT).
 
@@ -280,12 +293,26 @@ def _graph_scan_fwd_kernel(
     # checkpoint layout (batch, NC, V, D, N)
     o_ck = (((i_b * NC) * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
 
+    if PREFETCH:  # the loads of step t + 1 are issued before step t's products (their latency is hidden)
+        n_u, n_pre, n_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, T0)
+        if STORE_OUT or STORE_Y:
+            n_C = tl.load(C_ptr + o_bc + T0, mask=m_bc, other=0.0).to(tl.float32)
     for t in range(T0, T1):
         if STORE_CKPT:
             if t % CHUNK == 0:
                 tl.store(ckpt_ptr + (t // CHUNK) * V * DM * N + o_ck, h, mask=m_h)
-        b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
-                                                HAS_BIAS, SOFTPLUS)  # fmt: skip
+        if PREFETCH:
+            b_u, b_pre, b_B = n_u, n_pre, n_B
+            t_next = tl.minimum(t + 1, T1 - 1)  # the last step reloads itself (in bounds, unused)
+            n_u, n_pre, n_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t_next)
+            if STORE_OUT or STORE_Y:
+                b_C = n_C
+                n_C = tl.load(C_ptr + o_bc + t_next, mask=m_bc, other=0.0).to(tl.float32)
+        else:
+            b_u, b_pre, b_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t)
+            if STORE_OUT or STORE_Y:
+                b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+        b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
         p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
                        VP, BD, NP, PREC, UNROLL, EYE_A)  # fmt: skip
         h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
@@ -297,7 +324,6 @@ def _graph_scan_fwd_kernel(
                                N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
             else:
                 g = h
-            b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
             y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
             if HAS_D:
                 y += b_D[None, :] * b_u
@@ -397,16 +423,34 @@ def _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
+               s_st, s_do_t, t, T0, HAS_Z: tl.constexpr):  # fmt: skip
+    """The adjoint kernel's loads of step t (state after t, u, delta, B, C, d_out, and z and y with HAS_Z)."""
+    h_cur = tl.load(st_ptr + (t - T0 + 1) * s_st + o_h, mask=m_h, other=0.0)
+    b_u, b_pre, b_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t)
+    b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+    b_do = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+    if HAS_Z:
+        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+        b_y = tl.load(y_ptr + o_x + t, mask=m_x, other=0.0)
+    else:  # unused
+        b_z = b_do
+        b_y = b_do
+    return h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y
+
+
+@triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
-    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr,
-    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB,
+    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr,
+    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB, s_dy,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
     NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
+    STORE_DY: tl.constexpr = False, PREFETCH: tl.constexpr = False,
 ):  # fmt: skip
     """Split backward, sequential part: the adjoint recurrence over steps T1 - 1 .. T0 and the element-wise grads.
 
@@ -417,7 +461,9 @@ def _graph_scan_adj_kernel(
     for the operator gradients, per-channel-block dB partials (parts, batch, V, N, LB) of steps TB .. TB + LB - 1
     (or atomics into one slot), and adds the chunk's dA, dD and
     d delta_bias to per-(b, channel) partials. d_out may be strided. Nothing here sums over channels except dB:
-    the operator gradients are batched matrix products over dP and the states on the host side.
+    the operator gradients are batched matrix products over dP and the states on the host side. STORE_DY: also
+    the readout's dy = d_out * silu(z) (fp32, time-major (T1 - T0, batch, V, D) at dy_ptr, slot t - T0) for
+    those products. PREFETCH: step t - 1's loads are issued before step t's products.
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
@@ -453,21 +499,31 @@ def _graph_scan_adj_kernel(
     dB_p = dB_ptr + i_db * g_bc_p
     o_db = (i_b * V + o_v[:, None]) * N * LB + o_n[None, :] * LB - TB  # dB partials: steps TB .. TB + LB - 1
 
+    o_dy = (i_b * V + o_v[:, None]) * DM + o_d[None, :]  # (VP, BD) in one step's (batch, V, D) slice
+    if PREFETCH:
+        n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y = _adj_loads(
+            st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
+            s_st, s_do_t, T1 - 1, T0, HAS_Z)  # fmt: skip
     for i in range(0, T1 - T0):
         t = T1 - 1 - i
-        h_cur = tl.load(st_ptr + (t - T0 + 1) * s_st + o_h, mask=m_h, other=0.0)
-        b_u, b_pre, b_dt, b_B, b_a = _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias,
-                                                HAS_BIAS, SOFTPLUS)  # fmt: skip
-        b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
-        b_do = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+        if PREFETCH:
+            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y = n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y
+            n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y = _adj_loads(
+                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
+                s_st, s_do_t, tl.maximum(t - 1, T0), T0, HAS_Z)  # fmt: skip
+        else:
+            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y = _adj_loads(
+                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
+                s_st, s_do_t, t, T0, HAS_Z)  # fmt: skip
+        b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
         if HAS_Z:
-            b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
             sig = tl.sigmoid(b_z)
             dy = b_do * b_z * sig
-            b_y = tl.load(y_ptr + o_x + t, mask=m_x, other=0.0)
             tl.store(dz_ptr + o_x + t, b_do * b_y * sig * (1.0 + b_z * (1.0 - sig)), mask=m_x)
         else:
             dy = b_do
+        if STORE_DY:
+            tl.store(dy_ptr + (t - T0) * s_dy + o_dy, dy, mask=m_x)
         if HAS_MIXC:
             g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
                               o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
@@ -693,6 +749,12 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+def _prefetch(side: str) -> bool:
+    """Whether the sequential kernels issue the next step's loads before the current step's products
+    (``SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD`` / ``_BWD`` = 0 / 1; default on)."""
+    return os.environ.get("SSM_KERNELS_GRAPH_SCAN_PREFETCH_" + side, "1") == "1"
+
+
 def _tuning(VP: int, NP: int, backward: bool) -> dict:
     """Compile options: K-loop unrolling (default: small tiles), software-pipelining stages and a register cap.
 
@@ -843,7 +905,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
         HAS_INIT=h0 is not None, STORE_LAST=last is not None, STORE_CKPT=ckpt is not None, CHUNK=chunk, VP=VP, BD=BD,
         NP=NP, PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
         STORE_OUT=out is not None, STORE_STATES=states is not None, STORE_Y=ybuf is not None,
-        EYE_A=implicit_identity(mix_A, W_A), EYE_C=implicit_identity(mix_C, W_C),
+        EYE_A=implicit_identity(mix_A, W_A), EYE_C=implicit_identity(mix_C, W_C), PREFETCH=_prefetch("FWD"),
         **_tuning(VP, NP, False),
     )  # fmt: skip
     _launch(_graph_scan_fwd_kernel, grid, args, meta)
@@ -1029,17 +1091,47 @@ def _mix_steps(mix: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
     return m.transpose(0, 1).reshape(n * mix.shape[0], *mix.shape[2:]).float()
 
 
-def _add_mix_grad(buf: torch.Tensor, dm: torch.Tensor, t0: int, t1: int, k: int | None = None) -> None:
-    """Add time-major per-step operator gradients ((t1 - t0) * batch, [K,] V, V) into buf (batch, T, K, V, V)."""
-    batch, T = buf.shape[:2]
-    dm = dm.view(t1 - t0, batch, *dm.shape[1:]).transpose(0, 1)  # (batch, n, [K,] V, V)
-    dst = buf[:, t0:t1] if T > 1 else buf
-    if k is not None:
-        dst = dst[:, :, k]
-    if T > 1:
+class _MixGrad:
+    """The split backward's gradient of one operator tensor (batch, T, K, V, V), added to per chunk of steps.
+
+    Per-step operators (T > 1) are kept time-major, (T, batch, K, V, V), so a chunk's products are added in place
+    to a contiguous slice (``baddbmm_``); the time-major fp32 copy of the operators is made once (``steps``).
+    Operators shared by all steps (T == 1) are summed over the chunk's steps.
+    """
+
+    def __init__(self, mix: torch.Tensor, need_ops: bool = True) -> None:
+        batch, self.T, self.K, V, _ = mix.shape
+        self.mix = mix
+        shape = (self.T, batch, self.K, V, V) if self.T > 1 else (batch, 1, self.K, V, V)
+        self.buf = torch.zeros(shape, device=mix.device, dtype=torch.float32)
+        self.ops = None
+        if self.T > 1 and need_ops:
+            self.ops = mix.transpose(0, 1).float().contiguous()
+
+    def steps(self, t0: int, t1: int) -> torch.Tensor:
+        """The operators of steps t0 .. t1 - 1, time-major fp32: ((t1 - t0) * batch, K, V, V)."""
+        return self.ops[t0:t1].flatten(0, 1) if self.ops is not None else _mix_steps(self.mix, t0, t1)
+
+    def add_bmm(self, a: torch.Tensor, b: torch.Tensor, t0: int, t1: int, k: int) -> None:
+        """Operator k's gradient of steps t0 .. t1 - 1 += a @ b, batched over x = (step, batch) (time-major)."""
+        if self.T > 1:
+            self.buf[t0:t1].flatten(0, 1)[:, k].baddbmm_(a, b)
+        else:
+            self.add(torch.bmm(a, b)[:, None], t0, t1, k)
+
+    def add(self, dm: torch.Tensor, t0: int, t1: int, k: int | None = None) -> None:
+        """Add time-major per-step gradients ((t1 - t0) * batch, K, V, V) (operator k's: (x, 1, V, V))."""
+        if self.T > 1:
+            dst = self.buf[t0:t1].flatten(0, 1)
+        else:
+            dst = self.buf[:, 0]
+            dm = dm.view(t1 - t0, -1, *dm.shape[1:]).sum(0)
+        if k is not None:
+            dst = dst[:, k : k + 1]
         dst += dm
-    else:
-        dst += dm.sum(1, keepdim=True)
+
+    def grad(self) -> torch.Tensor:
+        return self.buf.transpose(0, 1) if self.T > 1 else self.buf
 
 
 def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias,
@@ -1089,15 +1181,24 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         dB = torch.empty(1, batch, V, N, L, device=dev, dtype=f32)
     else:
         (dB,), bc_atomic = _bc_partials(batch, V, N, L, NDB, dev)
-    dC = torch.empty(batch, V, N, L, device=dev, dtype=f32)
+    dC = torch.empty(L, batch, V, N, device=dev, dtype=f32)  # time-major: chunks write contiguous slices
     want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
     want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
-    dmA = torch.zeros(batch, mix_A.shape[1], K_A, V, V, device=dev, dtype=f32)
-    dWA = torch.zeros(W_A.shape, device=dev, dtype=f32)
-    dmC = dWC = None
+    gmA = _MixGrad(mix_A, need_ops=want_A or share_mix)
+    # dW_A per (step, batch) of a chunk, accumulated over the chunks and summed once: as one product, each
+    # chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor cuBLAS kernel (141 us per call at the raw
+    # shape against about 20 for the batched form)
+    dWA_x = torch.zeros(CS * batch, W_A.shape[0], N, N, device=dev, dtype=f32) if want_A else None
+    gmC = dWC = None
     if mix_C is not None:
-        dmC = dmA if share_mix else torch.zeros(batch, *mix_C.shape[1:3], V, V, device=dev, dtype=f32)
+        gmC = gmA if share_mix else _MixGrad(mix_C)
         dWC = torch.zeros(W_C.shape, device=dev, dtype=f32)
+        K_C = mix_C.shape[2]
+        KW_C = W_C.shape[0]
+        WCf = W_C.float()
+        WtC = WCf[int(eye_C) :].permute(2, 0, 1).reshape(N, K_C * N)  # [n, k * N + m] = W_k[m, n] (stored ops)
+        C_tm = C.permute(3, 0, 1, 2).float().contiguous()  # (L, batch, V, N)
+        rbuf = torch.empty(CS * batch * V, KW_C, N, device=dev, dtype=f32)  # R_k of a chunk's readout, per (x, i)
     if dlast is not None:
         g = dlast.float().clone(memory_format=torch.contiguous_format)
     else:
@@ -1107,14 +1208,14 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         states = torch.empty(CS + 1, batch, V, Dm, N, device=dev, dtype=f32)
     dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
     work = torch.empty_like(dp) if want_A else None
+    dy = torch.empty(CS, batch, V, Dm, device=dev, dtype=f32)  # the readout's dy, time-major (from the kernel)
     WAf = W_A.float()
-    WCf = W_C.float() if W_C is not None else None
     dummy = u
     s_st = batch * V * Dm * N
     meta = dict(
         K_A=K_A, K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), BC_ATOMIC=bc_atomic, VP=VP,
-        BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C,
+        BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C, STORE_DY=True, PREFETCH=_prefetch("BWD"),
         PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
     )  # fmt: skip
     for c in reversed(range(cdiv(L, CS))):
@@ -1129,9 +1230,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             D if D is not None else dummy, z if z is not None else dummy,
             delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
             states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part,
-            dB if db_chunk is None else db_chunk, V, Dm, L, N, t0, t1, 0, s_st,
+            dB if db_chunk is None else db_chunk, dy, V, Dm, L, N, t0, t1, 0, s_st,
             0 if bc_atomic else (dB if db_chunk is None else db_chunk).stride(0),
-            L if db_chunk is None else CS, 0 if db_chunk is None else t0,
+            L if db_chunk is None else CS, 0 if db_chunk is None else t0, batch * V * Dm,
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
@@ -1139,47 +1240,52 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             torch.sum(db_chunk[..., :n], 0, out=dB[0, ..., t0:t1])
         with _matmul_precision(prec, dev):
             Hc4 = states[1 : n + 1].view(x, V, Dm, N)
-            doc = dout[..., t0:t1].float()
-            if z is not None:
-                doc = doc * F.silu(z[..., t0:t1].float())
-            dyc = doc.permute(3, 0, 1, 2).reshape(x, V, Dm)  # dy of the chunk, time-major
+            dyc = dy[:n].view(x, V, Dm)
+            xv = x * V
             if want_A:
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
                 Z = work[:n].view(x, V, Dm * N)
+                HpT = Hp.view(x, V * Dm, N).transpose(1, 2)
                 if eye_A:  # the identity operator: no vertex product, no mix gradient
-                    dWA[0] += Hp.reshape(-1, N).t() @ DPc.reshape(-1, N)
-                mA = _mix_steps(mix_A, t0, t1)
+                    dWA_x[:x, 0].baddbmm_(HpT, DPc.view(x, V * Dm, N))
+                mA = gmA.steps(t0, t1)
                 for k in range(K_A):
                     kw = k + eye_A  # its state operator
                     torch.mm(DPc.view(-1, N), WAf[kw].t(), out=Z.view(-1, N))  # dP W_k^T
-                    _add_mix_grad(dmA, torch.bmm(Z, Hp.transpose(1, 2)), t0, t1, k)
+                    gmA.add_bmm(Z, Hp.transpose(1, 2), t0, t1, k)  # dmix_k += (dP W_k^T) H_{t-1}^T
                     torch.bmm(mA[:, k].transpose(1, 2), DPc, out=Z)  # mix_k^T dP
-                    dWA[kw] += Hp.reshape(-1, N).t() @ Z.view(-1, N)
+                    dWA_x[:x, kw].baddbmm_(HpT, Z.view(x, V * Dm, N))
+            dCc = dC[t0:t1].view(xv, N)
             if mix_C is not None:
-                Cc = C[..., t0:t1].permute(3, 0, 1, 2).reshape(x, V, N).float()
-                Q = torch.einsum("xid,xjdm->xijm", dyc, Hc4)  # (x, V, V, N)
-                R = torch.einsum("xkij,xijm->xkim", _mix_steps(mix_C, t0, t1), Q)
-                if eye_C:  # the identity operator's R is Q's diagonal (i = j)
-                    R = torch.cat([Q.diagonal(dim1=1, dim2=2).transpose(1, 2)[:, None], R], dim=1)
-                dCc = torch.einsum("xkim,kmn->xin", R, WCf)
+                # Q[x, i, j, m] = sum_d dy[x, i, d] H_t[x, j, d, m]; rows (x, i)
+                Q = torch.bmm(dyc, Hc4.permute(0, 2, 1, 3).reshape(x, Dm, V * N)).view(xv, V, N)
+                R = rbuf[:xv]  # R[(x, i), k, m] = sum_j mix_k[x, i, j] Q[x, i, j, m] (the identity's: Q[x, i, i, m])
+                if eye_C:
+                    R[:, 0].view(x, V, N).copy_(Q.view(x, V, V, N).diagonal(dim1=1, dim2=2).transpose(1, 2))
+                mrow = gmC.steps(t0, t1).transpose(1, 2).reshape(xv, K_C, V)  # mix_k[x, i, :] per row (x, i)
+                torch.bmm(mrow, Q, out=R[:, int(eye_C) :])
+                torch.mm(R.view(xv, KW_C * N), WCf.view(KW_C * N, N), out=dCc)  # dC = sum_k R_k W_k
                 if want_C:
-                    dWC += torch.einsum("xkim,xin->kmn", R, Cc)
-                    Cw = torch.einsum("xin,kmn->xkim", Cc, WCf[int(eye_C) :])  # C W_k^T of the stored operators
-                    _add_mix_grad(dmC, torch.einsum("xkim,xijm->xkij", Cw, Q), t0, t1)
+                    dWC.view(KW_C * N, N).addmm_(R.view(xv, KW_C * N).t(), C_tm[t0:t1].view(xv, N))
+                    # dmix_k[x, i, j] += sum_m (C W_k^T)[x, i, m] Q[x, i, j, m]
+                    Cw = torch.mm(C_tm[t0:t1].view(xv, N), WtC).view(xv, K_C, N)
+                    if K_C == 1 and gmC.T > 1:
+                        gmC.buf[t0:t1].view(xv, 1, V).baddbmm_(Cw, Q.transpose(1, 2))
+                    else:
+                        gmC.add(torch.bmm(Cw, Q.transpose(1, 2)).view(x, V, K_C, V).transpose(1, 2), t0, t1)
             else:
-                dCc = torch.einsum("xid,xidn->xin", dyc, Hc4)
-            dC[..., t0:t1] = dCc.view(n, batch, V, N).permute(1, 2, 3, 0)
+                torch.bmm(dyc.view(xv, 1, Dm), Hc4.view(xv, Dm, N), out=dCc.view(xv, 1, N))
 
     grads = {
         "u": lambda: du,
         "delta": lambda: ddelta,
         "A": lambda: dA_part.sum(0),
         "B": lambda: _sum_parts(dB),
-        "C": lambda: dC,
-        "mix_A": lambda: dmA,
-        "W_A": lambda: dWA,
-        "mix_C": lambda: None if share_mix else dmC,
+        "C": lambda: dC.permute(1, 2, 3, 0),
+        "mix_A": lambda: gmA.grad(),
+        "W_A": lambda: dWA_x.sum(0),
+        "mix_C": lambda: None if share_mix else gmC.grad(),
         "W_C": lambda: dWC,
         "D": lambda: dD_part.sum(0),
         "z": lambda: dz,

@@ -71,8 +71,8 @@ def kernel_us(fn: Callable[[], Any], reps: int = 5, width: int = 40) -> dict[str
     out: dict[str, float] = {}
     for e in pr.key_averages():
         t = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
-        if t:
-            out[e.key[:width]] = t / reps
+        if t:  # names cut to the same prefix (cuBLAS kernels of several tile sizes) are summed
+            out[e.key[:width]] = out.get(e.key[:width], 0.0) + t / reps
     return out
 
 
