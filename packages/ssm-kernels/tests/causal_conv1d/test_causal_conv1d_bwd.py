@@ -175,6 +175,8 @@ def test_bwd_env_rejects_bad_values(name, value, monkeypatch):
         check_bwd(1, 3, 5, 4)
 
 
+@pytest.mark.interpret  # runs in the session that installs triton (it launches nothing)
+@needs_triton
 def test_bwd_config_defaults(monkeypatch):
     """The default launch at TGMamba's shapes (channel-last x): 64 channels on two warps, chunks of 16."""
     from ssm_kernels.causal_conv1d.triton import _bwd_config

@@ -25,6 +25,7 @@ def _compile(
     unroll: bool = False,
     all_states: bool = False,
     eye: bool = False,
+    readout_in: bool = False,
 ):
     triton = pytest.importorskip("triton")
     try:
@@ -34,20 +35,31 @@ def _compile(
         pytest.skip("this triton has no ahead-of-time compile API")
     import ssm_kernels.graph_scan.triton as gst
 
-    fn = {"fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel}[kind]
+    fn = {
+        "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
+        "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
+    }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                  VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
-    if kind != "adj":
+    if kind in ("fwd", "bwd"):
         const["CHUNK"] = 1 if all_states else 32
-    if kind == "fwd":  # every store on: the training forward of either backward design
+    if kind == "fwd":  # every store on: the training forward of either backward design; loads prefetched
         const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True, STORE_OUT=True, STORE_STATES=True, STORE_Y=True,
-                     EYE_A=eye, EYE_C=eye and mixc)  # fmt: skip
-    elif kind == "adj":  # the split backward's adjoint kernel
-        const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc)
+                     EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True)  # fmt: skip
+    elif kind == "adj":  # the split backward's adjoint kernel, as launched (loads prefetched)
+        const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc, STORE_DY=not readout_in, PREFETCH=True,
+                     READOUT_IN=readout_in)  # fmt: skip
+    elif kind in ("readout", "readout_adj"):  # the parallel readout kernels
+        const = {k: v for k, v in const.items() if k in fn.arg_names}
+        const.update(EYE_C=eye)
+        if kind == "readout":
+            const.update(STORE_OUT=True, STORE_Y=True)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
     half = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "out_ptr", "du_ptr", "ddelta_ptr", "dz_ptr", "dout_ptr"}
+    missing = [p.name for p in fn.params if p.is_constexpr and p.name not in const]
+    assert not missing, f"constexprs left to the signature (compiled as runtime ints): {missing}"
     sig = {
         n: "constexpr" if n in const else ("*bf16" if n in half else "*fp32") if n.endswith("_ptr") else "i32"
         for n in fn.arg_names
@@ -78,6 +90,12 @@ def _compile(
         ("adj", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
         ("fwd", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
         ("adj", 64, 1, 64, 2, True, 8, "tf32", False, False, True),
+        # the parallel readout (SSM_KERNELS_GRAPH_SCAN_READOUT_FWD / _BWD=parallel) at TGMamba's call
+        ("readout", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
+        ("readout_adj", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
+        ("adj-readout_in", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
+        ("readout", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("readout_adj", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -93,8 +111,15 @@ def _compile(
         "adj-V19N16-mixC-identity_first-3xtf32",
         "fwd-V64N64K3-mixC-identity_first",
         "adj-V64N64K3-mixC-identity_first",
+        "readout-V19N16-identity_first-3xtf32",
+        "readout_adj-V19N16-identity_first-3xtf32",
+        "adj-V19N16-readout_in-identity_first-3xtf32",
+        "readout-V64N64K3",
+        "readout_adj-V64N64K3",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):
-    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye)
+    readout_in = kind == "adj-readout_in"
+    kind = "adj" if readout_in else kind
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

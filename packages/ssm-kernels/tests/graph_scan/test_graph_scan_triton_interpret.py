@@ -78,6 +78,47 @@ def test_prefetch_off(monkeypatch, side, T):
     check_graph_scan_against_reference(_triton(chunk=4, backward="split"), inputs)
 
 
+PARALLEL_READOUT_CASES = {
+    # id: (factory kwargs, triton kwargs, check kwargs)
+    "TL-mixC_T1-recompute": (dict(V=3, D=3, N=4, L=11, K=2, T="L", mix_C=True, K_C=3, T_C="1", **FULL),
+                             dict(chunk=4), {}),
+    "TL-identity_first-shared-strided_dout": (
+        dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL),
+        dict(chunk=4), dict(shared_mix=True, strided_d_out=True)),
+    "T1-all_states-no_z_no_D": (dict(V=4, D=3, N=5, L=6, K=2, T="1", mix_C=True, K_C=1, T_C="1"), dict(chunk=6), {}),
+    "bf16-TL-recompute": (dict(V=3, D=3, N=4, L=7, K=2, T="L", mix_C=True, with_z=True, softplus=True,
+                               dtype=torch.bfloat16), dict(chunk=3), {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("sides", [("FWD", "BWD"), ("FWD",), ("BWD",)], ids=["both", "fwd", "bwd"])
+@pytest.mark.parametrize("case", list(PARALLEL_READOUT_CASES), ids=list(PARALLEL_READOUT_CASES))
+def test_parallel_readout(monkeypatch, case, sides):
+    """The readout (forward) and its adjoint (split backward) in their own parallel kernels instead of the
+    sequential ones (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``): outputs, last state and every gradient
+    against the reference, with recomputed chunks and with every state kept."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    for side in sides:
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "parallel")
+    launched = []
+    real = gst._launch
+    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
+    factory, extra, check = PARALLEL_READOUT_CASES[case]
+    inputs = make_graph_scan_inputs(batch=2, seed=29, **factory)
+    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    assert (gst._graph_scan_readout_kernel in launched) == ("FWD" in sides)
+    assert (gst._graph_scan_readout_adj_kernel in launched) == ("BWD" in sides)
+
+
+def test_parallel_readout_env_checked(monkeypatch):
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "sideways")
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_READOUT_FWD"):
+        gst._readout_mode("FWD")
+
+
 def test_split_backward_subset_of_grads():
     """Only some inputs need gradients: the split backward skips the operator products it need not do."""
     from ssm_kernels.graph_scan.reference import graph_selective_scan_ref

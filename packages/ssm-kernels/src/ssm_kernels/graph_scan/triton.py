@@ -239,6 +239,19 @@ def _load_step(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t, b_A, b_bias, HA
 
 
 @triton.jit
+def _store_readout(y, y_ptr, out_ptr, z_ptr, o_xt, m_x, HAS_Z: tl.constexpr, STORE_Y: tl.constexpr,
+                   STORE_OUT: tl.constexpr):  # fmt: skip
+    """Store a step's readout y (VP, BD): the pre-gate y (STORE_Y, fp32) and the gated output y * silu(z)."""
+    if STORE_Y:
+        tl.store(y_ptr + o_xt, y, mask=m_x)
+    if STORE_OUT:
+        if HAS_Z:
+            b_z = tl.load(z_ptr + o_xt, mask=m_x, other=0.0).to(tl.float32)
+            y = y * b_z * tl.sigmoid(b_z)
+        tl.store(out_ptr + o_xt, y, mask=m_x)
+
+
+@triton.jit
 def _graph_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, last_ptr, ckpt_ptr, st_ptr, y_ptr,
@@ -327,13 +340,7 @@ def _graph_scan_fwd_kernel(
             y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
             if HAS_D:
                 y += b_D[None, :] * b_u
-            if STORE_Y:
-                tl.store(y_ptr + o_x + t, y, mask=m_x)
-            if STORE_OUT:
-                if HAS_Z:
-                    b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
-                    y = y * b_z * tl.sigmoid(b_z)
-                tl.store(out_ptr + o_x + t, y, mask=m_x)
+            _store_readout(y, y_ptr, out_ptr, z_ptr, o_x + t, m_x, HAS_Z, STORE_Y, STORE_OUT)
     if STORE_LAST:
         tl.store(last_ptr + o_h, h, mask=m_h)
 
@@ -423,10 +430,15 @@ def _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
-               s_st, s_do_t, t, T0, HAS_Z: tl.constexpr):  # fmt: skip
-    """The adjoint kernel's loads of step t (state after t, u, delta, B, C, d_out, and z and y with HAS_Z)."""
+def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
+               o_do, s_st, s_do_t, t, T0, HAS_Z: tl.constexpr, READOUT_IN: tl.constexpr):  # fmt: skip
+    """The adjoint kernel's loads of step t (state after t, u, delta, B, C, d_out, z and y with HAS_Z, and with
+    READOUT_IN the readout's adjoint R_t; the ones not needed come back as unused aliases)."""
     h_cur = tl.load(st_ptr + (t - T0 + 1) * s_st + o_h, mask=m_h, other=0.0)
+    if READOUT_IN:
+        b_r = tl.load(r_ptr + (t - T0) * s_st + o_h, mask=m_h, other=0.0)
+    else:
+        b_r = h_cur
     b_u, b_pre, b_B = _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t)
     b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
     b_do = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
@@ -436,13 +448,13 @@ def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o
     else:  # unused
         b_z = b_do
         b_y = b_do
-    return h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y
+    return h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y, b_r
 
 
 @triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
-    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr,
+    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr, r_ptr,
     V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB, s_dy,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
@@ -450,7 +462,7 @@ def _graph_scan_adj_kernel(
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
     NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
-    STORE_DY: tl.constexpr = False, PREFETCH: tl.constexpr = False,
+    STORE_DY: tl.constexpr = False, PREFETCH: tl.constexpr = False, READOUT_IN: tl.constexpr = False,
 ):  # fmt: skip
     """Split backward, sequential part: the adjoint recurrence over steps T1 - 1 .. T0 and the element-wise grads.
 
@@ -463,7 +475,9 @@ def _graph_scan_adj_kernel(
     d delta_bias to per-(b, channel) partials. d_out may be strided. Nothing here sums over channels except dB:
     the operator gradients are batched matrix products over dP and the states on the host side. STORE_DY: also
     the readout's dy = d_out * silu(z) (fp32, time-major (T1 - T0, batch, V, D) at dy_ptr, slot t - T0) for
-    those products. PREFETCH: step t - 1's loads are issued before step t's products.
+    those products. PREFETCH: step t - 1's loads are issued before step t's products. READOUT_IN: the readout's
+    adjoint R_t comes from r_ptr (time-major like dP, from ``_graph_scan_readout_adj_kernel``) instead of being
+    formed here.
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
@@ -501,20 +515,20 @@ def _graph_scan_adj_kernel(
 
     o_dy = (i_b * V + o_v[:, None]) * DM + o_d[None, :]  # (VP, BD) in one step's (batch, V, D) slice
     if PREFETCH:
-        n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y = _adj_loads(
-            st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
-            s_st, s_do_t, T1 - 1, T0, HAS_Z)  # fmt: skip
+        n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y, n_r = _adj_loads(
+            st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
+            o_do, s_st, s_do_t, T1 - 1, T0, HAS_Z, READOUT_IN)  # fmt: skip
     for i in range(0, T1 - T0):
         t = T1 - 1 - i
         if PREFETCH:
-            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y = n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y
-            n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y = _adj_loads(
-                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
-                s_st, s_do_t, tl.maximum(t - 1, T0), T0, HAS_Z)  # fmt: skip
+            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y, b_r = n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y, n_r
+            n_h, n_u, n_pre, n_B, n_C, n_do, n_z, n_y, n_r = _adj_loads(
+                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
+                o_do, s_st, s_do_t, tl.maximum(t - 1, T0), T0, HAS_Z, READOUT_IN)  # fmt: skip
         else:
-            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y = _adj_loads(
-                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do,
-                s_st, s_do_t, t, T0, HAS_Z)  # fmt: skip
+            h_cur, b_u, b_pre, b_B, b_C, b_do, b_z, b_y, b_r = _adj_loads(
+                st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
+                o_do, s_st, s_do_t, t, T0, HAS_Z, READOUT_IN)  # fmt: skip
         b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
         if HAS_Z:
             sig = tl.sigmoid(b_z)
@@ -525,8 +539,11 @@ def _graph_scan_adj_kernel(
         if STORE_DY:
             tl.store(dy_ptr + (t - T0) * s_dy + o_dy, dy, mask=m_x)
         if HAS_MIXC:
-            g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
-                              o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
+            if READOUT_IN:
+                g += b_r
+            else:
+                g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
+                                  o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
         else:
             g += dy[:, :, None] * b_C[:, None, :]
         du, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
@@ -550,6 +567,84 @@ def _graph_scan_adj_kernel(
     tl.store(dbias_ptr + o_bd, tl.load(dbias_ptr + o_bd, mask=m_d, other=0.0) + dbias_acc, mask=m_d)
     if HAS_D:
         tl.store(dD_ptr + o_bd, tl.load(dD_ptr + o_bd, mask=m_d, other=0.0) + dD_acc, mask=m_d)
+
+
+@triton.jit
+def _step_offsets(batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """A parallel readout program's step, batch row and offsets: program (x, channel block), x = j * batch + b for
+    step t = T0 + j (time-major like the states)."""
+    i_x = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    j = i_x // batch
+    i_b = i_x % batch
+    o_v = tl.arange(0, VP)
+    o_d = i_db * BD + tl.arange(0, BD)
+    o_n = tl.arange(0, NP)
+    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
+    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L  # (VP, BD) into (batch, V, D, L)
+    m_x = m_v[:, None] & m_d[None, :]
+    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
+    m_bc = m_v[:, None] & m_n[None, :]
+    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # in one step's slot
+    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    m_mix = m_v[:, None] & m_v[None, :]
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+    o_dy = (i_b * V + o_v[:, None]) * DM + o_d[None, :]
+    return j, i_b, T0 + j, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy
+
+
+@triton.jit
+def _graph_scan_readout_kernel(
+    st_ptr, u_ptr, C_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, out_ptr, y_ptr,
+    batch, V, DM, L, N, T0, ZERO, s_st,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    K_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, STORE_OUT: tl.constexpr, STORE_Y: tl.constexpr,
+    VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
+    EYE_C: tl.constexpr,
+):  # fmt: skip
+    """The readout of steps T0 .. T0 + n - 1, all in parallel (one program per step, batch row and channel block):
+    ``y_t = sum_n (sum_k mix_C,k H_t W_C,k) C_t + D u_t`` from the states the forward kernel stored (slot
+    t - T0 + 1 at st_ptr, time-major), then the pre-gate y (STORE_Y, fp32) and the gated output (STORE_OUT)."""
+    j, i_b, t, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+        batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
+    h = tl.load(st_ptr + (j + 1) * s_st + o_h, mask=m_h, other=0.0)
+    g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N, K_C,
+                   VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
+    b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+    y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        y += b_D[None, :] * tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    _store_readout(y, y_ptr, out_ptr, z_ptr, o_x + t, m_x, HAS_Z, STORE_Y, STORE_OUT)
+
+
+@triton.jit
+def _graph_scan_readout_adj_kernel(
+    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
+    batch, V, DM, L, N, T0, ZERO, s_st, s_dy,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    s_do_b, s_do_v, s_do_d, s_do_t,
+    K_C: tl.constexpr, HAS_Z: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_C: tl.constexpr,
+):  # fmt: skip
+    """The readout's adjoint of steps T0 .. T0 + n - 1, all in parallel: dy_t = d_out * silu(z) (fp32, time-major
+    (n, batch, V, D) at dy_ptr) and ``R_t = sum_k mix_C,k^T (dy_t (x) C_t W_C,k^T)`` (time-major like dP at r_ptr),
+    which the adjoint kernel adds to dH_t (READOUT_IN) instead of forming it in its sequential loop."""
+    j, i_b, t, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+        batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
+    o_v = tl.arange(0, VP)
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+    if HAS_Z:
+        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+        dy = dy * b_z * tl.sigmoid(b_z)
+    tl.store(dy_ptr + j * s_dy + o_dy, dy, mask=m_x)
+    b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+    r = _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N,
+                     K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
+    tl.store(r_ptr + j * s_st + o_h, r, mask=m_h)
 
 
 @triton.jit
@@ -749,6 +844,16 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+def _readout_mode(side: str) -> str:
+    """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
+    kernels (default) or ``parallel`` in their own kernels, one program per (step, batch row, channel block)
+    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``). Only with readout operators (mix_C)."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "inline")
+    if mode not in ("inline", "parallel"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected inline or parallel")
+    return mode
+
+
 def _prefetch(side: str) -> bool:
     """Whether the sequential kernels issue the next step's loads before the current step's products
     (``SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD`` / ``_BWD`` = 0 / 1; default on)."""
@@ -860,11 +965,14 @@ def _mix_strides(mix: torch.Tensor | None) -> tuple[int, int, int, int, int]:
 
 
 def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d,
-         states=None, ybuf=None):  # fmt: skip
+         states=None, ybuf=None, parallel_readout=False):  # fmt: skip
     """The forward over all steps: out, the last state, and (store_ckpt) the chunk-entry checkpoints.
 
     ``states`` (split backward with every state kept): also store every state, time-major
     (L + 1, batch, V, D, N); ``ybuf`` (split backward, with z): the pre-gate output (batch, V, D, L) fp32.
+    ``parallel_readout`` (split backward, mix_C given): the forward kernel runs the recurrence only, storing the
+    states (all of them, or per chunk of ``chunk`` steps into a scratch buffer), and ``_graph_scan_readout_kernel``
+    forms out and ybuf from them, all steps of a chunk in parallel.
     """
     batch, V, Dm, L = u.shape
     N = A.shape[1]
@@ -873,10 +981,50 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     ckpt = None
     if store_ckpt:
         ckpt = torch.empty(batch, cdiv(L, chunk), V, Dm, N, device=u.device, dtype=torch.float32)
-    _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0,
-                h0.stride(0) if h0 is not None else 0, 0, L, chunk, block_d, out=out, last=last, ckpt=ckpt,
-                states=states, ybuf=ybuf)  # fmt: skip
+    s_h0 = h0.stride(0) if h0 is not None else 0
+    if not parallel_readout:
+        _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, 0, L, chunk,
+                    block_d, out=out, last=last, ckpt=ckpt, states=states, ybuf=ybuf)  # fmt: skip
+        return out, last, ckpt
+    readout = (u, C, mix_C, W_C, D, z, out, ybuf, block_d)
+    if states is not None:
+        _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, 0, L, chunk,
+                    block_d, last=last, states=states)  # fmt: skip
+        _readout_launch(states, 0, L, *readout)
+        return out, last, ckpt
+    buf = torch.empty(chunk + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32)
+    carry = None  # the state entering the next chunk (buf's slot is overwritten by that chunk's launch)
+    for c in range(cdiv(L, chunk)):
+        t0, t1 = c * chunk, min((c + 1) * chunk, L)
+        _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, t0, t1, chunk,
+                    block_d, last=last if t1 == L else None, ckpt=ckpt, states=buf)  # fmt: skip
+        _readout_launch(buf, t0, t1, *readout)
+        if t1 < L:
+            carry = buf[t1 - t0].clone() if carry is None else carry.copy_(buf[t1 - t0])
+            h0, s_h0 = carry, carry.stride(0)
     return out, last, ckpt
+
+
+def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) -> None:
+    """``_graph_scan_readout_kernel`` over steps t0 .. t1 - 1 (their states in slots 1 .. t1 - t0 of ``states``)."""
+    batch, V, Dm, L = u.shape
+    N = C.shape[2]
+    VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
+    prec = _precision(u.dtype)
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec, spread=False)
+    grid = ((t1 - t0) * batch, cdiv(Dm, BD))
+    dummy = u
+    args = (
+        states, u, C, mix_C, W_C, D if D is not None else dummy, z if z is not None else dummy,
+        out if out is not None else dummy, ybuf if ybuf is not None else dummy,
+        batch, V, Dm, L, N, t0, 0, batch * V * Dm * N, *_mix_strides(mix_C),
+    )  # fmt: skip
+    meta = dict(
+        K_C=mix_C.shape[2], HAS_D=D is not None, HAS_Z=z is not None, STORE_OUT=out is not None,
+        STORE_Y=ybuf is not None, VP=VP, BD=BD, NP=NP, PREC=prec, EYE_C=implicit_identity(mix_C, W_C),
+        num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec), **_tuning(VP, NP, False),
+    )  # fmt: skip
+    _launch(_graph_scan_readout_kernel, grid, args, meta)
 
 
 def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0_b, t0, t1, chunk,
@@ -1209,13 +1357,17 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
     work = torch.empty_like(dp) if want_A else None
     dy = torch.empty(CS, batch, V, Dm, device=dev, dtype=f32)  # the readout's dy, time-major (from the kernel)
+    # the readout's adjoint from its own parallel kernel (into `work`, free until the adjoint has read it)
+    readout_par = mix_C is not None and _readout_mode("BWD") == "parallel"
+    r_adj = (work if work is not None else torch.empty_like(dp)) if readout_par else None
     WAf = W_A.float()
     dummy = u
     s_st = batch * V * Dm * N
     meta = dict(
         K_A=K_A, K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), BC_ATOMIC=bc_atomic, VP=VP,
-        BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C, STORE_DY=True, PREFETCH=_prefetch("BWD"),
+        BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C, STORE_DY=not readout_par, PREFETCH=_prefetch("BWD"),
+        READOUT_IN=readout_par,
         PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
     )  # fmt: skip
     for c in reversed(range(cdiv(L, CS))):
@@ -1230,11 +1382,19 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             D if D is not None else dummy, z if z is not None else dummy,
             delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
             states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part,
-            dB if db_chunk is None else db_chunk, dy, V, Dm, L, N, t0, t1, 0, s_st,
+            dB if db_chunk is None else db_chunk, dy, r_adj if readout_par else dummy, V, Dm, L, N, t0, t1, 0, s_st,
             0 if bc_atomic else (dB if db_chunk is None else db_chunk).stride(0),
             L if db_chunk is None else CS, 0 if db_chunk is None else t0, batch * V * Dm,
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
+        if readout_par:
+            radj_args = (
+                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, t0, 0, s_st,
+                batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
+            )  # fmt: skip
+            radj_meta = dict(K_C=mix_C.shape[2], HAS_Z=z is not None, VP=VP, BD=BD, NP=NP, PREC=prec, EYE_C=eye_C,
+                             num_warps=warps, **_tuning(VP, NP, False))  # fmt: skip
+            _launch(_graph_scan_readout_adj_kernel, (n * batch, NDB), radj_args, radj_meta)
         _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
         if db_chunk is not None:
             torch.sum(db_chunk[..., :n], 0, out=dB[0, ..., t0:t1])
@@ -1321,8 +1481,10 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
         if split and z is not None:  # the pre-gate output, for dz (the backward's recompute skips the readout)
             ybuf = torch.empty(batch, V, Dm, L, device=u.device, dtype=torch.float32)
         store_ckpt = need_grad and states is None
+        parallel_readout = split and mix_C is not None and _readout_mode("FWD") == "parallel"
         out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
-                               store_ckpt, chunk, block_d_fwd, states=states, ybuf=ybuf)  # fmt: skip
+                               store_ckpt, chunk, block_d_fwd, states=states, ybuf=ybuf,
+                               parallel_readout=parallel_readout)  # fmt: skip
         if need_grad:
             # the same operators on both sides (mix_C is mix_A) are kept once; the backward may then share
             # their gradient buffer

@@ -1,0 +1,125 @@
+"""A/B on a GPU of graph-scan settings (environment overrides) at TGMamba's call: the scan alone and the block.
+
+    PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src \
+        python packages/tgmamba-models/benchmarks/gpu_graph_scan_env_ab.py [--shapes raw,tusz]
+        [--configs default,readout-parallel,readout-fwd,readout-bwd,prefetch-off]
+
+For each shape: the scan alone (fwd and fwd+bwd, CUDA events, interleaved rounds over the configurations), the
+GPU kernel time of each (torch.profiler), then the TGMamba block's fwd and fwd+bwd the same way, and its GPU
+kernel time and peak memory per configuration. ``prefetch-off`` turns off the sequential kernels' prefetch of
+the next step's loads (run17c/e compared it with the default); ``readout-*`` moves the readout and / or its
+adjoint into their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[2] / "ssm-kernels" / "benchmarks"))
+from gpu_graph_scan_sweep import block_inputs
+from gpu_tgmamba_ab import median_ms, setup
+
+from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
+from ssm_kernels.testing.bench import cuda_event_ms, kernel_us
+
+CONFIGS = {
+    "default": {},
+    "prefetch-off": {"SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD": "0", "SSM_KERNELS_GRAPH_SCAN_PREFETCH_BWD": "0"},
+    "readout-parallel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
+    "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},
+    "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
+}  # fmt: skip
+CFG: list[str] = []  # the configurations of this run
+
+
+def set_cfg(name: str) -> None:
+    for env in {k for cfg in CONFIGS.values() for k in cfg}:
+        os.environ.pop(env, None)
+    os.environ.update(CONFIGS[name])
+
+
+def top(per: dict[str, float], n: int = 6) -> dict[str, int]:
+    return {k: round(v) for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:n]}
+
+
+def scan_ab(shape: str) -> None:
+    inp = block_inputs(shape, torch.float32, "implicit")
+    leaves = [v for v in inp.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    gout = torch.randn_like(inp["u"])
+
+    def fwd():
+        with torch.no_grad():
+            graph_selective_scan_triton(**inp)
+
+    def fwdbwd():
+        out = graph_selective_scan_triton(**inp)
+        torch.autograd.grad(out, leaves, grad_outputs=gout)
+
+    rounds = 3 if shape == "raw" else 20
+    for name in CFG:  # compile every variant first
+        set_cfg(name)
+        fwdbwd()
+        fwd()
+    torch.cuda.synchronize()
+    res: dict[str, list] = collections.defaultdict(list)
+    for _ in range(3):
+        for name in CFG:
+            set_cfg(name)
+            res[f"scan fwd {name}"].append(round(cuda_event_ms(fwd, rounds=rounds), 2))
+            res[f"scan fwdbwd {name}"].append(round(cuda_event_ms(fwdbwd, rounds=rounds), 2))
+    print(json.dumps({"shape": shape, **res}), flush=True)
+    for name in CFG:
+        set_cfg(name)
+        per = kernel_us(fwdbwd, reps=1 if shape == "raw" else 5)
+        gpu_ms = round(sum(per.values()) / 1e3, 2)
+        print(json.dumps({"shape": shape, "cfg": name, "scan fwdbwd gpu_ms": gpu_ms, "top": top(per)}), flush=True)
+
+
+def block_ab(shape: str) -> None:
+    block, _, fwdbwd, fwd = setup(shape)
+    block.validate_inputs = False
+    for name in CFG:
+        set_cfg(name)
+        fwdbwd()
+    res: dict[str, list] = collections.defaultdict(list)
+    for _ in range(3):
+        for name in CFG:
+            set_cfg(name)
+            res[f"block fwdbwd {name}"].append(round(median_ms(fwdbwd, shape), 2))
+            res[f"block fwd {name}"].append(round(median_ms(fwd, shape), 2))
+    print(json.dumps({"shape": shape, **res}), flush=True)
+    for name in CFG:
+        set_cfg(name)
+        per = kernel_us(fwdbwd, reps=1 if shape == "raw" else 5)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fwdbwd()
+        torch.cuda.synchronize()
+        peak = round((torch.cuda.max_memory_allocated() - base) / 2**20)
+        gpu_ms = round(sum(per.values()) / 1e3, 2)
+        print(json.dumps({"shape": shape, "cfg": name, "block gpu_ms": gpu_ms, "peak_MiB": peak, "top": top(per, 10)}))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="raw,tusz")
+    ap.add_argument("--configs", default="default,readout-parallel,readout-fwd,readout-bwd")
+    args = ap.parse_args()
+    CFG[:] = args.configs.split(",")
+    unknown = [c for c in CFG if c not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown configurations {unknown}; known: {list(CONFIGS)}")
+    for shape in args.shapes.split(","):
+        scan_ab(shape)
+        block_ab(shape)
+        set_cfg("default")
+        torch.cuda.empty_cache()
