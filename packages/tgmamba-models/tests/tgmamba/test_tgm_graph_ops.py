@@ -87,6 +87,17 @@ def test_bound_scale_bounds_spectral_norm():
     assert bound_scale([0.5 * eye, 0.5 * eye]) == 1.0  # the lazy-diffusion init is not shrunk
 
 
+def test_bound_scale_stacked_equals_per_matrix():
+    """The stacked (K, n, n) form the fused path passes equals the bound written per matrix, value and gradient."""
+    seed_all(2)
+    w = (torch.randn(3, 7, 7, dtype=torch.float64) * 2).requires_grad_()
+    by_hand = sum(torch.sqrt(m.abs().sum(0).amax() * m.abs().sum(1).amax()) for m in w.unbind(0)).clamp_min(1.0)
+    got = bound_scale(w)
+    torch.testing.assert_close(got, by_hand, rtol=0, atol=1e-14)
+    torch.testing.assert_close(torch.autograd.grad(got, w)[0], torch.autograd.grad(by_hand, w)[0])
+    torch.testing.assert_close(bound_scale(list(w.unbind(0))), got)
+
+
 @pytest.mark.parametrize("conv_type", ["gcnconv", "chebconv", "graphconv"])
 def test_state_operators_are_contractions(conv_type):
     """Spectral norm of every state-side vertex operator <= 1 (graphconv: any graph; others: symmetric)."""

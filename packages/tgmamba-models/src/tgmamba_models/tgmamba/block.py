@@ -332,7 +332,7 @@ class TGMamba(nn.Module):
         like = self.A_log
         W_A = operator_weights(self.conv_type, self.gconv_A, self.d_state, like)
         if self.gconv_A is not None:
-            W_A = W_A / bound_scale(list(W_A.unbind(0)))
+            W_A = W_A / bound_scale(W_A)
         W_C = None
         if self.gconv_C is not None:
             W_C = operator_weights(self.conv_type, self.gconv_C, self.d_state, like)

@@ -92,7 +92,7 @@ class EdgeLearner(nn.Module):
         scale = 1.0 / (self.d_model**0.5 * self.attn_softmax_temp)
         s = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
         s = 0.5 * (s + s.transpose(-1, -2))
-        return torch.where(s >= self.attn_threshold, s, torch.zeros_like(s))
+        return torch.where(s >= self.attn_threshold, s, 0.0)
 
     def _combine(self, h: Tensor, adj0: Tensor | None, h_attn: Tensor | None) -> Tensor:
         """h, h_attn (batch, T, V, d) time-major; adj0 broadcastable to (batch, T, V, V)."""
@@ -111,9 +111,7 @@ class EdgeLearner(nn.Module):
             dyn = torch.sigmoid(torch.matmul(g, g.transpose(-1, -2)) * self.d_model**-0.5)
             s = self.skip_param.clamp(0.0, 1.0).to(h.dtype)
             base = s * base + (1.0 - s) * dyn * (base > 0).to(h.dtype)
-        V = base.shape[-1]
-        offdiag = 1.0 - torch.eye(V, dtype=base.dtype, device=base.device)
-        return base * offdiag
+        return base.masked_fill(torch.eye(base.shape[-1], dtype=torch.bool, device=base.device), 0.0)
 
     def forward(self, h: Tensor, adj0: Tensor | None = None) -> Tensor:
         """Per-step dense edge weights (see the class docstring).
