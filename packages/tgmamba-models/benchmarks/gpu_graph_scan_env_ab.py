@@ -8,7 +8,8 @@ For each shape: the scan alone (fwd and fwd+bwd, CUDA events, interleaved rounds
 GPU kernel time of each (torch.profiler), then the TGMamba block's fwd and fwd+bwd the same way, and its GPU
 kernel time and peak memory per configuration. ``prefetch-off`` turns off the sequential kernels' prefetch of
 the next step's loads (run17c/e compared it with the default); ``readout-*`` moves the readout and / or its
-adjoint into their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``).
+adjoint into their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``); ``chunk-*`` sets
+the split backward's steps per recomputed chunk (more memory, fewer chunks; run17a compared 40 / 80 / 160).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gpu_tgmamba_ab import median_ms, setup
 
 from ssm_kernels.graph_scan.triton import graph_selective_scan_triton
 from ssm_kernels.testing.bench import cuda_event_ms, kernel_us
+from ssm_kernels.testing.graph_scan import timing_closures
 
 CONFIGS = {
     "default": {},
@@ -36,6 +38,8 @@ CONFIGS = {
     "readout-parallel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
     "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},
     "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
+    "chunk-80": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "80"},  # split backward: steps per recomputed chunk (raw: 40)
+    "chunk-160": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "160"},
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 
@@ -52,16 +56,8 @@ def top(per: dict[str, float], n: int = 6) -> dict[str, int]:
 
 def scan_ab(shape: str) -> None:
     inp = block_inputs(shape, torch.float32, "implicit")
-    leaves = [v for v in inp.values() if isinstance(v, torch.Tensor) and v.requires_grad]
-    gout = torch.randn_like(inp["u"])
-
-    def fwd():
-        with torch.no_grad():
-            graph_selective_scan_triton(**inp)
-
-    def fwdbwd():
-        out = graph_selective_scan_triton(**inp)
-        torch.autograd.grad(out, leaves, grad_outputs=gout)
+    names = [k for k, v in inp.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+    fwd, fwdbwd = timing_closures(graph_selective_scan_triton, inp, names)
 
     rounds = 3 if shape == "raw" else 20
     for name in CFG:  # compile every variant first

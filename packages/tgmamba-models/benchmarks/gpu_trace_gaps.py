@@ -1,14 +1,13 @@
 """Where does the GPU idle during one TGMamba block fwd+bwd? A trace, its idle gaps and who caused them.
 
     PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src \
-        python packages/tgmamba-models/benchmarks/gpu_trace_gaps.py [raw] [tusz] [chunk]
+        python packages/tgmamba-models/benchmarks/gpu_trace_gaps.py [raw] [tusz]
 
 For each shape: the median wall time, then one fwd+bwd under torch.profiler (with Python stacks). From the trace:
 the span from the first to the last kernel, the time the GPU was busy (union of kernel intervals), the idle gaps
 over 20 us summed by the Python stack that launched the kernel after each gap, and the host time of the
-ssm_kernels / tgmamba_models functions. The trace is written gzipped to ``$OUT`` (default /tmp).
-``chunk``: the raw shape's fwd+bwd and peak memory with the graph scan's split-backward chunk at its default and
-at 80 and 160 steps (``SSM_KERNELS_GRAPH_SCAN_CHUNK``), interleaved.
+ssm_kernels / tgmamba_models functions. The trace is written gzipped to ``$OUT`` (default /tmp). (The chunk
+sweep of run17a is ``gpu_graph_scan_env_ab.py --configs default,chunk-80,chunk-160``.)
 """
 
 from __future__ import annotations
@@ -89,27 +88,6 @@ def trace(shape: str) -> None:
     path.unlink()
 
 
-def chunk_ab() -> None:
-    block, _, fwdbwd, _ = setup("raw")
-    block.validate_inputs = False
-    res: dict[str, list] = collections.defaultdict(list)
-    for _ in range(2):
-        for chunk in ("", "80", "160"):
-            if chunk:
-                os.environ["SSM_KERNELS_GRAPH_SCAN_CHUNK"] = chunk
-            else:
-                os.environ.pop("SSM_KERNELS_GRAPH_SCAN_CHUNK", None)
-            fwdbwd()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            name = chunk or "default"
-            res[f"chunk={name} ms"].append(round(median_ms(fwdbwd, "raw"), 2))
-            res[f"chunk={name} peak_MiB"].append(round((torch.cuda.max_memory_allocated() - base) / 2**20))
-    os.environ.pop("SSM_KERNELS_GRAPH_SCAN_CHUNK", None)
-    print(json.dumps(res), flush=True)
-
-
 if __name__ == "__main__":
-    for what in sys.argv[1:] or ["raw", "tusz", "chunk"]:
-        chunk_ab() if what == "chunk" else trace(what)
+    for shape in sys.argv[1:] or ["raw", "tusz"]:
+        trace(shape)

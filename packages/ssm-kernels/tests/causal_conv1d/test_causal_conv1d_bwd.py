@@ -86,8 +86,8 @@ CASES = {
 }
 
 
-def _opts(case):
-    batch, dim, seqlen, width, opts = CASES[case]
+def _opts(case, cases=None):
+    batch, dim, seqlen, width, opts = (CASES if cases is None else cases)[case]
     flags = set(opts.split("-"))
     kw = dict(x_cl="cl" in flags, dy_cl="dycl" in flags, bias="bias" in flags, init="init" in flags,
               seq="seq" in flags)  # fmt: skip
@@ -211,10 +211,8 @@ GPU_CASES = {
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("case", list(GPU_CASES), ids=list(GPU_CASES))
 def test_bwd_gpu(case, dtype):
-    batch, dim, seqlen, width, opts = GPU_CASES[case]
-    flags = set(opts.split("-"))
-    check_bwd(batch, dim, seqlen, width, x_cl="cl" in flags, dy_cl="dycl" in flags, bias="bias" in flags,
-              init="init" in flags, seq="seq" in flags, dtype=dtype, device="cuda", seed=9)  # fmt: skip
+    sizes, kw = _opts(case, GPU_CASES)
+    check_bwd(*sizes, **kw, dtype=dtype, device="cuda", seed=9)
 
 
 @pytest.mark.gpu

@@ -252,6 +252,27 @@ def _store_readout(y, y_ptr, out_ptr, z_ptr, o_xt, m_x, HAS_Z: tl.constexpr, STO
 
 
 @triton.jit
+def _tile(i_b, i_db, V, DM, L, N, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """Offsets and masks of one program's tile: batch row ``i_b``, channels ``i_db * BD ..`` (the split design's
+    kernels). o_x / o_bc index a step's (VP, BD) / (VP, NP) slice of (batch, V, D, L) / (batch, V, N, L) (add t),
+    o_hl the (VP, BD, NP) state tile within row b and o_h within a (batch, V, D, N) state; o_w an (NP, NP) operator."""
+    o_v = tl.arange(0, VP)
+    o_d = i_db * BD + tl.arange(0, BD)
+    o_n = tl.arange(0, NP)
+    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
+    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L
+    m_x = m_v[:, None] & m_d[None, :]
+    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
+    m_bc = m_v[:, None] & m_n[None, :]
+    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
+    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    m_mix = m_v[:, None] & m_v[None, :]
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+    return o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w
+
+
+@triton.jit
 def _graph_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, last_ptr, ckpt_ptr, st_ptr, y_ptr,
@@ -273,22 +294,12 @@ def _graph_scan_fwd_kernel(
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
-    o_v = tl.arange(0, VP)
-    o_d = i_db * BD + tl.arange(0, BD)
-    o_n = tl.arange(0, NP)
-    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
-    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L  # (VP, BD) into (batch, V, D, L)
-    m_x = m_v[:, None] & m_d[None, :]
-    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L  # (VP, NP) into (batch, V, N, L)
-    m_bc = m_v[:, None] & m_n[None, :]
+    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
+        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
     o_hl = (o_v[:, None, None] * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # (VP, BD, NP) in one row b
-    o_h = i_b * V * DM * N + o_hl
-    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_h = i_b * V * DM * N + o_hl  # (the same offsets, in the form this kernel was timed with)
     o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
-    m_mix = m_v[:, None] & m_v[None, :]
-    o_w = o_n[:, None] * N + o_n[None, :]
-    m_w = m_n[:, None] & m_n[None, :]
 
     b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
     b_bias = tl.zeros((BD,), dtype=tl.float32)
@@ -481,22 +492,11 @@ def _graph_scan_adj_kernel(
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
-    o_v = tl.arange(0, VP)
-    o_d = i_db * BD + tl.arange(0, BD)
-    o_n = tl.arange(0, NP)
-    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
-    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L
-    m_x = m_v[:, None] & m_d[None, :]
+    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
+        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
     o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
-    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
-    m_bc = m_v[:, None] & m_n[None, :]
-    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
-    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
     o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
-    m_mix = m_v[:, None] & m_v[None, :]
-    o_w = o_n[:, None] * N + o_n[None, :]
-    m_w = m_n[:, None] & m_n[None, :]
     m_dn = m_d[:, None] & m_n[None, :]
 
     b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
@@ -577,22 +577,11 @@ def _step_offsets(batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP: tl.constexpr, BD: 
     i_db = tl.program_id(1)
     j = i_x // batch
     i_b = i_x % batch
-    o_v = tl.arange(0, VP)
-    o_d = i_db * BD + tl.arange(0, BD)
-    o_n = tl.arange(0, NP)
-    m_v, m_d, m_n = o_v < V, o_d < DM, o_n < N
-    o_x = (i_b * V + o_v[:, None]) * DM * L + o_d[None, :] * L  # (VP, BD) into (batch, V, D, L)
-    m_x = m_v[:, None] & m_d[None, :]
-    o_bc = (i_b * V + o_v[:, None]) * N * L + o_n[None, :] * L
-    m_bc = m_v[:, None] & m_n[None, :]
-    o_h = ((i_b * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]  # in one step's slot
-    m_h = m_v[:, None, None] & m_d[None, :, None] & m_n[None, None, :]
+    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
+        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
-    m_mix = m_v[:, None] & m_v[None, :]
-    o_w = o_n[:, None] * N + o_n[None, :]
-    m_w = m_n[:, None] & m_n[None, :]
     o_dy = (i_b * V + o_v[:, None]) * DM + o_d[None, :]
-    return j, i_b, T0 + j, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy
+    return j, i_b, T0 + j, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy
 
 
 @triton.jit
@@ -607,7 +596,7 @@ def _graph_scan_readout_kernel(
     """The readout of steps T0 .. T0 + n - 1, all in parallel (one program per step, batch row and channel block):
     ``y_t = sum_n (sum_k mix_C,k H_t W_C,k) C_t + D u_t`` from the states the forward kernel stored (slot
     t - T0 + 1 at st_ptr, time-major), then the pre-gate y (STORE_Y, fp32) and the gated output (STORE_OUT)."""
-    j, i_b, t, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
         batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
     h = tl.load(st_ptr + (j + 1) * s_st + o_h, mask=m_h, other=0.0)
     g = _mix_apply(h, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N, K_C,
@@ -632,9 +621,8 @@ def _graph_scan_readout_adj_kernel(
     """The readout's adjoint of steps T0 .. T0 + n - 1, all in parallel: dy_t = d_out * silu(z) (fp32, time-major
     (n, batch, V, D) at dy_ptr) and ``R_t = sum_k mix_C,k^T (dy_t (x) C_t W_C,k^T)`` (time-major like dP at r_ptr),
     which the adjoint kernel adds to dH_t (READOUT_IN) instead of forming it in its sequential loop."""
-    j, i_b, t, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
         batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
-    o_v = tl.arange(0, VP)
     o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
     dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
     if HAS_Z:
@@ -1267,6 +1255,15 @@ class _MixGrad:
         else:
             self.add(torch.bmm(a, b)[:, None], t0, t1, k)
 
+    def add_row_bmm(self, a: torch.Tensor, b: torch.Tensor, t0: int, t1: int) -> None:
+        """Every operator's gradient of steps t0 .. t1 - 1 += a @ b batched over rows (x, i): a (x * V, K, N),
+        b (x * V, N, V), giving [(x, i), k, j] (in place for one per-step operator: the layouts agree)."""
+        V = b.shape[-1]
+        if self.K == 1 and self.T > 1:
+            self.buf[t0:t1].view(-1, 1, V).baddbmm_(a, b)
+        else:
+            self.add(torch.bmm(a, b).view(-1, V, self.K, V).transpose(1, 2), t0, t1)
+
     def add(self, dm: torch.Tensor, t0: int, t1: int, k: int | None = None) -> None:
         """Add time-major per-step gradients ((t1 - t0) * batch, K, V, V) (operator k's: (x, 1, V, V))."""
         if self.T > 1:
@@ -1430,10 +1427,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                     dWC.view(KW_C * N, N).addmm_(R.view(xv, KW_C * N).t(), C_tm[t0:t1].view(xv, N))
                     # dmix_k[x, i, j] += sum_m (C W_k^T)[x, i, m] Q[x, i, j, m]
                     Cw = torch.mm(C_tm[t0:t1].view(xv, N), WtC).view(xv, K_C, N)
-                    if K_C == 1 and gmC.T > 1:
-                        gmC.buf[t0:t1].view(xv, 1, V).baddbmm_(Cw, Q.transpose(1, 2))
-                    else:
-                        gmC.add(torch.bmm(Cw, Q.transpose(1, 2)).view(x, V, K_C, V).transpose(1, 2), t0, t1)
+                    gmC.add_row_bmm(Cw, Q.transpose(1, 2), t0, t1)
             else:
                 torch.bmm(dyc.view(xv, 1, Dm), Hc4.view(xv, Dm, N), out=dCc.view(xv, 1, N))
 
