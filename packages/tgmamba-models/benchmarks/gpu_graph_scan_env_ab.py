@@ -7,8 +7,9 @@
 For each shape: the scan alone (fwd and fwd+bwd, CUDA events, interleaved rounds over the configurations), the
 GPU kernel time of each (torch.profiler), then the TGMamba block's fwd and fwd+bwd the same way, and its GPU
 kernel time and peak memory per configuration. ``prefetch-off`` turns off the sequential kernels' prefetch of
-the next step's loads (run17c/e compared it with the default); ``readout-*`` moves the readout and / or its
-adjoint into their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``); ``chunk-*`` sets
+the next step's loads (run17c/e compared it with the default); ``readout-*`` puts the readout and / or its
+adjoint in their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``; the forward's is the
+default since run18a) or both inline in the sequential kernels (``readout-inline``, the default before); ``chunk-*`` sets
 the split backward's steps per recomputed chunk (more memory, fewer chunks; run17a compared 40 / 80 / 160).
 """
 
@@ -36,7 +37,8 @@ CONFIGS = {
     "default": {},
     "prefetch-off": {"SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD": "0", "SSM_KERNELS_GRAPH_SCAN_PREFETCH_BWD": "0"},
     "readout-parallel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
-    "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},
+    "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},  # the default since run18a
+    "readout-inline": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "inline", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
     "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
     "chunk-80": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "80"},  # split backward: steps per recomputed chunk (raw: 40)
     "chunk-160": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "160"},

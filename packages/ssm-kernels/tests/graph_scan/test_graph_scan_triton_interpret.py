@@ -50,12 +50,15 @@ def test_triton_matches_reference(case, backward):
     check_graph_scan_against_reference(_triton(**extra, backward=backward), inputs)
 
 
+@pytest.mark.parametrize("readout", ["inline", "parallel"])
 @pytest.mark.parametrize("chunk", [None, 1, 37], ids=["chunk8", "chunk1", "all_states"])
-def test_split_backward_chunks(monkeypatch, chunk):
+def test_split_backward_chunks(monkeypatch, chunk, readout):
     """Split backward: checkpoint chunks recomputed by the forward kernel (one launch per chunk), or every state
-    kept by the forward (chunk >= L: no recompute)."""
+    kept by the forward (chunk >= L: no recompute). With the parallel forward readout the training forward itself
+    runs the recurrence alone (no ``out``), one launch per chunk (one with every state kept)."""
     import ssm_kernels.graph_scan.triton as gst
 
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", readout)
     launches = []
     real = gst._fwd_launch
     monkeypatch.setattr(gst, "_fwd_launch", lambda *a, **k: launches.append(k.get("out") is None) or real(*a, **k))
@@ -63,8 +66,10 @@ def test_split_backward_chunks(monkeypatch, chunk):
                                     **FULL)  # fmt: skip
     check_graph_scan_against_reference(_triton(chunk=chunk, backward="split"), inputs)
     recomputes = {None: 5, 1: 37, 37: 0}[chunk]
-    # check_graph_scan_against_reference runs the forward twice (with and without the backward)
-    assert launches.count(True) == recomputes and launches.count(False) >= 1
+    if readout == "parallel":
+        recomputes += {None: 5, 1: 37, 37: 1}[chunk]  # the training forward's recurrence-only launches
+    # one training forward (writing out itself only with the inline readout), then the backward
+    assert launches.count(True) == recomputes and launches.count(False) == (readout == "inline")
 
 
 @pytest.mark.parametrize("side", ["FWD", "BWD"])
@@ -91,7 +96,7 @@ PARALLEL_READOUT_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("sides", [("FWD", "BWD"), ("FWD",), ("BWD",)], ids=["both", "fwd", "bwd"])
+@pytest.mark.parametrize("sides", [("FWD", "BWD"), ("FWD",), ("BWD",), ()], ids=["both", "fwd", "bwd", "inline"])
 @pytest.mark.parametrize("case", list(PARALLEL_READOUT_CASES), ids=list(PARALLEL_READOUT_CASES))
 def test_parallel_readout(monkeypatch, case, sides):
     """The readout (forward) and its adjoint (split backward) in their own parallel kernels instead of the
@@ -99,8 +104,8 @@ def test_parallel_readout(monkeypatch, case, sides):
     against the reference, with recomputed chunks and with every state kept."""
     import ssm_kernels.graph_scan.triton as gst
 
-    for side in sides:
-        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "parallel")
+    for side in ("FWD", "BWD"):  # the sides not asked for explicitly inline (the defaults differ per side)
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "parallel" if side in sides else "inline")
     launched = []
     real = gst._launch
     monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
@@ -114,6 +119,9 @@ def test_parallel_readout(monkeypatch, case, sides):
 def test_parallel_readout_env_checked(monkeypatch):
     import ssm_kernels.graph_scan.triton as gst
 
+    monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", raising=False)
+    assert (gst._readout_mode("FWD"), gst._readout_mode("BWD")) == ("parallel", "inline")  # the run18a defaults
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "sideways")
     with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_READOUT_FWD"):
         gst._readout_mode("FWD")

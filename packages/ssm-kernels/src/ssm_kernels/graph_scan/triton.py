@@ -24,6 +24,9 @@ Performance design
 * Forward is one launch. When gradients are needed it also stores the state entering every
   chunk of ``CHUNK`` steps (fp32, (batch, L/CHUNK, V, D, N)). With ``CHUNK`` = 1 (opt-in,
   ``SSM_KERNELS_GRAPH_SCAN_ALL_STATES=1``) every state is stored and the backward recomputes nothing.
+  The split design's training forward with readout operators instead runs the recurrence alone per chunk of
+  steps and forms the readout of the chunk's stored states in ``_graph_scan_readout_kernel``, all steps in
+  parallel (``_READOUT_DEFAULT``; the readout's products leave the sequential chain).
 * The readout's backward reuses the ``mix_k @ H_t`` products for both G_t (needed for dC and dz) and
   its adjoint, since dy does not depend on G_t: 6 instead of 8 dots per readout operator and step.
 * The operator loops are unrolled (``tl.static_range``) for V, N <= 32 (``SSM_KERNELS_GRAPH_SCAN_UNROLL``):
@@ -832,11 +835,18 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+# where the split design forms the readout by default: the forward's in its own parallel kernel, the adjoint's inline
+# (H200, TGMamba's call, run18a: scan fwd+bwd 4.64 against 4.78 ms at TUSZ and 66.8 against 67.0 ms at raw with the
+# parallel forward readout; the parallel adjoint readout was slower at TUSZ (4.94 ms) and no faster at raw)
+_READOUT_DEFAULT = {"FWD": "parallel", "BWD": "inline"}
+
+
 def _readout_mode(side: str) -> str:
     """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
-    kernels (default) or ``parallel`` in their own kernels, one program per (step, batch row, channel block)
-    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``). Only with readout operators (mix_C)."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "inline")
+    kernels or ``parallel`` in their own kernels, one program per (step, batch row, channel block)
+    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``). Only with readout
+    operators (mix_C)."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, _READOUT_DEFAULT[side])
     if mode not in ("inline", "parallel"):
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected inline or parallel")
     return mode
@@ -912,12 +922,14 @@ def _num_warps(VP: int, BD: int, NP: int, backward: bool, programs: int = 0, dev
     H200, V 19, N 16, K 2 + readout, 256 TUSZ clips (L = 10), tf32: fwd+bwd 8.4 ms with 4 warps
     against 10.7 ms with 8; forward 0.95 against 1.11 ms. Not with tf32x3 (TGMamba block slower). With 3xtf32
     (run16b, implicit identity first): forward kernel 1.16 ms with 4 warps against 1.22 ms with 8, but the
-    split adjoint 2.74 ms against 1.76 ms; ieee dots: adjoint 21.5 ms with 4 warps against 2.40 ms with 8.
+    split adjoint 2.74 ms against 1.76 ms; ieee dots: adjoint 21.5 ms with 4 warps against 2.40 ms with 8. The
+    split adjoint with tf32 dots (run18d, TUSZ, parallel forward readout): 1.25 ms with 8 warps against 2.58 ms
+    with 4 (scan fwd+bwd 4.06 against 5.40 ms), so the adjoint keeps 8 at every precision.
     """
     override = _env_int("SSM_KERNELS_GRAPH_SCAN_WARPS_" + ("BWD" if backward or adjoint else "FWD"))
     if override is not None:
         return override
-    few = prec == "tf32" or (prec == "3xtf32" and not (backward or adjoint))
+    few = (prec == "tf32" and not adjoint) or (prec == "3xtf32" and not (backward or adjoint))
     if few and device is not None and device.type == "cuda":
         sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
         if programs >= 4 * sms and VP * BD * NP <= 4096:
