@@ -34,6 +34,10 @@ KNOBS = {  # name (as in the run18b-d logs): environment overrides (run18b-d ran
     "bd2reg128": {"SSM_KERNELS_GRAPH_SCAN_BD_FWD": "2", "SSM_KERNELS_GRAPH_SCAN_MAXNREG_FWD": "128"},
     "bwdwarps4": {"SSM_KERNELS_GRAPH_SCAN_WARPS_BWD": "4"},
     "tf32w8": {"SSM_KERNELS_GRAPH_SCAN_PRECISION": "tf32", "SSM_KERNELS_GRAPH_SCAN_WARPS_BWD": "8"},
+    # the CUDA-core forward recurrence (graph_scan/cuda.py), default channels per block, then 2 / 4 / 8 / 16
+    "cudafwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},
+    **{f"cudafwd-bd{bd}": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BD": str(bd)}
+       for bd in (2, 4, 8, 16)},
 }  # fmt: skip
 
 

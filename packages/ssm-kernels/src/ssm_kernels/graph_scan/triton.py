@@ -78,6 +78,7 @@ import triton.language as tl
 
 from .._launch import fast
 from ..backend import cdiv, next_pow2, triton_interpret
+from . import cuda as _cuda_fwd
 from .reference import check_graph_scan_inputs, implicit_identity
 
 __all__ = ["graph_selective_scan_triton"]
@@ -1029,9 +1030,18 @@ def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) 
 
 def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0_b, t0, t1, chunk,
                 block_d, out=None, last=None, ckpt=None, states=None, ybuf=None):  # fmt: skip
-    """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel)."""
+    """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel).
+
+    The recurrence alone (no out / y: the parallel readout's forward, the split backward's recompute) runs the
+    CUDA-core kernel of :mod:`.cuda` instead where it is opted in (``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``).
+    """
     batch, V, Dm, L = u.shape
     N = A.shape[1]
+    if out is None and ybuf is None and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N):
+        sms = _sm_count(u.device.index if u.device.index is not None else torch.cuda.current_device())
+        _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk,
+                                 implicit_identity(mix_A, W_A), states=states, ckpt=ckpt, last=last, sms=sms)  # fmt: skip
+        return
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec)

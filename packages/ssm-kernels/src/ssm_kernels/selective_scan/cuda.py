@@ -28,7 +28,6 @@ and, in inference, 16-bit B / C. ``SSM_KERNELS_SCAN_STATE_FWD=1`` runs it wherev
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from .._jit import arch_tag, jit_load, sources_hash
+from .._jit import build_directory as _build_directory
 from ..backend import needs_autograd
 from .reference import ScanInputs
 
@@ -110,26 +111,16 @@ def sources() -> list[Path]:
 
 
 def _sources_hash() -> str:
-    h = hashlib.sha256()
-    for p in sorted(csrc_dir().iterdir()):
-        if p.suffix in (".cpp", ".cu", ".cuh", ".h"):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:10]
+    return sources_hash(csrc_dir())
 
 
 def _arch(arch: str | None = None) -> str:
-    if arch:
-        return arch.replace("sm_", "").replace(".", "")
-    major, minor = torch.cuda.get_device_capability()
-    return f"{major}{minor}"
+    return arch_tag(arch)
 
 
 def build_directory(arch: str | None = None) -> Path:
     """Cache folder for this torch / CUDA / GPU-architecture / source combination."""
-    base = Path(os.environ.get("SSM_KERNELS_CACHE", Path.home() / ".cache" / "ssm_kernels"))
-    tag = f"torch{torch.__version__}-cuda{torch.version.cuda}-sm{_arch(arch)}-{_sources_hash()}"
-    return base / tag.replace("+", "_").replace("/", "_")
+    return _build_directory(csrc_dir(), arch)
 
 
 def load_extension(verbose: bool = False, arch: str | None = None):
@@ -138,35 +129,9 @@ def load_extension(verbose: bool = False, arch: str | None = None):
     if _EXT is not None:
         return _EXT
     with _LOCK:
-        if _EXT is not None:
-            return _EXT
-        from torch.utils.cpp_extension import CUDA_HOME, load
-
-        if torch.version.cuda is None:
-            raise RuntimeError("this torch build has no CUDA support")
-        if CUDA_HOME is None:
-            raise RuntimeError("nvcc was not found (install the CUDA toolkit or set CUDA_HOME)")
-        a = _arch(arch)
-        build_dir = build_directory(a)
-        build_dir.mkdir(parents=True, exist_ok=True)
-        cuda_flags = [
-            "-O3",
-            f"-gencode=arch=compute_{a},code=sm_{a}",
-            "-lineinfo",
-            "-U__CUDA_NO_HALF_OPERATORS__",
-            "-U__CUDA_NO_HALF_CONVERSIONS__",
-            "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
-        ]
-        _EXT = load(
-            name=_NAME,
-            sources=[str(p) for p in sources()],
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=cuda_flags,
-            extra_include_paths=[str(csrc_dir())],
-            build_directory=str(build_dir),
-            verbose=verbose,
-            with_cuda=True,
-        )
+        if _EXT is None:
+            a = _arch(arch)
+            _EXT = jit_load(_NAME, sources(), csrc_dir(), build_directory(a), a, verbose)
         return _EXT
 
 

@@ -19,28 +19,7 @@
 #include <thread>
 #include <vector>
 
-#undef __global__
-#undef __device__
-#undef __host__
-#undef __shared__
-#undef __forceinline__
-#undef __launch_bounds__
-#define __global__
-#define __device__
-#define __host__
-#define __shared__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-
-struct EmuDim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-static thread_local EmuDim3 emu_thread_idx;
-static EmuDim3 emu_block_idx;
-static EmuDim3 emu_block_dim;
-#define threadIdx emu_thread_idx
-#define blockIdx emu_block_idx
-#define blockDim emu_block_dim
+#include "../../emulate_prelude.h"
 
 #include "selective_scan.h"
 

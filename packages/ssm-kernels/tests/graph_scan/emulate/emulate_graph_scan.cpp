@@ -1,0 +1,83 @@
+// Host emulation of the graph scan's CUDA forward recurrence (csrc/graph_scan_fwd.cuh), for testing its logic on
+// a CPU: every CUDA thread of a block runs as an OS thread, __syncthreads() is a block-wide barrier, and shared
+// memory is one static buffer poisoned with NaN before each block (a read of anything not written shows up).
+// Blocks run one after another. Indexing, shared-memory layout, buffering and arithmetic are the kernel's.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "../../emulate_prelude.h"
+
+namespace gsk {
+constexpr size_t kEmuSmemFloats = 232448 / 4;
+alignas(16) float emu_smem[kEmuSmemFloats];
+static std::barrier<>* emu_block_barrier = nullptr;
+inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+}  // namespace gsk
+
+#define GSK_EMULATE 1
+#include "graph_scan_fwd.cuh"
+
+namespace {
+
+template <int NP, class T, class TM>
+int run(const gsk::FwdParams& p) {
+  const int nthreads = p.V * p.bd;
+  const size_t floats = gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd);
+  if (floats > gsk::kEmuSmemFloats) return 2;
+  if (nthreads > gsk::kMaxThreads) return 3;
+  std::barrier<> bar(nthreads);
+  gsk::emu_block_barrier = &bar;
+  emu_block_dim.x = nthreads;
+  const int dblocks = (p.D + p.bd - 1) / p.bd;
+  for (int by = 0; by < dblocks; ++by) {
+    for (int bx = 0; bx < p.batch; ++bx) {
+      emu_block_idx.x = bx;
+      emu_block_idx.y = by;
+      for (size_t i = 0; i < floats; ++i) gsk::emu_smem[i] = std::numeric_limits<float>::quiet_NaN();
+      std::vector<std::thread> threads;
+      for (int t = 0; t < nthreads; ++t) {
+        threads.emplace_back([t, &p] {
+          emu_thread_idx.x = t;
+          gsk::graph_scan_fwd_kernel<NP, T, TM>(p);
+        });
+      }
+      for (auto& th : threads) th.join();
+    }
+  }
+  return 0;
+}
+
+template <int NP>
+int run_dtype(const gsk::FwdParams& p, int dtype, int mix_f32) {
+  switch (dtype) {
+    case 0: return run<NP, float, float>(p);
+    case 1: return mix_f32 ? run<NP, __half, float>(p) : run<NP, __half, __half>(p);
+    case 2: return mix_f32 ? run<NP, __nv_bfloat16, float>(p) : run<NP, __nv_bfloat16, __nv_bfloat16>(p);
+    default: return 4;
+  }
+}
+
+}  // namespace
+
+// dtype of u / delta / B: 0 float32, 1 float16, 2 bfloat16; mix_f32: mix is float32 (else typed like u).
+// Returns 0, or an error code.
+extern "C" int emu_graph_scan_fwd(const gsk::FwdParams* p, int dtype, int mix_f32) {
+  const int NP = p->N <= 8 ? 8 : (p->N <= 16 ? 16 : 32);
+  switch (NP) {
+    case 8: return run_dtype<8>(*p, dtype, mix_f32);
+    case 16: return run_dtype<16>(*p, dtype, mix_f32);
+    default: return run_dtype<32>(*p, dtype, mix_f32);
+  }
+}
+
+extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd) {
+  return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd);
+}
