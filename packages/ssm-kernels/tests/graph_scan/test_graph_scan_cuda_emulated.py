@@ -190,3 +190,14 @@ def test_channels_per_block_respects_limits(monkeypatch):
     assert 64 * bd <= gs_cuda.MAX_THREADS and gs_cuda.smem_bytes(32, 64, 3, True, bd) <= gs_cuda.SMEM_LIMIT
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_BD", "2")
     assert gs_cuda.channels_per_block(256, 19, 64, 16, 1, True, 132) == 2
+
+
+def test_cuda_forward_is_opt_in_and_never_tried_on_cpu(monkeypatch):
+    """Off by default; on, CPU tensors still never try to build the extension (the Triton / reference path runs)."""
+    monkeypatch.setattr(gs_cuda, "usable", lambda: pytest.fail("must not try to build"))
+    u = torch.zeros(1, 3, 2, 4)
+    mix = torch.zeros(1, 4, 1, 3, 3)
+    monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_CUDA_FWD", raising=False)
+    assert not gs_cuda.cuda_fwd_applies(u, u, u, mix, 4)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_FWD", "1")
+    assert not gs_cuda.cuda_fwd_applies(u, u, u, mix, 4)

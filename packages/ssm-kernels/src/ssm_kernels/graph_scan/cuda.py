@@ -103,14 +103,17 @@ def fwd_recurrence(u, delta, A, B, mix, W, delta_bias, softplus, h0, t0, t1, chu
     )  # fmt: skip
 
 
-def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix: torch.Tensor, N: int) -> bool:
-    """Opted in, a CUDA call the kernel supports (u, delta and B of one float dtype), and the extension built."""
+def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix: torch.Tensor, N: int,
+                     h0: torch.Tensor | None = None) -> bool:  # fmt: skip
+    """Opted in, a CUDA call the kernel supports (u, delta and B of one float dtype, an fp32 initial state with
+    contiguous rows), and the extension built."""
     return (
         enabled()
         and u.is_cuda
         and u.dtype in (torch.float32, torch.float16, torch.bfloat16)
         and delta.dtype == u.dtype
         and B.dtype == u.dtype
+        and (h0 is None or (h0.dtype == torch.float32 and h0[0].is_contiguous()))
         and supports(u.shape[1], N, mix.shape[2])
         and usable()
     )
