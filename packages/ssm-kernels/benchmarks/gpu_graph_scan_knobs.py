@@ -38,6 +38,11 @@ KNOBS = {  # name (as in the run18b-d logs): environment overrides (run18b-d ran
     "cudafwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},
     **{f"cudafwd-bd{bd}": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BD": str(bd)}
        for bd in (2, 4, 8, 16)},
+    # and the CUDA-core adjoint, alone and with the forward
+    "cudabwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
+    "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
+    **{f"cuda-bd{bd}": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1",
+                        "SSM_KERNELS_GRAPH_SCAN_CUDA_BD": str(bd)} for bd in (2, 4, 8)},
 }  # fmt: skip
 
 

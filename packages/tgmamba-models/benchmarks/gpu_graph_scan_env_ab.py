@@ -40,7 +40,9 @@ CONFIGS = {
     "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},  # the default since run18a
     "readout-inline": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "inline", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
     "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
-    "cuda-fwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},  # the CUDA-core forward recurrence (opt-in)
+    "cuda-fwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},  # the CUDA-core recurrences (opt-in)
+    "cuda-bwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
+    "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     "chunk-80": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "80"},  # split backward: steps per recomputed chunk (raw: 40)
     "chunk-160": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "160"},
 }  # fmt: skip

@@ -201,3 +201,201 @@ def test_cuda_forward_is_opt_in_and_never_tried_on_cpu(monkeypatch):
     assert not gs_cuda.cuda_fwd_applies(u, u, u, mix, 4)
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_FWD", "1")
     assert not gs_cuda.cuda_fwd_applies(u, u, u, mix, 4)
+
+
+# ---------------------------------------------------------------------------------------------------- the adjoint
+
+_ADJ_INTS = ("batch", "V", "D", "L", "N", "K_A", "K_C", "eye_a", "eye_c", "softplus", "has_bias", "has_d", "has_z",
+             "bc_atomic", "t0", "t1", "bd", "lb", "tb")  # fmt: skip
+_ADJ_STRIDES = ("s_ma_b", "s_ma_t", "s_ma_k", "s_ma_i", "s_ma_j", "s_mc_b", "s_mc_t", "s_mc_k", "s_mc_i", "s_mc_j",
+                "s_do_b", "s_do_v", "s_do_d", "s_do_t", "s_st", "s_dy", "s_db_part")  # fmt: skip
+_ADJ_PTRS = ("u", "delta", "B", "C", "z", "dout", "mix_a", "mix_c", "A", "W_a", "W_c", "Dp", "bias", "y", "states", "g",
+             "dp", "dy", "du", "ddelta", "dz", "dA", "dD", "dbias", "dB")  # fmt: skip
+
+
+class AdjParams(ctypes.Structure):  # gsk::AdjParams
+    _fields_ = [*[(n, _I) for n in _ADJ_INTS], *[(n, _L) for n in _ADJ_STRIDES], *[(n, _P) for n in _ADJ_PTRS]]
+
+
+def _mix_strides(m):
+    if m is None:
+        return (0,) * 5
+    s = list(m.stride())
+    if m.shape[1] == 1:
+        s[1] = 0
+    return tuple(s)
+
+
+def chunk_oracle(inp, t0, t1, g_in, h_entry, softplus, eye_a, eye_c):
+    """float64 autograd through steps t0 .. t1 - 1 from h_entry: loss = sum d_out * out + sum g_in * H_{t1 - 1}.
+    Returns the gradients and, per step, the state after it, the pre-gate y and dP_t = dL/dH_t * a_t."""
+    f = {k: (v.double().detach().requires_grad_(v.is_floating_point()) if isinstance(v, torch.Tensor) else v)
+         for k, v in inp.items()}  # fmt: skip
+    H = h_entry.double().detach().requires_grad_(True)
+    H0 = H
+    mix_a, mix_c, W_a, W_c = f["mix_A"], f["mix_C"], f["W_A"], f["W_C"]
+
+    def ops(H, mix, W, t, eye):
+        P = H @ W[0] if eye else torch.zeros_like(H)
+        m = mix[:, t if mix.shape[1] > 1 else 0]
+        for k in range(mix.shape[2]):
+            P = P + torch.einsum("bij,bjdm,mn->bidn", m[:, k], H, W[k + int(eye)])
+        return P
+
+    loss, Hs, ys, decays = 0.0, [], [], []
+    for t in range(t0, t1):
+        pre = f["delta"][..., t] + (f["bias"] if f["bias"] is not None else 0.0)
+        dt = F.softplus(pre) if softplus else pre
+        a = torch.exp(dt[..., None] * f["A"])
+        H = ops(H, mix_a, W_a, t, eye_a) * a + (dt * f["u"][..., t])[..., None] * f["B"][:, :, None, :, t]
+        H.retain_grad()
+        G = ops(H, mix_c, W_c, t, eye_c) if mix_c is not None else H
+        y = (G * f["C"][:, :, None, :, t]).sum(-1) + (f["Dp"] * f["u"][..., t] if f["Dp"] is not None else 0.0)
+        out = y * f["z"][..., t] * torch.sigmoid(f["z"][..., t]) if f["z"] is not None else y
+        loss = loss + (f["dout"][..., t].double() * out).sum()
+        Hs.append(H), ys.append(y.detach()), decays.append(a.detach())
+    loss = loss + (g_in.double() * H).sum()
+    loss.backward()
+    grads = {k: v.grad for k, v in f.items() if isinstance(v, torch.Tensor) and v.grad is not None}
+    grads["h_entry"] = H0.grad
+    dps = [h.grad * a for h, a in zip(Hs, decays, strict=True)]
+    return grads, [h.detach() for h in Hs], ys, dps
+
+
+def _adj_inputs(batch, V, D, N, L, K_A, K_C, T, eye_a, eye_c, dtype, mix_dtype, with_z, with_D, with_bias,
+                shared, seed):  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)
+    mix_a = (0.3 * r(batch, T, K_A, V, V)).to(mix_dtype)
+    inp = dict(
+        u=r(batch, V, D, L).to(dtype), delta=(0.5 * r(batch, V, D, L)).to(dtype), A=-torch.rand(D, N, generator=g) - 0.2,
+        B=r(batch, V, N, L).to(dtype), C=r(batch, V, N, L).to(dtype), mix_A=mix_a, W_A=0.3 * r(K_A + int(eye_a), N, N),
+        mix_C=None, W_C=None, Dp=r(D) if with_D else None, z=r(batch, V, D, L).to(dtype) if with_z else None,
+        bias=0.1 * r(D) if with_bias else None,
+        dout=r(batch, V, L, D).to(dtype).transpose(2, 3),  # strided, as autograd may hand it over
+    )  # fmt: skip
+    if K_C:
+        inp["mix_C"] = mix_a if shared else (0.3 * r(batch, T, K_C, V, V)).to(mix_dtype)
+        inp["W_C"] = 0.3 * r(K_C + int(eye_c), N, N)
+    return inp
+
+
+def emulate_adj(inp, states, ybuf, g, t0, t1, bd, softplus, eye_a, eye_c, db_mode):
+    """Run the adjoint as csrc/graph_scan.cu launches it. db_mode: "full" (partials over all L steps), "chunk"
+    (partials over this chunk's steps only) or "atomic" (one slot). Returns its outputs."""
+    u = inp["u"]
+    batch, V, D, L = u.shape
+    N = inp["A"].shape[1]
+    nd = -(-D // bd)
+    lb, tb = (t1 - t0, t0) if db_mode == "chunk" else (L, 0)
+    parts = 1 if db_mode == "atomic" else nd
+    dB = (torch.zeros if db_mode == "atomic" else lambda *s: torch.full(s, float("nan")))(parts, batch, V, N, lb)
+    out = dict(
+        g=g.clone(), dp=torch.full((t1 - t0, batch, V, D, N), float("nan")),
+        dy=torch.full((t1 - t0, batch, V, D), float("nan")), du=torch.full_like(u, float("nan")),
+        ddelta=torch.full_like(u, float("nan")), dz=torch.full_like(u, float("nan")) if inp["z"] is not None else None,
+        dA=torch.zeros(batch, D, N), dD=torch.zeros(batch, D), dbias=torch.zeros(batch, D), dB=dB,
+    )  # fmt: skip
+    c = lambda t: t.float().contiguous() if t is not None else None
+    A, W_a, W_c, Dp, bias = (c(inp[k]) for k in ("A", "W_A", "W_C", "Dp", "bias"))
+    mix_a, mix_c, dout = inp["mix_A"], inp["mix_C"], inp["dout"]
+    p = AdjParams(
+        batch=batch, V=V, D=D, L=L, N=N, K_A=mix_a.shape[2], K_C=mix_c.shape[2] if mix_c is not None else 0,
+        eye_a=int(eye_a), eye_c=int(eye_c), softplus=int(softplus), has_bias=int(bias is not None),
+        has_d=int(Dp is not None), has_z=int(inp["z"] is not None), bc_atomic=int(db_mode == "atomic"), t0=t0, t1=t1,
+        bd=bd, lb=lb, tb=tb, **dict(zip(_ADJ_STRIDES[:5], _mix_strides(mix_a), strict=True)),
+        **dict(zip(_ADJ_STRIDES[5:10], _mix_strides(mix_c), strict=True)),
+        **dict(zip(_ADJ_STRIDES[10:14], dout.stride(), strict=True)), s_st=batch * V * D * N, s_dy=batch * V * D,
+        s_db_part=0 if db_mode == "atomic" else dB.stride(0),
+        u=_ptr(u), delta=_ptr(inp["delta"]), B=_ptr(inp["B"]), C=_ptr(inp["C"]), z=_ptr(inp["z"]), dout=_ptr(dout),
+        mix_a=_ptr(mix_a), mix_c=_ptr(mix_c), A=_ptr(A), W_a=_ptr(W_a), W_c=_ptr(W_c), Dp=_ptr(Dp), bias=_ptr(bias),
+        y=_ptr(ybuf), states=_ptr(states), **{k: _ptr(out[k]) for k in _ADJ_PTRS[15:]},
+    )  # fmt: skip
+    dtype = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[u.dtype]
+    lib = _lib()
+    lib.emu_graph_scan_adj.argtypes = [ctypes.POINTER(AdjParams), _I, _I]
+    assert lib.emu_graph_scan_adj(ctypes.byref(p), dtype, int(mix_a.dtype == torch.float32)) == 0
+    out["dB_sum"] = out["dB"].sum(0)[..., : t1 - t0] if db_mode == "chunk" else out["dB"].sum(0)[..., t0:t1]
+    return out
+
+
+ADJ_CASES = {
+    # id: (batch, V, D, N, L, K_A, K_C, T, eye_a, eye_c, dtype, mix dtype, z, D, bias, shared, softplus, bd, t0, t1, dB)
+    "tgmamba-like-shared-eye-chunk": (2, 3, 5, 4, 9, 1, 1, "L", True, True, torch.float32, torch.float32, True, True,
+                                      True, True, True, 2, 4, 9, "chunk"),
+    "no_readout_ops-T1-K2-plain": (1, 4, 3, 6, 7, 2, 0, "1", False, False, torch.float32, torch.float32, False, False,
+                                   False, False, False, 4, 0, 7, "full"),
+    "bf16-K2-separate_mixC-atomic": (2, 3, 4, 16, 6, 2, 2, "L", False, False, torch.bfloat16, torch.bfloat16, True,
+                                     True, True, False, True, 2, 1, 6, "atomic"),
+    "N17-V2-eye": (1, 2, 3, 17, 5, 1, 1, "L", True, True, torch.float32, torch.float32, True, False, True, True, True,
+                   1, 0, 5, "full"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ADJ_CASES), ids=list(ADJ_CASES))
+def test_emulated_adjoint_matches_autograd(case):
+    (batch, V, D, N, L, K_A, K_C, T, eye_a, eye_c, dtype, mix_dtype, with_z, with_D, with_bias, shared, softplus, bd,
+     t0, t1, db_mode) = ADJ_CASES[case]  # fmt: skip
+    inp = _adj_inputs(batch, V, D, N, L, K_A, K_C, L if T == "L" else 1, eye_a, eye_c, dtype, mix_dtype, with_z,
+                      with_D, with_bias, shared, seed=len(case))  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    h_entry = torch.randn(batch, V, D, N, generator=gen)
+    g_in = torch.randn(batch, V, D, N, generator=gen)
+    grads, Hs, ys, dps = chunk_oracle(inp, t0, t1, g_in, h_entry, softplus, eye_a, eye_c)
+    states = torch.stack([h_entry.double(), *Hs]).float()
+    ybuf = torch.zeros(batch, V, D, L)
+    ybuf[..., t0:t1] = torch.stack(ys, -1).float()
+    out = emulate_adj(inp, states, ybuf if with_z else None, g_in, t0, t1, bd, softplus, eye_a, eye_c, db_mode)
+
+    half = dtype != torch.float32
+    rtol, atol = (2e-2, 2e-2) if half else (1e-4, 1e-4)
+
+    def close(got, want, what):
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol * scale, msg=what)
+
+    close(out["g"], grads["h_entry"], "g out (d initial state)")
+    close(out["dp"], torch.stack(dps), "dP")
+    close(out["du"][..., t0:t1], grads["u"][..., t0:t1], "du")
+    close(out["ddelta"][..., t0:t1], grads["delta"][..., t0:t1], "ddelta")
+    close(out["dB_sum"], grads["B"][..., t0:t1], "dB")
+    close(out["dA"].sum(0), grads["A"], "dA")
+    if with_bias:
+        close(out["dbias"].sum(0), grads["bias"], "d delta_bias")
+    if with_D:
+        close(out["dD"].sum(0), grads["Dp"], "dD")
+    if with_z:
+        close(out["dz"][..., t0:t1], grads["z"][..., t0:t1], "dz")
+        zt = inp["z"][..., t0:t1].double()
+        want_dy = inp["dout"][..., t0:t1].double() * zt * torch.sigmoid(zt)
+    else:
+        want_dy = inp["dout"][..., t0:t1].double()
+    close(out["dy"], want_dy.permute(3, 0, 1, 2), "dy")
+    assert torch.isnan(out["du"][..., :t0]).all() and torch.isnan(out["du"][..., t1:]).all()  # only the chunk
+
+
+def test_adj_smem_mirror_matches_the_kernel():
+    lib = _lib()
+    lib.emu_graph_scan_adj_smem_floats.argtypes = [_I] * 7
+    for N, V, K_A, K_C, ea, ec, bd in [(4, 3, 1, 1, 1, 1, 2), (16, 19, 1, 1, 1, 1, 8), (17, 5, 2, 0, 0, 0, 4),
+                                       (32, 64, 3, 3, 1, 1, 1)]:  # fmt: skip
+        want = 4 * lib.emu_graph_scan_adj_smem_floats(N, V, K_A, K_C, ea, ec, bd)
+        assert gs_cuda.adj_smem_bytes(N, V, K_A, K_C, bool(ea), bool(ec), bd) == want
+
+
+def test_cuda_adjoint_falls_back_where_one_channel_does_not_fit(monkeypatch):
+    """V 56 with three operators a side and N 32 needs more shared memory than an SM has, even at one channel per
+    block: the Triton adjoint runs (no build attempted). The same call with two operators qualifies."""
+
+    class FakeCuda:
+        is_cuda = True
+
+        def __init__(self, *shape, dtype=torch.float32):
+            self.shape, self.dtype = shape, dtype
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_BWD", "1")
+    monkeypatch.setattr(gs_cuda, "usable", lambda: True)
+    u = FakeCuda(2, 56, 24, 17)
+    big, small = FakeCuda(2, 17, 3, 56, 56), FakeCuda(2, 17, 2, 56, 56)
+    assert not gs_cuda.cuda_adj_applies(u, u, u, u, big, big, u, None, 32)
+    assert gs_cuda.cuda_adj_applies(u, u, u, u, small, small, u, None, 32)

@@ -108,27 +108,35 @@ CUDA_FWD_CASES = {
                                       identity_first=True, with_initial_state=True)
        for shape in SHAPES for dt in (torch.float32, torch.bfloat16)},
     "V8-D5-N7-L33-K1-T1": dict(batch=3, V=8, D=5, N=7, L=33, K=1, T="1", mix_C=True, K_C=1, T_C="1"),
-    "V56-D24-N32-L17-K3": dict(batch=2, V=56, D=24, N=32, L=17, K=3, T="L", mix_C=True, K_C=3, T_C="L"),
+    "V56-D24-N32-L17-K2": dict(batch=2, V=56, D=24, N=32, L=17, K=2, T="L", mix_C=True, K_C=2, T_C="L"),
     "V14-D37-N17-L70-K2-fp16": dict(batch=2, V=14, D=37, N=17, L=70, K=2, T="L", mix_C=True, K_C=2, T_C="L",
                                     dtype=torch.float16),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(CUDA_FWD_CASES), ids=list(CUDA_FWD_CASES))
-def test_gpu_cuda_forward_recurrence(monkeypatch, case):
-    """``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``: the CUDA-core forward recurrence (training forward and the split
-    backward's recompute) in place of the Triton kernel: outputs and every gradient against the reference."""
+CUDA_SIDES = [(case, "FWD+BWD") for case in CUDA_FWD_CASES] + [
+    (case, side) for case in ("tusz-float32", "raw-float32") for side in ("FWD", "BWD")
+]
+
+
+@pytest.mark.parametrize("case,sides", CUDA_SIDES, ids=[f"{c}-{s}" for c, s in CUDA_SIDES])
+def test_gpu_cuda_recurrences(monkeypatch, case, sides):
+    """``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` / ``_CUDA_BWD=1``: the CUDA-core forward recurrence (training forward
+    and the split backward's recompute) and / or adjoint in place of the Triton kernels: outputs and every gradient
+    against the reference."""
     import ssm_kernels.graph_scan.cuda as gs_cuda
 
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_FWD", "1")
-    calls = []
-    real = gs_cuda.fwd_recurrence
-    monkeypatch.setattr(gs_cuda, "fwd_recurrence", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = {"FWD": [], "BWD": []}
+    for side, name in (("FWD", "fwd_recurrence"), ("BWD", "adj_recurrence")):
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_" + side, "1" if side in sides else "0")
+        real = getattr(gs_cuda, name)
+        monkeypatch.setattr(gs_cuda, name, lambda *a, _r=real, _c=calls[side], **k: _c.append(1) or _r(*a, **k))
     kw = CUDA_FWD_CASES[case]
     inputs = make_graph_scan_inputs(device="cuda", seed=31, **MAMBA, **kw)
     shared = kw.get("K") == kw.get("K_C") and kw.get("T") == kw.get("T_C")
     check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=shared, strided_d_out=True)
-    assert calls, "the CUDA recurrence did not run"
+    for side in ("FWD", "BWD"):
+        assert bool(calls[side]) == (side in sides), f"CUDA {side} calls: {len(calls[side])}"
 
 
 @pytest.mark.parametrize("backward", ["split", "fused"])

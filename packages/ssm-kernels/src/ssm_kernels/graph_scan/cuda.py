@@ -1,11 +1,12 @@
-"""CUDA forward recurrence of the graph selective scan (``csrc/graph_scan_fwd.cuh``), opt-in.
+"""CUDA-core recurrences of the graph selective scan (``csrc/graph_scan_fwd.cuh``, ``csrc/graph_scan_adj.cuh``), opt-in.
 
 One thread per (vertex, channel) row keeps the row's states in registers; the state products run in the thread
 with fp32 FMAs, the vertex products through shared memory with one barrier per step (see the source). It replaces
 the Triton forward kernel where that kernel runs the recurrence alone: the split design's training forward with
 the parallel readout (the default) and the split backward's recompute of each chunk. Opt-in with
-``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` until timed on a GPU. ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` sets the channels
-per block. The extension (one .cu file) is compiled just in time like the selective scan's, into its own cache
+``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` until timed on a GPU. ``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD=1`` likewise runs the
+split backward's adjoint recurrence (with the readout's adjoint inline) on CUDA cores instead of the Triton adjoint
+kernel: two barriers per step. ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` sets the channels per block of both. The extension (one .cu file) is compiled just in time like the selective scan's, into its own cache
 folder; if it cannot be built the Triton kernel runs, with one warning.
 """
 
@@ -24,7 +25,8 @@ from .._jit import arch_tag, build_directory, jit_load
 _NAME = "ssm_kernels_graph_scan"
 _LOCK = threading.Lock()
 _ERROR: str | None = None
-MAX_N, MAX_V, MAX_K, MAX_THREADS = 32, 64, 3, 512  # as checked in csrc/graph_scan.cu (gsk::kMaxThreads)
+MAX_N, MAX_V, MAX_K = 32, 64, 3  # as checked in csrc/graph_scan.cu
+MAX_THREADS, MAX_THREADS_ADJ = 512, 256  # gsk::kMaxThreads, gsk::kMaxThreadsAdj
 SMEM_LIMIT = 227 * 1024
 
 
@@ -32,9 +34,9 @@ def csrc_dir() -> Path:
     return Path(__file__).resolve().parent / "csrc"
 
 
-def enabled() -> bool:
-    """``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` (default off)."""
-    return os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_FWD", "0") == "1"
+def enabled(side: str = "FWD") -> bool:
+    """``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` / ``_CUDA_BWD=1`` (default off)."""
+    return os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_" + side, "0") == "1"
 
 
 @functools.cache
@@ -56,19 +58,35 @@ def smem_bytes(N: int, V: int, K: int, eye: bool, bd: int) -> int:
     return 4 * (KW * NP * NP + (2 * K * V * V + 3) // 4 * 4 + 2 * V * NP + 2 * K * V * bd * NP)
 
 
+def adj_smem_bytes(N: int, V: int, K_A: int, K_C: int, eye_a: bool, eye_c: bool, bd: int) -> int:
+    """Shared memory of one adjoint block (mirrors ``gsk::adj_smem_floats``)."""
+    NP = 8 if N <= 8 else (16 if N <= 16 else 32)
+    KWA, KWC = K_A + int(eye_a), (K_C + int(eye_c)) if K_C else 0
+    r4 = lambda x: (x + 3) // 4 * 4
+    floats = (KWA + KWC) * NP * NP + r4(2 * K_A * V * V) + r4(2 * K_C * V * V) + 4 * V * NP + KWC * V * NP
+    return 4 * (floats + r4(V * bd) + K_A * V * bd * NP + V * bd * NP)
+
+
 def supports(V: int, N: int, K: int) -> bool:
     return N <= MAX_N and V <= MAX_V and 1 <= K <= MAX_K
 
 
-def channels_per_block(batch: int, V: int, D: int, N: int, K: int, eye: bool, sms: int) -> int:
+def channels_per_block(batch: int, V: int, D: int, N: int, K: int, eye: bool, sms: int, adj: tuple | None = None
+                       ) -> int:  # fmt: skip
     """Channels per block: 8 (fewer while the grid has fewer blocks than SMs), within the thread and shared
-    memory limits; ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides. Untimed: a starting point for the GPU sweep."""
+    memory limits (``adj`` = (K_C, eye_c): the adjoint's); ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides.
+    Untimed: a starting point for the GPU sweep."""
     env = os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_BD")
     bd = int(env) if env else 8
     if not env:
         while bd > 1 and batch * -(-D // bd) < sms:
             bd //= 2
-    while bd > 1 and (V * bd > MAX_THREADS or smem_bytes(N, V, K, eye, bd) > SMEM_LIMIT):
+    if adj is None:
+        fits = lambda bd: V * bd <= MAX_THREADS and smem_bytes(N, V, K, eye, bd) <= SMEM_LIMIT
+    else:
+        fits = lambda bd: (V * bd <= MAX_THREADS_ADJ
+                           and adj_smem_bytes(N, V, K, adj[0], eye, adj[1], bd) <= SMEM_LIMIT)  # fmt: skip
+    while bd > 1 and not fits(bd):
         bd //= 2
     return max(1, min(bd, D))
 
@@ -103,6 +121,38 @@ def fwd_recurrence(u, delta, A, B, mix, W, delta_bias, softplus, h0, t0, t1, chu
     )  # fmt: skip
 
 
+def adj_recurrence(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, dout, ybuf, states, g, dp,
+                   dy, du, ddelta, dz, dA, dD, dbias, dB, bc_atomic, lb, tb, t0, t1, eye_a, eye_c, bd) -> None:  # fmt: skip
+    """Steps t1 - 1 .. t0 of the split backward's adjoint (``csrc/graph_scan_adj.cuh``), buffers as the Triton
+    adjoint kernel takes them."""
+    f32 = lambda t: None if t is None else t.float().contiguous()
+    mixes = [m if m is None or m.dtype in (torch.float32, u.dtype) else m.float() for m in (mix_A, mix_C)]
+    if mixes[1] is not None and mixes[1].dtype != mixes[0].dtype:
+        mixes = [m.float() for m in mixes]
+    load_extension().adj_recurrence(
+        u, delta, f32(A), B, C, mixes[0], f32(W_A), mixes[1], f32(W_C), f32(D), z, f32(delta_bias), bool(softplus),
+        dout, ybuf, states, g, dp, dy, du, ddelta, dz, dA, dD, dbias, dB, bool(bc_atomic), lb, tb, t0, t1,
+        bool(eye_a), bool(eye_c), bd,
+    )  # fmt: skip
+
+
+def cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N: int) -> bool:
+    """Opted in (``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD=1``), a CUDA call the adjoint supports (u, delta, B, C, z and
+    d_out of one float dtype), and the extension built."""
+    same = all(t is None or t.dtype == u.dtype for t in (delta, B, C, dout, z))
+    K_C = mix_C.shape[2] if mix_C is not None else 0
+    return (
+        enabled("BWD")
+        and u.is_cuda
+        and u.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and same
+        and supports(u.shape[1], N, mix_A.shape[2])
+        and K_C <= MAX_K
+        and adj_smem_bytes(N, u.shape[1], mix_A.shape[2], K_C, True, True, 1) <= SMEM_LIMIT  # one channel fits
+        and usable()
+    )
+
+
 def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix: torch.Tensor, N: int,
                      h0: torch.Tensor | None = None) -> bool:  # fmt: skip
     """Opted in, a CUDA call the kernel supports (u, delta and B of one float dtype, an fp32 initial state with
@@ -115,5 +165,6 @@ def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix:
         and B.dtype == u.dtype
         and (h0 is None or (h0.dtype == torch.float32 and h0[0].is_contiguous()))
         and supports(u.shape[1], N, mix.shape[2])
+        and smem_bytes(N, u.shape[1], mix.shape[2], True, 1) <= SMEM_LIMIT
         and usable()
     )

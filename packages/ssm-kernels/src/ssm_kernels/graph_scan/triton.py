@@ -1325,10 +1325,18 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # warps) ran the adjoint in 32.0 / 24.2 / 21.7 ms (fp32 tf32x3 / bf16 / fp32 tf32) against 36.3 / 26.2 / 24.6 ms
     # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec, spread=False)
-    NDB = cdiv(Dm, BD)
-    warps = _num_warps(VP, BD, NP, False, batch * NDB, dev, prec, adjoint=True)
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
     eye_A, eye_C = implicit_identity(mix_A, W_A), implicit_identity(mix_C, W_C)
+    # the readout's adjoint from its own parallel kernel (into `work`, free until the adjoint has read it)
+    readout_par = mix_C is not None and _readout_mode("BWD") == "parallel"
+    # or the adjoint on CUDA cores (opt-in, see .cuda), with its own channels per block
+    cuda_adj = not readout_par and _cuda_fwd.cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N)
+    if cuda_adj:
+        sms = _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
+        K_C0 = mix_C.shape[2] if mix_C is not None else 0
+        BD = _cuda_fwd.channels_per_block(batch, V, Dm, N, K_A, eye_A, sms, adj=(K_C0, eye_C))
+    NDB = cdiv(Dm, BD)
+    warps = _num_warps(VP, BD, NP, False, batch * NDB, dev, prec, adjoint=True)
 
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -1376,8 +1384,6 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
     work = torch.empty_like(dp) if want_A else None
     dy = torch.empty(CS, batch, V, Dm, device=dev, dtype=f32)  # the readout's dy, time-major (from the kernel)
-    # the readout's adjoint from its own parallel kernel (into `work`, free until the adjoint has read it)
-    readout_par = mix_C is not None and _readout_mode("BWD") == "parallel"
     r_adj = (work if work is not None else torch.empty_like(dp)) if readout_par else None
     WAf = W_A.float()
     dummy = u
@@ -1414,7 +1420,14 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             radj_meta = dict(K_C=mix_C.shape[2], HAS_Z=z is not None, VP=VP, BD=BD, NP=NP, PREC=prec, EYE_C=eye_C,
                              num_warps=warps, **_tuning(VP, NP, False))  # fmt: skip
             _launch(_graph_scan_readout_adj_kernel, (n * batch, NDB), radj_args, radj_meta)
-        _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
+        if cuda_adj:
+            _cuda_fwd.adj_recurrence(
+                u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, dout, ybuf, states, g, dp, dy,
+                du, ddelta, dz, dA_part, dD_part, dbias_part, dB if db_chunk is None else db_chunk, bc_atomic,
+                L if db_chunk is None else CS, 0 if db_chunk is None else t0, t0, t1, eye_A, eye_C, BD,
+            )  # fmt: skip
+        else:
+            _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
         if db_chunk is not None:
             torch.sum(db_chunk[..., :n], 0, out=dB[0, ..., t0:t1])
         with _matmul_precision(prec, dev):

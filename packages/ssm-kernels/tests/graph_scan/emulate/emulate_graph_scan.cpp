@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -20,19 +21,21 @@ constexpr size_t kEmuSmemFloats = 232448 / 4;
 alignas(16) float emu_smem[kEmuSmemFloats];
 static std::barrier<>* emu_block_barrier = nullptr;
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+inline int min(int a, int b) { return a < b ? a : b; }
 }  // namespace gsk
 
 #define GSK_EMULATE 1
+#include "graph_scan_adj.cuh"
 #include "graph_scan_fwd.cuh"
 
 namespace {
 
-template <int NP, class T, class TM>
-int run(const gsk::FwdParams& p) {
+// Blocks (batch row, channel block) one after another, each block's threads as OS threads running kernel(p).
+template <class P, class F>
+int run_grid(const P& p, size_t floats, F kernel) {
   const int nthreads = p.V * p.bd;
-  const size_t floats = gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd);
   if (floats > gsk::kEmuSmemFloats) return 2;
-  if (nthreads > gsk::kMaxThreads) return 3;
+  if (nthreads > gsk::kMaxThreads) return 3;  // (the adjoint checks its own, lower, limit below)
   std::barrier<> bar(nthreads);
   gsk::emu_block_barrier = &bar;
   emu_block_dim.x = nthreads;
@@ -44,9 +47,9 @@ int run(const gsk::FwdParams& p) {
       for (size_t i = 0; i < floats; ++i) gsk::emu_smem[i] = std::numeric_limits<float>::quiet_NaN();
       std::vector<std::thread> threads;
       for (int t = 0; t < nthreads; ++t) {
-        threads.emplace_back([t, &p] {
+        threads.emplace_back([t, &p, &kernel] {
           emu_thread_idx.x = t;
-          gsk::graph_scan_fwd_kernel<NP, T, TM>(p);
+          kernel(p);
         });
       }
       for (auto& th : threads) th.join();
@@ -55,8 +58,20 @@ int run(const gsk::FwdParams& p) {
   return 0;
 }
 
-template <int NP>
-int run_dtype(const gsk::FwdParams& p, int dtype, int mix_f32) {
+template <int NP, class T, class TM>
+int run(const gsk::FwdParams& p) {
+  return run_grid(p, gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd), gsk::graph_scan_fwd_kernel<NP, T, TM>);
+}
+
+template <int NP, class T, class TM>
+int run(const gsk::AdjParams& p) {
+  if (p.V * p.bd > gsk::kMaxThreadsAdj) return 3;
+  return run_grid(p, gsk::adj_smem_floats(NP, p.V, p.K_A, p.K_C, p.eye_a, p.eye_c, p.bd),
+                  gsk::graph_scan_adj_kernel<NP, T, TM>);
+}
+
+template <int NP, class P>
+int run_dtype(const P& p, int dtype, int mix_f32) {
   switch (dtype) {
     case 0: return run<NP, float, float>(p);
     case 1: return mix_f32 ? run<NP, __half, float>(p) : run<NP, __half, __half>(p);
@@ -65,19 +80,27 @@ int run_dtype(const gsk::FwdParams& p, int dtype, int mix_f32) {
   }
 }
 
-}  // namespace
-
-// dtype of u / delta / B: 0 float32, 1 float16, 2 bfloat16; mix_f32: mix is float32 (else typed like u).
-// Returns 0, or an error code.
-extern "C" int emu_graph_scan_fwd(const gsk::FwdParams* p, int dtype, int mix_f32) {
-  const int NP = p->N <= 8 ? 8 : (p->N <= 16 ? 16 : 32);
+template <class P>
+int run_np(const P& p, int dtype, int mix_f32) {
+  const int NP = p.N <= 8 ? 8 : (p.N <= 16 ? 16 : 32);
   switch (NP) {
-    case 8: return run_dtype<8>(*p, dtype, mix_f32);
-    case 16: return run_dtype<16>(*p, dtype, mix_f32);
-    default: return run_dtype<32>(*p, dtype, mix_f32);
+    case 8: return run_dtype<8>(p, dtype, mix_f32);
+    case 16: return run_dtype<16>(p, dtype, mix_f32);
+    default: return run_dtype<32>(p, dtype, mix_f32);
   }
 }
 
+}  // namespace
+
+// dtype of u / delta / B (/ C, z, d_out): 0 float32, 1 float16, 2 bfloat16; mix_f32: the operators are float32
+// (else typed like u). Return 0, or an error code.
+extern "C" int emu_graph_scan_fwd(const gsk::FwdParams* p, int dtype, int mix_f32) { return run_np(*p, dtype, mix_f32); }
+extern "C" int emu_graph_scan_adj(const gsk::AdjParams* p, int dtype, int mix_f32) { return run_np(*p, dtype, mix_f32); }
+
 extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd) {
   return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd);
+}
+
+extern "C" int emu_graph_scan_adj_smem_floats(int N, int V, int K_A, int K_C, int eye_a, int eye_c, int bd) {
+  return gsk::adj_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K_A, K_C, eye_a, eye_c, bd);
 }

@@ -84,11 +84,48 @@ __device__ __forceinline__ void row_times(const float (&h)[NP], const float* W, 
   }
 }
 
+// acc[n] += c * row[n] for a 16-byte aligned row of NP floats in shared memory.
+template <int NP>
+__device__ __forceinline__ void add_scaled_row(float (&acc)[NP], float c, const float* row) {
+#pragma unroll
+  for (int n = 0; n < NP; n += 4) {
+    const float4 w = *reinterpret_cast<const float4*>(row + n);
+    acc[n] += c * w.x;
+    acc[n + 1] += c * w.y;
+    acc[n + 2] += c * w.z;
+    acc[n + 3] += c * w.w;
+  }
+}
+
+// Store a row of NP floats to a 16-byte aligned place (shared memory).
+template <int NP>
+__device__ __forceinline__ void store_row4(float* dst, const float (&r)[NP]) {
+#pragma unroll
+  for (int n = 0; n < NP; n += 4) *reinterpret_cast<float4*>(dst + n) = make_float4(r[n], r[n + 1], r[n + 2], r[n + 3]);
+}
+
+// A row x's products with K stored operators, x W_{k + eye}, into its slots of shared-memory rows (operator k's at
+// rows + k * k_stride, for the vertex products after the next barrier); acc gets the identity operator's x W_0
+// (eye) or zeros. W: (K + eye, NP, NP) in shared memory.
+template <int NP>
+__device__ __forceinline__ void operator_rows(const float (&x)[NP], const float* W, int K, int eye, float* rows,
+                                              int k_stride, float (&acc)[NP]) {
+  for (int k = 0; k < K; ++k) {
+    row_times<NP, false>(x, W + (k + eye) * NP * NP, acc);
+    store_row4<NP>(rows + k * k_stride, acc);
+  }
+  if (eye) {
+    row_times<NP, false>(x, W, acc);
+  } else {
+#pragma unroll
+    for (int n = 0; n < NP; ++n) acc[n] = 0.f;
+  }
+}
+
 template <int NP>
 __device__ __forceinline__ void store_row(float* dst, const float (&h)[NP], int N) {
   if (N == NP) {
-#pragma unroll
-    for (int n = 0; n < NP; n += 4) *reinterpret_cast<float4*>(dst + n) = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
+    store_row4<NP>(dst, h);
   } else {
 #pragma unroll
     for (int n = 0; n < NP; ++n) {
@@ -163,18 +200,7 @@ __global__ void __launch_bounds__(kMaxThreads) graph_scan_fwd_kernel(const FwdPa
     float pre = pre_next;
     float* Y = Ys + cur * K * V * bd * NP;
     float acc[NP];
-    for (int k = 0; k < K; ++k) {
-      row_times<NP, false>(h, Ws + (k + p.eye) * NP * NP, acc);
-      float* yr = Y + ((k * V + v) * bd + dl) * NP;
-#pragma unroll
-      for (int n = 0; n < NP; n += 4) *reinterpret_cast<float4*>(yr + n) = make_float4(acc[n], acc[n + 1], acc[n + 2], acc[n + 3]);
-    }
-    if (p.eye) {
-      row_times<NP, false>(h, Ws, acc);
-    } else {
-#pragma unroll
-      for (int n = 0; n < NP; ++n) acc[n] = 0.f;
-    }
+    operator_rows<NP>(h, Ws, K, p.eye, Y + (v * bd + dl) * NP, V * bd * NP, acc);
     __syncthreads();  // every row's h W_k, the step's operators and B are in shared memory
     if (t + 1 < p.t1) {  // the other buffers were last read in step t - 1, which every thread has finished
       stage(t + 1, cur ^ 1);
@@ -187,18 +213,7 @@ __global__ void __launch_bounds__(kMaxThreads) graph_scan_fwd_kernel(const FwdPa
     for (int k = 0; k < K; ++k) {
       const float* Mrow = M + (k * V + v) * V;
       const float* Yk = Y + (k * V * bd + dl) * NP;
-      for (int j = 0; j < V; ++j) {
-        const float c = Mrow[j];
-        const float* yr = Yk + j * bd * NP;
-#pragma unroll
-        for (int n = 0; n < NP; n += 4) {
-          const float4 y = *reinterpret_cast<const float4*>(yr + n);
-          acc[n] += c * y.x;
-          acc[n + 1] += c * y.y;
-          acc[n + 2] += c * y.z;
-          acc[n + 3] += c * y.w;
-        }
-      }
+      for (int j = 0; j < V; ++j) add_scaled_row<NP>(acc, Mrow[j], Yk + j * bd * NP);
     }
     pre += bias;
     const float dt = p.softplus ? (pre > 20.f ? pre : log1pf(expf(pre))) : pre;
