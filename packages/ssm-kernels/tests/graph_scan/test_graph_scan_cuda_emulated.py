@@ -8,6 +8,7 @@ with ``graph_selective_scan_ref``. Needs g++ with C++20 and the CUDA headers (ha
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -48,7 +49,9 @@ _LIB: list = []
 
 def _lib():
     if not _LIB:
-        out = Path(tempfile.mkdtemp(prefix="ssk_emu_gs_")) / "libemu_gs.so"
+        tmp = tempfile.mkdtemp(prefix="ssk_emu_gs_")
+        atexit.register(shutil.rmtree, tmp, True)  # the library stays loaded; its file goes at exit
+        out = Path(tmp) / "libemu_gs.so"
         cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", f"-I{CUDA_INCLUDE}",
                f"-I{gs_cuda.csrc_dir()}", str(HERE / "emulate" / "emulate_graph_scan.cpp"), "-o", str(out),
                "-lpthread"]  # fmt: skip
