@@ -6,7 +6,15 @@ import sys
 import zipfile
 
 REQUIRED_SUFFIXES = {".cu": "CUDA kernel sources", ".cpp": "CUDA extension bindings"}
-REQUIRED_FILES = ["ssm_kernels/graph_scan/triton.py", "ssm_kernels/graph_scan/reference.py", "ssm_kernels/backend.py"]
+REQUIRED_FILES = [
+    "ssm_kernels/graph_scan/triton.py",
+    "ssm_kernels/graph_scan/reference.py",
+    "ssm_kernels/backend.py",
+    # the graph scan's CUDA recurrences (one-file extension plus its kernel headers)
+    "ssm_kernels/graph_scan/csrc/graph_scan.cu",
+    "ssm_kernels/graph_scan/csrc/graph_scan_fwd.cuh",
+    "ssm_kernels/graph_scan/csrc/graph_scan_adj.cuh",
+]
 
 
 def main(wheel: str) -> int:
