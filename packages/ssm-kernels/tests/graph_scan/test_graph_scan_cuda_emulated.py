@@ -271,7 +271,8 @@ def _adj_inputs(batch, V, D, N, L, K_A, K_C, T, eye_a, eye_c, dtype, mix_dtype, 
     r = lambda *s: torch.randn(*s, generator=g)
     mix_a = (0.3 * r(batch, T, K_A, V, V)).to(mix_dtype)
     inp = dict(
-        u=r(batch, V, D, L).to(dtype), delta=(0.5 * r(batch, V, D, L)).to(dtype), A=-torch.rand(D, N, generator=g) - 0.2,
+        u=r(batch, V, D, L).to(dtype), delta=(0.5 * r(batch, V, D, L)).to(dtype),
+        A=-torch.rand(D, N, generator=g) - 0.2,
         B=r(batch, V, N, L).to(dtype), C=r(batch, V, N, L).to(dtype), mix_A=mix_a, W_A=0.3 * r(K_A + int(eye_a), N, N),
         mix_C=None, W_C=None, Dp=r(D) if with_D else None, z=r(batch, V, D, L).to(dtype) if with_z else None,
         bias=0.1 * r(D) if with_bias else None,

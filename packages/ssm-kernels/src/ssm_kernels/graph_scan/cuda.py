@@ -1,13 +1,17 @@
-"""CUDA-core recurrences of the graph selective scan (``csrc/graph_scan_fwd.cuh``, ``csrc/graph_scan_adj.cuh``), opt-in.
+"""CUDA-core recurrences of the graph selective scan (``csrc/graph_scan_fwd.cuh``, ``csrc/graph_scan_adj.cuh``).
 
 One thread per (vertex, channel) row keeps the row's states in registers; the state products run in the thread
-with fp32 FMAs, the vertex products through shared memory with one barrier per step (see the source). It replaces
-the Triton forward kernel where that kernel runs the recurrence alone: the split design's training forward with
-the parallel readout (the default) and the split backward's recompute of each chunk. Opt-in with
-``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1`` until timed on a GPU. ``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD=1`` likewise runs the
-split backward's adjoint recurrence (with the readout's adjoint inline) on CUDA cores instead of the Triton adjoint
-kernel: two barriers per step. ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` sets the channels per block of both. The extension (one .cu file) is compiled just in time like the selective scan's, into its own cache
-folder; if it cannot be built the Triton kernel runs, with one warning.
+with fp32 FMAs, the vertex products through shared memory (see the sources). Both are opt-in until timed on a GPU:
+
+- ``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``: the forward recurrence (one barrier per step) replaces the Triton forward
+  kernel where that kernel runs the recurrence alone: the split design's training forward with the parallel
+  readout (the default) and the split backward's recompute of each chunk;
+- ``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD=1``: the split backward's adjoint recurrence, with the readout's adjoint inline
+  (two barriers per step), replaces the Triton adjoint kernel;
+- ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD``: channels per block of both.
+
+The extension (one .cu file) is compiled just in time like the selective scan's, into its own cache folder; if it
+cannot be built the Triton kernels run, with one warning.
 """
 
 from __future__ import annotations
@@ -122,7 +126,8 @@ def fwd_recurrence(u, delta, A, B, mix, W, delta_bias, softplus, h0, t0, t1, chu
 
 
 def adj_recurrence(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, dout, ybuf, states, g, dp,
-                   dy, du, ddelta, dz, dA, dD, dbias, dB, bc_atomic, lb, tb, t0, t1, eye_a, eye_c, bd) -> None:  # fmt: skip
+                   dy, du, ddelta, dz, dA, dD, dbias, dB, bc_atomic, lb, tb, t0, t1, eye_a, eye_c,
+                   bd) -> None:  # fmt: skip
     """Steps t1 - 1 .. t0 of the split backward's adjoint (``csrc/graph_scan_adj.cuh``), buffers as the Triton
     adjoint kernel takes them."""
     f32 = lambda t: None if t is None else t.float().contiguous()

@@ -1039,8 +1039,9 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
     N = A.shape[1]
     if out is None and ybuf is None and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0):
         sms = _sm_count(u.device.index if u.device.index is not None else torch.cuda.current_device())
-        _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk,
-                                 implicit_identity(mix_A, W_A), states=states, ckpt=ckpt, last=last, sms=sms)  # fmt: skip
+        eye = implicit_identity(mix_A, W_A)
+        _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk, eye,
+                                 states=states, ckpt=ckpt, last=last, sms=sms)  # fmt: skip
         return
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)

@@ -94,8 +94,12 @@ int run_np(const P& p, int dtype, int mix_f32) {
 
 // dtype of u / delta / B (/ C, z, d_out): 0 float32, 1 float16, 2 bfloat16; mix_f32: the operators are float32
 // (else typed like u). Return 0, or an error code.
-extern "C" int emu_graph_scan_fwd(const gsk::FwdParams* p, int dtype, int mix_f32) { return run_np(*p, dtype, mix_f32); }
-extern "C" int emu_graph_scan_adj(const gsk::AdjParams* p, int dtype, int mix_f32) { return run_np(*p, dtype, mix_f32); }
+extern "C" int emu_graph_scan_fwd(const gsk::FwdParams* p, int dtype, int mix_f32) {
+  return run_np(*p, dtype, mix_f32);
+}
+extern "C" int emu_graph_scan_adj(const gsk::AdjParams* p, int dtype, int mix_f32) {
+  return run_np(*p, dtype, mix_f32);
+}
 
 extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd) {
   return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd);
