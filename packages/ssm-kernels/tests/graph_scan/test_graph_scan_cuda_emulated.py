@@ -41,6 +41,9 @@ class FwdParams(ctypes.Structure):  # gsk::FwdParams
         *[(n, _I) for n in _INTS],
         *[(n, _L) for n in ("s_mb", "s_mt", "s_mk", "s_mi", "s_mj", "s_h0b", "s_st")],
         *[(n, _P) for n in _PTRS],
+        *[(n, _I) for n in ("readout", "K_C", "eye_c", "has_d", "has_z")],
+        *[(n, _L) for n in ("s_mcb", "s_mct", "s_mck", "s_mci", "s_mcj")],
+        *[(n, _P) for n in ("mix_c", "W_c", "C", "Dp", "z", "out", "y")],
     ]
 
 
@@ -58,7 +61,6 @@ def _lib():
         subprocess.run(cmd, check=True, capture_output=True)
         lib = ctypes.CDLL(str(out))
         lib.emu_graph_scan_fwd.argtypes = [ctypes.POINTER(FwdParams), _I, _I]
-        lib.emu_graph_scan_smem_floats.argtypes = [_I] * 5
         _LIB.append(lib)
     return _LIB[0]
 
@@ -67,8 +69,10 @@ def _ptr(t):
     return t.data_ptr() if t is not None else None
 
 
-def emulate(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye, bd, states=True, ckpt=True, last=True):
-    """Run the kernel as csrc/graph_scan.cu launches it; returns (states, ckpt, last) (fp32, or None)."""
+def emulate(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye, bd, states=True, ckpt=True, last=True,
+            readout=None):  # fmt: skip
+    """Run the kernel as csrc/graph_scan.cu launches it; returns (states, ckpt, last) (fp32, or None), and with
+    ``readout`` (a dict of C, mix_C, W_C, eye_c, D, z) also (out, y) over steps t0 .. t1 - 1 (NaN elsewhere)."""
     batch, V, D, L = u.shape
     N, K = A.shape[1], mix.shape[2]
     nc = -(-L // chunk)
@@ -84,8 +88,25 @@ def emulate(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye, bd, 
                   s_h0b=h0.stride(0) if h0 is not None else 0, s_st=batch * V * D * N,
                   u=_ptr(u), delta=_ptr(delta), B=_ptr(B), A=_ptr(A), mix=_ptr(mix), W=_ptr(W), bias=_ptr(bias),
                   h0=_ptr(h0), states=_ptr(out_states), ckpt=_ptr(out_ckpt), last=_ptr(out_last))  # fmt: skip
+    keep = []
+    if readout is not None:
+        mix_c, W_c = readout.get("mix_C"), readout.get("W_C")
+        Dp = readout["D"].float().contiguous() if readout.get("D") is not None else None
+        W_c = W_c.float().contiguous() if W_c is not None else None
+        out_o, out_y = torch.full_like(u, float("nan")), torch.full((batch, V, D, L), float("nan"))
+        keep = [Dp, W_c, out_o, out_y]
+        p.readout, p.K_C, p.eye_c = 1, mix_c.shape[2] if mix_c is not None else 0, int(bool(readout.get("eye_c")))
+        p.has_d, p.has_z = int(Dp is not None), int(readout.get("z") is not None)
+        if mix_c is not None:
+            p.s_mcb = 0 if mix_c.shape[0] == 1 else mix_c.stride(0)
+            p.s_mct = 0 if mix_c.shape[1] == 1 else mix_c.stride(1)
+            p.s_mck, p.s_mci, p.s_mcj = mix_c.stride()[2:]
+        p.mix_c, p.W_c, p.C, p.Dp = _ptr(mix_c), _ptr(W_c), _ptr(readout["C"]), _ptr(Dp)
+        p.z, p.out, p.y = _ptr(readout.get("z")), _ptr(out_o), _ptr(out_y)
     dtype = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}[u.dtype]
     assert _lib().emu_graph_scan_fwd(ctypes.byref(p), dtype, int(mix.dtype == torch.float32)) == 0
+    if readout is not None:
+        return out_states, out_ckpt, out_last, keep[2], keep[3]
     return out_states, out_ckpt, out_last
 
 
@@ -178,11 +199,57 @@ def test_emulated_strided_mix_and_h0():
     torch.testing.assert_close(a[0].double(), b[0], atol=2e-5, rtol=1e-5)
 
 
+READOUT_CASES = {
+    # id: (batch, V, D, N, L, K, K_C, eye, eye_c, T, dtype, bd, t0, t1, with_z, with_D, shared)
+    "tgmamba-like-shared-eye": (2, 3, 5, 4, 9, 1, 1, True, True, "L", torch.float32, 2, 0, 9, True, True, True),
+    "no_readout_ops-range": (1, 4, 3, 8, 8, 2, 0, False, False, "1", torch.float32, 4, 3, 8, False, True, False),
+    "separate-K2-bf16": (2, 3, 4, 16, 6, 2, 2, False, False, "L", torch.bfloat16, 2, 0, 6, True, False, False),
+    "K_C3-eye_c-N17": (1, 5, 2, 17, 5, 1, 3, True, True, "L", torch.float32, 1, 1, 5, True, True, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(READOUT_CASES), ids=list(READOUT_CASES))
+def test_emulated_forward_with_readout_matches_the_reference(case):
+    """With the readout (one iteration late, sharing the next step's barrier): out = y * silu(z) and the pre-gate y
+    against graph_selective_scan_ref over the step range from the entry state; the states are unchanged."""
+    batch, V, D, N, L, K, K_C, eye, eye_c, T, dtype, bd, t0, t1, with_z, with_D, shared = READOUT_CASES[case]
+    TT = L if T == "L" else 1
+    u, delta, A, B, mix, W, bias, h0 = _inputs(batch, V, D, N, L, K, TT, eye, dtype, dtype, seed=len(case))
+    g = torch.Generator().manual_seed(7)
+    C = torch.randn(batch, V, N, L, generator=g).to(dtype)
+    z = torch.randn(batch, V, D, L, generator=g).to(dtype) if with_z else None
+    Dp = torch.randn(D, generator=g) if with_D else None
+    mix_c = W_c = None
+    if K_C:
+        mix_c = mix if shared else (0.3 * torch.randn(batch, TT, K_C, V, V, generator=g)).to(dtype)
+        W_c = 0.3 * torch.randn(K_C + int(eye_c), N, N, generator=g)
+    ro = dict(C=C, mix_C=mix_c, W_C=W_c, eye_c=eye_c, D=Dp, z=z)
+    states, _, last, out, y = emulate(u, delta, A, B, mix, W, bias, True, h0, t0, t1, max(1, t1), eye, bd,
+                                      readout=ro)  # fmt: skip
+    plain = emulate(u, delta, A, B, mix, W, bias, True, h0, t0, t1, max(1, t1), eye, bd)
+    torch.testing.assert_close(states, plain[0], rtol=0, atol=0)  # the readout leaves the recurrence alone
+    sl = lambda t: None if t is None else t[..., t0:t1]
+    ops = lambda m: None if m is None else (m[:, t0:t1] if m.shape[1] > 1 else m)
+    ref = dict(u=sl(u), delta=sl(delta), A=A, B=sl(B), C=sl(C), mix_A=ops(mix), W_A=W, mix_C=ops(mix_c), W_C=W_c,
+               D=Dp, delta_bias=bias, delta_softplus=True, initial_state=h0)  # fmt: skip
+    ref = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in ref.items()}
+    want_y = graph_selective_scan_ref(**ref)
+    want_out = graph_selective_scan_ref(**ref, z=sl(z).double()) if with_z else want_y
+    rtol, atol = (2e-2, 3e-2) if dtype != torch.float32 else (1e-5, 1e-4)
+    scale = max(1.0, want_y.abs().max().item())
+    torch.testing.assert_close(y[..., t0:t1].double(), want_y, rtol=rtol, atol=atol * scale)
+    torch.testing.assert_close(out[..., t0:t1].double(), want_out, rtol=rtol, atol=atol * scale)
+    assert torch.isnan(y[..., :t0]).all() and torch.isnan(y[..., t1:]).all()  # only the range
+
+
 def test_smem_mirror_matches_the_kernel():
     """cuda.smem_bytes (the launcher's choice of channels per block) mirrors gsk::fwd_smem_floats."""
     lib = _lib()
+    lib.emu_graph_scan_smem_floats.argtypes = [_I] * 8
     for N, V, K, eye, bd in [(4, 3, 1, 1, 2), (16, 19, 1, 1, 8), (17, 19, 3, 0, 4), (32, 64, 3, 1, 1)]:
-        assert gs_cuda.smem_bytes(N, V, K, bool(eye), bd) == 4 * lib.emu_graph_scan_smem_floats(N, V, K, eye, bd)
+        for ro in [None, (0, False), (1, True), (3, False)]:
+            want = 4 * lib.emu_graph_scan_smem_floats(N, V, K, eye, bd, int(ro is not None), *(ro or (0, 0)))
+            assert gs_cuda.smem_bytes(N, V, K, bool(eye), bd, ro) == want
 
 
 def test_channels_per_block_respects_limits(monkeypatch):

@@ -137,6 +137,10 @@ def test_gpu_cuda_recurrences(monkeypatch, case, sides):
     check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=shared, strided_d_out=True)
     for side in ("FWD", "BWD"):
         assert bool(calls[side]) == (side in sides), f"CUDA {side} calls: {len(calls[side])}"
+    if "FWD" in sides:  # inference: the CUDA forward with its readout, no gradients
+        n = len(calls["FWD"])
+        check_graph_scan_against_reference(_triton(backward="split"), inputs, grads=False)
+        assert len(calls["FWD"]) > n
 
 
 @pytest.mark.parametrize("backward", ["split", "fused"])

@@ -3,9 +3,9 @@
 One thread per (vertex, channel) row keeps the row's states in registers; the state products run in the thread
 with fp32 FMAs, the vertex products through shared memory (see the sources). Both are opt-in until timed on a GPU:
 
-- ``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``: the forward recurrence (one barrier per step) replaces the Triton forward
-  kernel where that kernel runs the recurrence alone: the split design's training forward with the parallel
-  readout (the default) and the split backward's recompute of each chunk;
+- ``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``: the forward recurrence (one barrier per step, the readout included at no
+  extra barrier) replaces the Triton forward kernel in every call it supports: inference, the training forward
+  (its readout then inline by default) and the split backward's recompute of each chunk;
 - ``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD=1``: the split backward's adjoint recurrence, with the readout's adjoint inline
   (two barriers per step), replaces the Triton adjoint kernel;
 - ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD``: channels per block of both.
@@ -30,7 +30,7 @@ _NAME = "ssm_kernels_graph_scan"
 _LOCK = threading.Lock()
 _ERROR: str | None = None
 MAX_N, MAX_V, MAX_K = 32, 64, 3  # as checked in csrc/graph_scan.cu
-MAX_THREADS, MAX_THREADS_ADJ = 512, 256  # gsk::kMaxThreads, gsk::kMaxThreadsAdj
+MAX_THREADS, MAX_THREADS_ADJ = 256, 256  # gsk::kMaxThreads, gsk::kMaxThreadsAdj
 SMEM_LIMIT = 227 * 1024
 
 
@@ -55,11 +55,15 @@ def load_extension(verbose: bool = False, arch: str | None = None):
         return _load(arch_tag(arch), verbose)
 
 
-def smem_bytes(N: int, V: int, K: int, eye: bool, bd: int) -> int:
-    """Shared memory of one block (mirrors ``gsk::fwd_smem_floats``)."""
+def smem_bytes(N: int, V: int, K: int, eye: bool, bd: int, readout: tuple | None = None) -> int:
+    """Shared memory of one forward block (mirrors ``gsk::fwd_smem_floats``); ``readout`` = (K_C, eye_c) with the
+    readout (K_C = 0: no readout operators)."""
     NP = 8 if N <= 8 else (16 if N <= 16 else 32)
-    KW = K + int(eye)
-    return 4 * (KW * NP * NP + (2 * K * V * V + 3) // 4 * 4 + 2 * V * NP + 2 * K * V * bd * NP)
+    KC, eye_c = readout if readout is not None else (0, False)
+    KWC = KC + int(eye_c) if KC else 0
+    r4 = lambda x: (x + 3) // 4 * 4
+    floats = (K + int(eye) + KWC) * NP * NP + r4(2 * K * V * V) + r4(2 * KC * V * V)
+    return 4 * (floats + (4 if readout is not None else 2) * V * NP + 2 * (K + KC) * V * bd * NP)
 
 
 def adj_smem_bytes(N: int, V: int, K_A: int, K_C: int, eye_a: bool, eye_c: bool, bd: int) -> int:
@@ -75,18 +79,18 @@ def supports(V: int, N: int, K: int) -> bool:
     return N <= MAX_N and V <= MAX_V and 1 <= K <= MAX_K
 
 
-def channels_per_block(batch: int, V: int, D: int, N: int, K: int, eye: bool, sms: int, adj: tuple | None = None
-                       ) -> int:  # fmt: skip
+def channels_per_block(batch: int, V: int, D: int, N: int, K: int, eye: bool, sms: int, adj: tuple | None = None,
+                       readout: tuple | None = None) -> int:  # fmt: skip
     """Channels per block: 8 (fewer while the grid has fewer blocks than SMs), within the thread and shared
-    memory limits (``adj`` = (K_C, eye_c): the adjoint's); ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides.
-    Untimed: a starting point for the GPU sweep."""
+    memory limits (``adj`` = (K_C, eye_c): the adjoint's; ``readout`` = (K_C, eye_c): the forward with its
+    readout); ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides. Untimed: a starting point for the GPU sweep."""
     env = os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_BD")
     bd = int(env) if env else 8
     if not env:
         while bd > 1 and batch * -(-D // bd) < sms:
             bd //= 2
     if adj is None:
-        fits = lambda bd: V * bd <= MAX_THREADS and smem_bytes(N, V, K, eye, bd) <= SMEM_LIMIT
+        fits = lambda bd: V * bd <= MAX_THREADS and smem_bytes(N, V, K, eye, bd, readout) <= SMEM_LIMIT
     else:
         fits = lambda bd: (V * bd <= MAX_THREADS_ADJ
                            and adj_smem_bytes(N, V, K, adj[0], eye, adj[1], bd) <= SMEM_LIMIT)  # fmt: skip
@@ -111,17 +115,26 @@ def usable() -> bool:
 
 
 def fwd_recurrence(u, delta, A, B, mix, W, delta_bias, softplus, h0, t0, t1, chunk, eye, states=None, ckpt=None,
-                   last=None, sms: int = 132) -> None:  # fmt: skip
-    """Steps t0 .. t1 - 1 from h0 (rows (V, D, N) contiguous, or None: zeros) into states / ckpt / last (fp32)."""
+                   last=None, sms: int = 132, readout: dict | None = None) -> None:  # fmt: skip
+    """Steps t0 .. t1 - 1 from h0 (rows (V, D, N) contiguous, or None: zeros) into states / ckpt / last (fp32).
+
+    ``readout``: also the output, a dict of C, mix_C and W_C (or None), eye_c, D, z (or None) and out / y (the
+    buffers to write, or None)."""
     batch, V, Dm, L = u.shape
     N = A.shape[1]
     K = mix.shape[2]
-    bd = channels_per_block(batch, V, Dm, N, K, eye, sms)
-    f32 = [None if t is None else t.float().contiguous() for t in (A, W, delta_bias)]
+    ro = readout or {}
+    mix_c = ro.get("mix_C")
+    ro_key = None if readout is None else (mix_c.shape[2] if mix_c is not None else 0, bool(ro.get("eye_c")))
+    bd = channels_per_block(batch, V, Dm, N, K, eye, sms, readout=ro_key)
+    f32 = lambda t: None if t is None else t.float().contiguous()
+    mix = mix if mix.dtype in (torch.float32, u.dtype) else mix.float()
+    if mix_c is not None and mix_c.dtype != mix.dtype:
+        mix, mix_c = mix.float(), mix_c.float()
     load_extension().fwd_recurrence(
-        u, delta, f32[0], B, mix if mix.dtype in (torch.float32, u.dtype) else mix.float(), f32[1], f32[2],
-        bool(softplus), h0, t0, t1, chunk, states, ckpt, last,
-        bool(eye), bd,
+        u, delta, f32(A), B, mix, f32(W), f32(delta_bias), bool(softplus), h0, t0, t1, chunk, states, ckpt, last,
+        bool(eye), bd, ro.get("C"), mix_c, f32(ro.get("W_C")), bool(ro.get("eye_c")), f32(ro.get("D")), ro.get("z"),
+        ro.get("out"), ro.get("y"),
     )  # fmt: skip
 
 
@@ -159,9 +172,18 @@ def cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N: int) -> bool:
 
 
 def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix: torch.Tensor, N: int,
-                     h0: torch.Tensor | None = None) -> bool:  # fmt: skip
-    """Opted in, a CUDA call the kernel supports (u, delta and B of one float dtype, an fp32 initial state with
-    contiguous rows), and the extension built."""
+                     h0: torch.Tensor | None = None, readout: dict | None = None) -> bool:  # fmt: skip
+    """Opted in, a CUDA call the kernel supports (u, delta and B, and with the readout C and z, of one float dtype;
+    an fp32 initial state with contiguous rows; the shared memory of one channel per block fits), and the
+    extension built."""
+    ro_key = None
+    if readout is not None:
+        mix_c, z = readout.get("mix_C"), readout.get("z")
+        if readout["C"].dtype != u.dtype or (z is not None and z.dtype != u.dtype):
+            return False
+        if mix_c is not None and not 1 <= mix_c.shape[2] <= MAX_K:
+            return False
+        ro_key = (mix_c.shape[2] if mix_c is not None else 0, True)
     return (
         enabled()
         and u.is_cuda
@@ -170,6 +192,6 @@ def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix:
         and B.dtype == u.dtype
         and (h0 is None or (h0.dtype == torch.float32 and h0[0].is_contiguous()))
         and supports(u.shape[1], N, mix.shape[2])
-        and smem_bytes(N, u.shape[1], mix.shape[2], True, 1) <= SMEM_LIMIT
+        and smem_bytes(N, u.shape[1], mix.shape[2], True, 1, ro_key) <= SMEM_LIMIT
         and usable()
     )

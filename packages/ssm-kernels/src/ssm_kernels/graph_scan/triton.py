@@ -845,9 +845,12 @@ _READOUT_DEFAULT = {"FWD": "parallel", "BWD": "inline"}
 def _readout_mode(side: str) -> str:
     """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
     kernels or ``parallel`` in their own kernels, one program per (step, batch row, channel block)
-    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``). Only with readout
-    operators (mix_C)."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, _READOUT_DEFAULT[side])
+    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``, the forward's inline
+    with the CUDA forward). Only with readout operators (mix_C)."""
+    default = _READOUT_DEFAULT[side]
+    if side == "FWD" and _cuda_fwd.enabled("FWD"):
+        default = "inline"  # the CUDA forward forms the readout at no extra barrier
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, default)
     if mode not in ("inline", "parallel"):
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected inline or parallel")
     return mode
@@ -1032,16 +1035,19 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
                 block_d, out=None, last=None, ckpt=None, states=None, ybuf=None):  # fmt: skip
     """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel).
 
-    The recurrence alone (no out / y: the parallel readout's forward, the split backward's recompute) runs the
-    CUDA-core kernel of :mod:`.cuda` instead where it is opted in (``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``).
+    Where it is opted in (``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``) and supports the call, the CUDA-core kernel of
+    :mod:`.cuda` runs instead, with the readout or without (the parallel readout's forward, the recompute).
     """
     batch, V, Dm, L = u.shape
     N = A.shape[1]
-    if out is None and ybuf is None and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0):
+    readout = None
+    if _cuda_fwd.enabled() and (out is not None or ybuf is not None):  # (the check first: host time at TUSZ)
+        readout = dict(C=C, mix_C=mix_C, W_C=W_C, eye_c=implicit_identity(mix_C, W_C), D=D, z=z, out=out, y=ybuf)
+    if _cuda_fwd.enabled() and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0, readout):
         sms = _sm_count(u.device.index if u.device.index is not None else torch.cuda.current_device())
         eye = implicit_identity(mix_A, W_A)
         _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk, eye,
-                                 states=states, ckpt=ckpt, last=last, sms=sms)  # fmt: skip
+                                 states=states, ckpt=ckpt, last=last, sms=sms, readout=readout)  # fmt: skip
         return
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)

@@ -60,7 +60,8 @@ int run_grid(const P& p, size_t floats, F kernel) {
 
 template <int NP, class T, class TM>
 int run(const gsk::FwdParams& p) {
-  return run_grid(p, gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd), gsk::graph_scan_fwd_kernel<NP, T, TM>);
+  return run_grid(p, gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd, p.readout, p.K_C, p.eye_c),
+                  gsk::graph_scan_fwd_kernel<NP, T, TM>);
 }
 
 template <int NP, class T, class TM>
@@ -101,8 +102,8 @@ extern "C" int emu_graph_scan_adj(const gsk::AdjParams* p, int dtype, int mix_f3
   return run_np(*p, dtype, mix_f32);
 }
 
-extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd) {
-  return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd);
+extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd, int readout, int K_C, int eye_c) {
+  return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd, readout, K_C, eye_c);
 }
 
 extern "C" int emu_graph_scan_adj_smem_floats(int N, int V, int K_A, int K_C, int eye_a, int eye_c, int bd) {

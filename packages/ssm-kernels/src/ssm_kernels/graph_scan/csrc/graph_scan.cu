@@ -66,7 +66,11 @@ void fwd_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
                     const torch::Tensor& mix, const torch::Tensor& W, const c10::optional<torch::Tensor>& bias,
                     bool softplus, const c10::optional<torch::Tensor>& h0, int64_t t0, int64_t t1, int64_t chunk,
                     const c10::optional<torch::Tensor>& states, const c10::optional<torch::Tensor>& ckpt,
-                    const c10::optional<torch::Tensor>& last, bool eye, int64_t bd) {
+                    const c10::optional<torch::Tensor>& last, bool eye, int64_t bd,
+                    const c10::optional<torch::Tensor>& C, const c10::optional<torch::Tensor>& mix_c,
+                    const c10::optional<torch::Tensor>& W_c, bool eye_c, const c10::optional<torch::Tensor>& Dp,
+                    const c10::optional<torch::Tensor>& z, const c10::optional<torch::Tensor>& out,
+                    const c10::optional<torch::Tensor>& y) {
   GSK_CHECK(u.is_cuda(), "u must be a CUDA tensor");
   GSK_CHECK(u.dim() == 4 && u.is_contiguous(), "u must be a contiguous (batch, V, D, L) tensor");
   GSK_CHECK(delta.sizes() == u.sizes() && delta.is_contiguous() && delta.scalar_type() == u.scalar_type(),
@@ -119,7 +123,46 @@ void fwd_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
   p.states = states.has_value() ? states->data_ptr<float>() : nullptr;
   p.ckpt = ckpt.has_value() ? ckpt->data_ptr<float>() : nullptr;
   p.last = last.has_value() ? last->data_ptr<float>() : nullptr;
-  const int smem_bytes = 4 * gsk::fwd_smem_floats(NP, V, K, p.eye, bd);
+  // the readout (out and / or y): C typed like u; operators (optional) like mix, W_c (K_C + eye_c, N, N) fp32
+  p.readout = out.has_value() || y.has_value();
+  if (p.readout) {
+    GSK_CHECK(C.has_value() && C->sizes() == B.sizes() && C->is_contiguous() && C->scalar_type() == u.scalar_type(),
+              "the readout needs C, a contiguous (batch, V, N, L) tensor typed like u");
+    p.C = C->data_ptr();
+    if (mix_c.has_value()) {
+      GSK_CHECK(mix_c->scalar_type() == mix.scalar_type() && mix_c->dim() == 5 && mix_c->size(3) == V &&
+                    mix_c->size(4) == V && (mix_c->size(1) == 1 || mix_c->size(1) == L),
+                "mix_c must be (batch, 1 or L, K_C, V, V) typed like mix");
+      p.K_C = mix_c->size(2), p.eye_c = eye_c;
+      GSK_CHECK(p.K_C >= 1 && p.K_C <= 3, "supports 1 <= K_C <= 3");
+      GSK_CHECK(W_c.has_value() && W_c->dim() == 3 && W_c->size(0) == p.K_C + (eye_c ? 1 : 0) && W_c->size(1) == N &&
+                    W_c->size(2) == N && W_c->is_contiguous(),
+                "W_c must be a contiguous (K_C + eye_c, N, N) tensor");
+      check_f32(*W_c, "W_c", u);
+      p.mix_c = mix_c->data_ptr(), p.W_c = W_c->data_ptr<float>();
+      p.s_mcb = mix_c->size(0) == 1 ? 0 : mix_c->stride(0);
+      p.s_mct = mix_c->size(1) == 1 ? 0 : mix_c->stride(1);
+      p.s_mck = mix_c->stride(2), p.s_mci = mix_c->stride(3), p.s_mcj = mix_c->stride(4);
+    }
+    if (Dp.has_value()) check_f32(*Dp, "D", u);
+    p.has_d = Dp.has_value(), p.Dp = opt_ptr(Dp);
+    if (z.has_value()) {
+      GSK_CHECK(z->sizes() == u.sizes() && z->is_contiguous() && z->scalar_type() == u.scalar_type(),
+                "z must be contiguous, shaped and typed like u");
+    }
+    p.has_z = z.has_value(), p.z = z.has_value() ? z->data_ptr() : nullptr;
+    if (out.has_value()) {
+      GSK_CHECK(out->sizes() == u.sizes() && out->is_contiguous() && out->scalar_type() == u.scalar_type(),
+                "out must be contiguous, shaped and typed like u");
+    }
+    p.out = out.has_value() ? out->data_ptr() : nullptr;
+    if (y.has_value()) {
+      check_f32(*y, "y", u);
+      GSK_CHECK(y->sizes() == u.sizes() && y->is_contiguous(), "y must be a contiguous fp32 tensor shaped like u");
+    }
+    p.y = y.has_value() ? y->data_ptr<float>() : nullptr;
+  }
+  const int smem_bytes = 4 * gsk::fwd_smem_floats(NP, V, K, p.eye, bd, p.readout, p.K_C, p.eye_c);
   GSK_CHECK(smem_bytes <= 227 * 1024, "shared memory ", smem_bytes, " B: use fewer channels per block (bd)");
   const c10::cuda::CUDAGuard guard(u.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -215,13 +258,9 @@ void adj_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
   dispatch<AdjKernel>(p, N, u.scalar_type(), mix_f32, smem_bytes, stream);
 }
 
-int64_t smem_bytes(int64_t N, int64_t V, int64_t K, bool eye, int64_t bd) {
-  const int NP = N <= 8 ? 8 : (N <= 16 ? 16 : 32);
-  return 4 * int64_t(gsk::fwd_smem_floats(NP, V, K, eye, bd));
-}
+
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd_recurrence", &fwd_recurrence, "graph selective scan: forward recurrence on CUDA cores");
-  m.def("smem_bytes", &smem_bytes, "shared memory of one block of the forward recurrence");
   m.def("adj_recurrence", &adj_recurrence, "graph selective scan: the split backward's adjoint on CUDA cores");
 }

@@ -54,9 +54,6 @@ __host__ __device__ inline int adj_smem_floats(int NP, int V, int K_A, int K_C, 
          + V * bd * NP;                           // dB rows (and the final reductions)
 }
 
-__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
-__device__ __forceinline__ void store_as(__half* p, float x) { *p = __float2half_rn(x); }
-__device__ __forceinline__ void store_as(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
 
 __device__ __forceinline__ void add_to(float* p, float x, bool atomic) {
 #ifdef GSK_EMULATE

@@ -10,8 +10,12 @@
 // a thread can only overwrite a buffer two steps later, after every thread has passed the next step's barrier.
 // The step's operators and B are staged by the whole block one step ahead; u and delta are prefetched per thread.
 //
-// The recurrence only: it writes the states (every step's, the chunk checkpoints and / or the last), the readout
-// runs elsewhere (the Triton readout kernel). fp32 FMA products throughout (no tensor cores): exact fp32.
+// It writes the states (every step's, the chunk checkpoints and / or the last) and, with `readout`, the output
+//   y_t = sum_n ([h_t W_C,0] + sum_k mix_C,k h_t W_C,k+eye_c)[v, d, n] C_t[v, n] + D u_t,  out_t = y_t silu(z_t)
+// (or sum_n h_t C_t + D u_t without readout operators). The readout's vertex products need a barrier of their own;
+// they share the next step's: at each barrier every row has written h_t W_A,k (for P_{t+1}) and h_t W_C,k (for
+// y_t), so the readout of step t is formed one iteration late and the loop runs one extra, readout-only,
+// iteration. fp32 FMA products throughout (no tensor cores): exact fp32.
 //
 // With GSK_EMULATE defined the same source compiles on the host (tests/graph_scan/emulate): CUDA threads become
 // OS threads and shared memory one static buffer.
@@ -25,7 +29,7 @@
 
 namespace gsk {
 
-constexpr int kMaxThreads = 512;  // V * bd per block (the register budget: 128 per thread)
+constexpr int kMaxThreads = 256;  // V * bd per block (the register budget: up to 255 per thread)
 
 struct FwdParams {
   int batch, V, D, L, N, K;  // K: stored vertex operators per step; W holds K + eye operators
@@ -46,13 +50,27 @@ struct FwdParams {
   float* states;  // null, or (t1 - t0 + 1) slots: slot 0 the entry state, slot j the state after step t0 + j - 1
   float* ckpt;    // null, or (batch, nc, V, D, N): the state entering every chunk-th step
   float* last;    // null, or (batch, V, D, N)
+  // the readout (readout = 1): operators mix_c (K_C of them, 0: none) and W_c (K_C + eye_c, N, N), C, D, z
+  int readout, K_C, eye_c, has_d, has_z;
+  int64_t s_mcb, s_mct, s_mck, s_mci, s_mcj;
+  const void* mix_c;  // like mix
+  const float* W_c;
+  const void* C;      // (batch, V, N, L), input dtype
+  const float* Dp;    // (D,) or null
+  const void* z;      // (batch, V, D, L) or null
+  void* out;          // null, or (batch, V, D, L) in the input dtype: y * silu(z) (y without z)
+  float* y;           // null, or (batch, V, D, L) fp32: the pre-gate y
 };
 
 __host__ __device__ inline int round4(int x) { return (x + 3) & ~3; }  // regions start 16-byte aligned
 
-// Shared memory of one block, in floats: W, 2 x the step's operators, 2 x B, 2 x the rows' h W_k.
-__host__ __device__ inline int fwd_smem_floats(int NP, int V, int K, int eye, int bd) {
-  return (K + eye) * NP * NP + round4(2 * K * V * V) + 2 * V * NP + 2 * K * V * bd * NP;
+// Shared memory of one block, in floats: W, 2 x the step's operators, 2 x B, 2 x the rows' h W_k; with the readout
+// also W_C, 2 x its operators, 2 x C and 2 x the rows' h W_C,k.
+__host__ __device__ inline int fwd_smem_floats(int NP, int V, int K, int eye, int bd, int readout = 0, int K_C = 0,
+                                               int eye_c = 0) {
+  const int KC = readout ? K_C : 0, KWC = KC > 0 ? KC + eye_c : 0;
+  return (K + eye + KWC) * NP * NP + round4(2 * K * V * V) + round4(2 * KC * V * V) + (readout ? 4 : 2) * V * NP +
+         2 * (K + KC) * V * bd * NP;
 }
 
 #ifdef GSK_EMULATE
@@ -62,6 +80,9 @@ extern float emu_smem[];
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
+__device__ __forceinline__ void store_as(__half* p, float x) { *p = __float2half_rn(x); }
+__device__ __forceinline__ void store_as(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
 
 // acc[n] (+)= sum_m h[m] W[m, n] for an (NP, NP) operator in shared memory (same address for every thread).
 template <int NP, bool ADD>
@@ -144,18 +165,24 @@ __global__ void __launch_bounds__(kMaxThreads) graph_scan_fwd_kernel(const FwdPa
 #endif
   const int V = p.V, K = p.K, N = p.N, L = p.L, bd = p.bd;
   const int KW = K + p.eye;
-  float* Ws = smem;                  // (KW, NP, NP), zero-padded
-  float* Ms = Ws + KW * NP * NP;     // 2 x (K, V, V): the step's operators
-  float* Bs = Ms + round4(2 * K * V * V);  // 2 x (V, NP): the step's B
-  float* Ys = Bs + 2 * V * NP;       // 2 x (K, V, bd, NP): every row's h W_{k + eye}
+  const int KC = p.readout ? p.K_C : 0, KWC = KC > 0 ? KC + p.eye_c : 0;
+  float* Ws = smem;                            // (KW, NP, NP), zero-padded
+  float* WCs = Ws + KW * NP * NP;              // (KWC, NP, NP)
+  float* Ms = WCs + KWC * NP * NP;             // 2 x (K, V, V): the step's operators
+  float* MCs = Ms + round4(2 * K * V * V);     // 2 x (KC, V, V): the readout's
+  float* Bs = MCs + round4(2 * KC * V * V);    // 2 x (V, NP): the step's B
+  float* Cs = Bs + 2 * V * NP;                 // 2 x (V, NP): C (with the readout)
+  float* Ys = Cs + (p.readout ? 2 * V * NP : 0);  // 2 x (K, V, bd, NP): every row's h W_{k + eye}
+  float* Rs = Ys + 2 * K * V * bd * NP;        // 2 x (KC, V, bd, NP): every row's h W_C,{k + eye_c}
   const int tid = threadIdx.x, nthr = blockDim.x;
   const int v = tid / bd, dl = tid % bd;
   const int b = blockIdx.x, d = blockIdx.y * bd + dl;
   const bool active = d < p.D;
 
-  for (int i = tid; i < KW * NP * NP; i += nthr) {
+  for (int i = tid; i < (KW + KWC) * NP * NP; i += nthr) {  // Ws and WCs are contiguous
     const int k = i / (NP * NP), m = (i / NP) % NP, n = i % NP;
-    Ws[i] = (m < N && n < N) ? p.W[(k * N + m) * N + n] : 0.f;
+    const float* W = k < KW ? p.W + k * N * N : p.W_c + (k - KW) * N * N;
+    Ws[i] = (m < N && n < N) ? W[m * N + n] : 0.f;
   }
   float Arow[NP], h[NP];
   const int64_t row = (static_cast<int64_t>(b) * V + v) * p.D + (active ? d : 0);  // (b, v, d)
@@ -166,62 +193,113 @@ __global__ void __launch_bounds__(kMaxThreads) graph_scan_fwd_kernel(const FwdPa
     h[n] = (active && p.has_h0 && n < N) ? p.h0[b * p.s_h0b + row_h0 * N + n] : 0.f;
   }
   const float bias = (active && p.has_bias) ? p.bias[d] : 0.f;
+  const float Dd = (active && p.readout && p.has_d) ? p.Dp[d] : 0.f;
   const T* u_row = static_cast<const T*>(p.u) + row * L;
   const T* dl_row = static_cast<const T*>(p.delta) + row * L;
   const T* B_b = static_cast<const T*>(p.B) + static_cast<int64_t>(b) * V * N * L;
+  const T* C_b = p.readout ? static_cast<const T*>(p.C) + static_cast<int64_t>(b) * V * N * L : nullptr;
   const TM* mix_b = static_cast<const TM*>(p.mix) + b * p.s_mb;
+  const TM* mixc_b = KC > 0 ? static_cast<const TM*>(p.mix_c) + b * p.s_mcb : nullptr;
 
-  auto stage = [&](int t, int buf) {  // the step's operators and B, by the whole block
-    float* M = Ms + buf * K * V * V;
-    for (int i = tid; i < K * V * V; i += nthr) {
-      const int k = i / (V * V), r = (i / V) % V, c = i % V;
-      M[i] = to_float(mix_b[t * p.s_mt + k * p.s_mk + r * p.s_mi + c * p.s_mj]);
-    }
-    float* Bt = Bs + buf * V * NP;
+  // a (V, NP) slice of a (batch, V, N, L) input at step t, by the whole block
+  auto stage_vn = [&](float* dst, const T* src, int t) {
     for (int i = tid; i < V * NP; i += nthr) {
       const int vv = i / NP, n = i % NP;
-      Bt[i] = n < N ? to_float(B_b[(static_cast<int64_t>(vv) * N + n) * L + t]) : 0.f;
+      dst[i] = n < N ? to_float(src[(static_cast<int64_t>(vv) * N + n) * L + t]) : 0.f;
     }
+  };
+  auto stage_ops = [&](float* dst, const TM* src, int KK, int64_t st, int64_t sk, int64_t si, int64_t sj, int t) {
+    for (int i = tid; i < KK * V * V; i += nthr) {
+      const int k = i / (V * V), r = (i / V) % V, c = i % V;
+      dst[i] = to_float(src[t * st + k * sk + r * si + c * sj]);
+    }
+  };
+  auto stage = [&](int t, int buf) {  // the step's operators and B
+    stage_ops(Ms + buf * K * V * V, mix_b, K, p.s_mt, p.s_mk, p.s_mi, p.s_mj, t);
+    stage_vn(Bs + buf * V * NP, B_b, t);
+  };
+  auto stage_readout = [&](int t, int buf) {  // the readout's operators and C of step t
+    stage_ops(MCs + buf * KC * V * V, mixc_b, KC, p.s_mct, p.s_mck, p.s_mci, p.s_mcj, t);
+    stage_vn(Cs + buf * V * NP, C_b, t);
   };
 
   if (p.states != nullptr && active) store_row<NP>(p.states + row * N, h, N);
   stage(p.t0, p.t0 & 1);
   float u_next = active ? to_float(u_row[p.t0]) : 0.f;
   float pre_next = active ? to_float(dl_row[p.t0]) : 0.f;
+  float u_prev = 0.f;  // u of the step whose readout this iteration forms
   __syncthreads();
 
-  for (int t = p.t0; t < p.t1; ++t) {
+  // iteration t: the update of step t (t < t1) and the readout of step t - 1 (t > t0)
+  const int t_end = p.t1 + (p.readout ? 1 : 0);
+  for (int t = p.t0; t < t_end; ++t) {
     const int cur = t & 1;
-    if (p.ckpt != nullptr && active && t % p.chunk == 0) {
+    const bool upd = t < p.t1, ro = p.readout && t > p.t0;
+    if (upd && p.ckpt != nullptr && active && t % p.chunk == 0) {
       const int64_t ck = ((static_cast<int64_t>(b) * p.nc + t / p.chunk) * V + v) * p.D + d;
       store_row<NP>(p.ckpt + ck * N, h, N);
     }
     const float uu = u_next;
     float pre = pre_next;
     float* Y = Ys + cur * K * V * bd * NP;
-    float acc[NP];
-    operator_rows<NP>(h, Ws, K, p.eye, Y + (v * bd + dl) * NP, V * bd * NP, acc);
-    __syncthreads();  // every row's h W_k, the step's operators and B are in shared memory
-    if (t + 1 < p.t1) {  // the other buffers were last read in step t - 1, which every thread has finished
+    float* R = Rs + cur * KC * V * bd * NP;
+    float acc[NP], g[NP];
+    if (upd) operator_rows<NP>(h, Ws, K, p.eye, Y + (v * bd + dl) * NP, V * bd * NP, acc);
+    if (ro && KC > 0) operator_rows<NP>(h, WCs, KC, p.eye_c, R + (v * bd + dl) * NP, V * bd * NP, g);
+    __syncthreads();  // every row's h W_k (and h W_C,k), the step's operators, B (and C) are in shared memory
+    // the other parity buffers were last read in iteration t - 1, which every thread has finished
+    if (t + 1 < p.t1) {
       stage(t + 1, cur ^ 1);
       if (active) {
         u_next = to_float(u_row[t + 1]);
         pre_next = to_float(dl_row[t + 1]);
       }
     }
-    const float* M = Ms + cur * K * V * V;
-    for (int k = 0; k < K; ++k) {
-      const float* Mrow = M + (k * V + v) * V;
-      const float* Yk = Y + (k * V * bd + dl) * NP;
-      for (int j = 0; j < V; ++j) add_scaled_row<NP>(acc, Mrow[j], Yk + j * bd * NP);
-    }
-    pre += bias;
-    const float dt = p.softplus ? (pre > 20.f ? pre : log1pf(expf(pre))) : pre;
-    const float du = dt * uu;
-    const float* Bv = Bs + cur * V * NP + v * NP;
+    if (p.readout && upd) stage_readout(t, cur);  // read in iteration t + 1
+    if (ro) {  // y of step s = t - 1 from h (still h_s)
+      const int s = t - 1, sb = s & 1;
+      if (KC > 0) {
+        const float* Mc = MCs + sb * KC * V * V;
+        for (int k = 0; k < KC; ++k) {
+          const float* Mrow = Mc + (k * V + v) * V;
+          const float* Rk = R + (k * V * bd + dl) * NP;
+          for (int j = 0; j < V; ++j) add_scaled_row<NP>(g, Mrow[j], Rk + j * bd * NP);
+        }
+      } else {
 #pragma unroll
-    for (int n = 0; n < NP; ++n) h[n] = acc[n] * expf(dt * Arow[n]) + du * Bv[n];
-    if (p.states != nullptr && active) store_row<NP>(p.states + (t - p.t0 + 1) * p.s_st + row * N, h, N);
+        for (int n = 0; n < NP; ++n) g[n] = h[n];
+      }
+      const float* Cv = Cs + sb * V * NP + v * NP;
+      float y = Dd * u_prev;
+#pragma unroll
+      for (int n = 0; n < NP; ++n) y += g[n] * Cv[n];
+      if (active) {
+        if (p.y != nullptr) p.y[row * L + s] = y;
+        if (p.out != nullptr) {
+          if (p.has_z) {
+            const float zz = to_float(static_cast<const T*>(p.z)[row * L + s]);
+            y *= zz / (1.f + expf(-zz));
+          }
+          store_as(static_cast<T*>(p.out) + row * L + s, y);
+        }
+      }
+    }
+    if (upd) {
+      const float* M = Ms + cur * K * V * V;
+      for (int k = 0; k < K; ++k) {
+        const float* Mrow = M + (k * V + v) * V;
+        const float* Yk = Y + (k * V * bd + dl) * NP;
+        for (int j = 0; j < V; ++j) add_scaled_row<NP>(acc, Mrow[j], Yk + j * bd * NP);
+      }
+      pre += bias;
+      const float dt = p.softplus ? (pre > 20.f ? pre : log1pf(expf(pre))) : pre;
+      const float du = dt * uu;
+      const float* Bv = Bs + cur * V * NP + v * NP;
+#pragma unroll
+      for (int n = 0; n < NP; ++n) h[n] = acc[n] * expf(dt * Arow[n]) + du * Bv[n];
+      if (p.states != nullptr && active) store_row<NP>(p.states + (t - p.t0 + 1) * p.s_st + row * N, h, N);
+    }
+    u_prev = uu;
   }
   if (p.last != nullptr && active) store_row<NP>(p.last + row * N, h, N);
 }
