@@ -110,12 +110,21 @@ def emulate(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye, bd, 
     return out_states, out_ckpt, out_last
 
 
+def _ops(H, mix, W, t, eye):
+    """sum_k mix_k[b, t] H W_{k + eye} (+ H W_0 with the implicit identity first), from the maths."""
+    P = H @ W[0] if eye else torch.zeros_like(H)
+    m = mix[:, t if mix.shape[1] > 1 else 0]
+    for k in range(mix.shape[2]):
+        P = P + torch.einsum("bij,bjdm,mn->bidn", m[:, k], H, W[k + int(eye)])
+    return P
+
+
 def recurrence(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye):
     """float64, from the maths: every state from t0 to t1, the checkpoints written in the range, the last."""
     f = lambda t: t.double() if t is not None else None
     u, delta, A, B, mix, W, bias = map(f, (u, delta, A, B, mix, W, bias))
     batch, V, D, L = u.shape
-    N, K = A.shape[1], mix.shape[2]
+    N = A.shape[1]
     h = f(h0).clone() if h0 is not None else torch.zeros(batch, V, D, N, dtype=torch.float64)
     states, ckpt = [h.clone()], {}
     for t in range(t0, t1):
@@ -123,11 +132,7 @@ def recurrence(u, delta, A, B, mix, W, bias, softplus, h0, t0, t1, chunk, eye):
             ckpt[t // chunk] = h.clone()
         pre = delta[..., t] + (bias if bias is not None else 0.0)
         dt = F.softplus(pre) if softplus else pre  # (batch, V, D)
-        m = mix[:, t if mix.shape[1] > 1 else 0].expand(batch, K, V, V)
-        P = h @ W[0] if eye else torch.zeros_like(h)
-        for k in range(K):
-            P = P + torch.einsum("bij,bjdm,mn->bidn", m[:, k], h, W[k + int(eye)])
-        h = P * torch.exp(dt[..., None] * A) + (dt * u[..., t])[..., None] * B[:, :, None, :, t]
+        h = _ops(h, mix, W, t, eye) * torch.exp(dt[..., None] * A) + (dt * u[..., t])[..., None] * B[:, :, None, :, t]
         states.append(h.clone())
     return torch.stack(states), ckpt, h
 
@@ -305,21 +310,14 @@ def chunk_oracle(inp, t0, t1, g_in, h_entry, softplus, eye_a, eye_c):
     H0 = H
     mix_a, mix_c, W_a, W_c = f["mix_A"], f["mix_C"], f["W_A"], f["W_C"]
 
-    def ops(H, mix, W, t, eye):
-        P = H @ W[0] if eye else torch.zeros_like(H)
-        m = mix[:, t if mix.shape[1] > 1 else 0]
-        for k in range(mix.shape[2]):
-            P = P + torch.einsum("bij,bjdm,mn->bidn", m[:, k], H, W[k + int(eye)])
-        return P
-
     loss, Hs, ys, decays = 0.0, [], [], []
     for t in range(t0, t1):
         pre = f["delta"][..., t] + (f["bias"] if f["bias"] is not None else 0.0)
         dt = F.softplus(pre) if softplus else pre
         a = torch.exp(dt[..., None] * f["A"])
-        H = ops(H, mix_a, W_a, t, eye_a) * a + (dt * f["u"][..., t])[..., None] * f["B"][:, :, None, :, t]
+        H = _ops(H, mix_a, W_a, t, eye_a) * a + (dt * f["u"][..., t])[..., None] * f["B"][:, :, None, :, t]
         H.retain_grad()
-        G = ops(H, mix_c, W_c, t, eye_c) if mix_c is not None else H
+        G = _ops(H, mix_c, W_c, t, eye_c) if mix_c is not None else H
         y = (G * f["C"][:, :, None, :, t]).sum(-1) + (f["Dp"] * f["u"][..., t] if f["Dp"] is not None else 0.0)
         out = y * f["z"][..., t] * torch.sigmoid(f["z"][..., t]) if f["z"] is not None else y
         loss = loss + (f["dout"][..., t].double() * out).sum()

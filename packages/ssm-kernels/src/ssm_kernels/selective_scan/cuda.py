@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .._jit import arch_tag, jit_load, sources_hash
+from .._jit import arch_tag, jit_load
 from .._jit import build_directory as _build_directory
 from ..backend import needs_autograd
 from .reference import ScanInputs
@@ -110,14 +110,6 @@ def sources() -> list[Path]:
     return [d / "selective_scan.cpp", *sorted(d.glob("selective_scan_*.cu"))]
 
 
-def _sources_hash() -> str:
-    return sources_hash(csrc_dir())
-
-
-def _arch(arch: str | None = None) -> str:
-    return arch_tag(arch)
-
-
 def build_directory(arch: str | None = None) -> Path:
     """Cache folder for this torch / CUDA / GPU-architecture / source combination."""
     return _build_directory(csrc_dir(), arch)
@@ -130,7 +122,7 @@ def load_extension(verbose: bool = False, arch: str | None = None):
         return _EXT
     with _LOCK:
         if _EXT is None:
-            a = _arch(arch)
+            a = arch_tag(arch)
             _EXT = jit_load(_NAME, sources(), csrc_dir(), build_directory(a), a, verbose)
         return _EXT
 
