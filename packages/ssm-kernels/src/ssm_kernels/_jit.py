@@ -36,8 +36,10 @@ def build_directory(csrc: Path, arch: str | None = None, prefix: str = "") -> Pa
     return base / tag.replace("+", "_").replace("/", "_")
 
 
-def jit_load(name: str, sources: list[Path], csrc: Path, build_dir: Path, arch: str, verbose: bool = False):
-    """Compile (if needed) and import one extension for sm_``arch``; raises with the reason on failure."""
+def jit_load(name: str, sources: list[Path], csrc: Path, build_dir: Path, arch: str, verbose: bool = False,
+             defines: dict[str, int] | None = None):  # fmt: skip
+    """Compile (if needed) and import one extension for sm_``arch``; raises with the reason on failure. ``defines``
+    (macros for nvcc) must be part of ``build_dir``'s name."""
     from torch.utils.cpp_extension import CUDA_HOME, load
 
     if torch.version.cuda is None:
@@ -52,6 +54,7 @@ def jit_load(name: str, sources: list[Path], csrc: Path, build_dir: Path, arch: 
         "-U__CUDA_NO_HALF_OPERATORS__",
         "-U__CUDA_NO_HALF_CONVERSIONS__",
         "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        *[f"-D{k}={v}" for k, v in (defines or {}).items()],
     ]
     return load(
         name=name,

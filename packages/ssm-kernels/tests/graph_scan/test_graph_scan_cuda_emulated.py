@@ -259,10 +259,12 @@ def test_smem_mirror_matches_the_kernel():
 
 def test_channels_per_block_respects_limits(monkeypatch):
     monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_CUDA_BD", raising=False)
-    assert gs_cuda.channels_per_block(256, 19, 64, 16, 1, True, 132) == 8  # TUSZ: enough blocks
+    assert gs_cuda.channels_per_block(256, 19, 64, 8, 1, True, 132) == 8  # TUSZ, N 8: enough blocks (304 threads)
+    assert gs_cuda.channels_per_block(256, 19, 64, 16, 1, True, 132) == 4  # N 16: 8 would be 608 threads
     assert gs_cuda.channels_per_block(16, 19, 64, 16, 1, True, 132) == 4  # raw: 256 blocks
     bd = gs_cuda.channels_per_block(256, 64, 64, 32, 3, True, 132)
-    assert 64 * bd <= gs_cuda.MAX_THREADS and gs_cuda.smem_bytes(32, 64, 3, True, bd) <= gs_cuda.SMEM_LIMIT
+    assert bd == 1 and gs_cuda.block_threads(32, 64, 1) == 512 == gs_cuda.MAX_THREADS
+    assert gs_cuda.smem_bytes(32, 64, 3, True, bd) <= gs_cuda.SMEM_LIMIT
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_CUDA_BD", "2")
     assert gs_cuda.channels_per_block(256, 19, 64, 16, 1, True, 132) == 2
 
@@ -398,6 +400,9 @@ ADJ_CASES = {
                                      True, True, False, True, 2, 1, 6, "atomic"),
     "N17-V2-eye": (1, 2, 3, 17, 5, 1, 1, "L", True, True, torch.float32, torch.float32, True, False, True, True, True,
                    1, 0, 5, "full"),
+    # V 6: the vertex sums' four-wide part and remainder, with readout operators
+    "V6-K_C2-separate-eye": (1, 6, 3, 8, 5, 2, 2, "L", True, True, torch.float32, torch.float32, True, True, True,
+                             False, True, 2, 0, 5, "full"),
 }  # fmt: skip
 
 

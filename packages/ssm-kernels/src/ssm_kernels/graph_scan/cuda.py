@@ -1,7 +1,9 @@
 """CUDA-core recurrences of the graph selective scan (``csrc/graph_scan_fwd.cuh``, ``csrc/graph_scan_adj.cuh``).
 
-One thread per (vertex, channel) row keeps the row's states in registers; the state products run in the thread
-with fp32 FMAs, the vertex products through shared memory (see the sources). Both are opt-in until timed on a GPU:
+Each thread keeps four states of a (vertex, channel) row in registers (NP / 4 adjacent threads share a row, NP the
+state count padded to 8, 16 or 32); the state products run with fp32 FMAs after the row's threads exchange their
+parts, the vertex products through shared memory (see the sources). Both are opt-in: on an H200 the adjoint ties
+the Triton one and the forward is slower (package README, run19a-d):
 
 - ``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``: the forward recurrence (one barrier per step, the readout included at no
   extra barrier) replaces the Triton forward kernel in every call it supports: inference, the training forward
@@ -30,7 +32,8 @@ _NAME = "ssm_kernels_graph_scan"
 _LOCK = threading.Lock()
 _ERROR: str | None = None
 MAX_N, MAX_V, MAX_K = 32, 64, 3  # as checked in csrc/graph_scan.cu
-MAX_THREADS, MAX_THREADS_ADJ = 256, 256  # gsk::kMaxThreads, gsk::kMaxThreadsAdj
+MAX_THREADS, MAX_THREADS_ADJ = 512, 512  # gsk::kMaxThreads, gsk::kMaxThreadsAdj
+STATES_PER_THREAD = 4  # gsk::kNS
 SMEM_LIMIT = 227 * 1024
 
 
@@ -44,35 +47,50 @@ def enabled(side: str = "FWD") -> bool:
 
 
 @functools.cache
-def _load(arch: str, verbose: bool):
+def _load(arch: str, verbose: bool, maxnreg: int | None):
     d = csrc_dir()
-    return jit_load(_NAME, [d / "graph_scan.cu"], d, build_directory(d, arch, "graph_scan-"), arch, verbose)
+    defines, prefix = ({"GSK_MAXNREG": maxnreg}, f"graph_scan-r{maxnreg}-") if maxnreg else (None, "graph_scan-")
+    return jit_load(_NAME, [d / "graph_scan.cu"], d, build_directory(d, arch, prefix), arch, verbose, defines)
 
 
 def load_extension(verbose: bool = False, arch: str | None = None):
-    """Compile (if needed) and import the extension; raises on failure (a later call tries again)."""
+    """Compile (if needed) and import the extension; raises on failure (a later call tries again).
+    ``SSM_KERNELS_GRAPH_SCAN_CUDA_MAXNREG`` (a tuning knob, read once per process) caps the kernels' registers per
+    thread instead of the sources' default (96)."""
+    env = os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_MAXNREG")
     with _LOCK:
-        return _load(arch_tag(arch), verbose)
+        return _load(arch_tag(arch), verbose, int(env) if env else None)
+
+
+def _pad(N: int) -> int:
+    return 8 if N <= 8 else (16 if N <= 16 else 32)
+
+
+def block_threads(N: int, V: int, bd: int) -> int:
+    """Threads of one block: NP / 4 per (vertex, channel) row (mirrors ``gsk::block_threads``)."""
+    return V * bd * (_pad(N) // STATES_PER_THREAD)
 
 
 def smem_bytes(N: int, V: int, K: int, eye: bool, bd: int, readout: tuple | None = None) -> int:
     """Shared memory of one forward block (mirrors ``gsk::fwd_smem_floats``); ``readout`` = (K_C, eye_c) with the
     readout (K_C = 0: no readout operators)."""
-    NP = 8 if N <= 8 else (16 if N <= 16 else 32)
+    NP = _pad(N)
     KC, eye_c = readout if readout is not None else (0, False)
     KWC = KC + int(eye_c) if KC else 0
     r4 = lambda x: (x + 3) // 4 * 4
-    floats = (K + int(eye) + KWC) * NP * NP + r4(2 * K * V * V) + r4(2 * KC * V * V)
-    return 4 * (floats + (4 if readout is not None else 2) * V * NP + 2 * (K + KC) * V * bd * NP)
+    floats = (K + int(eye) + KWC) * NP * NP + 2 * (K + KC) * V * r4(V)  # staged operators: rows padded
+    rows = (2 * (K + KC) + 1) * V * bd * NP  # h W_k and h W_C,k (two buffers each), the group exchange of h
+    partial = r4(block_threads(N, V, bd)) if readout is not None else 0
+    return 4 * (floats + (4 if readout is not None else 2) * V * NP + rows + partial)
 
 
 def adj_smem_bytes(N: int, V: int, K_A: int, K_C: int, eye_a: bool, eye_c: bool, bd: int) -> int:
     """Shared memory of one adjoint block (mirrors ``gsk::adj_smem_floats``)."""
-    NP = 8 if N <= 8 else (16 if N <= 16 else 32)
+    NP = _pad(N)
     KWA, KWC = K_A + int(eye_a), (K_C + int(eye_c)) if K_C else 0
     r4 = lambda x: (x + 3) // 4 * 4
-    floats = (KWA + KWC) * NP * NP + r4(2 * K_A * V * V) + r4(2 * K_C * V * V) + 4 * V * NP + KWC * V * NP
-    return 4 * (floats + r4(V * bd) + K_A * V * bd * NP + V * bd * NP)
+    floats = (KWA + KWC) * NP * NP + 2 * (K_A + K_C) * V * r4(V) + 4 * V * NP + KWC * V * NP
+    return 4 * (floats + r4(V * bd) + (K_A + 2) * V * bd * NP + r4(2 * block_threads(N, V, bd)))
 
 
 def supports(V: int, N: int, K: int) -> bool:
@@ -83,16 +101,17 @@ def channels_per_block(batch: int, V: int, D: int, N: int, K: int, eye: bool, sm
                        readout: tuple | None = None) -> int:  # fmt: skip
     """Channels per block: 8 (fewer while the grid has fewer blocks than SMs), within the thread and shared
     memory limits (``adj`` = (K_C, eye_c): the adjoint's; ``readout`` = (K_C, eye_c): the forward with its
-    readout); ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides. Untimed: a starting point for the GPU sweep."""
+    readout); ``SSM_KERNELS_GRAPH_SCAN_CUDA_BD`` overrides. On the H200 (run19a-c) the default 4 at the raw shape
+    beat 2 by 16-22% (scan fwd+bwd); at TUSZ 4 and 8 tie."""
     env = os.environ.get("SSM_KERNELS_GRAPH_SCAN_CUDA_BD")
     bd = int(env) if env else 8
     if not env:
         while bd > 1 and batch * -(-D // bd) < sms:
             bd //= 2
     if adj is None:
-        fits = lambda bd: V * bd <= MAX_THREADS and smem_bytes(N, V, K, eye, bd, readout) <= SMEM_LIMIT
+        fits = lambda bd: block_threads(N, V, bd) <= MAX_THREADS and smem_bytes(N, V, K, eye, bd, readout) <= SMEM_LIMIT
     else:
-        fits = lambda bd: (V * bd <= MAX_THREADS_ADJ
+        fits = lambda bd: (block_threads(N, V, bd) <= MAX_THREADS_ADJ
                            and adj_smem_bytes(N, V, K, adj[0], eye, adj[1], bd) <= SMEM_LIMIT)  # fmt: skip
     while bd > 1 and not fits(bd):
         bd //= 2
@@ -128,6 +147,8 @@ def fwd_recurrence(u, delta, A, B, mix, W, delta_bias, softplus, h0, t0, t1, chu
     ro_key = None if readout is None else (mix_c.shape[2] if mix_c is not None else 0, bool(ro.get("eye_c")))
     bd = channels_per_block(batch, V, Dm, N, K, eye, sms, readout=ro_key)
     f32 = lambda t: None if t is None else t.float().contiguous()
+    if h0 is not None and (h0.dtype != torch.float32 or not h0[0].is_contiguous()):
+        h0 = f32(h0)  # (a user's initial state in the inputs' dtype; checkpoints are fp32 rows already)
     mix = mix if mix.dtype in (torch.float32, u.dtype) else mix.float()
     if mix_c is not None and mix_c.dtype != mix.dtype:
         mix, mix_c = mix.float(), mix_c.float()
@@ -174,7 +195,7 @@ def cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N: int) -> bool:
 def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix: torch.Tensor, N: int,
                      h0: torch.Tensor | None = None, readout: dict | None = None) -> bool:  # fmt: skip
     """Opted in, a CUDA call the kernel supports (u, delta and B, and with the readout C and z, of one float dtype;
-    an fp32 initial state with contiguous rows; the shared memory of one channel per block fits), and the
+    a floating-point initial state; the shared memory of one channel per block fits), and the
     extension built."""
     ro_key = None
     if readout is not None:
@@ -190,7 +211,7 @@ def cuda_fwd_applies(u: torch.Tensor, delta: torch.Tensor, B: torch.Tensor, mix:
         and u.dtype in (torch.float32, torch.float16, torch.bfloat16)
         and delta.dtype == u.dtype
         and B.dtype == u.dtype
-        and (h0 is None or (h0.dtype == torch.float32 and h0[0].is_contiguous()))
+        and (h0 is None or h0.is_floating_point())
         and supports(u.shape[1], N, mix.shape[2])
         and smem_bytes(N, u.shape[1], mix.shape[2], True, 1, ro_key) <= SMEM_LIMIT
         and usable()

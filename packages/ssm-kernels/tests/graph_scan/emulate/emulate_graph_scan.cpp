@@ -21,6 +21,9 @@ constexpr size_t kEmuSmemFloats = 232448 / 4;
 alignas(16) float emu_smem[kEmuSmemFloats];
 static std::barrier<>* emu_block_barrier = nullptr;
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+// a warp barrier as a block barrier: the kernels call it uniformly and only order a row group's exchange through
+// shared memory (a group never straddles a warp)
+inline void __syncwarp(unsigned) { emu_block_barrier->arrive_and_wait(); }
 inline int min(int a, int b) { return a < b ? a : b; }
 }  // namespace gsk
 
@@ -32,10 +35,9 @@ namespace {
 
 // Blocks (batch row, channel block) one after another, each block's threads as OS threads running kernel(p).
 template <class P, class F>
-int run_grid(const P& p, size_t floats, F kernel) {
-  const int nthreads = p.V * p.bd;
+int run_grid(const P& p, int nthreads, size_t floats, F kernel) {
   if (floats > gsk::kEmuSmemFloats) return 2;
-  if (nthreads > gsk::kMaxThreads) return 3;  // (the adjoint checks its own, lower, limit below)
+  if (nthreads > gsk::kMaxThreads) return 3;  // (the adjoint checks its own limit below)
   std::barrier<> bar(nthreads);
   gsk::emu_block_barrier = &bar;
   emu_block_dim.x = nthreads;
@@ -60,14 +62,15 @@ int run_grid(const P& p, size_t floats, F kernel) {
 
 template <int NP, class T, class TM>
 int run(const gsk::FwdParams& p) {
-  return run_grid(p, gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd, p.readout, p.K_C, p.eye_c),
+  return run_grid(p, gsk::block_threads(NP, p.V, p.bd),
+                  gsk::fwd_smem_floats(NP, p.V, p.K, p.eye, p.bd, p.readout, p.K_C, p.eye_c),
                   gsk::graph_scan_fwd_kernel<NP, T, TM>);
 }
 
 template <int NP, class T, class TM>
 int run(const gsk::AdjParams& p) {
-  if (p.V * p.bd > gsk::kMaxThreadsAdj) return 3;
-  return run_grid(p, gsk::adj_smem_floats(NP, p.V, p.K_A, p.K_C, p.eye_a, p.eye_c, p.bd),
+  if (gsk::block_threads(NP, p.V, p.bd) > gsk::kMaxThreadsAdj) return 3;
+  return run_grid(p, gsk::block_threads(NP, p.V, p.bd), gsk::adj_smem_floats(NP, p.V, p.K_A, p.K_C, p.eye_a, p.eye_c, p.bd),
                   gsk::graph_scan_adj_kernel<NP, T, TM>);
 }
 
@@ -83,7 +86,7 @@ int run_dtype(const P& p, int dtype, int mix_f32) {
 
 template <class P>
 int run_np(const P& p, int dtype, int mix_f32) {
-  const int NP = p.N <= 8 ? 8 : (p.N <= 16 ? 16 : 32);
+  const int NP = gsk::pad_states(p.N);
   switch (NP) {
     case 8: return run_dtype<8>(p, dtype, mix_f32);
     case 16: return run_dtype<16>(p, dtype, mix_f32);
@@ -103,9 +106,9 @@ extern "C" int emu_graph_scan_adj(const gsk::AdjParams* p, int dtype, int mix_f3
 }
 
 extern "C" int emu_graph_scan_smem_floats(int N, int V, int K, int eye, int bd, int readout, int K_C, int eye_c) {
-  return gsk::fwd_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K, eye, bd, readout, K_C, eye_c);
+  return gsk::fwd_smem_floats(gsk::pad_states(N), V, K, eye, bd, readout, K_C, eye_c);
 }
 
 extern "C" int emu_graph_scan_adj_smem_floats(int N, int V, int K_A, int K_C, int eye_a, int eye_c, int bd) {
-  return gsk::adj_smem_floats(N <= 8 ? 8 : (N <= 16 ? 16 : 32), V, K_A, K_C, eye_a, eye_c, bd);
+  return gsk::adj_smem_floats(gsk::pad_states(N), V, K_A, K_C, eye_a, eye_c, bd);
 }

@@ -37,7 +37,7 @@ void launch(const P& p, int smem_bytes, cudaStream_t stream) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
   }
   const dim3 grid(p.batch, (p.D + p.bd - 1) / p.bd);
-  kernel<<<grid, p.V * p.bd, smem_bytes, stream>>>(p);
+  kernel<<<grid, gsk::block_threads(NP, p.V, p.bd), smem_bytes, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -93,8 +93,9 @@ void fwd_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
   GSK_CHECK(W.dim() == 3 && W.size(0) == K + (eye ? 1 : 0) && W.size(1) == N && W.size(2) == N && W.is_contiguous(),
             "W must be a contiguous (K + eye, N, N) tensor");
   GSK_CHECK(N <= 32 && V <= 64 && K >= 1 && K <= 3, "supports N <= 32, V <= 64, 1 <= K <= 3");
-  GSK_CHECK(0 <= t0 && t0 < t1 && t1 <= L && chunk >= 1 && bd >= 1 && V * bd <= gsk::kMaxThreads,
-            "bad step range or block (V * bd <= ", gsk::kMaxThreads, ")");
+  const int NP = gsk::pad_states(N);
+  GSK_CHECK(0 <= t0 && t0 < t1 && t1 <= L && chunk >= 1 && bd >= 1 && gsk::block_threads(NP, V, bd) <= gsk::kMaxThreads,
+            "bad step range or block (V * bd * NP / ", gsk::kNS, " <= ", gsk::kMaxThreads, " threads)");
   for (const auto* t : {&states, &ckpt, &last}) {
     if (t->has_value()) {
       check_f32(**t, "an output", u);
@@ -107,7 +108,6 @@ void fwd_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
     GSK_CHECK(h0->dim() == 4 && h0->stride(3) == 1 && h0->stride(2) == N && h0->stride(1) == int64_t(D) * N,
               "h0 rows must be contiguous (V, D, N)");
   }
-  const int NP = N <= 8 ? 8 : (N <= 16 ? 16 : 32);
   gsk::FwdParams p{};
   p.batch = batch, p.V = V, p.D = D, p.L = L, p.N = N, p.K = K;
   p.eye = eye, p.softplus = softplus, p.has_bias = bias.has_value(), p.has_h0 = h0.has_value();
@@ -215,8 +215,9 @@ void adj_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
   }
   const int K_A = mix_a.size(2), K_C = has_mc ? mix_c->size(2) : 0;
   GSK_CHECK(N <= 32 && V <= 64 && K_A >= 1 && K_A <= 3 && K_C <= 3, "supports N <= 32, V <= 64, K <= 3");
-  GSK_CHECK(0 <= t0 && t0 < t1 && t1 <= L && bd >= 1 && V * bd <= gsk::kMaxThreadsAdj,
-            "bad step range or block (V * bd <= ", gsk::kMaxThreadsAdj, ")");
+  const int NP = gsk::pad_states(N);
+  GSK_CHECK(0 <= t0 && t0 < t1 && t1 <= L && bd >= 1 && gsk::block_threads(NP, V, bd) <= gsk::kMaxThreadsAdj,
+            "bad step range or block (V * bd * NP / ", gsk::kNS, " <= ", gsk::kMaxThreadsAdj, " threads)");
   for (const auto* t : {&states, &g, &dp, &dy, &dA, &dD, &dbias, &dB, &W_a}) {
     check_f32(*t, "an fp32 buffer", u);
     GSK_CHECK(t->is_contiguous(), "fp32 buffers must be contiguous");
@@ -250,7 +251,6 @@ void adj_recurrence(const torch::Tensor& u, const torch::Tensor& delta, const to
   p.dz = dz.has_value() ? dz->data_ptr() : nullptr;
   p.dA = dA.data_ptr<float>(), p.dD = dD.data_ptr<float>(), p.dbias = dbias.data_ptr<float>();
   p.dB = dB.data_ptr<float>();
-  const int NP = N <= 8 ? 8 : (N <= 16 ? 16 : 32);
   const int smem_bytes = 4 * gsk::adj_smem_floats(NP, V, K_A, K_C, eye_a, eye_c, bd);
   GSK_CHECK(smem_bytes <= 227 * 1024, "shared memory ", smem_bytes, " B: use fewer channels per block (bd)");
   const c10::cuda::CUDAGuard guard(u.device());

@@ -1,5 +1,6 @@
 // The split backward's adjoint recurrence on CUDA cores (the CUDA twin of the Triton `_graph_scan_adj_kernel`, with
-// the readout's adjoint inline), one thread per (vertex, channel) row, walking steps t1 - 1 .. t0:
+// the readout's adjoint inline), kNS = 4 states of one (vertex, channel) row per thread as in the forward
+// (graph_scan_fwd.cuh), walking steps t1 - 1 .. t0:
 //
 //   dy_t   = d_out_t * silu'(z)-gate               (dz_t from the stored pre-gate y)
 //   g     += sum_k mix_C,k^T (dy_t (x) C_t W_C,k^T)   [+ dy_t (x) C_t W_C,0^T with the implicit identity]
@@ -7,19 +8,22 @@
 //   dP_t   = g * a_t                                (stored for the host's operator-gradient products)
 //   g      = sum_k mix_A,k^T (dP_t W_A,k^T)          [+ dP_t W_A,0^T]
 //
-// Two barriers per step: after every row's dy is in shared memory (the readout's adjoint sums over vertices), and
-// after every row's dP W^T and dB contribution is (the state adjoint sums over vertices, dB over channels). The
-// step's operators, B and C are staged by the block one step ahead into parity buffers; C W_C^T of the step is
-// formed by the block before the first barrier. dB is summed over the block's channels in a fixed order (a
-// per-block partial, or atomics into one slot); dA, dD and d delta_bias are summed over the block's vertices at the
-// end and added to per-(batch row, channel) partials this block owns. fp32 FMAs throughout.
+// Two block barriers per step: after every row's dy is in shared memory (the readout's adjoint sums over
+// vertices), and after every row's dP W^T and dB contribution is (the state adjoint sums over vertices, dB over
+// channels). Within a row group, dP's parts are exchanged and the sums over states behind du and d delta are
+// reduced through shared memory with warp barriers. Rows are laid out as in the forward (r = dl * V + v, operators
+// staged transposed, rows padded, for vector loads of mix^T[v, :]). The step's operators, B and C are staged by the
+// block one step ahead into parity buffers; C W_C^T of the step is formed by the block before the first barrier.
+// dB is summed over the block's channels in a fixed order (a per-block partial, or atomics into one slot); dA, dD
+// and d delta_bias are summed over the block's vertices at the end and added to per-(batch row, channel) partials
+// this block owns. fp32 FMAs throughout.
 #pragma once
 
 #include "graph_scan_fwd.cuh"
 
 namespace gsk {
 
-constexpr int kMaxThreadsAdj = 256;  // V * bd per block (registers: up to 255 per thread)
+constexpr int kMaxThreadsAdj = 512;  // V * bd * NP / kNS per block
 
 struct AdjParams {
   int batch, V, D, L, N, K_A, K_C;  // K_C = 0: no readout operators (the readout is C itself)
@@ -46,12 +50,14 @@ struct AdjParams {
 __host__ __device__ inline int adj_smem_floats(int NP, int V, int K_A, int K_C, int eye_a, int eye_c, int bd) {
   const int KWA = K_A + eye_a, KWC = K_C > 0 ? K_C + eye_c : 0;
   return KWA * NP * NP + KWC * NP * NP            // W_A^T, W_C^T
-         + round4(2 * K_A * V * V) + round4(2 * K_C * V * V)  // the step's operators, 2 buffers
+         + 2 * ops_floats(K_A, V) + 2 * ops_floats(K_C, V)  // the step's operators (transposed), 2 buffers
          + 2 * 2 * V * NP                         // B, C, 2 buffers
          + KWC * V * NP                           // C W_C^T of the step
          + round4(V * bd)                         // dy
          + K_A * V * bd * NP                      // dP W_A^T rows
-         + V * bd * NP;                           // dB rows (and the final reductions)
+         + V * bd * NP                            // dB rows (and the final reductions)
+         + V * bd * NP                            // dP rows (the group exchange)
+         + round4(2 * block_threads(NP, V, bd));  // the group's partial sums behind du and d delta
 }
 
 
@@ -72,26 +78,32 @@ __device__ __forceinline__ void add_to(float* p, float x, bool atomic) {
 }
 
 template <int NP, class T, class TM>
-__global__ void __launch_bounds__(kMaxThreadsAdj) graph_scan_adj_kernel(const AdjParams p) {
+__global__ void GSK_KERNEL_BOUNDS(kMaxThreadsAdj) graph_scan_adj_kernel(const AdjParams p) {
 #ifdef GSK_EMULATE
   float* smem = emu_smem;
 #else
   extern __shared__ float4 smem_dyn[];
   float* smem = reinterpret_cast<float*>(smem_dyn);
 #endif
+  constexpr int S = NP / kNS;  // threads per row
   const int V = p.V, N = p.N, L = p.L, bd = p.bd, KA = p.K_A, KC = p.K_C;
   const int KWA = KA + p.eye_a, KWC = KC > 0 ? KC + p.eye_c : 0;
+  const int rows = V * bd;
   float* WAt = smem;                              // (KWA, NP, NP): WAt[k][m][n] = W_A[k][n][m]
   float* WCt = WAt + KWA * NP * NP;               // (KWC, NP, NP)
-  float* MA = WCt + KWC * NP * NP;                // 2 x (K_A, V, V)
-  float* MC = MA + round4(2 * KA * V * V);        // 2 x (K_C, V, V)
-  float* BC = MC + round4(2 * KC * V * V);        // 2 x [B (V, NP), C (V, NP)]
+  float* MA = WCt + KWC * NP * NP;                // 2 x (K_A, V, VR): MA[k][v][j] = mix_A[k][j][v]
+  float* MC = MA + 2 * ops_floats(KA, V);         // 2 x (K_C, V, VR), likewise
+  float* BC = MC + 2 * ops_floats(KC, V);         // 2 x [B (V, NP), C (V, NP)]
   float* CW = BC + 4 * V * NP;                    // (KWC, V, NP): C W_C^T of the step
-  float* DY = CW + KWC * V * NP;                  // (V, bd)
-  float* Z = DY + round4(V * bd);                 // (K_A, V, bd, NP)
-  float* DBs = Z + KA * V * bd * NP;              // (V, bd, NP)
+  float* DY = CW + KWC * V * NP;                  // (bd, V)
+  float* Z = DY + round4(rows);                   // (K_A, bd, V, NP)
+  float* DBs = Z + KA * rows * NP;                // (bd, V, NP)
+  float* X = DBs + rows * NP;                     // (bd, V, NP): every row's dP
+  float* Q = X + rows * NP;                       // (bd, V, S, 2): partial sum_n g B and sum_n g P a A
   const int tid = threadIdx.x, nthr = blockDim.x;
-  const int v = tid / bd, dl = tid % bd;
+  const int r = tid / S, s = tid % S, n0 = s * kNS;  // row r = dl * V + v, states n0 .. n0 + 3
+  const unsigned group = ((1u << S) - 1u) << (tid % 32 - s);  // the row group's lanes (S divides 32)
+  const int v = r % V, dl = r / V, VR = round4(V);
   const int b = blockIdx.x, d = blockIdx.y * bd + dl;
   const bool active = d < p.D;
   const int dd = active ? d : 0;
@@ -102,13 +114,11 @@ __global__ void __launch_bounds__(kMaxThreadsAdj) graph_scan_adj_kernel(const Ad
     WAt[i] = (m < N && n < N) ? W[n * N + m] : 0.f;  // WAt and WCt are contiguous: one transposed copy
   }
   const int64_t row = (static_cast<int64_t>(b) * V + v) * p.D + dd;
-  float Arow[NP], g[NP], dA_acc[NP];
+  Part Arow, g, dA_acc;
+  load_part(Arow, p.A + dd * N, n0, N, active);
+  load_part(g, p.g + row * N, n0, N, active);
 #pragma unroll
-  for (int n = 0; n < NP; ++n) {
-    Arow[n] = (active && n < N) ? p.A[dd * N + n] : 0.f;
-    g[n] = (active && n < N) ? p.g[row * N + n] : 0.f;
-    dA_acc[n] = 0.f;
-  }
+  for (int i = 0; i < kNS; ++i) dA_acc[i] = 0.f;
   const float bias = (active && p.has_bias) ? p.bias[d] : 0.f;
   const float Dd = (active && p.has_d) ? p.Dp[d] : 0.f;
   float dD_acc = 0.f, dbias_acc = 0.f;
@@ -126,15 +136,15 @@ __global__ void __launch_bounds__(kMaxThreadsAdj) graph_scan_adj_kernel(const Ad
   const TM* mc_b = KC > 0 ? static_cast<const TM*>(p.mix_c) + b * p.s_mc_b : nullptr;
 
   auto stage = [&](int t, int buf) {  // the step's operators, B and C, by the whole block
-    float* Ma = MA + buf * KA * V * V;
+    float* Ma = MA + buf * ops_floats(KA, V);
     for (int i = tid; i < KA * V * V; i += nthr) {
-      const int k = i / (V * V), r = (i / V) % V, c = i % V;
-      Ma[i] = to_float(ma_b[t * p.s_ma_t + k * p.s_ma_k + r * p.s_ma_i + c * p.s_ma_j]);
+      const int k = i / (V * V), rr = (i / V) % V, c = i % V;
+      Ma[(k * V + c) * VR + rr] = to_float(ma_b[t * p.s_ma_t + k * p.s_ma_k + rr * p.s_ma_i + c * p.s_ma_j]);
     }
-    float* Mc = MC + buf * KC * V * V;
+    float* Mc = MC + buf * ops_floats(KC, V);
     for (int i = tid; i < KC * V * V; i += nthr) {
-      const int k = i / (V * V), r = (i / V) % V, c = i % V;
-      Mc[i] = to_float(mc_b[t * p.s_mc_t + k * p.s_mc_k + r * p.s_mc_i + c * p.s_mc_j]);
+      const int k = i / (V * V), rr = (i / V) % V, c = i % V;
+      Mc[(k * V + c) * VR + rr] = to_float(mc_b[t * p.s_mc_t + k * p.s_mc_k + rr * p.s_mc_i + c * p.s_mc_j]);
     }
     float* Bt = BC + buf * 2 * V * NP;
     for (int i = tid; i < 2 * V * NP; i += nthr) {
@@ -148,20 +158,19 @@ __global__ void __launch_bounds__(kMaxThreadsAdj) graph_scan_adj_kernel(const Ad
   __syncthreads();
   for (int t = p.t1 - 1; t >= p.t0; --t) {
     const int cur = t & 1;
-    const float* Bv = BC + cur * 2 * V * NP + v * NP;
+    const float* Bv = BC + cur * 2 * V * NP + v * NP + n0;
     const float* Cs = BC + cur * 2 * V * NP + V * NP;  // C of every vertex
     // C W_C^T of this step, for every vertex (C staged a step ahead)
     for (int i = tid; i < KWC * V * NP; i += nthr) {
       const int k = i / (V * NP), vv = (i / NP) % V, n = i % NP;
       const float* c = Cs + vv * NP;
       const float* wt = WCt + k * NP * NP;
-      float s = 0.f;
-      for (int m = 0; m < NP; ++m) s += c[m] * wt[m * NP + n];
-      CW[i] = s;
+      float acc = 0.f;
+      for (int m = 0; m < NP; ++m) acc += c[m] * wt[m * NP + n];
+      CW[i] = acc;
     }
-    float h[NP];
-#pragma unroll
-    for (int n = 0; n < NP; ++n) h[n] = (active && n < N) ? p.states[(t - p.t0 + 1) * p.s_st + row * N + n] : 0.f;
+    Part h;
+    load_part(h, p.states + (t - p.t0 + 1) * p.s_st + row * N, n0, N, active);
     const float uu = active ? to_float(u_row[t]) : 0.f;
     const float pre = (active ? to_float(dl_row[t]) : 0.f) + bias;
     const float dt = p.softplus ? (pre > 20.f ? pre : log1pf(expf(pre))) : pre;
@@ -171,93 +180,114 @@ __global__ void __launch_bounds__(kMaxThreadsAdj) graph_scan_adj_kernel(const Ad
       const float zz = to_float(z_row[t]);
       const float sig = 1.f / (1.f + expf(-zz));
       dy = dout * zz * sig;
-      store_as(dz_row + t, dout * y_row[t] * sig * (1.f + zz * (1.f - sig)));
+      if (s == 0) store_as(dz_row + t, dout * y_row[t] * sig * (1.f + zz * (1.f - sig)));
     }
-    if (active) p.dy[(t - p.t0) * p.s_dy + row] = dy;
-    DY[v * bd + dl] = dy;
+    if (s == 0) {
+      if (active) p.dy[(t - p.t0) * p.s_dy + row] = dy;
+      DY[r] = dy;
+    }
     __syncthreads();  // 1: every row's dy and this step's C W_C^T
     if (t - 1 >= p.t0) stage(t - 1, cur ^ 1);  // its buffers were last read in step t + 1
     if (KC > 0) {
-      if (p.eye_c) {
-        const float* cw = CW + v * NP;
-#pragma unroll
-        for (int n = 0; n < NP; ++n) g[n] += dy * cw[n];
-      }
-      const float* Mc = MC + cur * KC * V * V;
+      if (p.eye_c) add_scaled4(g, dy, CW + v * NP + n0);
+      const float* Mc = MC + cur * ops_floats(KC, V);
+      const float* dyr = DY + dl * V;
       for (int k = 0; k < KC; ++k) {
-        const float* cwk = CW + (k + p.eye_c) * V * NP;
-        for (int j = 0; j < V; ++j) {  // mix_C,k^T [v, j] dy[j] (C W_C,k^T)[j]
-          add_scaled_row<NP>(g, Mc[(k * V + j) * V + v] * DY[j * bd + dl], cwk + j * NP);
+        const float* cwk = CW + (k + p.eye_c) * V * NP + n0;
+        const float* mt = Mc + (k * V + v) * VR;
+        int j = 0;
+        for (; j + 4 <= V; j += 4) {  // mix_C,k^T [v, j] dy[j] (C W_C,k^T)[j]
+          const float4 m = *reinterpret_cast<const float4*>(mt + j);
+          add_scaled4(g, m.x * dyr[j], cwk + j * NP);
+          add_scaled4(g, m.y * dyr[j + 1], cwk + (j + 1) * NP);
+          add_scaled4(g, m.z * dyr[j + 2], cwk + (j + 2) * NP);
+          add_scaled4(g, m.w * dyr[j + 3], cwk + (j + 3) * NP);
         }
+        for (; j < V; ++j) add_scaled4(g, mt[j] * dyr[j], cwk + j * NP);
       }
     } else {
-#pragma unroll
-      for (int n = 0; n < NP; ++n) g[n] += dy * Cs[v * NP + n];
+      add_scaled4(g, dy, Cs + v * NP + n0);
     }
     // through the update H_t = P_t a_t + Delta_t u_t B_t
     const float dtu = dt * uu;
-    float gB = 0.f, pa_A = 0.f, dp[NP];
+    float gB = 0.f, pa_A = 0.f;
+    Part dp, dbr;
 #pragma unroll
-    for (int n = 0; n < NP; ++n) {
-      const float a = expf(dt * Arow[n]);
-      const float pa = g[n] * (h[n] - dtu * Bv[n]);  // g * P_t a_t
-      gB += g[n] * Bv[n];
-      pa_A += pa * Arow[n];
-      dA_acc[n] += pa * dt;
-      DBs[(v * bd + dl) * NP + n] = g[n] * dtu;
-      dp[n] = g[n] * a;
+    for (int i = 0; i < kNS; ++i) {
+      const float a = expf(dt * Arow[i]);
+      const float pa = g[i] * (h[i] - dtu * Bv[i]);  // g * P_t a_t
+      gB += g[i] * Bv[i];
+      pa_A += pa * Arow[i];
+      dA_acc[i] += pa * dt;
+      dbr[i] = g[i] * dtu;
+      dp[i] = g[i] * a;
     }
-    float ddt = uu * gB + pa_A;
-    if (p.softplus) ddt *= 1.f / (1.f + expf(-pre));
-    dbias_acc += ddt;
-    dD_acc += dy * uu;
-    if (active) {
-      store_as(du_row + t, dt * gB + dy * Dd);
-      store_as(ddl_row + t, ddt);
-      store_row<NP>(p.dp + (t - p.t0) * p.s_st + row * N, dp, N);
+    store4(DBs + r * NP + n0, dbr);
+    if (active) store_part(p.dp + (t - p.t0) * p.s_st + row * N, dp, n0, N);
+    // the row's dP and the group's partial sums (X and Q are read before the second block barrier and written
+    // after the first)
+    store4(X + r * NP + n0, dp);
+    Q[2 * tid] = gB;
+    Q[2 * tid + 1] = pa_A;
+    __syncwarp(group);
+    if (s == 0) {
+      gB = pa_A = 0.f;
+#pragma unroll
+      for (int j = 0; j < S; ++j) {
+        gB += Q[2 * (tid + j)];
+        pa_A += Q[2 * (tid + j) + 1];
+      }
+      float ddt = uu * gB + pa_A;
+      if (p.softplus) ddt *= 1.f / (1.f + expf(-pre));
+      dbias_acc += ddt;
+      dD_acc += dy * uu;
+      if (active) {
+        store_as(du_row + t, dt * gB + dy * Dd);
+        store_as(ddl_row + t, ddt);
+      }
     }
-    operator_rows<NP>(dp, WAt, KA, p.eye_a, Z + (v * bd + dl) * NP, V * bd * NP, g);  // g: dP W_A,0^T or 0
+    float xr[NP];
+    load_row<NP>(xr, X + r * NP);
+    operator_parts<NP>(xr, WAt, KA, p.eye_a, n0, Z + r * NP + n0, rows * NP, g);  // g: dP W_A,0^T or 0
     __syncthreads();  // 2: every row's dP W_A^T and dB contribution
     // dB of this step, summed over the block's channels in a fixed order
     const int nd = min(bd, p.D - static_cast<int>(blockIdx.y) * bd);
     for (int i = tid; i < V * N; i += nthr) {
       const int vv = i / N, n = i % N;
-      float s = 0.f;
-      for (int j = 0; j < nd; ++j) s += DBs[(vv * bd + j) * NP + n];
+      float acc = 0.f;
+      for (int j = 0; j < nd; ++j) acc += DBs[(j * V + vv) * NP + n];
       float* dst = p.dB + blockIdx.y * p.s_db_part + ((static_cast<int64_t>(b) * V + vv) * N + n) * p.lb + (t - p.tb);
-      add_to(dst, s, p.bc_atomic);
+      add_to(dst, acc, p.bc_atomic);
     }
-    const float* Ma = MA + cur * KA * V * V;
-    for (int k = 0; k < KA; ++k) {
-      const float* Zk = Z + (k * V * bd + dl) * NP;
-      for (int j = 0; j < V; ++j) add_scaled_row<NP>(g, Ma[(k * V + j) * V + v], Zk + j * bd * NP);  // mix_A,k^T
-    }
+    const float* Ma = MA + cur * ops_floats(KA, V);
+    for (int k = 0; k < KA; ++k) vertex_sum<NP>(g, Ma + (k * V + v) * VR, Z + (k * rows + dl * V) * NP + n0, V);
   }
-  if (active) store_row<NP>(p.g + row * N, g, N);
+  if (active) store_part(p.g + row * N, g, n0, N);
   // dA, dD, d delta_bias: sum over the block's vertices (fixed order), add to this block's (b, channel) slots
   __syncthreads();  // the last step's readers of DBs are done
-#pragma unroll
-  for (int n = 0; n < NP; ++n) DBs[(v * bd + dl) * NP + n] = dA_acc[n];
-  DY[v * bd + dl] = dD_acc;
+  store4(DBs + r * NP + n0, dA_acc);
+  if (s == 0) DY[r] = dD_acc;
   __syncthreads();
   if (v == 0 && active) {
     const int64_t bdn = static_cast<int64_t>(b) * p.D + d;
-    for (int n = 0; n < N; ++n) {
-      float s = 0.f;
-      for (int j = 0; j < V; ++j) s += DBs[(j * bd + dl) * NP + n];
-      p.dA[bdn * N + n] += s;
+    for (int n = n0; n < n0 + kNS && n < N; ++n) {
+      float acc = 0.f;
+      for (int j = 0; j < V; ++j) acc += DBs[(dl * V + j) * NP + n];
+      p.dA[bdn * N + n] += acc;
     }
-    float s = 0.f;
-    for (int j = 0; j < V; ++j) s += DY[j * bd + dl];
-    if (p.has_d) p.dD[bdn] += s;
+    if (s == 0) {
+      float acc = 0.f;
+      for (int j = 0; j < V; ++j) acc += DY[dl * V + j];
+      if (p.has_d) p.dD[bdn] += acc;
+    }
   }
   __syncthreads();
-  DY[v * bd + dl] = dbias_acc;
+  if (s == 0) DY[r] = dbias_acc;
   __syncthreads();
-  if (v == 0 && active) {
-    float s = 0.f;
-    for (int j = 0; j < V; ++j) s += DY[j * bd + dl];
-    p.dbias[static_cast<int64_t>(b) * p.D + d] += s;
+  if (v == 0 && active && s == 0) {
+    float acc = 0.f;
+    for (int j = 0; j < V; ++j) acc += DY[dl * V + j];
+    p.dbias[static_cast<int64_t>(b) * p.D + d] += acc;
   }
 }
 
