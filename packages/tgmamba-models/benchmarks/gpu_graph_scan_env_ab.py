@@ -40,6 +40,7 @@ CONFIGS = {
     "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},  # the default since run18a
     "readout-inline": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "inline", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
     "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
+    "readout-q": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "q"},  # folded
     "cuda-fwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},  # the CUDA-core recurrences (opt-in)
     "cuda-bwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},

@@ -38,6 +38,7 @@ def _compile(
     fn = {
         "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
+        "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                  VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
@@ -49,10 +50,11 @@ def _compile(
     elif kind == "adj":  # the split backward's adjoint kernel, as launched (loads prefetched)
         const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc, STORE_DY=not readout_in, PREFETCH=True,
                      READOUT_IN=readout_in)  # fmt: skip
-    elif kind in ("readout", "readout_adj"):  # the parallel readout kernels
+    elif kind.startswith("readout"):  # the parallel readout kernels
         const = {k: v for k, v in const.items() if k in fn.arg_names}
-        const.update(EYE_C=eye)
-        if kind == "readout":
+        if not kind.endswith("_q"):  # (the folded ones have the readout operators in Q)
+            const.update(EYE_C=eye)
+        if kind.startswith("readout_q") or kind == "readout":
             const.update(STORE_OUT=True, STORE_Y=True)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
@@ -96,6 +98,11 @@ def _compile(
         ("adj-readout_in", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
         ("readout", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
         ("readout_adj", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        # the folded readout (_READOUT_FWD / _BWD=q), all 64 channels per program
+        ("readout_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
+        ("readout_adj_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
+        ("readout_q", 64, 64, 64, 3, True, 4, "tf32", False, False, False),
+        ("readout_adj_q", 64, 64, 64, 3, True, 4, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -116,6 +123,10 @@ def _compile(
         "adj-V19N16-readout_in-identity_first-3xtf32",
         "readout-V64N64K3",
         "readout_adj-V64N64K3",
+        "readout_q-V19N16-3xtf32",
+        "readout_adj_q-V19N16-3xtf32",
+        "readout_q-V64N64",
+        "readout_adj_q-V64N64",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):

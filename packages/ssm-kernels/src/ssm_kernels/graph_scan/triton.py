@@ -614,6 +614,37 @@ def _graph_scan_readout_kernel(
 
 
 @triton.jit
+def _graph_scan_readout_q_kernel(
+    st_ptr, q_ptr, u_ptr, D_ptr, z_ptr, out_ptr, y_ptr,
+    batch, V, DM, L, N, T0, s_st,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, STORE_OUT: tl.constexpr, STORE_Y: tl.constexpr, VP: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The readout of steps T0 .. T0 + n - 1 in parallel, like ``_graph_scan_readout_kernel`` but contracted with
+    the step's readout operator folded into one (V, V, N) tensor on the host (``_readout_operator``):
+    ``y_t[v, d] = sum_{u, m} Q_t[v, u, m] H_t[u, d, m] + D u_t``, one (VP, NP) x (NP, BD) product per vertex u
+    instead of the (K_C + 1) state and K_C vertex products of every channel's tile. Q: (n, batch, V, V, N) fp32,
+    time-major like the states (slot t - T0 + 1 at st_ptr)."""
+    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+        batch, V, DM, L, N, T0, 0, 0, VP, BD, NP)  # fmt: skip
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    m_qv = (o_v < V)[:, None] & m_n[None, :]
+    m_hu = m_n[:, None] & m_d[None, :]
+    q_base = q_ptr + (j * batch + i_b) * V * V * N + o_v[:, None] * V * N + o_n[None, :]  # Q_t[:, u, :] at u = 0
+    h_base = st_ptr + (j + 1) * s_st + i_b * V * DM * N + o_d[None, :] * N + o_n[:, None]  # (NP, BD) of H_t[0]
+    y = tl.zeros((VP, BD), dtype=tl.float32)
+    for u in range(V):
+        b_q = tl.load(q_base + u * N, mask=m_qv, other=0.0)
+        b_h = tl.load(h_base + u * DM * N, mask=m_hu, other=0.0)
+        y += _dot(b_q, b_h, PREC)
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        y += b_D[None, :] * tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    _store_readout(y, y_ptr, out_ptr, z_ptr, o_x + t, m_x, HAS_Z, STORE_Y, STORE_OUT)
+
+
+@triton.jit
 def _graph_scan_readout_adj_kernel(
     C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
     batch, V, DM, L, N, T0, ZERO, s_st, s_dy,
@@ -637,6 +668,36 @@ def _graph_scan_readout_adj_kernel(
     r = _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N,
                      K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
     tl.store(r_ptr + j * s_st + o_h, r, mask=m_h)
+
+
+@triton.jit
+def _graph_scan_readout_adj_q_kernel(
+    q_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
+    batch, V, DM, L, N, T0, J0, s_st, s_dy,
+    s_do_b, s_do_v, s_do_d, s_do_t,
+    HAS_Z: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """``_graph_scan_readout_adj_kernel`` with the readout operators folded (``_readout_operator``): dy_t and
+    ``R_t[u, d, m] = sum_v Q_t[v, u, m] dy_t[v, d]``, one (BD, VP) x (VP, NP) product per vertex u, for steps
+    T0 .. T0 + n - 1 into slots J0 + j of r_ptr and dy_ptr (time-major, like the adjoint's dP and dy)."""
+    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+        batch, V, DM, L, N, T0, 0, 0, VP, BD, NP)  # fmt: skip
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+    if HAS_Z:
+        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+        dy = dy * b_z * tl.sigmoid(b_z)
+    tl.store(dy_ptr + (J0 + j) * s_dy + o_dy, dy, mask=m_x)
+    dy_t = tl.trans(dy)  # (BD, VP)
+    m_qv = (o_v < V)[:, None] & m_n[None, :]
+    m_r = m_d[:, None] & m_n[None, :]
+    q_base = q_ptr + (j * batch + i_b) * V * V * N + o_v[:, None] * V * N + o_n[None, :]  # Q_t[:, u, :] at u = 0
+    r_base = r_ptr + (J0 + j) * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of R_t[0]
+    for u in range(V):
+        b_q = tl.load(q_base + u * N, mask=m_qv, other=0.0)
+        tl.store(r_base + u * DM * N, _dot(dy_t, b_q, PREC), mask=m_r)
 
 
 @triton.jit
@@ -844,15 +905,17 @@ _READOUT_DEFAULT = {"FWD": "parallel", "BWD": "inline"}
 
 def _readout_mode(side: str) -> str:
     """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
-    kernels or ``parallel`` in their own kernels, one program per (step, batch row, channel block)
+    kernels, ``parallel`` in their own kernels, one program per (step, batch row, channel block), or ``q``,
+    parallel with the readout operators folded on the host first (``_readout_operator``)
     (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``, the forward's inline
     with the CUDA forward). Only with readout operators (mix_C)."""
     default = _READOUT_DEFAULT[side]
     if side == "FWD" and _cuda_fwd.enabled("FWD"):
         default = "inline"  # the CUDA forward forms the readout at no extra barrier
     mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, default)
-    if mode not in ("inline", "parallel"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected inline or parallel")
+    modes = ("inline", "parallel", "q")
+    if mode not in modes:
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected one of {', '.join(modes)}")
     return mode
 
 
@@ -1009,15 +1072,63 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     return out, last, ckpt
 
 
+# the folded readout operators of at most this many bytes at once (the steps of a chunk in slices)
+_Q_BYTES = 64 << 20
+
+
+def _q_block_d(Dm: int) -> int:
+    """Channels per program of the folded readout kernels: all of TGMamba's 64 in one (each step's operator read
+    once), at least 16 (a tl.dot side). Untimed (opt-in)."""
+    return max(16, min(64, next_pow2(Dm)))
+
+
+def _readout_operator(C, mix_C, W_C, t0: int, t1: int, batch: int) -> torch.Tensor:
+    """The readout of steps t0 .. t1 - 1 folded into one operator per (step, batch row), time-major,
+    (t1 - t0, batch, V, V, N) fp32:
+
+        Q_t[v, u, m] = [u = v] G_0[v, m] + sum_k mix_C,k[v, u] G_{k + eye}[v, m],  G_k[v, m] = sum_n W_C,k[m, n] C_t[v, n]
+
+    (G_0: the implicit identity operator's, when W_C has one more operator than mix_C), so that
+    ``y_t[v, d] = sum_{u, m} Q_t[v, u, m] H_t[u, d, m] + D u_t``."""
+    n = t1 - t0
+    V, N = C.shape[1], C.shape[2]
+    eye = implicit_identity(mix_C, W_C)
+    G = torch.einsum("kmn,bvnt->tbkvm", W_C.float(), C[..., t0:t1].float())  # (n, batch, K + eye, V, N)
+    M = _mix_steps(mix_C, t0, t1).view(n, mix_C.shape[0], *mix_C.shape[2:]).expand(n, batch, -1, -1, -1)
+    Q = torch.einsum("tbkvu,tbkvm->tbvum", M, G[:, :, int(eye) :])
+    if eye:
+        Q.diagonal(dim1=2, dim2=3).add_(G[:, :, 0].transpose(-1, -2))
+    return Q.contiguous().view(n, batch, V, V, N)
+
+
 def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) -> None:
-    """``_graph_scan_readout_kernel`` over steps t0 .. t1 - 1 (their states in slots 1 .. t1 - t0 of ``states``)."""
+    """The parallel readout over steps t0 .. t1 - 1 (their states in slots 1 .. t1 - t0 of ``states``):
+    ``_graph_scan_readout_kernel``, or with ``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD=q`` the readout operators folded
+    on the host (``_readout_operator``) and ``_graph_scan_readout_q_kernel``."""
     batch, V, Dm, L = u.shape
     N = C.shape[2]
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec, spread=False)
-    grid = ((t1 - t0) * batch, cdiv(Dm, BD))
     dummy = u
+    if _readout_mode("FWD") == "q":
+        BD = _q_block_d(Dm)
+        steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
+        s_st = batch * V * Dm * N
+        for s0 in range(t0, t1, steps):
+            s1 = min(s0 + steps, t1)
+            with _matmul_precision(prec, u.device):
+                Q = _readout_operator(C, mix_C, W_C, s0, s1, batch)
+            grid = ((s1 - s0) * batch, cdiv(Dm, BD))
+            args = (
+                states[s0 - t0 :], Q, u, D if D is not None else dummy, z if z is not None else dummy,
+                out if out is not None else dummy, ybuf if ybuf is not None else dummy, batch, V, Dm, L, N, s0, s_st,
+            )  # fmt: skip
+            meta = dict(HAS_D=D is not None, HAS_Z=z is not None, STORE_OUT=out is not None,
+                        STORE_Y=ybuf is not None, VP=VP, BD=BD, NP=NP, PREC=prec, num_warps=4)  # fmt: skip
+            _launch(_graph_scan_readout_q_kernel, grid, args, meta)
+        return
+    grid = ((t1 - t0) * batch, cdiv(Dm, BD))
     args = (
         states, u, C, mix_C, W_C, D if D is not None else dummy, z if z is not None else dummy,
         out if out is not None else dummy, ybuf if ybuf is not None else dummy,
@@ -1335,7 +1446,8 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
     eye_A, eye_C = implicit_identity(mix_A, W_A), implicit_identity(mix_C, W_C)
     # the readout's adjoint from its own parallel kernel (into `work`, free until the adjoint has read it)
-    readout_par = mix_C is not None and _readout_mode("BWD") == "parallel"
+    readout_par = mix_C is not None and _readout_mode("BWD") in ("parallel", "q")
+    readout_q = readout_par and _readout_mode("BWD") == "q"
     # or the adjoint on CUDA cores (opt-in, see .cuda), with its own channels per block
     cuda_adj = not readout_par and _cuda_fwd.cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N)
     if cuda_adj:
@@ -1419,7 +1531,17 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             L if db_chunk is None else CS, 0 if db_chunk is None else t0, batch * V * Dm,
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
-        if readout_par:
+        if readout_q:
+            steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
+            for s0 in range(t0, t1, steps):
+                s1 = min(s0 + steps, t1)
+                with _matmul_precision(prec, dev):
+                    Q = _readout_operator(C, mix_C, W_C, s0, s1, batch)
+                qargs = (Q, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, s0, s0 - t0, s_st,
+                         batch * V * Dm, *dout.stride())  # fmt: skip
+                _launch(_graph_scan_readout_adj_q_kernel, ((s1 - s0) * batch, cdiv(Dm, _q_block_d(Dm))), qargs,
+                        dict(HAS_Z=z is not None, VP=VP, BD=_q_block_d(Dm), NP=NP, PREC=prec, num_warps=4))  # fmt: skip
+        elif readout_par:
             radj_args = (
                 C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, t0, 0, s_st,
                 batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
@@ -1517,7 +1639,7 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
         if split and z is not None:  # the pre-gate output, for dz (the backward's recompute skips the readout)
             ybuf = torch.empty(batch, V, Dm, L, device=u.device, dtype=torch.float32)
         store_ckpt = need_grad and states is None
-        parallel_readout = split and mix_C is not None and _readout_mode("FWD") == "parallel"
+        parallel_readout = split and mix_C is not None and _readout_mode("FWD") in ("parallel", "q")
         out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
                                store_ckpt, chunk, block_d_fwd, states=states, ybuf=ybuf,
                                parallel_readout=parallel_readout)  # fmt: skip
