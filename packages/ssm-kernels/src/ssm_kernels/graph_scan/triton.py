@@ -589,6 +589,17 @@ def _step_offsets(batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP: tl.constexpr, BD: 
 
 
 @triton.jit
+def _readout_dy(dout_ptr, z_ptr, i_b, o_v, o_d, o_x, m_x, t, s_do_b, s_do_v, s_do_d, s_do_t, HAS_Z: tl.constexpr):
+    """A parallel readout-adjoint program's dy_t = d_out_t * silu(z_t) (VP, BD), fp32."""
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+    if HAS_Z:
+        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+        dy = dy * b_z * tl.sigmoid(b_z)
+    return dy
+
+
+@triton.jit
 def _graph_scan_readout_kernel(
     st_ptr, u_ptr, C_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, out_ptr, y_ptr,
     batch, V, DM, L, N, T0, ZERO, s_st,
@@ -658,11 +669,7 @@ def _graph_scan_readout_adj_kernel(
     which the adjoint kernel adds to dH_t (READOUT_IN) instead of forming it in its sequential loop."""
     j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
         batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
-    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
-    dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
-    if HAS_Z:
-        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
-        dy = dy * b_z * tl.sigmoid(b_z)
+    dy = _readout_dy(dout_ptr, z_ptr, i_b, o_v, o_d, o_x, m_x, t, s_do_b, s_do_v, s_do_d, s_do_t, HAS_Z)
     tl.store(dy_ptr + j * s_dy + o_dy, dy, mask=m_x)
     b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
     r = _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO, o_w, m_w, N,
@@ -684,11 +691,7 @@ def _graph_scan_readout_adj_q_kernel(
         batch, V, DM, L, N, T0, 0, 0, VP, BD, NP)  # fmt: skip
     o_n = tl.arange(0, NP)
     m_n = o_n < N
-    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
-    dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
-    if HAS_Z:
-        b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
-        dy = dy * b_z * tl.sigmoid(b_z)
+    dy = _readout_dy(dout_ptr, z_ptr, i_b, o_v, o_d, o_x, m_x, t, s_do_b, s_do_v, s_do_d, s_do_t, HAS_Z)
     tl.store(dy_ptr + (J0 + j) * s_dy + o_dy, dy, mask=m_x)
     dy_t = tl.trans(dy)  # (BD, VP)
     m_qv = (o_v < V)[:, None] & m_n[None, :]
@@ -1101,6 +1104,17 @@ def _readout_operator(C, mix_C, W_C, t0: int, t1: int, batch: int) -> torch.Tens
     return Q.contiguous().view(n, batch, V, V, N)
 
 
+def _folded_slices(C, mix_C, W_C, t0: int, t1: int, batch: int, prec: str):
+    """(s0, s1, Q) over steps t0 .. t1 - 1 in slices whose folded operators (``_readout_operator``) take at most
+    ``_Q_BYTES``."""
+    V, N = C.shape[1], C.shape[2]
+    steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
+    for s0 in range(t0, t1, steps):
+        s1 = min(s0 + steps, t1)
+        with _matmul_precision(prec, C.device):
+            yield s0, s1, _readout_operator(C, mix_C, W_C, s0, s1, batch)
+
+
 def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) -> None:
     """The parallel readout over steps t0 .. t1 - 1 (their states in slots 1 .. t1 - t0 of ``states``):
     ``_graph_scan_readout_kernel``, or with ``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD=q`` the readout operators folded
@@ -1109,16 +1123,11 @@ def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) 
     N = C.shape[2]
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
-    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec, spread=False)
     dummy = u
     if _readout_mode("FWD") == "q":
         BD = _q_block_d(Dm)
-        steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
         s_st = batch * V * Dm * N
-        for s0 in range(t0, t1, steps):
-            s1 = min(s0 + steps, t1)
-            with _matmul_precision(prec, u.device):
-                Q = _readout_operator(C, mix_C, W_C, s0, s1, batch)
+        for s0, s1, Q in _folded_slices(C, mix_C, W_C, t0, t1, batch, prec):
             grid = ((s1 - s0) * batch, cdiv(Dm, BD))
             args = (
                 states[s0 - t0 :], Q, u, D if D is not None else dummy, z if z is not None else dummy,
@@ -1128,6 +1137,7 @@ def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) 
                         STORE_Y=ybuf is not None, VP=VP, BD=BD, NP=NP, PREC=prec, num_warps=4)  # fmt: skip
             _launch(_graph_scan_readout_q_kernel, grid, args, meta)
         return
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec, spread=False)
     grid = ((t1 - t0) * batch, cdiv(Dm, BD))
     args = (
         states, u, C, mix_C, W_C, D if D is not None else dummy, z if z is not None else dummy,
@@ -1532,11 +1542,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         if readout_q:
-            steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
-            for s0 in range(t0, t1, steps):
-                s1 = min(s0 + steps, t1)
-                with _matmul_precision(prec, dev):
-                    Q = _readout_operator(C, mix_C, W_C, s0, s1, batch)
+            for s0, s1, Q in _folded_slices(C, mix_C, W_C, t0, t1, batch, prec):
                 qargs = (Q, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, s0, s0 - t0, s_st,
                          batch * V * Dm, *dout.stride())  # fmt: skip
                 _launch(_graph_scan_readout_adj_q_kernel, ((s1 - s0) * batch, cdiv(Dm, _q_block_d(Dm))), qargs,

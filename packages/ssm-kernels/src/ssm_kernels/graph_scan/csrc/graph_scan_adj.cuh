@@ -100,12 +100,11 @@ __global__ void GSK_KERNEL_BOUNDS(kMaxThreadsAdj) graph_scan_adj_kernel(const Ad
   float* DBs = Z + KA * rows * NP;                // (bd, V, NP)
   float* X = DBs + rows * NP;                     // (bd, V, NP): every row's dP
   float* Q = X + rows * NP;                       // (bd, V, S, 2): partial sum_n g B and sum_n g P a A
-  const int tid = threadIdx.x, nthr = blockDim.x;
-  const int r = tid / S, s = tid % S, n0 = s * kNS;  // row r = dl * V + v, states n0 .. n0 + 3
-  const unsigned group = ((1u << S) - 1u) << (tid % 32 - s);  // the row group's lanes (S divides 32)
-  const int v = r % V, dl = r / V, VR = round4(V);
-  const int b = blockIdx.x, d = blockIdx.y * bd + dl;
-  const bool active = d < p.D;
+  const RowThread<S> th(V, bd, p.D);
+  const int tid = th.tid, nthr = blockDim.x, r = th.r, s = th.s, n0 = th.n0, v = th.v, dl = th.dl, VR = round4(V);
+  const int b = th.b, d = th.d;
+  const unsigned group = th.group;
+  const bool active = th.active;
   const int dd = active ? d : 0;
 
   for (int i = tid; i < (KWA + KWC) * NP * NP; i += nthr) {

@@ -197,6 +197,18 @@ __device__ __forceinline__ void load_part(Part& h, const float* row, int n0, int
   for (int i = 0; i < kNS; ++i) h[i] = (on && n0 + i < N) ? row[n0 + i] : 0.f;
 }
 
+// A thread's place in a block of either kernel: row r = dl * V + v (a warp holds consecutive vertices of one
+// channel), states n0 .. n0 + kNS - 1 of it, the lanes of its row group, and its (batch row, channel).
+template <int S>
+struct RowThread {
+  int tid, r, s, n0, v, dl, b, d;
+  unsigned group;  // the row group's lanes (S divides 32)
+  bool active;     // d < D
+  __device__ RowThread(int V, int bd, int D)
+      : tid(threadIdx.x), r(tid / S), s(tid % S), n0(s * kNS), v(r % V), dl(r / V), b(blockIdx.x),
+        d(blockIdx.y * bd + dl), group(((1u << S) - 1u) << (tid % 32 - s)), active(d < D) {}
+};
+
 template <int NP, class T, class TM>
 __global__ void GSK_KERNEL_BOUNDS(kMaxThreads) graph_scan_fwd_kernel(const FwdParams p) {
 #ifdef GSK_EMULATE
@@ -220,12 +232,11 @@ __global__ void GSK_KERNEL_BOUNDS(kMaxThreads) graph_scan_fwd_kernel(const FwdPa
   float* Rs = Ys + 2 * K * rows * NP;             // 2 x (KC, bd, V, NP): every row's h W_C,{k + eye_c}
   float* Hs = Rs + 2 * KC * rows * NP;            // (bd, V, NP): every row's h (the group exchange)
   float* Ps = Hs + rows * NP;                     // (bd, V, S): partial y sums (with the readout)
-  const int tid = threadIdx.x, nthr = blockDim.x;
-  const int r = tid / S, s = tid % S, n0 = s * kNS;  // row r = dl * V + v, states n0 .. n0 + 3
-  const unsigned group = ((1u << S) - 1u) << (tid % 32 - s);  // the row group's lanes (S divides 32)
-  const int v = r % V, dl = r / V, VR = round4(V);
-  const int b = blockIdx.x, d = blockIdx.y * bd + dl;
-  const bool active = d < p.D;
+  const RowThread<S> th(V, bd, p.D);
+  const int tid = th.tid, nthr = blockDim.x, r = th.r, s = th.s, n0 = th.n0, v = th.v, dl = th.dl, VR = round4(V);
+  const int b = th.b, d = th.d;
+  const unsigned group = th.group;
+  const bool active = th.active;
 
   for (int i = tid; i < (KW + KWC) * NP * NP; i += nthr) {  // Ws and WCs are contiguous
     const int k = i / (NP * NP), m = (i / NP) % NP, n = i % NP;
