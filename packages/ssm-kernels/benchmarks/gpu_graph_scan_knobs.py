@@ -43,9 +43,12 @@ KNOBS = {  # name (as in the run18b-d logs): environment overrides (run18b-d ran
     "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     **{f"cuda-bd{bd}": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1",
                         "SSM_KERNELS_GRAPH_SCAN_CUDA_BD": str(bd)} for bd in (2, 4, 8)},
-    # the readout (and its adjoint) with the readout operators folded on the host (untimed, opt-in)
+    # the readout (and its adjoint) through the folded readout operators (run20a: folded on the host; now in the
+    # kernels), and the run18a defaults (forward readout parallel, adjoint's inline)
     "readq": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "q"},
-    "readqfwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q"},
+    "readqfwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
+    "readqbwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "q"},
+    "read18a": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
     # both CUDA recurrences with another register cap per thread than the sources' 96 (each its own build)
     **{f"cuda-r{r}": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1",
                       "SSM_KERNELS_GRAPH_SCAN_CUDA_MAXNREG": str(r)} for r in (64, 80, 128)},

@@ -37,10 +37,11 @@ CONFIGS = {
     "default": {},
     "prefetch-off": {"SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD": "0", "SSM_KERNELS_GRAPH_SCAN_PREFETCH_BWD": "0"},
     "readout-parallel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
-    "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},  # the default since run18a
+    "readout-fwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel"},
     "readout-inline": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "inline", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
-    "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},
-    "readout-q": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "q"},  # folded
+    "readout-bwd": {"SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "parallel"},  # (these two: the other side's default)
+    "readout-q": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "q", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "q"},  # default since run20b
+    "readout-18a": {"SSM_KERNELS_GRAPH_SCAN_READOUT_FWD": "parallel", "SSM_KERNELS_GRAPH_SCAN_READOUT_BWD": "inline"},
     "cuda-fwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1"},  # the CUDA-core recurrences (opt-in)
     "cuda-bwd": {"SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},

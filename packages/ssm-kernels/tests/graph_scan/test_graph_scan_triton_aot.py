@@ -52,8 +52,9 @@ def _compile(
                      READOUT_IN=readout_in)  # fmt: skip
     elif kind.startswith("readout"):  # the parallel readout kernels
         const = {k: v for k, v in const.items() if k in fn.arg_names}
-        if not kind.endswith("_q"):  # (the folded ones have the readout operators in Q)
-            const.update(EYE_C=eye)
+        const.update(EYE_C=eye)
+        if kind.endswith("_q"):  # the folded ones: the stored readout operators, and their count to a power of 2
+            const.update(KW=const["K_C"] + eye, KWP=triton.next_power_of_2(const["K_C"] + eye))
         if kind.startswith("readout_q") or kind == "readout":
             const.update(STORE_OUT=True, STORE_Y=True)
     else:
@@ -101,8 +102,8 @@ def _compile(
         # the folded readout (_READOUT_FWD / _BWD=q), all 64 channels per program
         ("readout_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
         ("readout_adj_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
-        ("readout_q", 64, 64, 64, 3, True, 4, "tf32", False, False, False),
-        ("readout_adj_q", 64, 64, 64, 3, True, 4, "tf32", False, False, False),
+        ("readout_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
+        ("readout_adj_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",

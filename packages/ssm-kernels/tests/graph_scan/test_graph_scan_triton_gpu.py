@@ -104,6 +104,25 @@ def test_gpu_parallel_readout(monkeypatch, shape, dtype, mode):
     check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=True, strided_d_out=True)
 
 
+FOLDED_CASES = {
+    # the folded readout (READOUT_FWD / _BWD=q) away from TGMamba's call: three stored operators without the
+    # identity (8 warps), D past one 64-channel block with shared operators, fp16
+    "V56-D24-N32-L17-K3": dict(batch=2, V=56, D=24, N=32, L=17, K=2, T="L", mix_C=True, K_C=3, T_C="L"),
+    "V8-D70-N7-L33-T1": dict(batch=3, V=8, D=70, N=7, L=33, K=1, T="1", mix_C=True, K_C=1, T_C="1", with_z=True,
+                             with_D=True),
+    "V14-D37-N17-L70-K2-fp16": dict(batch=2, V=14, D=37, N=17, L=70, K=2, T="L", mix_C=True, K_C=2, T_C="L",
+                                    identity_first=True, dtype=torch.float16, with_z=True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(FOLDED_CASES), ids=list(FOLDED_CASES))
+def test_gpu_folded_readout_awkward(monkeypatch, case):
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "q")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", "q")
+    inputs = make_graph_scan_inputs(device="cuda", seed=33, **FOLDED_CASES[case])
+    check_graph_scan_against_reference(_triton(backward="split"), inputs)
+
+
 CUDA_FWD_CASES = {
     # TGMamba's call at both target shapes, fp32 and bf16 (operators in the inputs' dtype, as the block passes them)
     **{f"{shape}-{str(dt)[6:]}": dict(**SHAPES[shape], K=2, T="L", mix_C=True, K_C=2, T_C="L", dtype=dt,

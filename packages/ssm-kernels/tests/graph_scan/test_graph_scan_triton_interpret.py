@@ -119,10 +119,9 @@ def test_parallel_readout(monkeypatch, case, sides):
 @pytest.mark.parametrize("bwd", ["inline", "parallel", "q"])
 @pytest.mark.parametrize("case", list(PARALLEL_READOUT_CASES), ids=list(PARALLEL_READOUT_CASES))
 def test_folded_readout(monkeypatch, case, bwd):
-    """``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD=q``: the forward's parallel readout through the operators folded on
-    the host (one (V, V, N) tensor per step and batch row) and ``_graph_scan_readout_q_kernel``, and with
-    ``_BWD=q`` the readout's adjoint likewise (``_graph_scan_readout_adj_q_kernel``); with a slice of two steps
-    per fold (``_Q_BYTES``), so chunks are cut into several launches."""
+    """``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD=q``: the forward's parallel readout through the step's readout
+    operators folded into one (V, V, N) operator inside the program (``_graph_scan_readout_q_kernel``), and with
+    ``_BWD=q`` the readout's adjoint likewise (``_graph_scan_readout_adj_q_kernel``): one launch per chunk."""
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "q")
@@ -132,39 +131,12 @@ def test_folded_readout(monkeypatch, case, bwd):
     monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
     factory, extra, check = PARALLEL_READOUT_CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=31, **factory)
-    V, N = factory["V"], factory["N"]
-    monkeypatch.setattr(gst, "_Q_BYTES", 2 * 2 * V * V * N * 4)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    assert gst._graph_scan_readout_q_kernel in launched and gst._graph_scan_readout_kernel not in launched
-    L, chunk = factory["L"], extra["chunk"]
-    slices = sum(-(-(min(c + chunk, L) - c) // 2) for c in range(0, L, chunk))
-    assert launched.count(gst._graph_scan_readout_q_kernel) == slices
-    assert launched.count(gst._graph_scan_readout_adj_q_kernel) == (slices if bwd == "q" else 0)
+    assert gst._graph_scan_readout_kernel not in launched
+    chunks = -(-factory["L"] // extra["chunk"])
+    assert launched.count(gst._graph_scan_readout_q_kernel) == chunks
+    assert launched.count(gst._graph_scan_readout_adj_q_kernel) == (chunks if bwd == "q" else 0)
     assert (gst._graph_scan_readout_adj_kernel in launched) == (bwd == "parallel")
-
-
-def test_readout_operator_folds_the_readout():
-    """The folded operator reproduces the readout ``sum_n (sum_k mix_C,k H W_C,k) C`` of the reference maths, with
-    and without the implicit identity, per-step and shared operators (float64 on the CPU)."""
-    import ssm_kernels.graph_scan.triton as gst
-
-    g = torch.Generator().manual_seed(5)
-    batch, V, D, N, L = 2, 5, 3, 4, 6
-    for eye, T, Bm in [(True, L, batch), (False, 1, 1), (True, 1, batch), (False, L, 1)]:
-        K = 2
-        mix = torch.randn(Bm, T, K, V, V, generator=g, dtype=torch.float64)
-        W = torch.randn(K + int(eye), N, N, generator=g, dtype=torch.float64)
-        C = torch.randn(batch, V, N, L, generator=g, dtype=torch.float64)
-        H = torch.randn(L, batch, V, D, N, generator=g, dtype=torch.float64)
-        Q = gst._readout_operator(C, mix.float(), W.float(), 1, 5, batch).double()
-        y = torch.einsum("tbvum,tbudm->tbvd", Q, H[1:5])
-        for t in range(1, 5):
-            Mt = mix[:, t if T > 1 else 0].expand(batch, -1, -1, -1)
-            R = H[t] @ W[0] if eye else torch.zeros_like(H[t])
-            for k in range(K):
-                R = R + torch.einsum("bvu,budm->bvdm", Mt[:, k], H[t] @ W[k + int(eye)])
-            want = torch.einsum("bvdn,bvn->bvd", R, C[..., t])
-            torch.testing.assert_close(y[t - 1], want, rtol=1e-5, atol=1e-5)
 
 
 def test_parallel_readout_env_checked(monkeypatch):
@@ -172,7 +144,7 @@ def test_parallel_readout_env_checked(monkeypatch):
 
     monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", raising=False)
     monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", raising=False)
-    assert (gst._readout_mode("FWD"), gst._readout_mode("BWD")) == ("parallel", "inline")  # the run18a defaults
+    assert (gst._readout_mode("FWD"), gst._readout_mode("BWD")) == ("q", "q")  # the run20b defaults
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "sideways")
     with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_READOUT_FWD"):
         gst._readout_mode("FWD")

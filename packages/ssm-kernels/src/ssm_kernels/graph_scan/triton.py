@@ -625,30 +625,60 @@ def _graph_scan_readout_kernel(
 
 
 @triton.jit
-def _graph_scan_readout_q_kernel(
-    st_ptr, q_ptr, u_ptr, D_ptr, z_ptr, out_ptr, y_ptr,
-    batch, V, DM, L, N, T0, s_st,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, STORE_OUT: tl.constexpr, STORE_Y: tl.constexpr, VP: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
-):  # fmt: skip
-    """The readout of steps T0 .. T0 + n - 1 in parallel, like ``_graph_scan_readout_kernel`` but contracted with
-    the step's readout operator folded into one (V, V, N) tensor on the host (``_readout_operator``):
-    ``y_t[v, d] = sum_{u, m} Q_t[v, u, m] H_t[u, d, m] + D u_t``, one (VP, NP) x (NP, BD) product per vertex u
-    instead of the (K_C + 1) state and K_C vertex products of every channel's tile. Q: (n, batch, V, V, N) fp32,
-    time-major like the states (slot t - T0 + 1 at st_ptr)."""
-    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
-        batch, V, DM, L, N, T0, 0, 0, VP, BD, NP)  # fmt: skip
+def _fold_operands(C_ptr, WC_ptr, o_bc, m_bc, t, N, VP: tl.constexpr, NP: tl.constexpr, KW: tl.constexpr,
+                   KWP: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+    """The folded readout's per-step operands ``G[v, k, m] = sum_n W_C,k[m, n] C_t[v, n]`` of the KW stored
+    readout operators, (VP, KWP, NP) fp32: one (VP, NP) x (NP, KWP * NP) product."""
+    b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
     o_n = tl.arange(0, NP)
-    m_n = o_n < N
-    m_qv = (o_v < V)[:, None] & m_n[None, :]
-    m_hu = m_n[:, None] & m_d[None, :]
-    q_base = q_ptr + (j * batch + i_b) * V * V * N + o_v[:, None] * V * N + o_n[None, :]  # Q_t[:, u, :] at u = 0
+    o_c = tl.arange(0, KWP * NP)
+    k, m = o_c // NP, o_c % NP
+    m_w = (o_n < N)[:, None] & ((k < KW) & (m < N))[None, :]
+    w = tl.load(WC_ptr + (k * N + m)[None, :] * N + o_n[:, None], mask=m_w, other=0.0).to(tl.float32)
+    return tl.reshape(_dot(b_C, w, PREC), (VP, KWP, NP))
+
+
+@triton.jit
+def _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C: tl.constexpr, KWP: tl.constexpr,
+                 EYE_C: tl.constexpr):  # fmt: skip
+    """Vertex u's slice of the folded readout operator, ``Q_t[v, u, m] = [u = v] G_0[v, m]
+    + sum_k mix_C,k[v, u] G_{k + eye}[v, m]`` (G from ``_fold_operands``), (VP, NP) fp32."""
+    o_k = tl.arange(0, KWP)
+    k_mix = o_k - EYE_C
+    m_mk = (o_v < V)[:, None] & ((k_mix >= 0) & (k_mix < K_C))[None, :]
+    o_mk = k_mix[None, :] * s_mc_k + o_v[:, None] * s_mc_i + u * s_mc_j
+    mk = tl.load(mc_ptr + o_mk, mask=m_mk, other=0.0).to(tl.float32)  # (VP, KWP): the operators' weights of u
+    if EYE_C:
+        mk = tl.where((o_v[:, None] == u) & (o_k[None, :] == 0), 1.0, mk)
+    return tl.sum(mk[:, :, None] * G, axis=1)
+
+
+@triton.jit
+def _graph_scan_readout_q_kernel(
+    st_ptr, u_ptr, C_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, out_ptr, y_ptr,
+    batch, V, DM, L, N, T0, s_st,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    K_C: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+    STORE_OUT: tl.constexpr, STORE_Y: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    PREC: tl.constexpr, EYE_C: tl.constexpr,
+):  # fmt: skip
+    """The readout of steps T0 .. T0 + n - 1 in parallel, like ``_graph_scan_readout_kernel`` but contracted
+    through the step's readout operators folded into one (V, V, N) operator, formed in the program one vertex
+    slice at a time (``_fold_operands``, ``_fold_column``): ``y_t[v, d] = sum_{u, m} Q_t[v, u, m] H_t[u, d, m]
+    + D u_t``, one (VP, NP) x (NP, BD) product per vertex u instead of the (K_C + 1) state and K_C vertex products
+    of every channel's tile. States time-major (slot t - T0 + 1 at st_ptr)."""
+    j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
+        batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
+    o_n = tl.arange(0, NP)
+    G = _fold_operands(C_ptr, WC_ptr, o_bc, m_bc, t, N, VP, NP, KW, KWP, PREC)
+    mc_ptr = mC_ptr + i_b * s_mc_b + t * s_mc_t
+    m_hu = (o_n < N)[:, None] & m_d[None, :]
     h_base = st_ptr + (j + 1) * s_st + i_b * V * DM * N + o_d[None, :] * N + o_n[:, None]  # (NP, BD) of H_t[0]
     y = tl.zeros((VP, BD), dtype=tl.float32)
     for u in range(V):
-        b_q = tl.load(q_base + u * N, mask=m_qv, other=0.0)
+        q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
         b_h = tl.load(h_base + u * DM * N, mask=m_hu, other=0.0)
-        y += _dot(b_q, b_h, PREC)
+        y += _dot(q, b_h, PREC)
     if HAS_D:
         b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
         y += b_D[None, :] * tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
@@ -679,28 +709,29 @@ def _graph_scan_readout_adj_kernel(
 
 @triton.jit
 def _graph_scan_readout_adj_q_kernel(
-    q_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
-    batch, V, DM, L, N, T0, J0, s_st, s_dy,
+    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
+    batch, V, DM, L, N, T0, s_st, s_dy,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
-    HAS_Z: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
+    K_C: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr, HAS_Z: tl.constexpr, VP: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, EYE_C: tl.constexpr,
 ):  # fmt: skip
-    """``_graph_scan_readout_adj_kernel`` with the readout operators folded (``_readout_operator``): dy_t and
-    ``R_t[u, d, m] = sum_v Q_t[v, u, m] dy_t[v, d]``, one (BD, VP) x (VP, NP) product per vertex u, for steps
-    T0 .. T0 + n - 1 into slots J0 + j of r_ptr and dy_ptr (time-major, like the adjoint's dP and dy)."""
+    """``_graph_scan_readout_adj_kernel`` through the folded readout operators (``_fold_operands``,
+    ``_fold_column``): dy_t and ``R_t[u, d, m] = sum_v Q_t[v, u, m] dy_t[v, d]``, one (BD, VP) x (VP, NP) product
+    per vertex u, for steps T0 .. T0 + n - 1 (time-major, like the adjoint's dP and dy)."""
     j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
-        batch, V, DM, L, N, T0, 0, 0, VP, BD, NP)  # fmt: skip
+        batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
     o_n = tl.arange(0, NP)
-    m_n = o_n < N
     dy = _readout_dy(dout_ptr, z_ptr, i_b, o_v, o_d, o_x, m_x, t, s_do_b, s_do_v, s_do_d, s_do_t, HAS_Z)
-    tl.store(dy_ptr + (J0 + j) * s_dy + o_dy, dy, mask=m_x)
+    tl.store(dy_ptr + j * s_dy + o_dy, dy, mask=m_x)
     dy_t = tl.trans(dy)  # (BD, VP)
-    m_qv = (o_v < V)[:, None] & m_n[None, :]
-    m_r = m_d[:, None] & m_n[None, :]
-    q_base = q_ptr + (j * batch + i_b) * V * V * N + o_v[:, None] * V * N + o_n[None, :]  # Q_t[:, u, :] at u = 0
-    r_base = r_ptr + (J0 + j) * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of R_t[0]
+    G = _fold_operands(C_ptr, WC_ptr, o_bc, m_bc, t, N, VP, NP, KW, KWP, PREC)
+    mc_ptr = mC_ptr + i_b * s_mc_b + t * s_mc_t
+    m_r = m_d[:, None] & (o_n < N)[None, :]
+    r_base = r_ptr + j * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of R_t[0]
     for u in range(V):
-        b_q = tl.load(q_base + u * N, mask=m_qv, other=0.0)
-        tl.store(r_base + u * DM * N, _dot(dy_t, b_q, PREC), mask=m_r)
+        q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
+        tl.store(r_base + u * DM * N, _dot(dy_t, q, PREC), mask=m_r)
 
 
 @triton.jit
@@ -900,21 +931,22 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
-# where the split design forms the readout by default: the forward's in its own parallel kernel, the adjoint's inline
-# (H200, TGMamba's call, run18a: scan fwd+bwd 4.64 against 4.78 ms at TUSZ and 66.8 against 67.0 ms at raw with the
-# parallel forward readout; the parallel adjoint readout was slower at TUSZ (4.94 ms) and no faster at raw)
-_READOUT_DEFAULT = {"FWD": "parallel", "BWD": "inline"}
+# where the split design forms the readout by default: the forward's and the adjoint's each in its own parallel kernel
+# through the folded readout operators (H200, TGMamba's call, run20b, each configuration in a fresh process: scan
+# fwd+bwd 4.40 against 4.76 ms at TUSZ and 59.8 against 66.9 ms at raw (GPU time 3.96 / 4.35 and 57.7 / 64.9 ms)
+# against run18a's defaults, the forward's readout parallel unfolded and the adjoint's inline)
+_READOUT_DEFAULT = {"FWD": "q", "BWD": "q"}
 
 
 def _readout_mode(side: str) -> str:
     """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
     kernels, ``parallel`` in their own kernels, one program per (step, batch row, channel block), or ``q``,
-    parallel with the readout operators folded on the host first (``_readout_operator``)
-    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``, the forward's inline
-    with the CUDA forward). Only with readout operators (mix_C)."""
+    parallel with the readout operators folded into one per step (``_fold_column``)
+    (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD`` / ``_BWD``; defaults in ``_READOUT_DEFAULT``, inline with the CUDA
+    recurrence of that side). Only with readout operators (mix_C)."""
     default = _READOUT_DEFAULT[side]
-    if side == "FWD" and _cuda_fwd.enabled("FWD"):
-        default = "inline"  # the CUDA forward forms the readout at no extra barrier
+    if _cuda_fwd.enabled(side):
+        default = "inline"  # the CUDA recurrences form the readout (its adjoint) at no extra barrier
     mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, default)
     modes = ("inline", "parallel", "q")
     if mode not in modes:
@@ -1075,67 +1107,40 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     return out, last, ckpt
 
 
-# the folded readout operators of at most this many bytes at once (the steps of a chunk in slices)
-_Q_BYTES = 64 << 20
-
-
 def _q_block_d(Dm: int) -> int:
-    """Channels per program of the folded readout kernels: all of TGMamba's 64 in one (each step's operator read
-    once), at least 16 (a tl.dot side). Untimed (opt-in)."""
+    """Channels per program of the folded readout kernels: all of TGMamba's 64 in one (each step's operators folded
+    once), at least 16 (a tl.dot side)."""
     return max(16, min(64, next_pow2(Dm)))
 
 
-def _readout_operator(C, mix_C, W_C, t0: int, t1: int, batch: int) -> torch.Tensor:
-    """The readout of steps t0 .. t1 - 1 folded into one operator per (step, batch row), time-major,
-    (t1 - t0, batch, V, V, N) fp32:
-
-        Q_t[v, u, m] = [u = v] G_0[v, m] + sum_k mix_C,k[v, u] G_{k + eye}[v, m],  G_k[v, m] = sum_n W_C,k[m, n] C_t[v, n]
-
-    (G_0: the implicit identity operator's, when W_C has one more operator than mix_C), so that
-    ``y_t[v, d] = sum_{u, m} Q_t[v, u, m] H_t[u, d, m] + D u_t``."""
-    n = t1 - t0
-    V, N = C.shape[1], C.shape[2]
-    eye = implicit_identity(mix_C, W_C)
-    G = torch.einsum("kmn,bvnt->tbkvm", W_C.float(), C[..., t0:t1].float())  # (n, batch, K + eye, V, N)
-    M = _mix_steps(mix_C, t0, t1).view(n, mix_C.shape[0], *mix_C.shape[2:]).expand(n, batch, -1, -1, -1)
-    Q = torch.einsum("tbkvu,tbkvm->tbvum", M, G[:, :, int(eye) :])
-    if eye:
-        Q.diagonal(dim1=2, dim2=3).add_(G[:, :, 0].transpose(-1, -2))
-    return Q.contiguous().view(n, batch, V, V, N)
-
-
-def _folded_slices(C, mix_C, W_C, t0: int, t1: int, batch: int, prec: str):
-    """(s0, s1, Q) over steps t0 .. t1 - 1 in slices whose folded operators (``_readout_operator``) take at most
-    ``_Q_BYTES``."""
-    V, N = C.shape[1], C.shape[2]
-    steps = max(1, _Q_BYTES // (batch * V * V * N * 4))
-    for s0 in range(t0, t1, steps):
-        s1 = min(s0 + steps, t1)
-        with _matmul_precision(prec, C.device):
-            yield s0, s1, _readout_operator(C, mix_C, W_C, s0, s1, batch)
+def _q_meta(mix_C, W_C, Dm: int, VP: int, NP: int, prec: str) -> dict:
+    """The folded readout kernels' compile-time arguments: 8 warps where the per-step operands G (VP, KWP, NP) would
+    take more than 32 registers a thread of 4 (sm_90 ptxas: 155 / 114 registers at TGMamba's V 19, N 16, 4 warps;
+    V 64, N 64, K 3 spills at 8 warps too, 72 B)."""
+    KW = W_C.shape[0]
+    KWP = next_pow2(KW)
+    return dict(K_C=mix_C.shape[2], KW=KW, KWP=KWP, BD=_q_block_d(Dm), PREC=prec, VP=VP, NP=NP,
+                EYE_C=implicit_identity(mix_C, W_C), num_warps=4 if VP * KWP * NP <= 4096 else 8)  # fmt: skip
 
 
 def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) -> None:
     """The parallel readout over steps t0 .. t1 - 1 (their states in slots 1 .. t1 - t0 of ``states``):
     ``_graph_scan_readout_kernel``, or with ``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD=q`` the readout operators folded
-    on the host (``_readout_operator``) and ``_graph_scan_readout_q_kernel``."""
+    in the program (``_graph_scan_readout_q_kernel``)."""
     batch, V, Dm, L = u.shape
     N = C.shape[2]
     VP, NP = max(16, next_pow2(V)), max(16, next_pow2(N))
     prec = _precision(u.dtype)
     dummy = u
     if _readout_mode("FWD") == "q":
-        BD = _q_block_d(Dm)
-        s_st = batch * V * Dm * N
-        for s0, s1, Q in _folded_slices(C, mix_C, W_C, t0, t1, batch, prec):
-            grid = ((s1 - s0) * batch, cdiv(Dm, BD))
-            args = (
-                states[s0 - t0 :], Q, u, D if D is not None else dummy, z if z is not None else dummy,
-                out if out is not None else dummy, ybuf if ybuf is not None else dummy, batch, V, Dm, L, N, s0, s_st,
-            )  # fmt: skip
-            meta = dict(HAS_D=D is not None, HAS_Z=z is not None, STORE_OUT=out is not None,
-                        STORE_Y=ybuf is not None, VP=VP, BD=BD, NP=NP, PREC=prec, num_warps=4)  # fmt: skip
-            _launch(_graph_scan_readout_q_kernel, grid, args, meta)
+        meta = _q_meta(mix_C, W_C, Dm, VP, NP, prec)
+        args = (
+            states, u, C, mix_C, W_C, D if D is not None else dummy, z if z is not None else dummy,
+            out if out is not None else dummy, ybuf if ybuf is not None else dummy,
+            batch, V, Dm, L, N, t0, batch * V * Dm * N, *_mix_strides(mix_C),
+        )  # fmt: skip
+        meta.update(HAS_D=D is not None, HAS_Z=z is not None, STORE_OUT=out is not None, STORE_Y=ybuf is not None)
+        _launch(_graph_scan_readout_q_kernel, ((t1 - t0) * batch, cdiv(Dm, meta["BD"])), args, meta)
         return
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, u.device, block_d, prec, spread=False)
     grid = ((t1 - t0) * batch, cdiv(Dm, BD))
@@ -1542,11 +1547,12 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         if readout_q:
-            for s0, s1, Q in _folded_slices(C, mix_C, W_C, t0, t1, batch, prec):
-                qargs = (Q, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, s0, s0 - t0, s_st,
-                         batch * V * Dm, *dout.stride())  # fmt: skip
-                _launch(_graph_scan_readout_adj_q_kernel, ((s1 - s0) * batch, cdiv(Dm, _q_block_d(Dm))), qargs,
-                        dict(HAS_Z=z is not None, VP=VP, BD=_q_block_d(Dm), NP=NP, PREC=prec, num_warps=4))  # fmt: skip
+            qargs = (
+                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, t0, s_st,
+                batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
+            )  # fmt: skip
+            qmeta = dict(_q_meta(mix_C, W_C, Dm, VP, NP, prec), HAS_Z=z is not None)
+            _launch(_graph_scan_readout_adj_q_kernel, (n * batch, cdiv(Dm, qmeta["BD"])), qargs, qmeta)
         elif readout_par:
             radj_args = (
                 C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, t0, 0, s_st,
