@@ -96,6 +96,18 @@ PARALLEL_READOUT_CASES = {
 }  # fmt: skip
 
 
+def _check_readout_case(monkeypatch, gst, case, seed):
+    """Run a PARALLEL_READOUT_CASES case's split design against the reference, recording the kernels launched;
+    returns (launched, factory kwargs, triton kwargs)."""
+    launched = []
+    real = gst._launch
+    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
+    factory, extra, check = PARALLEL_READOUT_CASES[case]
+    inputs = make_graph_scan_inputs(batch=2, seed=seed, **factory)
+    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    return launched, factory, extra
+
+
 @pytest.mark.parametrize("sides", [("FWD", "BWD"), ("FWD",), ("BWD",), ()], ids=["both", "fwd", "bwd", "inline"])
 @pytest.mark.parametrize("case", list(PARALLEL_READOUT_CASES), ids=list(PARALLEL_READOUT_CASES))
 def test_parallel_readout(monkeypatch, case, sides):
@@ -106,12 +118,7 @@ def test_parallel_readout(monkeypatch, case, sides):
 
     for side in ("FWD", "BWD"):  # the sides not asked for explicitly inline (the defaults differ per side)
         monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, "parallel" if side in sides else "inline")
-    launched = []
-    real = gst._launch
-    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
-    factory, extra, check = PARALLEL_READOUT_CASES[case]
-    inputs = make_graph_scan_inputs(batch=2, seed=29, **factory)
-    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    launched, factory, extra = _check_readout_case(monkeypatch, gst, case, seed=29)
     assert (gst._graph_scan_readout_kernel in launched) == ("FWD" in sides)
     assert (gst._graph_scan_readout_adj_kernel in launched) == ("BWD" in sides)
 
@@ -126,12 +133,7 @@ def test_folded_readout(monkeypatch, case, bwd):
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", "q")
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", bwd)
-    launched = []
-    real = gst._launch
-    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
-    factory, extra, check = PARALLEL_READOUT_CASES[case]
-    inputs = make_graph_scan_inputs(batch=2, seed=31, **factory)
-    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    launched, factory, extra = _check_readout_case(monkeypatch, gst, case, seed=31)
     assert gst._graph_scan_readout_kernel not in launched
     chunks = -(-factory["L"] // extra["chunk"])
     assert launched.count(gst._graph_scan_readout_q_kernel) == chunks

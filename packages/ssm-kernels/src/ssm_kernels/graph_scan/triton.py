@@ -1107,19 +1107,14 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     return out, last, ckpt
 
 
-def _q_block_d(Dm: int) -> int:
-    """Channels per program of the folded readout kernels: all of TGMamba's 64 in one (each step's operators folded
-    once), at least 16 (a tl.dot side)."""
-    return max(16, min(64, next_pow2(Dm)))
-
-
 def _q_meta(mix_C, W_C, Dm: int, VP: int, NP: int, prec: str) -> dict:
-    """The folded readout kernels' compile-time arguments: 8 warps where the per-step operands G (VP, KWP, NP) would
+    """The folded readout kernels' compile-time arguments: all of TGMamba's 64 channels per program (each step's
+    operators folded once; at least 16, a tl.dot side); 8 warps where the per-step operands G (VP, KWP, NP) would
     take more than 32 registers a thread of 4 (sm_90 ptxas: 155 / 114 registers at TGMamba's V 19, N 16, 4 warps;
     V 64, N 64, K 3 spills at 8 warps too, 72 B)."""
     KW = W_C.shape[0]
     KWP = next_pow2(KW)
-    return dict(K_C=mix_C.shape[2], KW=KW, KWP=KWP, BD=_q_block_d(Dm), PREC=prec, VP=VP, NP=NP,
+    return dict(K_C=mix_C.shape[2], KW=KW, KWP=KWP, BD=max(16, min(64, next_pow2(Dm))), PREC=prec, VP=VP, NP=NP,
                 EYE_C=implicit_identity(mix_C, W_C), num_warps=4 if VP * KWP * NP <= 4096 else 8)  # fmt: skip
 
 
