@@ -36,10 +36,10 @@ AWKWARD = [
 
 
 def _inputs(case, dtype, bc_dtype=None, seed=0):
-    _, batch, dim, L, N, bc, groups, cu, init, extras, _sp = case
+    _, batch, dim, L, N, bc, groups, cu, init, extras, sp = case
     return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, cu_seqlens=cu, with_initial_state=init,
                             with_D=extras, with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype,
-                            device="cuda", seed=seed)  # fmt: skip
+                            device="cuda", seed=seed, positive_delta=not sp)  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
@@ -126,6 +126,17 @@ def test_cuda_short_sequences_match_reference(case, short, monkeypatch):
     )
 
 
+def _check_inference_output(x, softplus, out, last):
+    """A no-grad call's output and last state against the reference in float64 and in the inputs' dtypes."""
+    from ssm_kernels.selective_scan.reference import selective_scan_ref
+
+    hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
+    out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=softplus, return_last_state=True)
+    out_lo, last_lo = selective_scan_ref(**x, delta_softplus=softplus, return_last_state=True)
+    assert_close_to_reference("out", out, out_hi, out_lo)
+    assert_close_to_reference("last_state", last, last_hi, last_lo)
+
+
 # long forward design (SSM_KERNELS_SCAN_STATE_FWD 0 / 1; auto: chosen per call) x register cap of the warp design's N = 16
 # instantiation (default 5 blocks per SM, SSM_KERNELS_SCAN_LONG_MINB=4) or the state design's states per lane
 LONG_FWD_VARIANTS = [("warp", "default"), ("warp", "4"), ("state", "ns4"), ("state", "ns2"), ("auto", "default")]
@@ -139,7 +150,6 @@ def test_cuda_inference_runs_the_long_forward(dtype, L, design, variant, monkeyp
     as the reference and as the general kernel, for each design and variant (L 304: the state design's 16-byte
     B / C loads)."""
     from ssm_kernels import selective_scan_fn
-    from ssm_kernels.selective_scan.reference import selective_scan_ref
 
     x = make_scan_inputs(3, 40, L, 16, dtype=dtype, device="cuda", seed=31)
     for var in ("SSM_KERNELS_SCAN_LONG", "SSM_KERNELS_SCAN_LONG_MINB", "SSM_KERNELS_SCAN_STATE_FWD",
@@ -160,11 +170,7 @@ def test_cuda_inference_runs_the_long_forward(dtype, L, design, variant, monkeyp
     names = " ".join(_kernel_names(run))
     assert (kernel in names) if kernel else ("scan_fwd_long_kernel" in names or "scan_fwd_state_kernel" in names), names
     out, last = run()
-    hi = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in x.items()}
-    out_hi, last_hi = selective_scan_ref(**hi, delta_softplus=True, return_last_state=True)
-    out_lo, last_lo = selective_scan_ref(**x, delta_softplus=True, return_last_state=True)
-    assert_close_to_reference("out", out, out_hi, out_lo)
-    assert_close_to_reference("last_state", last, last_hi, last_lo)
+    _check_inference_output(x, True, out, last)
     monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "0")
     names = " ".join(_kernel_names(run))
     assert "scan_fwd_long_kernel" not in names and "scan_fwd_state_kernel" not in names, names
@@ -361,8 +367,8 @@ def test_cuda_state_backward_matches_reference(case, dtype, monkeypatch):
 
 
 def test_cuda_state_forward_at_big_shape(monkeypatch):
-    """The benchmark's big shape (bf16, N 16, 16,384 rows) trains through the state-lane forward by default; outputs
-    and every gradient against the reference."""
+    """The benchmark's big shape (bf16, N 16, 16,384 rows) trains through the staged state-lane forward by default;
+    outputs and every gradient against the reference."""
     for var in ("SSM_KERNELS_SCAN_LONG", "SSM_KERNELS_SCAN_STATE_FWD"):
         monkeypatch.delenv(var, raising=False)
     _, batch, dim, L, N, dtype = BENCH[0]
@@ -370,9 +376,57 @@ def test_cuda_state_forward_at_big_shape(monkeypatch):
     from ssm_kernels import selective_scan_fn
 
     names = " ".join(_kernel_names(lambda: selective_scan_fn(**x, delta_softplus=True, backend="cuda")))
-    assert "scan_fwd_state_kernel" in names, names
+    assert "scan_fwd_tile_kernel<" in names, names  # the staged kernel, 8- or 16-step chunks for the checkpoints
     compare_scan_to_reference(make_scan_inputs(batch, dim, L, N, dtype=dtype, device="cuda", seed=17), with_last=True,
                               seed=18, hi_dtype=torch.float64)  # fmt: skip
+
+
+# The staged state-lane forward (scan_fwd_tile_kernel): padded N 16, variable B / C in groups of 32 channels
+TILE = [
+    ("tile-L300-N16", 2, 64, 300, 16, "variable", 1, None, True, True, True),  # a 12-step tail chunk
+    ("tile-L131-N10-grouped", 1, 64, 131, 10, "grouped", 2, None, True, True, True),  # element loads, padded N
+    ("tile-L2000-plain", 4, 96, 2000, 16, "variable", 1, None, False, False, True),  # only softplus
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("case", TILE, ids=[c[0] for c in TILE])
+def test_cuda_tile_forward_matches_reference(case, dtype, monkeypatch):
+    """Inference (16-step chunks) and training (checkpoints for the backward) through the staged forward: outputs, last
+    state and every gradient against the reference; the inference output also against the unstaged kernel."""
+    from ssm_kernels import selective_scan_fn
+
+    for var in ("SSM_KERNELS_SCAN_LONG", "SSM_KERNELS_SCAN_STATE_TILE", "SSM_KERNELS_SCAN_STATE_NS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1")
+    sp = case[10]
+    x = _inputs(case, dtype, seed=41)
+
+    def run():
+        with torch.no_grad():
+            return selective_scan_fn(**x, delta_softplus=sp, return_last_state=True, backend="cuda")
+
+    assert "scan_fwd_tile_kernel<" in " ".join(_kernel_names(run))
+    out, last = run()
+    _check_inference_output(x, sp, out, last)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_TILE", "0")
+    assert "scan_fwd_tile_kernel" not in " ".join(_kernel_names(run))
+    out_s, last_s = run()
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}
+    torch.testing.assert_close(out, out_s, **tol)
+    torch.testing.assert_close(last, last_s, rtol=1e-4, atol=1e-4)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_TILE")
+    compare_scan_to_reference(x, delta_softplus=sp, with_last=True, seed=42)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_tile_forward_misaligned_inputs(dtype, monkeypatch):
+    """Rows off their vector boundary take the staged forward's element loads."""
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1")
+    x = _inputs(TILE[0], dtype, seed=43)
+    x = {k: (misaligned_copy(v) if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
+    compare_scan_to_reference(x, delta_softplus=True, with_last=True, seed=44)
 
 
 @pytest.mark.parametrize("bc,groups", [("variable", 1), ("grouped", 2), ("constant", 1)])

@@ -80,6 +80,7 @@ class ScanParams(ctypes.Structure):
         ("seg", _P),
         ("long_fwd", _I),
         ("long_ns", _I),
+        ("tile_minb", _I),
     ]
 
 
@@ -124,6 +125,7 @@ class EmulatedExtension:
         self.part_modes: list[int] = []  # dB / dC partial modes of the short backward calls
         self.long_rw: list[int] = []  # rows per warp of the long backward calls
         self.long_fwd: list[tuple[str, int]] = []  # design and states per lane of the long forward calls
+        self.tile_minb: list[int] = []  # per state-lane forward call: the staged kernel's register cap (0: not staged)
         self.staged: list[tuple[int, int]] = []  # (B, C) staged in shared memory, per short-kernel call
         self.rows: list[int] = []  # whether each short-kernel call ran the one-thread-per-row kernels
         self.segments: list[int] = []  # time segments of each general backward call
@@ -198,13 +200,23 @@ class EmulatedExtension:
             return flag == "1"
         bc16 = p.bc_dtype != _DT[torch.float32] or (p.b_groups == 0 and p.c_groups == 0)
         lib = _lib(self.short_only)
-        return lib.emu_state_fwd_auto(ctypes.c_longlong(p.nrows), p.N, int(bc16), EMU_SMS, int(bool(p.ckpt))) == 1
+        tile = lib.emu_tile_fwd_fits(p.N, p.dim, p.b_groups, p.c_groups, int(bool(p.cu)), int(bool(p.ckpt)), p.K)
+        rows = ctypes.c_longlong(p.nrows)
+        return lib.emu_state_fwd_auto(rows, p.N, int(bc16), EMU_SMS, int(bool(p.ckpt)), tile) == 1
 
     def _run_long_fwd(self, p, dtype, state):
         """As set_long_fwd + launch_fwd_long_*: the state-lane (state) or warp-split design."""
         p.long_fwd = int(state)
         p.long_ns = int(os.environ.get("SSM_KERNELS_SCAN_STATE_NS", "4"))
         self.long_fwd.append(("state", p.long_ns) if state else ("warp", 0))
+        # as set_long_fwd: the staged kernel where it fits, SSM_KERNELS_SCAN_STATE_TILE 0 / 4 / 5 (off / forced cap)
+        flag = os.environ.get("SSM_KERNELS_SCAN_STATE_TILE", "")
+        lib = _lib(self.short_only)
+        fits = lib.emu_tile_fwd_fits(p.N, p.dim, p.b_groups, p.c_groups, int(bool(p.cu)), int(bool(p.ckpt)), p.K)
+        minb = int(flag) if flag in ("4", "5") else lib.emu_tile_min_blocks(ctypes.c_longlong(p.nrows), EMU_SMS)
+        p.tile_minb = minb if state and flag != "0" and p.long_ns == 4 and fits else 0
+        if state:
+            self.tile_minb.append(p.tile_minb)
         assert _lib(self.short_only).emu_scan_fwd_long(ctypes.byref(p), _DT[dtype]) == 0
 
     def fwd(self, u, delta, A, B, C, D, z, delta_bias, h0, cu, softplus, want_last, K):
@@ -422,7 +434,8 @@ def test_emulated_kernels_match_reference(case, dtype, emulated_cuda_backend, mo
     monkeypatch.setenv("SSM_KERNELS_SCAN_SHORT", "0")
     _, batch, dim, L, N, bc, groups, cu, init, extras, sp = case
     x = make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, cu_seqlens=cu, with_initial_state=init,
-                         with_D=extras, with_z=extras, with_delta_bias=extras, dtype=dtype, seed=1)  # fmt: skip
+                         with_D=extras, with_z=extras, with_delta_bias=extras, dtype=dtype, seed=1,
+                         positive_delta=not sp)  # fmt: skip
     _check_against_reference(emulated_cuda_backend, x, softplus=sp, with_last=True)
     assert "fwd_short" not in emulated_cuda_backend._EXT.calls
 
@@ -591,9 +604,10 @@ LONG_CASES = [
 
 
 def _long_inputs(case, seed):
-    _, batch, dim, L, N, bc, groups, init, extras, _sp, dtype, bc_dtype = case
+    _, batch, dim, L, N, bc, groups, init, extras, sp, dtype, bc_dtype = case
     return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
-                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, seed=seed)  # fmt: skip
+                            with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, seed=seed,
+                            positive_delta=not sp)  # fmt: skip
 
 
 @pytest.fixture
@@ -647,6 +661,19 @@ def _check_inference_forward(scan_cuda, x, sp):
     assert_close_to_reference("last_state", last, last_hi, last_lo)
 
 
+def _long_and_general_forward(ext, x, K, monkeypatch):
+    """The extension's forward with checkpoints every K steps through the long path (SSM_KERNELS_SCAN_LONG=1, the
+    design set by the caller) and through the general forward: two (out, last, ckpt) triples."""
+    args = [x[k] for k in ("u", "delta", "A")]
+    args += [t.contiguous() if t.dim() == 2 else t.unsqueeze(1).contiguous() for t in (x["B"], x["C"])]
+    args += [x["D"], x["z"].contiguous(), x["delta_bias"], x["initial_state"], None, True, True, K]
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "1")
+    long = ext.fwd(*args)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", "0")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "0")
+    return long, ext.fwd(*args)
+
+
 @pytest.mark.parametrize("K", [16, 5])
 @pytest.mark.parametrize("design", list(LONG_FWD_DESIGNS))
 def test_emulated_long_forward_checkpoints_match_general_kernel(design, K, emulated_long_backend, monkeypatch):
@@ -654,19 +681,11 @@ def test_emulated_long_forward_checkpoints_match_general_kernel(design, K, emula
     each design and for K a multiple of the state-lane chunk (8 steps) or not."""
     _set_long_fwd_design(monkeypatch, design)
     case = ("ckpt", 1, 6, 200, 16, "variable", 1, True, True, True, _F32, None)
-    x = _long_inputs(case, seed=8)
     ext = emulated_long_backend._EXT
-    args = [x[k] for k in ("u", "delta", "A")]
-    args += [t.contiguous() if t.dim() == 2 else t.unsqueeze(1).contiguous() for t in (x["B"], x["C"])]
-    args += [x["D"], x["z"].contiguous(), x["delta_bias"], x["initial_state"], None, True, True, K]
-    res = {}
-    for flag in ("1", "0"):
-        monkeypatch.setenv("SSM_KERNELS_SCAN_LONG", flag)
-        if flag == "0":  # the general forward
-            monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "0")
-        res[flag] = ext.fwd(*args)
+    (out_l, last_l, ck_l), (out_g, last_g, ck_g) = _long_and_general_forward(
+        ext, _long_inputs(case, seed=8), K, monkeypatch
+    )
     assert ext.calls == ["fwd_long", "fwd"]
-    (out_l, last_l, ck_l), (out_g, last_g, ck_g) = res["1"], res["0"]
     assert ck_l.shape == ((200 + K - 1) // K - 1, 16, 6) and not ck_l.isnan().any()
     torch.testing.assert_close(ck_l, ck_g, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out_l, out_g, rtol=1e-5, atol=1e-5)
@@ -706,6 +725,86 @@ def test_emulated_inference_runs_the_long_forward_by_default(flag, want, monkeyp
         None, xg["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, False,
         x["initial_state"], None)  # fmt: skip
     assert scan_cuda._EXT.calls == ["fwd"]
+
+
+# The staged state-lane forward (scan_fwd_tile_kernel): padded N 16, variable B / C in groups of 32 channels.
+TILE_CASES = [
+    # 16-step chunks with a 12-step tail; bf16 vector loads (L % 4 == 0); two batch rows of 2 blocks each
+    ("tile-L300-N16-bf16", 2, 64, 300, 16, "variable", 1, True, True, True, _BF16, None),
+    # L odd: element loads throughout; N 10 padded to 16 (lanes with states past N); two groups of 32 channels
+    ("tile-L131-N10-grouped-fp32", 1, 64, 131, 10, "grouped", 2, True, True, True, _F32, None),
+    # fp16 with fp32 B / C; no z / D / delta_bias, no softplus, no initial state
+    ("tile-L136-N16-fp16-fp32bc", 1, 32, 136, 16, "variable", 1, False, False, False, _F16, _F32),
+]
+
+
+@pytest.mark.parametrize("minb", ["1", "5"], ids=["auto", "minb5"])
+@pytest.mark.parametrize("case", TILE_CASES, ids=[c[0] for c in TILE_CASES])
+def test_emulated_tile_forward_matches_reference(case, minb, emulated_long_backend, monkeypatch):
+    """Output and last state of the staged state-lane forward (the state design's default where it fits; the small
+    grids take the 4-block cap, SSM_KERNELS_SCAN_STATE_TILE=5 the 5-block one, whose lanes write their partials every
+    4 steps) against the reference; SSM_KERNELS_SCAN_STATE_TILE=0 runs the unstaged kernel instead."""
+    _set_long_fwd_design(monkeypatch, "state")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_TILE", minb)
+    x = _long_inputs(case, seed=31)
+    _check_inference_forward(emulated_long_backend, x, case[9])
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_TILE", "0")
+    _check_inference_forward(emulated_long_backend, x, case[9])
+    assert emulated_long_backend._EXT.tile_minb == [4 if minb == "1" else 5, 0]
+
+
+def test_emulated_tile_forward_misaligned_inputs(emulated_long_backend, monkeypatch):
+    """Rows that start off their vector boundary (u, delta, z, B, C one element past 16 bytes) take element loads."""
+    _set_long_fwd_design(monkeypatch, "state")
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_TILE", raising=False)
+    x = _long_inputs(TILE_CASES[0], seed=32)
+    x = {k: (misaligned_copy(v) if k in ("u", "delta", "z", "B", "C") else v) for k, v in x.items()}
+    _check_inference_forward(emulated_long_backend, x, True)
+    assert emulated_long_backend._EXT.tile_minb == [4]
+
+
+@pytest.mark.parametrize("K,fits,L", [(16, True, 203), (8, True, 203), (8, True, 200), (24, True, 203),
+                                       (40, True, 200), (128, True, 203), (5, False, 203)])  # fmt: skip
+def test_emulated_tile_forward_checkpoints_match_general_kernel(K, fits, L, emulated_long_backend, monkeypatch):
+    """The staged forward writes the general forward's checkpoints (the state before every K-th step) at its 16-step
+    chunks' starts and middles, so for K % 8 == 0 (L 200: a last chunk's middle at L, past the last checkpoint);
+    other K keep the unstaged kernel."""
+    _set_long_fwd_design(monkeypatch, "state")
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_TILE", raising=False)
+    case = ("ckpt", 1, 32, L, 16, "variable", 1, True, True, True, _BF16, None)
+    ext = emulated_long_backend._EXT
+    (out_l, last_l, ck_l), (out_g, last_g, ck_g) = _long_and_general_forward(
+        ext, _long_inputs(case, seed=33), K, monkeypatch
+    )
+    assert ext.calls == ["fwd_long", "fwd"] and ext.tile_minb == [4 if fits else 0]
+    assert ck_l.shape == ((L + K - 1) // K - 1, 16, 32) and not ck_l.isnan().any()
+    torch.testing.assert_close(ck_l, ck_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_l.float(), out_g.float(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(last_l, last_g, rtol=1e-5, atol=1e-5)
+
+
+def test_emulated_tile_forward_in_training(monkeypatch):
+    """Every gradient through the staged forward's checkpoints and the general backward."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    monkeypatch.setattr(scan_cuda, "_EXT", EmulatedExtension())
+    monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_TILE", raising=False)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_FWD", "1")
+    case = ("tile-train", 1, 32, 136, 16, "variable", 1, True, True, True, _BF16, None)
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=34), softplus=True, with_last=True)
+    assert scan_cuda._EXT.calls == ["fwd_state", "bwd"]
+    assert scan_cuda._EXT.tile_minb == [4]
+
+
+def test_tile_forward_register_cap_rule():
+    """The 5-block cap where the grid of 32-row blocks exceeds 4 per SM (132 SMs: 528 blocks): the raw EEG shape (608
+    blocks) takes it, batch 8 x dim 2048 (512 blocks) does not."""
+    lib = _lib()
+    assert lib.emu_tile_min_blocks(ctypes.c_longlong(304 * 64), 132) == 5
+    assert lib.emu_tile_min_blocks(ctypes.c_longlong(8 * 2048), 132) == 4
+    assert lib.emu_tile_min_blocks(ctypes.c_longlong(528 * 32), 132) == 4
+    assert lib.emu_tile_min_blocks(ctypes.c_longlong(528 * 32 + 1), 132) == 5
 
 
 # Training through the state-lane forward (SSM_KERNELS_SCAN_STATE_FWD=1): its checkpoints at the general backward's
@@ -791,24 +890,25 @@ def test_emulated_state_backward_time_segments(case, segments, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "nrows,N,bc16,training,want",
+    "nrows,N,bc16,training,tile,want",
     [
-        (16384, 16, True, False, True),
-        (8192, 16, True, False, True),
-        (2048, 64, True, False, True),
-        (19456, 16, False, False, False),
-        (19456, 16, False, True, True),
-        (8192, 8, True, False, False),
-        (4096, 16, True, False, False),
-        (4096, 16, False, True, False),
-        (4096, 4, True, True, False),
+        (16384, 16, True, False, True, True),
+        (8192, 16, True, False, False, True),
+        (2048, 64, True, False, False, True),
+        (19456, 16, False, False, False, False),
+        (19456, 16, False, False, True, True),
+        (19456, 16, False, True, False, True),
+        (8192, 8, True, False, False, False),
+        (4096, 16, True, False, True, False),
+        (4096, 16, False, True, False, False),
+        (4096, 4, True, True, False, False),
     ],  # fmt: skip
 )
-def test_state_forward_rule(nrows, N, bc16, training, want):
-    """Where the state-lane forward runs by default (ssk::state_fwd_auto, 132 SMs): the H200 sweep's winners (bf16
-    N 16 from 8,192 rows, N 64; in training also fp32 B / C) and losers (fp32 B / C in inference, N 8, 16,384
-    threads or fewer)."""
-    got = _lib().emu_state_fwd_auto(ctypes.c_longlong(nrows), N, int(bc16), EMU_SMS, int(training))
+def test_state_forward_rule(nrows, N, bc16, training, tile, want):
+    """Where the state-lane forward runs by default (ssk::state_fwd_auto, 132 SMs): the H200 sweeps' winners (bf16
+    N 16 from 8,192 rows, N 64; in training also fp32 B / C; with the staged kernel fp32 B / C in inference too) and
+    losers (fp32 B / C in inference without the staged kernel, N 8, 16,384 threads or fewer)."""
+    got = _lib().emu_state_fwd_auto(ctypes.c_longlong(nrows), N, int(bc16), EMU_SMS, int(training), int(tile))
     assert (got == 1) == want
 
 

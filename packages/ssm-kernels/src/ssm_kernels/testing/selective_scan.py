@@ -34,8 +34,13 @@ def make_scan_inputs(
     bc_dtype: torch.dtype | None = None,
     requires_grad: bool = False,
     seed: int | None = None,
+    positive_delta: bool = False,
 ) -> dict:
     """Random selective-scan inputs with realistic scales (A < 0, modest dt).
+
+    ``delta`` is N(-1, 0.5), for calls with ``delta_softplus=True``; ``positive_delta`` passes it through softplus
+    once here and makes ``delta_bias`` non-negative, for calls without it (a negative step grows the state, and over
+    long sequences overflows it).
 
     ``bc``: ``"variable"`` (batch, N, L), ``"grouped"`` (batch, groups, N, L) or ``"constant"``
     (dim, N). With ``cu_seqlens`` (python list of offsets) batch must be 1 and ``initial_state``
@@ -53,6 +58,8 @@ def make_scan_inputs(
         "delta": rnd(batch, dim, seqlen, scale=0.5, shift=-1.0),
         "A": -torch.rand(dim, dstate, generator=gen) * 2.0 - 0.1,
     }
+    if positive_delta:
+        out["delta"] = torch.nn.functional.softplus(out["delta"].float()).to(dtype)
     if bc == "variable":
         out["B"], out["C"] = rnd(batch, dstate, seqlen, dt=bdt), rnd(batch, dstate, seqlen, dt=bdt)
     elif bc == "grouped":
@@ -64,6 +71,8 @@ def make_scan_inputs(
     out["D"] = rnd(dim, dt=torch.float32) if with_D else None
     out["z"] = rnd(batch, dim, seqlen) if with_z else None
     out["delta_bias"] = rnd(dim, scale=0.3, dt=torch.float32) if with_delta_bias else None
+    if positive_delta and with_delta_bias:
+        out["delta_bias"] = out["delta_bias"].abs()
     out["initial_state"] = rnd(nseq, dim, dstate, dt=torch.float32) if with_initial_state else None
     out["cu_seqlens"] = torch.tensor(cu_seqlens, dtype=torch.int32) if cu_seqlens is not None else None
     for k, v in out.items():
@@ -78,10 +87,10 @@ def make_scan_inputs(
 def make_short_case_inputs(case: tuple, device: str | torch.device = "cpu", seed: int = 0) -> dict:
     """Inputs of one short-kernel test case ``(id, batch, dim, L, N, bc, groups, init, z/D/bias, softplus,
     dtype, bc_dtype, with_last)`` (the case tables of the CUDA and emulated-kernel tests)."""
-    _, batch, dim, L, N, bc, groups, init, extras, _softplus, dtype, bc_dtype, _with_last = case
+    _, batch, dim, L, N, bc, groups, init, extras, softplus, dtype, bc_dtype, _with_last = case
     return make_scan_inputs(batch, dim, L, N, bc=bc, groups=groups, with_initial_state=init, with_D=extras,
                             with_z=extras, with_delta_bias=extras, dtype=dtype, bc_dtype=bc_dtype, device=device,
-                            seed=seed)  # fmt: skip
+                            seed=seed, positive_delta=not softplus)  # fmt: skip
 
 
 def misaligned_copy(t: torch.Tensor) -> torch.Tensor:

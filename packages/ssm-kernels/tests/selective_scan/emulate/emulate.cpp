@@ -230,6 +230,15 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
                       ssk::kLongWarps * p.long_rw);
     }
     if (p.long_fwd == ssk::kLongFwdState) {  // as launch_long_np
+      if constexpr (NP == 16) {
+        if (p.tile_minb != 0) {  // the staged kernel (its register cap selects when the lanes write their partials)
+          auto tile = [&p]<int MINB>() {
+            return run_grid(p, ssk::tile_smem_bytes(), [&p] { ssk::scan_fwd_tile_kernel<T, TBC, MINB>(p); },
+                            ssk::kStateThreads, ssk::kTileRows);
+          };
+          return p.tile_minb == 5 ? tile.template operator()<5>() : tile.template operator()<4>();
+        }
+      }
       auto go = [&p]<int NS>() {
         constexpr int rpb = ssk::kStateThreads / ssk::state_lanes(NP, NS);
         return run_grid(p, 0, [&p] { ssk::scan_fwd_state_kernel<NP, NS, T, TBC>(p); }, ssk::kStateThreads, rpb);
@@ -262,9 +271,13 @@ extern "C" int emu_scan_fwd(const ssk::ScanParams* p, int dtype) { return run(p,
 extern "C" int emu_scan_bwd(const ssk::ScanParams* p, int dtype) { return run(p, dtype, true); }
 extern "C" int emu_scan_fwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, false); }
 extern "C" int emu_scan_bwd_long(const ssk::ScanParams* p, int dtype) { return run_long(p, dtype, true); }
-extern "C" int emu_state_fwd_auto(long long nrows, int N, int bc16, int sms, int training) {
-  return ssk::state_fwd_auto(nrows, ssk::padded_state(N), bc16 != 0, sms, training != 0) ? 1 : 0;
+extern "C" int emu_state_fwd_auto(long long nrows, int N, int bc16, int sms, int training, int tile) {
+  return ssk::state_fwd_auto(nrows, ssk::padded_state(N), bc16 != 0, sms, training != 0, tile != 0) ? 1 : 0;
 }
+extern "C" int emu_tile_fwd_fits(int N, int dim, int b_groups, int c_groups, int packed, int ckpt, int K) {
+  return ssk::tile_fwd_fits(ssk::padded_state(N), dim, b_groups, c_groups, packed != 0, ckpt != 0, K) ? 1 : 0;
+}
+extern "C" int emu_tile_min_blocks(long long nrows, int sms) { return ssk::tile_min_blocks(nrows, sms); }
 extern "C" int emu_state_bwd_auto(int K) { return ssk::state_bwd_auto(K) ? 1 : 0; }
 extern "C" int emu_state_bwd_fits(int N, int dim, int b_groups, int c_groups) {
   return ssk::state_bwd_fits(ssk::padded_state(N), dim, b_groups, c_groups) ? 1 : 0;

@@ -333,7 +333,9 @@ bool use_state_fwd(const ssk::ScanParams& p) {
   TORCH_CHECK(fs.empty() || fs == "0" || fs == "1", "SSM_KERNELS_SCAN_STATE_FWD must be 0 or 1, got '", fs, "'");
   if (!fs.empty()) return fs == "1";
   const bool bc16 = p.bc_dtype != ssk::kFloat32 || (p.b_groups == 0 && p.c_groups == 0);
-  return ssk::state_fwd_auto(p.nrows, ssk::padded_state(p.N), bc16, smem_info().sms, p.ckpt != nullptr);
+  const bool tile = ssk::tile_fwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups, p.cu != nullptr,
+                                      p.ckpt != nullptr, p.K);
+  return ssk::state_fwd_auto(p.nrows, ssk::padded_state(p.N), bc16, smem_info().sms, p.ckpt != nullptr, tile);
 }
 
 void set_long_fwd(ssk::ScanParams& p, bool state) {
@@ -341,6 +343,16 @@ void set_long_fwd(ssk::ScanParams& p, bool state) {
   const char* n = std::getenv("SSM_KERNELS_SCAN_STATE_NS");
   p.long_ns = n != nullptr && n[0] != '\0' ? std::atoi(n) : ssk::kStateLaneStates;
   TORCH_CHECK(p.long_ns == 2 || p.long_ns == 4, "SSM_KERNELS_SCAN_STATE_NS must be 2 or 4, got '", n, "'");
+  // the staged kernel (scan_fwd_tile_kernel) wherever it fits and SSM_KERNELS_SCAN_STATE_NS does not ask for 2 states
+  // per lane; SSM_KERNELS_SCAN_STATE_TILE=0 switches it off, 4 or 5 forces its register cap (tile_min_blocks)
+  const char* tl = std::getenv("SSM_KERNELS_SCAN_STATE_TILE");
+  const std::string ts = tl != nullptr ? tl : "";
+  TORCH_CHECK(ts.empty() || ts == "0" || ts == "1" || ts == "4" || ts == "5",
+              "SSM_KERNELS_SCAN_STATE_TILE must be 0, 1, 4 or 5, got '", ts, "'");
+  const bool fits = ssk::tile_fwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups, p.cu != nullptr,
+                                      p.ckpt != nullptr, p.K);
+  const int minb = ts == "4" || ts == "5" ? std::atoi(ts.c_str()) : ssk::tile_min_blocks(p.nrows, smem_info().sms);
+  p.tile_minb = state && ts != "0" && p.long_ns == ssk::kStateLaneStates && fits ? minb : 0;
 }
 
 std::vector<Tensor> scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,

@@ -72,6 +72,9 @@ struct ScanParams {
   // long_ns: the state-lane kernel's states per lane (kStateLaneStates, or 2 for padded N 16).
   int long_fwd;
   int long_ns;
+  // The staged state-lane forward (scan_fwd_tile_kernel): 0 = not used, else its resident blocks per SM (4 or 5,
+  // tile_min_blocks; set by the host where tile_fwd_fits).
+  int tile_minb;
 };
 
 // Rows of (b, d) handled by one block (one thread per row).
@@ -111,9 +114,38 @@ __host__ __device__ constexpr int state_lanes(int np, int ns) { return np < ns ?
 // 658, batch 16: 1092 vs 1986; N 32: 501 vs 676; N 64: 193 vs 592. It lost with fp32 B / C (raw EEG, 19,456 rows:
 // 1381 vs 1171 us; 168 registers) and with too few threads (N 8 or 4,096 rows: 213 vs 188, 399 vs 289 us). In
 // training it replaces the general forward with its segment maps, which it beats at fp32 too (raw EEG fwd+bwd GPU
-// time 7.02 vs 7.35 ms; big 4.49 vs 4.88 ms).
-inline bool state_fwd_auto(long long nrows, int np, bool bc16, int sms, bool training) {
-  return np >= 16 && (bc16 || training) && nrows * state_lanes(np, kStateLaneStates) >= (long long)sms * kStateThreads;
+// time 7.02 vs 7.35 ms; big 4.49 vs 4.88 ms). Where its staged kernel fits (tile: tile_fwd_fits) fp32 B / C win too:
+// raw EEG fp32 inference 389 vs 1,188 us (run21, benchmarks/results/h200-logs/run21-tile-ab.log).
+inline bool state_fwd_auto(long long nrows, int np, bool bc16, int sms, bool training, bool tile) {
+  return np >= 16 && (bc16 || training || tile) &&
+         nrows * state_lanes(np, kStateLaneStates) >= (long long)sms * kStateThreads;
+}
+// Staged state-lane forward (scan_fwd_tile_kernel, selective_scan_long.cuh): a block of kStateThreads threads owns
+// kTileRows rows of one (b, group) (4 lanes of 4 states per row) and walks time in chunks of kTileSteps steps, staging
+// the rows' step values and the group's B / C in shared memory.
+constexpr int kTileRows = 32;
+constexpr int kTileSteps = 16;
+// Its dynamic shared memory (floats): the row values (dt, dt u) [kTileRows][2 kTileSteps + 4], B and C
+// [kTileSteps][16] each, the lanes' partial outputs [kStateThreads][kTileSteps + 4] (the pads keep the 16-byte
+// accesses free of bank conflicts).
+inline size_t tile_smem_bytes() {
+  return sizeof(float) * ((size_t)kTileRows * (2 * kTileSteps + 4) + 2 * (size_t)kTileSteps * 16 +
+                          (size_t)kStateThreads * (kTileSteps + 4));
+}
+// Whether a call fits it: padded N 16, variable B and C in groups of whole blocks (kTileRows channels), no cu_seqlens,
+// and with checkpoints (interval K) every checkpoint at a chunk's start or middle (K % 8 == 0).
+inline bool tile_fwd_fits(int np, int dim, int b_groups, int c_groups, bool packed, bool ckpt, int K) {
+  if (np != 16 || packed || b_groups == 0 || c_groups == 0) return false;
+  if ((dim / b_groups) % kTileRows != 0 || (dim / c_groups) % kTileRows != 0) return false;
+  return !ckpt || K % (kTileSteps / 2) == 0;
+}
+// Its resident blocks per SM (the register cap): 4 (no spill, 114 registers) while the grid fits the GPU at 4 blocks
+// per SM, else 5 (96 registers), which saves a partial second wave. H200, cubin variants of run21: batch 8 x dim 2048
+// x L 2048 bf16 (512 blocks) 419 vs 427 us; raw EEG 304 x 64 x 2000 (608 blocks) fp32 392 vs 519 us, bf16 517 vs
+// 926 us.
+inline int tile_min_blocks(long long nrows, int sms) {
+  const long long blocks = (nrows + kTileRows - 1) / kTileRows;
+  return blocks > 4LL * sms ? 5 : 4;
 }
 // Long backward: kLongItemsBwd steps per lane, i.e. chunks (= the forward's checkpoint interval K) of
 // kLongBwdChunk steps; a block owns kLongWarps * ScanParams::long_rw rows of one (batch, group).

@@ -201,6 +201,19 @@ __device__ __forceinline__ void warp_rows_sum(int r, float (&v)[M]) {
   }
 }
 
+// A lane's states n0 .. n0 + NS - 1 of channel d: A log2(e) (0 past N) and the initial state (row offset hoff into
+// (nseq, dim, N); zeros without one or past N).
+template <int NS>
+__device__ __forceinline__ void lane_states_init(const ScanParams& p, int d, int n0, size_t hoff, float (&A2)[NS],
+                                                 float (&h)[NS]) {
+#pragma unroll
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    A2[i] = n < p.N ? p.A[(size_t)d * p.N + n] * kLog2e : 0.f;
+    h[i] = (p.h0 != nullptr && n < p.N) ? p.h0[hoff + n] : 0.f;
+  }
+}
+
 // Inference and training forward (checkpoints at any K) without cu_seqlens; same semantics as scan_fwd_long_kernel.
 // Rows past the end compute the last row so that their lanes join the shuffles, and write nothing.
 template <int NP, int NS, typename T, typename TBC>
@@ -223,12 +236,7 @@ __global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? 
   const size_t hoff = ((size_t)b * p.dim + d) * N;
 
   float A2[NS], h[NS];
-#pragma unroll
-  for (int i = 0; i < NS; ++i) {
-    const int n = n0 + i;
-    A2[i] = n < N ? p.A[(size_t)d * N + n] * kLog2e : 0.f;
-    h[i] = (p.h0 != nullptr && n < N) ? p.h0[hoff + n] : 0.f;
-  }
+  lane_states_init(p, d, n0, hoff, A2, h);
   // Latency: the row's delta / u / z come from DRAM once, so the lane's own steps of the next chunk are loaded a
   // chunk ahead (raw values, converted on use); variable B / C (read by every row of a (batch, group), mostly L1 / L2
   // hits) are loaded for all of the lane's states at the chunk's start, as 16-byte vectors when every chunk is whole
@@ -342,6 +350,251 @@ __global__ void __launch_bounds__(kStateThreads, NP == 16 && sizeof(TBC) == 2 ? 
     }
   }
   if (active && p.last != nullptr) {
+#pragma unroll
+    for (int i = 0; i < NS; ++i)
+      if (n0 + i < N) p.last[hoff + n0 + i] = h[i];
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// forward, states split over lanes, row values and B / C staged in shared memory
+// ------------------------------------------------------------------------------------------
+//
+// scan_fwd_state_kernel above computes and exchanges each row's step values with shuffles and converts every B / C
+// element on every lane that uses it: about 20 instructions per (step, state) at batch 8 x dim 2048 x L 2048 (ncu,
+// H200, run13b), where a (step, state) needs an exponential and three multiply-adds. Here a block of kStateThreads
+// threads owns kTileRows rows of one (b, group) and walks time in chunks of kTileSteps steps. Each thread has two
+// roles:
+//   - loader / finisher of row rl = tid / 4, steps q SP .. q SP + SP - 1 (q = tid % 4, SP = kTileSteps / 4): it loads
+//     them one chunk ahead (delta, u, z; vectors when aligned), writes the row values (dt, dt u) to shared memory,
+//     and after the chunk sums the row's 4 lanes' partial outputs for its steps, finishes them (D skip, z gate) and
+//     stores them; it also loads one state's B / C for 2 steps (ln = tid % 16) into a [step][state] float tile;
+//   - lane of row cr = tid % 32, states cq 4 .. cq 4 + 3 (cq = tid / 32): a warp holds 32 rows and one state group,
+//     so the B_t / C_t of its 4 states are one 16-byte broadcast per warp and the row values one 16-byte load per
+//     lane per 2 steps; it runs h <- exp(dt A) h + dt u B for its states and writes sum_n C_n h_n per step.
+// H200, batch 8 x dim 2048 x L 2048 bf16 (cubin variants, run21): 410-425 us against 547 us for the unstaged kernel;
+// raw EEG fp32 (304 x 64 x 2000) 388 us against 1,358 (unstaged) and 1,169 (warp design).
+// Checkpoints (the state before step c K, K % 8 == 0) are written at a chunk's start or middle.
+
+// S consecutive elements as one aligned vector access.
+template <typename T, int S>
+struct alignas(S * sizeof(T)) ElemRun {
+  T v[S];
+};
+
+// Elements [t, t + S) of a row into v (steps >= L read as zero): one vector load when the run is whole and vec says
+// the rows are aligned for it.
+template <typename T, int S>
+__device__ __forceinline__ void load_run(const T* __restrict__ row, int t, int L, bool vec, T (&v)[S]) {
+  if (vec && t + S <= L) {
+    const ElemRun<T, S> r = *reinterpret_cast<const ElemRun<T, S>*>(row + t);
+#pragma unroll
+    for (int e = 0; e < S; ++e) v[e] = r.v[e];
+  } else {
+#pragma unroll
+    for (int e = 0; e < S; ++e) v[e] = t + e < L ? row[t + e] : from_f<T>(0.f);
+  }
+}
+
+template <typename T, int S>
+__device__ __forceinline__ void store_run(T* __restrict__ row, int t, int L, bool vec, const float (&v)[S]) {
+  if (vec && t + S <= L) {
+    ElemRun<T, S> r;
+#pragma unroll
+    for (int e = 0; e < S; ++e) r.v[e] = from_f<T>(v[e]);
+    *reinterpret_cast<ElemRun<T, S>*>(row + t) = r;
+  } else {
+#pragma unroll
+    for (int e = 0; e < S; ++e)
+      if (t + e < L) row[t + e] = from_f<T>(v[e]);
+  }
+}
+
+// softplus and the z gate's sigmoid from the hardware exponential and logarithm (relative error ~1e-6, absolute
+// ~1e-7 where softplus is tiny): for 16-bit inputs, whose own rounding is 1e-3 or coarser. fp32 inputs keep the
+// libm forms (softplus_f, sigmoid_f).
+__device__ __forceinline__ float softplus_fast(float x) {
+#ifdef SSK_EMULATE
+  return softplus_f(x);
+#else
+  return x <= 20.f ? __log2f(1.f + exp2_approx(x * kLog2e)) * kLn2 : x;
+#endif
+}
+__device__ __forceinline__ float sigmoid_fast(float x) {
+#ifdef SSK_EMULATE
+  return sigmoid_f(x);
+#else
+  return __frcp_rn(1.f + exp2_approx(-x * kLog2e));
+#endif
+}
+
+__device__ __forceinline__ bool aligned_to(const void* ptr, unsigned bytes) {
+  return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1u)) == 0;
+}
+
+// MINB: resident blocks per SM asked of the compiler (tile_min_blocks): 4 (114 registers) or 5 (96; the lanes then
+// write their partial outputs every 4 steps instead of at the chunk's end, which keeps them free of spills).
+template <typename T, typename TBC, int MINB>
+__global__ void __launch_bounds__(kStateThreads, MINB) scan_fwd_tile_kernel(const ScanParams p) {
+  constexpr int KI = kTileSteps;
+  constexpr int NP = 16, NS = 4, R = NP / NS;
+  constexpr int SP = KI / R;      // a loader's steps of its row
+  constexpr int SB = KI / 8;      // a loader's steps of its state of B / C
+  constexpr int SV = 2 * KI + 4;  // row stride of the staged (dt, dt u) pairs
+  constexpr int SY = KI + 4;      // lane stride of the staged partial outputs
+  constexpr bool kFast = sizeof(T) == 2;  // softplus_fast / sigmoid_fast
+  constexpr bool kEarlyY = MINB >= 5;
+  static_assert(kStateThreads == kTileRows * R && kStateThreads == 8 * NP && KI % 4 == 0, "tile layout");
+  extern __shared__ float smem[];
+  float* s_v = smem;                  // [kTileRows][SV]: dt_t, dt_t u_t of the block's rows
+  float* s_b = s_v + kTileRows * SV;  // [KI][NP]: B of the chunk's steps
+  float* s_c = s_b + KI * NP;         // [KI][NP]: C
+  float* s_y = s_c + KI * NP;         // [kStateThreads][SY]: per lane (tid), sum over its states of C_n h_n per step
+
+  const int tid = threadIdx.x;
+  const int row0 = blockIdx.x * kTileRows;
+  const int N = p.N;
+  const int L = p.L;
+  // loader / finisher: row rl, steps q SP ..
+  const int rl = tid / R;
+  const int q = tid % R;
+  const int row = row0 + rl;
+  const bool active = row < p.nrows;
+  const int row_c = active ? row : p.nrows - 1;
+  const int d = row_c % p.dim;
+  const size_t roff = (size_t)row_c * L;
+  const T* u = static_cast<const T*>(p.u) + roff;
+  const T* delta = static_cast<const T*>(p.delta) + roff;
+  const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
+  T* out = static_cast<T*>(p.out) + roff;
+  const bool vec_x = L % SP == 0 && aligned_to(p.u, SP * sizeof(T)) && aligned_to(p.delta, SP * sizeof(T)) &&
+                     aligned_to(p.out, SP * sizeof(T)) && (z == nullptr || aligned_to(p.z, SP * sizeof(T)));
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  // loader of B / C: state ln of the block's (b, group), steps lt ..
+  const int ln = tid % NP;
+  const int lt = (tid / NP) * SB;
+  const bool ln_ok = ln < N;
+  const TBC* Brow = static_cast<const TBC*>(p.B) + ((size_t)(row0 / (p.dim / p.b_groups)) * N + (ln_ok ? ln : 0)) * L;
+  const TBC* Crow = static_cast<const TBC*>(p.C) + ((size_t)(row0 / (p.dim / p.c_groups)) * N + (ln_ok ? ln : 0)) * L;
+  const bool vec_bc = L % SB == 0 && aligned_to(p.B, SB * sizeof(TBC)) && aligned_to(p.C, SB * sizeof(TBC));
+  // lane: row cr, states n0 ..
+  const int cr = tid % kTileRows;
+  const int n0 = (tid / kTileRows) * NS;
+  const int crow = row0 + cr;
+  const bool cactive = crow < p.nrows;
+  const int crow_c = cactive ? crow : p.nrows - 1;
+  const int cd = crow_c % p.dim;
+  const size_t hoff = (size_t)crow_c * N;  // (b, d) of (batch, dim, N)
+  float A2[NS], h[NS];
+  lane_states_init(p, cd, n0, hoff, A2, h);
+  auto checkpoint = [&](int ck) {  // the state before step (ck + 1) K
+    if (cactive) {
+#pragma unroll
+      for (int i = 0; i < NS; ++i)
+        if (n0 + i < N) p.ckpt[((size_t)ck * N + n0 + i) * p.nrows + crow] = h[i];
+    }
+  };
+
+  T pd[SP], pu[SP], pz[SP];
+  TBC pb[SB], pc[SB];
+  auto fetch = [&](int t) {
+    const int ts = t + q * SP;
+    load_run<T, SP>(delta, ts, L, vec_x, pd);
+    load_run<T, SP>(u, ts, L, vec_x, pu);
+    if (z != nullptr) load_run<T, SP>(z, ts, L, vec_x, pz);
+    if (ln_ok) {
+      load_run<TBC, SB>(Brow, t + lt, L, vec_bc, pb);
+      load_run<TBC, SB>(Crow, t + lt, L, vec_bc, pc);
+    } else {
+#pragma unroll
+      for (int e = 0; e < SB; ++e) pb[e] = pc[e] = from_f<TBC>(0.f);
+    }
+  };
+  fetch(0);
+  // the next checkpoint step (a multiple of KI / 2; the states before steps c K < L are kept)
+  int tck = p.ckpt != nullptr && p.K < L ? p.K : -1;
+  for (int t = 0; t < L; t += KI) {
+    // 1. stage the chunk (steps >= L: dt = 0 and dt u = 0, the identity)
+    float xu[SP], xz[SP];
+    {
+      float v[2 * SP];
+#pragma unroll
+      for (int s = 0; s < SP; ++s) {
+        const float x = to_f<T>(pd[s]) + bias;
+        const float sp = kFast ? softplus_fast(x) : softplus_f(x);
+        const float dt = t + q * SP + s < L ? (p.softplus ? sp : x) : 0.f;
+        xu[s] = to_f<T>(pu[s]);
+        xz[s] = z != nullptr ? to_f<T>(pz[s]) : 0.f;
+        v[2 * s] = dt;
+        v[2 * s + 1] = dt * xu[s];
+      }
+      float4* dst = reinterpret_cast<float4*>(s_v + rl * SV + 2 * q * SP);
+#pragma unroll
+      for (int k = 0; k < SP / 2; ++k) dst[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+#pragma unroll
+      for (int e = 0; e < SB; ++e) {
+        s_b[(lt + e) * NP + ln] = to_f<TBC>(pb[e]);
+        s_c[(lt + e) * NP + ln] = to_f<TBC>(pc[e]);
+      }
+    }
+    __syncthreads();
+    if (t + KI < L) fetch(t + KI);
+    // 2. the lane's states over the chunk
+    float y[KI];
+#pragma unroll
+    for (int j = 0; j < KI; j += 2) {
+      if (j == KI / 2 || j == 0) {
+        if (t + j == tck) {
+          checkpoint(tck / p.K - 1);
+          tck = tck + p.K < L ? tck + p.K : -1;
+        }
+      }
+      const float4 v = *reinterpret_cast<const float4*>(s_v + cr * SV + 2 * j);
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {
+        const float dt = jj == 0 ? v.x : v.z;
+        const float dtu = jj == 0 ? v.y : v.w;
+        const float4 bb = *reinterpret_cast<const float4*>(s_b + (j + jj) * NP + n0);
+        const float4 cc = *reinterpret_cast<const float4*>(s_c + (j + jj) * NP + n0);
+        h[0] = exp2_approx(dt * A2[0]) * h[0] + dtu * bb.x;
+        h[1] = exp2_approx(dt * A2[1]) * h[1] + dtu * bb.y;
+        h[2] = exp2_approx(dt * A2[2]) * h[2] + dtu * bb.z;
+        h[3] = exp2_approx(dt * A2[3]) * h[3] + dtu * bb.w;
+        y[j + jj] = cc.x * h[0] + cc.y * h[1] + cc.z * h[2] + cc.w * h[3];
+      }
+      if (kEarlyY && (j & 3) == 2) {
+        *reinterpret_cast<float4*>(s_y + tid * SY + j - 2) = make_float4(y[j - 2], y[j - 1], y[j], y[j + 1]);
+      }
+    }
+    if (!kEarlyY) {
+      float4* dst = reinterpret_cast<float4*>(s_y + tid * SY);
+#pragma unroll
+      for (int k = 0; k < KI / 4; ++k) dst[k] = make_float4(y[4 * k], y[4 * k + 1], y[4 * k + 2], y[4 * k + 3]);
+    }
+    __syncthreads();
+    // 3. finish the loaded steps: the row's 4 lanes' partials (lane l of row rl is thread l kTileRows + rl), D skip,
+    //    z gate
+    float o[SP];
+#pragma unroll
+    for (int s = 0; s < SP; ++s) o[s] = Dd * xu[s];
+#pragma unroll
+    for (int l = 0; l < R; ++l) {
+      const float* src = s_y + (l * kTileRows + rl) * SY + q * SP;
+#pragma unroll
+      for (int s = 0; s < SP; s += 2) {
+        const float2 w = *reinterpret_cast<const float2*>(src + s);
+        o[s] += w.x;
+        o[s + 1] += w.y;
+      }
+    }
+    if (z != nullptr) {
+#pragma unroll
+      for (int s = 0; s < SP; ++s) o[s] *= xz[s] * (kFast ? sigmoid_fast(xz[s]) : sigmoid_f(xz[s]));
+    }
+    if (active) store_run<T, SP>(out, t + q * SP, L, vec_x, o);
+  }
+  if (cactive && p.last != nullptr) {
 #pragma unroll
     for (int i = 0; i < NS; ++i)
       if (n0 + i < N) p.last[hoff + n0 + i] = h[i];
@@ -964,6 +1217,17 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
     if constexpr (NP == 16) {
       if (p.long_ns == 2) {
         scan_fwd_state_kernel<NP, 2, T, TBC><<<blocks(2), kStateThreads, 0, stream>>>(p);
+        return cudaGetLastError();
+      }
+    }
+    if constexpr (NP == 16) {
+      if (p.tile_minb != 0) {  // the staged kernel (tile_fwd_fits, tile_min_blocks)
+        const int tb = (int)(((long long)p.nrows + kTileRows - 1) / kTileRows);
+        if (p.tile_minb == 5) {
+          scan_fwd_tile_kernel<T, TBC, 5><<<tb, kStateThreads, tile_smem_bytes(), stream>>>(p);
+        } else {
+          scan_fwd_tile_kernel<T, TBC, 4><<<tb, kStateThreads, tile_smem_bytes(), stream>>>(p);
+        }
         return cudaGetLastError();
       }
     }
