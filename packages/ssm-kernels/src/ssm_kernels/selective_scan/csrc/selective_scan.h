@@ -139,8 +139,8 @@ inline bool tile_fwd_fits(int np, int dim, int b_groups, int c_groups, bool pack
   if ((dim / b_groups) % kTileRows != 0 || (dim / c_groups) % kTileRows != 0) return false;
   return !ckpt || K % (kTileSteps / 2) == 0;
 }
-// Its resident blocks per SM (the register cap): 4 (no spill, 114 registers) while the grid fits the GPU at 4 blocks
-// per SM, else 5 (96 registers), which saves a partial second wave. H200, cubin variants of run21: batch 8 x dim 2048
+// Its resident blocks per SM (the register cap): 4 (no spill, 122 registers) while the grid fits the GPU at 4 blocks
+// per SM, else 5 (94 registers), which saves a partial second wave. H200, cubin variants of run21: batch 8 x dim 2048
 // x L 2048 bf16 (512 blocks) 419 vs 427 us; raw EEG 304 x 64 x 2000 (608 blocks) fp32 392 vs 519 us, bf16 517 vs
 // 926 us.
 inline int tile_min_blocks(long long nrows, int sms) {

@@ -410,8 +410,8 @@ __device__ __forceinline__ void store_run(T* __restrict__ row, int t, int L, boo
   }
 }
 
-// softplus and the z gate's sigmoid from the hardware exponential and logarithm (relative error ~1e-6, absolute
-// ~1e-7 where softplus is tiny): for 16-bit inputs, whose own rounding is 1e-3 or coarser. fp32 inputs keep the
+// softplus and the z gate's sigmoid from the hardware exponential and logarithm (absolute error ~2e-7, from the
+// logarithm near 1): for 16-bit inputs, whose own rounding is 1e-3 or coarser. fp32 inputs keep the
 // libm forms (softplus_f, sigmoid_f).
 __device__ __forceinline__ float softplus_fast(float x) {
 #ifdef SSK_EMULATE
@@ -432,7 +432,7 @@ __device__ __forceinline__ bool aligned_to(const void* ptr, unsigned bytes) {
   return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1u)) == 0;
 }
 
-// MINB: resident blocks per SM asked of the compiler (tile_min_blocks): 4 (114 registers) or 5 (96; the lanes then
+// MINB: resident blocks per SM asked of the compiler (tile_min_blocks): 4 (122 registers) or 5 (94; the lanes then
 // write their partial outputs every 4 steps instead of at the chunk's end, which keeps them free of spills).
 template <typename T, typename TBC, int MINB>
 __global__ void __launch_bounds__(kStateThreads, MINB) scan_fwd_tile_kernel(const ScanParams p) {
