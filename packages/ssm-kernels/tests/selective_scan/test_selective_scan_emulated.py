@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from ssm_kernels.testing import assert_close_to_reference
+from ssm_kernels.testing.scan_params import ScanParams
 from ssm_kernels.testing.selective_scan import (
     clone_keep_alignment,
     make_scan_inputs,
@@ -49,39 +50,7 @@ pytestmark = [
     ),
 ]
 
-_P = ctypes.c_void_p
 _I = ctypes.c_int
-
-
-class ScanParams(ctypes.Structure):
-    _fields_ = [
-        *[(n, _I) for n in ("batch", "dim", "L", "N", "nrows", "nseq", "softplus", "bc_dtype")],
-        *[(n, _P) for n in ("u", "delta", "z", "A", "B", "C")],
-        ("b_groups", _I),
-        ("c_groups", _I),
-        *[(n, _P) for n in ("D", "delta_bias", "h0", "cu", "out", "last", "ckpt")],
-        ("K", _I),
-        ("tile", _I),
-        *[
-            (n, _P)
-            for n in ("dout", "dlast", "du", "ddelta", "dz", "dA_part", "dD_part", "ddb_part", "dB_part", "dC_part")
-        ],
-        ("rp_stride", _I),
-        *[(n, _I) for n in ("npart_b", "npart_c", "uniform_b", "uniform_c", "smem_b", "smem_c")],
-        ("dh0", _P),
-        ("long_rw", _I),
-        ("short_stage_b", _I),
-        ("short_stage_c", _I),
-        ("short_minb", _I),
-        ("short_rows", _I),
-        ("long_minb", _I),
-        ("nseg", _I),
-        ("seg_chunks", _I),
-        ("seg", _P),
-        ("long_fwd", _I),
-        ("long_ns", _I),
-        ("tile_minb", _I),
-    ]
 
 
 _LIBS: dict[bool, ctypes.CDLL] = {}
