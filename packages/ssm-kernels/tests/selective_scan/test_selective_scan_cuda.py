@@ -341,20 +341,25 @@ def test_cuda_state_forward_in_training_matches_reference(case, dtype, monkeypat
     assert len(seen) == 1 and seen[0] != 128, seen
 
 
+# the state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1, any chunk K) and its staged version (opt-in,
+# SSM_KERNELS_SCAN_STATE_BWD_TILE=1; variable B / C in groups of 32 channels)
+BWD_KERNEL_CASES = [
+    ("state", ("state-bwd-L300", 2, 64, 300, 16, "variable", 1, None, True, True, True)),
+    ("state", ("state-bwd-N10-groups-of-32", 1, 96, 257, 10, "grouped", 3, None, True, True, False)),
+    ("state", ("state-bwd-constant", 2, 40, 200, 16, "constant", 1, None, True, True, True)),
+    ("tile", ("tile-bwd-L300", 2, 64, 300, 16, "variable", 1, None, True, True, True)),
+    ("tile", ("tile-bwd-N10-groups-of-32", 1, 96, 257, 10, "grouped", 3, None, True, True, False)),
+    ("tile", ("tile-bwd-L2000-plain", 4, 64, 2000, 16, "variable", 1, None, False, False, True)),
+]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize(
-    "case",
-    [
-        ("state-bwd-L300", 2, 64, 300, 16, "variable", 1, None, True, True, True),
-        ("state-bwd-N10-groups-of-32", 1, 96, 257, 10, "grouped", 3, None, True, True, False),
-        ("state-bwd-constant", 2, 40, 200, 16, "constant", 1, None, True, True, True),
-    ],  # fmt: skip
-    ids=lambda c: c[0],
-)
-def test_cuda_state_backward_matches_reference(case, dtype, monkeypatch):
-    """The state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1, any chunk K): outputs and every gradient."""
+@pytest.mark.parametrize("design,case", BWD_KERNEL_CASES, ids=[c[1][0] for c in BWD_KERNEL_CASES])
+def test_cuda_state_backward_matches_reference(design, case, dtype, monkeypatch):
+    """The forced state-lane backward, plain or staged: its kernel runs; outputs and every gradient."""
     monkeypatch.delenv("SSM_KERNELS_SCAN_LONG", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "1" if design == "tile" else "0")
     from ssm_kernels import selective_scan_fn
 
     x = _inputs(case, dtype, seed=19)
@@ -362,7 +367,7 @@ def test_cuda_state_backward_matches_reference(case, dtype, monkeypatch):
           for k, v in x.items()}  # fmt: skip
     out = selective_scan_fn(**xg, delta_softplus=case[10], backend="cuda")
     names = " ".join(_kernel_names(lambda: out.backward(torch.ones_like(out), retain_graph=True)))
-    assert "scan_bwd_state_kernel" in names, names
+    assert f"scan_bwd_{design}_kernel" in names, names
     compare_scan_to_reference(x, delta_softplus=case[10], with_last=True, seed=20)
 
 

@@ -292,7 +292,13 @@ class EmulatedExtension:
         p.dB_part = _ptr(dB_part) if dB_part is not None else rp + (N + 2) * f
         p.dC_part = _ptr(dC_part) if dC_part is not None else rp + (N + 2 + cb_cols) * f
         p.dh0 = _ptr(dh0)
-        self.calls.append("bwd_short" if short else "bwd_long" if long else "bwd_state" if state else "bwd")
+        # as scan_bwd: the staged state-lane backward, opt-in (SSM_KERNELS_SCAN_STATE_BWD_TILE=1) where it fits
+        tile = os.environ.get("SSM_KERNELS_SCAN_STATE_BWD_TILE") == "1"
+        tile = tile and state and lib.emu_tile_bwd_fits(N, dim, p.b_groups, p.c_groups, int(cu is not None), K) == 1
+        p.tile_minb = 4 if tile else 0
+        self.calls.append(
+            "bwd_short" if short else "bwd_long" if long else "bwd_tile" if tile else "bwd_state" if state else "bwd"
+        )
         p.long_fwd = int(state)
         if short:
             self.staged.append((p.short_stage_b, p.short_stage_c))
@@ -820,6 +826,51 @@ def test_emulated_state_backward_matches_reference(case, K, monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
     _check_against_reference(scan_cuda, _long_inputs(case, seed=13), softplus=case[9], with_last=True, seed=14)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
+
+
+# The staged backward (SSM_KERNELS_SCAN_STATE_BWD_TILE=1): variable B / C in groups of 32 channels, K <= 8.
+TILE_BWD_CASES = [
+    ("L40-N16-fp32", 2, 32, 40, 16, "variable", 1, True, True, True, _F32, None),  # 5 chunks of 8
+    ("L37-N10-grouped-bf16", 1, 64, 37, 10, "grouped", 2, True, True, True, _BF16, None),  # padded N, a 5-step tail
+    ("L29-N16-fp16-fp32bc", 1, 32, 29, 16, "variable", 1, False, True, False, _F16, _F32),  # no softplus
+    ("L21-N16-plain", 1, 32, 21, 16, "variable", 1, False, False, True, _F32, None),  # no z / D / delta_bias
+]
+
+
+@pytest.mark.parametrize("K", [8, 5], ids=["K8", "K5"])
+@pytest.mark.parametrize("case", TILE_BWD_CASES, ids=[c[0] for c in TILE_BWD_CASES])
+def test_emulated_tile_backward_matches_reference(case, K, monkeypatch):
+    """Output, last state and every gradient (initial state and dlast included) through the staged backward, with
+    8-step chunks and with K 5 (chunks partly used)."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    ext = EmulatedExtension()
+    monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "1")
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=35), softplus=case[9], with_last=True, seed=36)
+    assert scan_cuda._EXT.calls == ["fwd", "bwd_tile"]
+
+
+def test_emulated_tile_backward_time_segments(monkeypatch):
+    """The staged backward over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS=3: each segment starts from the later
+    segments' maps) against the reference; a call that does not fit (time-invariant B) keeps the state-lane kernel."""
+    from ssm_kernels.selective_scan import cuda as scan_cuda
+
+    ext = EmulatedExtension()
+    monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: 8)
+    monkeypatch.setattr(scan_cuda, "_EXT", ext)
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", "3")
+    case = ("segments", 1, 32, 70, 16, "variable", 1, True, True, True, _F32, None)
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=37), softplus=True, with_last=True, seed=38)
+    assert ext.calls == ["fwd", "bwd_tile"] and ext.segments == [3]
+    ext.calls.clear()
+    case = ("constant", 1, 32, 40, 16, "constant", 1, True, True, True, _F32, None)
+    _check_against_reference(scan_cuda, _long_inputs(case, seed=39), softplus=True, with_last=True, seed=40)
+    assert ext.calls == ["fwd", "bwd_state"]
 
 
 @pytest.mark.parametrize("K,flag,want", [(8, None, "bwd_state"), (5, None, "bwd_state"), (16, None, "bwd"),

@@ -215,6 +215,12 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
                                ssk::kRows / ssk::seg_threads_per_row(NP), nseg - 1);
         if (r != 0) return r;
       }
+      if constexpr (NP == 16) {
+        if (p.tile_minb != 0) {  // the staged backward (opt-in)
+          return run_grid(p, ssk::tile_bwd_smem_bytes(), [&p] { ssk::scan_bwd_tile_kernel<T, TBC>(p); },
+                          ssk::kStateThreads, ssk::kTileRows, nseg);
+        }
+      }
       auto go = [&p, nseg]<int KI>() {
         return run_grid(p, ssk::state_bwd_smem_bytes(KI), [&p] { ssk::scan_bwd_state_kernel<T, TBC, KI>(p); },
                         ssk::kStateThreads, ssk::kStateRowsBwd, nseg);
@@ -278,6 +284,9 @@ extern "C" int emu_tile_fwd_fits(int N, int dim, int b_groups, int c_groups, int
   return ssk::tile_fwd_fits(ssk::padded_state(N), dim, b_groups, c_groups, packed != 0, ckpt != 0, K) ? 1 : 0;
 }
 extern "C" int emu_tile_min_blocks(long long nrows, int sms) { return ssk::tile_min_blocks(nrows, sms); }
+extern "C" int emu_tile_bwd_fits(int N, int dim, int b_groups, int c_groups, int packed, int K) {
+  return ssk::tile_bwd_fits(ssk::padded_state(N), dim, b_groups, c_groups, packed != 0, K) ? 1 : 0;
+}
 extern "C" int emu_state_bwd_auto(int K) { return ssk::state_bwd_auto(K) ? 1 : 0; }
 extern "C" int emu_state_bwd_fits(int N, int dim, int b_groups, int c_groups) {
   return ssk::state_bwd_fits(ssk::padded_state(N), dim, b_groups, c_groups) ? 1 : 0;

@@ -531,6 +531,15 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   p.dz = z.has_value() ? dz.data_ptr() : nullptr;
   p.dh0 = want_dh0 ? dh0.data_ptr<float>() : nullptr;
 
+  // the staged state-lane backward: opt-in (SSM_KERNELS_SCAN_STATE_BWD_TILE=1) where it fits
+  const char* tb = std::getenv("SSM_KERNELS_SCAN_STATE_BWD_TILE");
+  const std::string tbs = tb != nullptr ? tb : "";
+  TORCH_CHECK(tbs.empty() || tbs == "0" || tbs == "1", "SSM_KERNELS_SCAN_STATE_BWD_TILE must be 0 or 1, got '", tbs,
+              "'");
+  p.tile_minb = state_bwd && tbs == "1" &&
+                        ssk::tile_bwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups, p.cu != nullptr, p.K)
+                    ? 4
+                    : 0;
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;

@@ -147,6 +147,14 @@ inline int tile_min_blocks(long long nrows, int sms) {
   const long long blocks = (nrows + kTileRows - 1) / kTileRows;
   return blocks > 4LL * sms ? 5 : 4;
 }
+// Staged state-lane backward (scan_bwd_tile_kernel, opt-in: SSM_KERNELS_SCAN_STATE_BWD_TILE=1): the state-lane
+// backward's chunks (K <= kTileBwdSteps) on the staged layout; padded N 16, variable B / C in groups of whole
+// 32-channel blocks, no cu_seqlens.
+constexpr int kTileBwdSteps = 8;
+inline bool tile_bwd_fits(int np, int dim, int b_groups, int c_groups, bool packed, int K) {
+  return np == 16 && !packed && b_groups > 0 && c_groups > 0 && (dim / b_groups) % kTileRows == 0 &&
+         (dim / c_groups) % kTileRows == 0 && K <= kTileBwdSteps;
+}
 // Long backward: kLongItemsBwd steps per lane, i.e. chunks (= the forward's checkpoint interval K) of
 // kLongBwdChunk steps; a block owns kLongWarps * ScanParams::long_rw rows of one (batch, group).
 constexpr int kLongItemsBwd = 4;

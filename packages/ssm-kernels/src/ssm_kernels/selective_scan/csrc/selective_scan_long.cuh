@@ -428,6 +428,24 @@ __device__ __forceinline__ float sigmoid_fast(float x) {
 #endif
 }
 
+// A staged kernel's thread as loader / finisher: row rl = tid / R of the block's rows (row0 ..), its lane q among the
+// row's R threads; rows past the end compute the last row (row_c) and write nothing.
+struct TileLoaderRow {
+  int rl, q, row, row_c, d;
+  bool active;
+};
+template <int R>
+__device__ __forceinline__ TileLoaderRow tile_loader_row(const ScanParams& p, int row0, int tid) {
+  TileLoaderRow r;
+  r.rl = tid / R;
+  r.q = tid % R;
+  r.row = row0 + r.rl;
+  r.active = r.row < p.nrows;
+  r.row_c = r.active ? r.row : p.nrows - 1;
+  r.d = r.row_c % p.dim;
+  return r;
+}
+
 __device__ __forceinline__ bool aligned_to(const void* ptr, unsigned bytes) {
   return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1u)) == 0;
 }
@@ -456,12 +474,9 @@ __global__ void __launch_bounds__(kStateThreads, MINB) scan_fwd_tile_kernel(cons
   const int N = p.N;
   const int L = p.L;
   // loader / finisher: row rl, steps q SP ..
-  const int rl = tid / R;
-  const int q = tid % R;
-  const int row = row0 + rl;
-  const bool active = row < p.nrows;
-  const int row_c = active ? row : p.nrows - 1;
-  const int d = row_c % p.dim;
+  const TileLoaderRow lr = tile_loader_row<R>(p, row0, tid);
+  const int rl = lr.rl, q = lr.q, row_c = lr.row_c, d = lr.d;
+  const bool active = lr.active;
   const size_t roff = (size_t)row_c * L;
   const T* u = static_cast<const T*>(p.u) + roff;
   const T* delta = static_cast<const T*>(p.delta) + roff;
@@ -912,6 +927,40 @@ __global__ void __launch_bounds__(32 * kLongWarps, NP <= 16 ? 4 : 1) scan_bwd_lo
 // by scan_bwd_seg_kernel first). No cu_seqlens. Deterministic.
 // KI: steps held per chunk (8 when K <= 8, else kMaxChunk), which sizes the registers and the shared memory.
 static_assert(kStateRowsBwd * 4 == kStateThreads, "4 lanes per row");
+
+// A row's inputs and gradient outputs in the backward (row offset roff; z and dz nullptr without z).
+template <typename T>
+struct BwdRow {
+  const T *u, *delta, *z, *dout;
+  T *du, *ddelta, *dz;
+};
+template <typename T>
+__device__ __forceinline__ BwdRow<T> bwd_row(const ScanParams& p, size_t roff) {
+  return {static_cast<const T*>(p.u) + roff,
+          static_cast<const T*>(p.delta) + roff,
+          p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr,
+          static_cast<const T*>(p.dout) + roff,
+          static_cast<T*>(p.du) + roff,
+          static_cast<T*>(p.ddelta) + roff,
+          p.z != nullptr ? static_cast<T*>(p.dz) + roff : nullptr};
+}
+
+// A row's dD and d delta_bias partials of time segment seg: the sums held by its R adjacent lanes (each its own
+// steps) added with shuffles, written by the lane that `write` says. Every lane of the warp must call this.
+template <int R>
+__device__ __forceinline__ void write_row_dD_ddb(const ScanParams& p, int seg, int row, bool write, float dD,
+                                                 float ddb) {
+#pragma unroll
+  for (int o = R / 2; o >= 1; o >>= 1) {
+    dD += __shfl_xor_sync(0xffffffffu, dD, o, R);
+    ddb += __shfl_xor_sync(0xffffffffu, ddb, o, R);
+  }
+  if (write) {
+    const size_t pr = ((size_t)seg * p.nrows + row) * p.rp_stride;
+    p.dD_part[pr] = dD;
+    p.ddb_part[pr] = ddb;
+  }
+}
 __host__ __device__ inline int state_bwd_steps(int K) { return K <= 8 ? 8 : kMaxChunk; }
 __host__ __device__ inline size_t state_bwd_smem_bytes(int ki) {
   return sizeof(float) * (kStateThreads / 32) * 2 * (size_t)ki * (16 + 1);
@@ -934,13 +983,9 @@ __global__ void __launch_bounds__(kStateThreads, KI == 8 ? kStateBwdBlocks : 1) 
   const int L = p.L;
   const int K = p.K;
   const size_t roff = (size_t)row_c * L;
-  const T* u = static_cast<const T*>(p.u) + roff;
-  const T* delta = static_cast<const T*>(p.delta) + roff;
-  const T* z = p.z != nullptr ? static_cast<const T*>(p.z) + roff : nullptr;
-  const T* dout = static_cast<const T*>(p.dout) + roff;
-  T* du = static_cast<T*>(p.du) + roff;
-  T* ddelta = static_cast<T*>(p.ddelta) + roff;
-  T* dz = p.z != nullptr ? static_cast<T*>(p.dz) + roff : nullptr;
+  const BwdRow<T> io = bwd_row<T>(p, roff);  // (no structured bindings: lambdas capture them)
+  const T *u = io.u, *delta = io.delta, *z = io.z, *dout = io.dout;
+  T *du = io.du, *ddelta = io.ddelta, *dz = io.dz;
   const auto [Bv, Bc, bgB, partB] = coef_source<TBC>(p.B, p.b_groups, p.dim, N, L, row_c, d, 32);
   const auto [Cv, Cc, bgC, partC] = coef_source<TBC>(p.C, p.c_groups, p.dim, N, L, row_c, d, 32);
   const float Dd = p.D != nullptr ? p.D[d] : 0.f;
@@ -1170,16 +1215,241 @@ __global__ void __launch_bounds__(kStateThreads, KI == 8 ? kStateBwdBlocks : 1) 
     }
   }
   // dD and d delta_bias: the row's lanes each hold their own steps' sums
+  write_row_dD_ddb<R>(p, seg, row, active && q == 0, dD, ddb);
+}
+
+// ------------------------------------------------------------------------------------------
+// backward, staged (opt-in: SSM_KERNELS_SCAN_STATE_BWD_TILE=1 where it fits; built and tested in the host
+// emulation only, not yet run on a GPU)
+// ------------------------------------------------------------------------------------------
+//
+// The state-lane backward's chunks (K <= kTileBwdSteps; the same outputs, partial layout and time segments) with the
+// staged forward's layout: a block owns kTileRows rows of one (b, group); thread 4 r + q loads row r's delta / u / z /
+// dout for steps q SP .. (SP = 2) and one state's B / C for one step, and stages (dt, dt u, dy) and B / C as float in
+// shared memory; lane (row tid % 32, states 4 (tid / 32) ..) recomputes the chunk's states from the checkpoint
+// (keeping h and a = exp(dt A) in registers: one exponential per (step, state) instead of two), runs the adjoint
+// g <- (g + C_t dy_t) a_t backwards and writes per step its partial sums over its 4 states of g B (for du) and
+// g h_{t-1} a A (for d delta), read back by the loading thread. A warp's 32 lanes are the block's 32 rows for the
+// same 4 states, so dB_t / dC_t of the block (one partial per 32 rows, the state-lane layout) are column sums of a
+// [64][32] tile per warp in shared memory: no shuffles, no cross-warp pass.
+__host__ __device__ inline size_t tile_bwd_smem_bytes() {
+  constexpr int KI = kTileBwdSteps;
+  return sizeof(float) * ((size_t)kTileRows * (4 * KI + 4) + 2 * KI * 16 + 3 * (size_t)kStateThreads * (KI + 1) +
+                          (size_t)(kStateThreads / 32) * 2 * 4 * KI * 33);
+}
+
+template <typename T, typename TBC>
+__global__ void __launch_bounds__(kStateThreads, 4) scan_bwd_tile_kernel(const ScanParams p) {
+  constexpr int KI = kTileBwdSteps;
+  constexpr int NP = 16, NS = 4, R = NP / NS;
+  constexpr int SP = KI / R;      // a loader's steps of its row
+  constexpr int SV = 4 * KI + 4;  // row stride of the staged (dt, dt u, dy, 0)
+  constexpr int SY = KI + 1;      // lane stride of the per-step partials (odd: scalar stores free of conflicts)
+  constexpr int M = 2 * NS * KI;  // a lane's dB / dC values per chunk: m = 2 (i KI + j) + isC
+  constexpr int SR = 33;          // row stride of the dB / dC tile
+  static_assert(kStateThreads == kTileRows * R && kStateThreads == KI * NP && M == 64, "tile layout");
+  extern __shared__ float smem[];
+  float* s_v = smem;                            // [kTileRows][SV]
+  float* s_b = s_v + kTileRows * SV;            // [KI][NP]
+  float* s_c = s_b + KI * NP;                   // [KI][NP]
+  float* s_y = s_c + KI * NP;                   // [kStateThreads][SY]: sum_n C_n h_n
+  float* s_g = s_y + kStateThreads * SY;        // sum_n g_n B_n
+  float* s_d = s_g + kStateThreads * SY;        // sum_n g_n h_{t-1,n} a_n A_n log2(e)
+  float* s_red = s_d + kStateThreads * SY;      // [warp][M][SR]: the lanes' dB / dC values, one column per lane
+
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int warp = tid / 32;
+  const int row0 = blockIdx.x * kTileRows;
+  const int N = p.N;
+  const int L = p.L;
+  const int K = p.K;
+  // loader / finisher: row rl, steps q SP ..
+  const TileLoaderRow lr = tile_loader_row<R>(p, row0, tid);
+  const int rl = lr.rl, q = lr.q, row = lr.row, row_c = lr.row_c, d = lr.d;
+  const bool active = lr.active;
+  const size_t roff = (size_t)row_c * L;
+  const BwdRow<T> io = bwd_row<T>(p, roff);  // (no structured bindings: lambdas capture them)
+  const T *u = io.u, *delta = io.delta, *z = io.z, *dout = io.dout;
+  T *du = io.du, *ddelta = io.ddelta, *dz = io.dz;
+  const float Dd = p.D != nullptr ? p.D[d] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  // loader of B / C: state ln, step lt of the chunk
+  const int ln = tid % NP;
+  const int lt = tid / NP;
+  const bool ln_ok = ln < N;
+  const int gsB = p.dim / p.b_groups, gsC = p.dim / p.c_groups;
+  const int bgB = row0 / gsB, bgC = row0 / gsC;
+  const TBC* Brow = static_cast<const TBC*>(p.B) + ((size_t)bgB * N + (ln_ok ? ln : 0)) * L;
+  const TBC* Crow = static_cast<const TBC*>(p.C) + ((size_t)bgC * N + (ln_ok ? ln : 0)) * L;
+  // this block's dB / dC partials (one per 32 rows of a (b, group), as scan_bwd_state_kernel)
+  float* const outB = p.dB_part + ((size_t)bgB * p.npart_b + (row0 - bgB * gsB) / 32) * N * L;
+  float* const outC = p.dC_part + ((size_t)bgC * p.npart_c + (row0 - bgC * gsC) / 32) * N * L;
+  // lane: row cr, states n0 ..
+  const int cr = lane;
+  const int n0 = warp * NS;
+  const int crow = row0 + cr;
+  const bool cactive = crow < p.nrows;
+  const int crow_c = cactive ? crow : p.nrows - 1;
+  const size_t hoff = (size_t)crow_c * N;
+
+  // this block's time segment: chunks [c_lo, c_hi)
+  const int nchunks = (L + K - 1) / K;
+  const int seg = p.nseg > 1 ? (int)blockIdx.y : 0;
+  const int c_lo = seg * p.seg_chunks;
+  const int c_hi = p.nseg > 1 ? min(nchunks, c_lo + p.seg_chunks) : nchunks;
+  const bool last_seg = c_hi == nchunks;
+
+  float A2[NS], h0[NS], g[NS], dA[NS];
+  lane_states_init(p, crow_c % p.dim, n0, hoff, A2, h0);
 #pragma unroll
-  for (int o = R / 2; o >= 1; o >>= 1) {
-    dD += __shfl_xor_sync(0xffffffffu, dD, o, R);
-    ddb += __shfl_xor_sync(0xffffffffu, ddb, o, R);
+  for (int i = 0; i < NS; ++i) {
+    const int n = n0 + i;
+    // the adjoint entering the segment's last step: dlast in the last segment, else the later segments' maps
+    g[i] = (last_seg && p.dlast != nullptr && n < N) ? p.dlast[hoff + n] : 0.f;
+    for (int s2 = p.nseg - 1; s2 > seg; --s2) {
+      if (n < N) g[i] = seg_apply(p, N, s2, n, crow_c, g[i]);
+    }
+    dA[i] = 0.f;
   }
-  if (active && q == 0) {
-    const size_t pr = ((size_t)seg * p.nrows + row) * p.rp_stride;
-    p.dD_part[pr] = dD;
-    p.ddb_part[pr] = ddb;
+  float dD = 0.f, ddb = 0.f;
+
+  for (int c = c_hi - 1; c >= c_lo; --c) {
+    const int t0 = c * K;
+    const int nt = min(K, L - t0);
+    // 1. stage the chunk (steps j >= nt: dt = dt u = dy = 0 and B = C = 0, identities)
+    float xu[SP], xdt[SP], xdy[SP], xgo[SP], xz[SP];
+    {
+      float v[4 * SP];
+#pragma unroll
+      for (int s = 0; s < SP; ++s) {
+        const int j = q * SP + s;
+        const int tt = t0 + j;
+        const bool ok = j < nt;
+        const float x = ok ? to_f<T>(delta[tt]) + bias : 0.f;
+        xdt[s] = ok ? (p.softplus ? softplus_f(x) : x) : 0.f;
+        xu[s] = ok ? to_f<T>(u[tt]) : 0.f;
+        xgo[s] = ok ? to_f<T>(dout[tt]) : 0.f;
+        xz[s] = ok && z != nullptr ? to_f<T>(z[tt]) : 0.f;
+        xdy[s] = z != nullptr ? xgo[s] * xz[s] * sigmoid_f(xz[s]) : xgo[s];
+        v[4 * s] = xdt[s];
+        v[4 * s + 1] = xdt[s] * xu[s];
+        v[4 * s + 2] = xdy[s];
+        v[4 * s + 3] = 0.f;
+      }
+      float4* dst = reinterpret_cast<float4*>(s_v + rl * SV + 4 * q * SP);
+#pragma unroll
+      for (int s = 0; s < SP; ++s) dst[s] = make_float4(v[4 * s], v[4 * s + 1], v[4 * s + 2], v[4 * s + 3]);
+      const bool okb = ln_ok && lt < nt;
+      s_b[lt * NP + ln] = okb ? to_f<TBC>(Brow[t0 + lt]) : 0.f;
+      s_c[lt * NP + ln] = okb ? to_f<TBC>(Crow[t0 + lt]) : 0.f;
+    }
+    // the chunk's initial state: checkpoint c - 1, or the initial state
+    float h[NS][KI + 1];
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      h[i][0] = n < N ? (c > 0 ? p.ckpt[((size_t)(c - 1) * N + n) * p.nrows + crow_c] : h0[i]) : 0.f;
+    }
+    __syncthreads();
+    // 2. recompute the chunk's states (and a = exp(dt A)); partial output sums for dz
+    float a[NS][KI];
+#pragma unroll
+    for (int j = 0; j < KI; ++j) {
+      const float4 v = *reinterpret_cast<const float4*>(s_v + cr * SV + 4 * j);
+      const float4 bb = *reinterpret_cast<const float4*>(s_b + j * NP + n0);
+      const float4 cc = *reinterpret_cast<const float4*>(s_c + j * NP + n0);
+      const float bv[NS] = {bb.x, bb.y, bb.z, bb.w};
+      const float cv[NS] = {cc.x, cc.y, cc.z, cc.w};
+      float y = 0.f;
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        a[i][j] = exp2_approx(v.x * A2[i]);
+        h[i][j + 1] = a[i][j] * h[i][j] + v.y * bv[i];
+        y += cv[i] * h[i][j + 1];
+      }
+      s_y[tid * SY + j] = y;
+    }
+    // 3. the adjoint, backwards through the chunk
+#pragma unroll
+    for (int j = KI - 1; j >= 0; --j) {
+      const float4 v = *reinterpret_cast<const float4*>(s_v + cr * SV + 4 * j);
+      const float4 bb = *reinterpret_cast<const float4*>(s_b + j * NP + n0);
+      const float4 cc = *reinterpret_cast<const float4*>(s_c + j * NP + n0);
+      const float bv[NS] = {bb.x, bb.y, bb.z, bb.w};
+      const float cv[NS] = {cc.x, cc.y, cc.z, cc.w};
+      float sg = 0.f, sd = 0.f;
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        const float gn = g[i] + cv[i] * v.z;
+        s_red[(warp * M + 2 * (i * KI + j)) * SR + lane] = cactive ? gn * v.y : 0.f;
+        s_red[(warp * M + 2 * (i * KI + j) + 1) * SR + lane] = cactive ? v.z * h[i][j + 1] : 0.f;
+        sg += gn * bv[i];
+        const float gpa = gn * h[i][j] * a[i][j];
+        sd += gpa * A2[i];
+        dA[i] += gpa * v.x;
+        g[i] = gn * a[i][j];
+      }
+      s_g[tid * SY + j] = sg;
+      s_d[tid * SY + j] = sd;
+    }
+    __syncwarp();
+    // 4. the block's dB / dC of the warp's states: lane sums columns lane and lane + 32 over the 32 rows
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int m = lane + 32 * half;
+      const float* col = s_red + (warp * M + m) * SR;
+      float acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < 32; ++k) acc += col[k];
+      const int i = m / (2 * KI);
+      const int j = (m / 2) % KI;
+      const int n = n0 + i;
+      if (j < nt && n < N) ((m & 1) ? outC : outB)[(size_t)n * L + t0 + j] = acc;
+    }
+    __syncthreads();
+    // 5. finish the loaded steps: dz, du, d delta
+#pragma unroll
+    for (int s = 0; s < SP; ++s) {
+      const int j = q * SP + s;
+      const int tt = t0 + j;
+      if (j < nt) {
+        float y = Dd * xu[s], sg = 0.f, sd = 0.f;
+#pragma unroll
+        for (int l = 0; l < R; ++l) {
+          const int src = (l * kTileRows + rl) * SY + j;
+          y += s_y[src];
+          sg += s_g[src];
+          sd += s_d[src];
+        }
+        const float dd0 = sd * kLn2 + sg * xu[s];
+        const float dd = p.softplus ? dd0 * -expm1f(-xdt[s]) : dd0;
+        if (active) {
+          if (z != nullptr) {
+            const float sz = sigmoid_f(xz[s]);
+            dz[tt] = from_f<T>(xgo[s] * y * sz * (1.f + xz[s] * (1.f - sz)));
+          }
+          du[tt] = from_f<T>(sg * xdt[s] + Dd * xdy[s]);
+          ddelta[tt] = from_f<T>(dd);
+          ddb += dd;
+          dD += xdy[s] * xu[s];
+        }
+      }
+    }
   }
+  if (cactive) {
+    const size_t pr = ((size_t)seg * p.nrows + crow) * p.rp_stride;  // per-row partials of this segment
+#pragma unroll
+    for (int i = 0; i < NS; ++i) {
+      const int n = n0 + i;
+      if (n < N) {
+        if (p.dh0 != nullptr && seg == 0) p.dh0[hoff + n] = g[i];
+        p.dA_part[pr + n] = dA[i];
+      }
+    }
+  }
+  // dD and d delta_bias: the row's 4 loaders (adjacent lanes) each hold their own steps' sums
+  write_row_dD_ddb<R>(p, seg, row, active && q == 0, dD, ddb);
 }
 
 #ifndef SSK_EMULATE
@@ -1190,6 +1460,17 @@ cudaError_t launch_long_np(const ScanParams& p, cudaStream_t stream) {
   if constexpr (BWD) {
     if (p.long_fwd == kLongFwdState) {  // the state-lane backward (padded N 16 only)
       if constexpr (NP == 16) {
+        if (p.tile_minb != 0) {  // the staged backward (opt-in, tile_bwd_fits)
+          auto kernel = scan_bwd_tile_kernel<T, TBC>;
+          const size_t smem = tile_bwd_smem_bytes();
+          const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+          if (err != cudaSuccess) return err;
+          const cudaError_t serr = launch_bwd_seg_maps<NP, T, TBC>(p, stream);  // the segments' maps first
+          if (serr != cudaSuccess) return serr;
+          const int blocks = (int)(((long long)p.nrows + kTileRows - 1) / kTileRows);
+          kernel<<<dim3(blocks, p.nseg > 1 ? p.nseg : 1), kStateThreads, smem, stream>>>(p);
+          return cudaGetLastError();
+        }
         const int ki = state_bwd_steps(p.K);
         const size_t smem = state_bwd_smem_bytes(ki);
         auto kernel = ki == 8 ? scan_bwd_state_kernel<T, TBC, 8> : scan_bwd_state_kernel<T, TBC, kMaxChunk>;
