@@ -17,8 +17,8 @@ Each kernel is launched through the driver API (``cuModuleLoadData`` / ``cuLaunc
 softplus; no initial state, no checkpoints), its output and last state are compared with the float64 reference,
 and it is timed with CUDA events (median of 5 x 20 back-to-back launches). The cubin's kernels must match the
 package's ``ScanParams`` layout (same sources). ``h200-logs/run21-prod-cubins.log`` and ``run21-tile-variants.log``
-come from the scratch harness this tool was written from (same launches and checks); the tool itself was checked on
-the workstation only (the cubin builds and holds every kernel name in KERNELS), not yet run on a GPU.
+come from the scratch harness this tool was written from (same launches and checks); ``run22-gpu_cubin_timing.log``
+is the tool's own first GPU run (a cubin built on the workstation).
 """
 
 from __future__ import annotations

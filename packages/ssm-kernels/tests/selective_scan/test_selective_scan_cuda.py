@@ -341,8 +341,8 @@ def test_cuda_state_forward_in_training_matches_reference(case, dtype, monkeypat
     assert len(seen) == 1 and seen[0] != 128, seen
 
 
-# the state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1, any chunk K) and its staged version (opt-in,
-# SSM_KERNELS_SCAN_STATE_BWD_TILE=1; variable B / C in groups of 32 channels)
+# the state-lane backward (SSM_KERNELS_SCAN_STATE_BWD=1, any chunk K; SSM_KERNELS_SCAN_STATE_BWD_TILE=0 keeps it
+# unstaged) and its staged version (the default where it fits: variable B / C in groups of 32 channels, K <= 8)
 BWD_KERNEL_CASES = [
     ("state", ("state-bwd-L300", 2, 64, 300, 16, "variable", 1, None, True, True, True)),
     ("state", ("state-bwd-N10-groups-of-32", 1, 96, 257, 10, "grouped", 3, None, True, True, False)),
@@ -441,9 +441,9 @@ def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
                                          device="cuda", seed=14))  # fmt: skip
 
 
-# General and state-lane backward over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS): off, chosen, and forced to
-# the most.
-@pytest.mark.parametrize("design", ["general", "state"])
+# General and state-lane backward (unstaged and staged) over time segments (SSM_KERNELS_SCAN_BWD_SEGMENTS): off,
+# chosen, and forced to the most.
+@pytest.mark.parametrize("design", ["general", "state", "tile"])
 @pytest.mark.parametrize("segments", ["1", "0", "16"], ids=["off", "auto", "16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize(
@@ -457,12 +457,15 @@ def test_cuda_long_backward_is_deterministic(bc, groups, monkeypatch):
 def test_cuda_backward_segments_match_reference(case, dtype, segments, design, monkeypatch):
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
-    if design == "state" and case[4] > 16:
+    if design != "general" and case[4] > 16:
         pytest.skip("the state-lane backward takes padded N 16 only")
     monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", segments)
-    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1" if design == "state" else "0")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "0" if design == "general" else "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "0" if design == "state" else "1")
     _, batch, dim, L, N = case[:5]
     ext = scan_cuda.load_extension()
+    if design == "tile" and ext.choose_chunk(N, L, batch * dim) > 8:
+        pytest.skip("the staged backward takes chunks of K <= 8")
     if design == "general":
         nseg = ext.backward_segments(N, L, batch * dim, ext.choose_chunk(N, L, batch * dim))
         assert (nseg == 1) == (segments == "1"), nseg
@@ -473,7 +476,7 @@ def test_cuda_backward_segments_match_reference(case, dtype, segments, design, m
 
     out = selective_scan_fn(**xg, delta_softplus=case[-1], backend="cuda")
     names = " ".join(_kernel_names(lambda: out.backward(torch.ones_like(out), retain_graph=True)))
-    want = "scan_bwd_state_kernel" if design == "state" else "scan_bwd_kernel"
+    want = {"general": "scan_bwd_kernel", "state": "scan_bwd_state_kernel", "tile": "scan_bwd_tile_kernel"}[design]
     assert want in names, names
     assert (segments != "1") == ("scan_bwd_seg_kernel" in names), names
     compare_scan_to_reference(x, delta_softplus=case[-1], with_last=True, seed=16)

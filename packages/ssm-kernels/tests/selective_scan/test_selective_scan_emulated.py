@@ -103,16 +103,18 @@ class EmulatedExtension:
     def choose_chunk(self, N, L, nrows):
         return _lib(self.short_only).emu_choose_chunk(int(N), int(L))
 
-    def backward_segments(self, N, L, nrows, K, state=False):
+    def backward_segments(self, N, L, nrows, K, state=False, tile=False):
         """As segments_for in selective_scan.cpp, for a GPU of EMU_SLOTS resident blocks (so that the small test
         grids split into segments by default); ``SSM_KERNELS_SCAN_BWD_SEGMENTS`` as there. ``state``: for the
-        state-lane backward (STATE_ROWS_BWD rows per block, the cost model even when the rows fill the GPU)."""
+        state-lane backward (STATE_ROWS_BWD rows per block, the cost model even when the rows fill the GPU);
+        ``tile``: for its staged kernel (the same rows per block, tile_bwd_segments)."""
         forced = int(os.environ.get("SSM_KERNELS_SCAN_BWD_SEGMENTS") or 0)
         chunks = ctypes.c_int(0)
         rows = STATE_ROWS_BWD if state else K_ROWS
         rowblocks = ctypes.c_longlong((nrows + rows - 1) // rows)
+        model = 2 if tile else int(state)
         count = _lib(self.short_only).emu_plan_segments(
-            (L + K - 1) // K, forced, rowblocks, ctypes.c_longlong(EMU_SLOTS), int(state), ctypes.byref(chunks)
+            (L + K - 1) // K, forced, rowblocks, ctypes.c_longlong(EMU_SLOTS), model, ctypes.byref(chunks)
         )
         return count, chunks.value
 
@@ -249,8 +251,13 @@ class EmulatedExtension:
         # as scan_bwd: the state-lane backward
         state = not short and not long and cu is None and lib.emu_state_bwd_fits(N, dim, p.b_groups, p.c_groups) == 1
         state = state and (lib.emu_state_bwd_auto(K) == 1 if flag == "" else flag == "1")
+        # its staged kernel where that fits (SSM_KERNELS_SCAN_STATE_BWD_TILE=0 keeps the unstaged one)
+        tile_flag = os.environ.get("SSM_KERNELS_SCAN_STATE_BWD_TILE", "")
+        assert tile_flag in ("", "0", "1"), tile_flag
+        tile = state and tile_flag != "0"
+        tile = tile and lib.emu_tile_bwd_fits(N, dim, p.b_groups, p.c_groups, int(cu is not None), K) == 1
         if not short and not long and cu is None:  # as scan_bwd: time segments of the general or state-lane backward
-            p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K, state)
+            p.nseg, p.seg_chunks = self.backward_segments(N, L, nrows, K, state, tile)
             self.segments.append(p.nseg)
             if p.nseg > 1:
                 seg = torch.full((p.nseg, 2, N, nrows), nan)
@@ -292,10 +299,7 @@ class EmulatedExtension:
         p.dB_part = _ptr(dB_part) if dB_part is not None else rp + (N + 2) * f
         p.dC_part = _ptr(dC_part) if dC_part is not None else rp + (N + 2 + cb_cols) * f
         p.dh0 = _ptr(dh0)
-        # as scan_bwd: the staged state-lane backward, opt-in (SSM_KERNELS_SCAN_STATE_BWD_TILE=1) where it fits
-        tile = os.environ.get("SSM_KERNELS_SCAN_STATE_BWD_TILE") == "1"
-        tile = tile and state and lib.emu_tile_bwd_fits(N, dim, p.b_groups, p.c_groups, int(cu is not None), K) == 1
-        p.tile_minb = 4 if tile else 0
+        p.tile_minb = 4 if tile else 0  # as scan_bwd: kTileBwdBlocks for the staged kernel
         self.calls.append(
             "bwd_short" if short else "bwd_long" if long else "bwd_tile" if tile else "bwd_state" if state else "bwd"
         )
@@ -824,11 +828,13 @@ def test_emulated_state_backward_matches_reference(case, K, monkeypatch):
         monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "0")  # the unstaged kernel (the staged one: below)
     _check_against_reference(scan_cuda, _long_inputs(case, seed=13), softplus=case[9], with_last=True, seed=14)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
 
 
-# The staged backward (SSM_KERNELS_SCAN_STATE_BWD_TILE=1): variable B / C in groups of 32 channels, K <= 8.
+# The staged backward (the state-lane backward's default where it fits): variable B / C in groups of 32 channels,
+# K <= 8.
 TILE_BWD_CASES = [
     ("L40-N16-fp32", 2, 32, 40, 16, "variable", 1, True, True, True, _F32, None),  # 5 chunks of 8
     ("L37-N10-grouped-bf16", 1, 64, 37, 10, "grouped", 2, True, True, True, _BF16, None),  # padded N, a 5-step tail
@@ -848,7 +854,7 @@ def test_emulated_tile_backward_matches_reference(case, K, monkeypatch):
     monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
-    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "1")
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", raising=False)
     _check_against_reference(scan_cuda, _long_inputs(case, seed=35), softplus=case[9], with_last=True, seed=36)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_tile"]
 
@@ -862,7 +868,7 @@ def test_emulated_tile_backward_time_segments(monkeypatch):
     monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: 8)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
-    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "1")
+    monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", raising=False)
     monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", "3")
     case = ("segments", 1, 32, 70, 16, "variable", 1, True, True, True, _F32, None)
     _check_against_reference(scan_cuda, _long_inputs(case, seed=37), softplus=True, with_last=True, seed=38)
@@ -873,20 +879,25 @@ def test_emulated_tile_backward_time_segments(monkeypatch):
     assert ext.calls == ["fwd", "bwd_state"]
 
 
-@pytest.mark.parametrize("K,flag,want", [(8, None, "bwd_state"), (5, None, "bwd_state"), (16, None, "bwd"),
-                                         (8, "0", "bwd"), (16, "1", "bwd_state")])  # fmt: skip
-def test_emulated_state_backward_selection(K, flag, want, monkeypatch):
+@pytest.mark.parametrize(
+    "K,flag,tile,want",
+    [(8, None, None, "bwd_tile"), (5, None, None, "bwd_tile"), (8, None, "0", "bwd_state"), (16, None, None, "bwd"),
+     (8, "0", None, "bwd"), (16, "1", None, "bwd_state"), (16, "1", "1", "bwd_state")],
+)  # fmt: skip
+def test_emulated_state_backward_selection(K, flag, tile, want, monkeypatch):
     """Where the state-lane backward runs: by default for chunks of K <= 8 (ssk::state_bwd_auto), any K when
-    forced, never with SSM_KERNELS_SCAN_STATE_BWD=0; gradients checked either way."""
+    forced, never with SSM_KERNELS_SCAN_STATE_BWD=0; its staged kernel where that fits (K <= 8) unless
+    SSM_KERNELS_SCAN_STATE_BWD_TILE=0; gradients checked either way."""
     from ssm_kernels.selective_scan import cuda as scan_cuda
 
     ext = EmulatedExtension()
     monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: K)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
-    if flag is None:
-        monkeypatch.delenv("SSM_KERNELS_SCAN_STATE_BWD", raising=False)
-    else:
-        monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", flag)
+    for name, value in (("SSM_KERNELS_SCAN_STATE_BWD", flag), ("SSM_KERNELS_SCAN_STATE_BWD_TILE", tile)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
     _check_against_reference(scan_cuda, _long_inputs(STATE_BWD_CASES[1], seed=17), softplus=True, with_last=True,
                              seed=18)  # fmt: skip
     assert ext.calls == ["fwd", want]
@@ -903,6 +914,7 @@ def test_emulated_state_backward_time_segments(case, segments, monkeypatch):
     monkeypatch.setattr(ext, "choose_chunk", lambda N, L, nrows: 5)
     monkeypatch.setattr(scan_cuda, "_EXT", ext)
     monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD", "1")
+    monkeypatch.setenv("SSM_KERNELS_SCAN_STATE_BWD_TILE", "0")
     monkeypatch.setenv("SSM_KERNELS_SCAN_BWD_SEGMENTS", segments)
     _check_against_reference(scan_cuda, _long_inputs(case, seed=15), softplus=case[9], with_last=True, seed=16)
     assert scan_cuda._EXT.calls == ["fwd", "bwd_state"]
@@ -1105,3 +1117,22 @@ def test_backward_segment_count_model():
     assert lib.emu_bwd_segments(ll(1), 3, ll(528)) == 3
     assert lib.emu_bwd_segments(ll(1), 1000, ll(528)) == 16
     assert [lib.emu_seg_chunks_for(250, s) for s in (1, 2, 12)] == [250, 125, 21]
+
+
+def test_tile_backward_segment_count_model():
+    """tile_bwd_segments (plan_segments model 2): one segment when the row blocks fill one wave (the 8 x 2048 x 2048
+    shape: 512 blocks on 4 x 132 slots), where a wave more would cost the segment maps for nothing; for the raw EEG
+    shape (608 blocks, 1.15 waves) segments that shorten the tail; many for few rows; forced counts kept."""
+    lib = _lib()
+    ll = ctypes.c_longlong
+    chunks = ctypes.c_int(0)
+
+    def plan(rowblocks, nchunks, forced=0):
+        return lib.emu_plan_segments(nchunks, forced, ll(rowblocks), ll(528), 2, ctypes.byref(chunks))
+
+    assert plan(512, 256) == 1
+    assert plan(528, 256) == 1
+    assert 4 <= plan(608, 250) <= 8
+    assert plan(1, 1000) == 16
+    assert plan(608, 1) == 1
+    assert plan(512, 256, forced=3) == 3 and chunks.value == 86

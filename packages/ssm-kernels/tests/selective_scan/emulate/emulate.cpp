@@ -216,7 +216,7 @@ int run_long(const ssk::ScanParams* pp, int dtype, bool bwd) {
         if (r != 0) return r;
       }
       if constexpr (NP == 16) {
-        if (p.tile_minb != 0) {  // the staged backward (opt-in)
+        if (p.tile_minb != 0) {  // the staged backward (where it fits)
           return run_grid(p, ssk::tile_bwd_smem_bytes(), [&p] { ssk::scan_bwd_tile_kernel<T, TBC>(p); },
                           ssk::kStateThreads, ssk::kTileRows, nseg);
         }
@@ -295,8 +295,9 @@ extern "C" int emu_bwd_segments(long long rowblocks, int nchunks, long long slot
   return ssk::bwd_segments(rowblocks, nchunks, slots);
 }
 extern "C" int emu_seg_chunks_for(int nchunks, int s) { return ssk::seg_chunks_for(nchunks, s); }
-extern "C" int emu_plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int fill, int* chunks) {
-  const ssk::Segments sg = ssk::plan_segments(nchunks, forced, rowblocks, slots, fill != 0);
+extern "C" int emu_plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int model,
+                                 int* chunks) {
+  const ssk::Segments sg = ssk::plan_segments(nchunks, forced, rowblocks, slots, model);
   *chunks = sg.chunks;
   return sg.count;
 }

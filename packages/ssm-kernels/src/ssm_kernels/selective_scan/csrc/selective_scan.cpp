@@ -142,8 +142,9 @@ int64_t bwd_slots(const SmemInfo& s, int np, int K) {
 }
 
 // Time segments of a general call without cu_seqlens (ssk::plan_segments; SSM_KERNELS_SCAN_BWD_SEGMENTS forces them).
-// state: for the state-lane backward (kStateRowsBwd rows per block, kStateBwdBlocks blocks per SM).
-ssk::Segments segments_for(int N, int L, int nrows, int K, bool state = false) {
+// state: for the state-lane backward (kStateRowsBwd rows per block, kStateBwdBlocks blocks per SM); tile: for its
+// staged kernel (the same rows per block, kTileBwdBlocks per SM, tile_bwd_segments).
+ssk::Segments segments_for(int N, int L, int nrows, int K, bool state = false, bool tile = false) {
   const int nchunks = (L + K - 1) / K;
   const int forced = nchunks < 2 ? 1 : bwd_segments_env();
   const int rows = state ? ssk::kStateRowsBwd : ssk::kRows;
@@ -151,14 +152,17 @@ ssk::Segments segments_for(int N, int L, int nrows, int K, bool state = false) {
   // the device is queried only when the count is chosen
   int64_t slots = 0;
   if (forced == 0) {
-    slots = state ? (int64_t)smem_info().sms * ssk::kStateBwdBlocks : bwd_slots(smem_info(), ssk::padded_state(N), K);
+    slots = tile    ? (int64_t)smem_info().sms * ssk::kTileBwdBlocks
+            : state ? (int64_t)smem_info().sms * ssk::kStateBwdBlocks
+                    : bwd_slots(smem_info(), ssk::padded_state(N), K);
   }
-  return ssk::plan_segments(nchunks, forced, rowblocks, slots, state);
+  return ssk::plan_segments(nchunks, forced, rowblocks, slots, tile ? 2 : state ? 1 : 0);
 }
 // Sets p.nseg / p.seg_chunks (one segment unless `allowed` and segments_for finds several) and returns the segment
 // maps' buffer (nseg, 2, N, nrows), pointed to by p.seg (undefined for one segment). Keep it alive until the launch.
-Tensor use_segments(ssk::ScanParams& p, bool allowed, const at::TensorOptions& f32, bool state = false) {
-  const ssk::Segments sg = allowed ? segments_for(p.N, p.L, p.nrows, p.K, state) : ssk::Segments{1, 0};
+Tensor use_segments(ssk::ScanParams& p, bool allowed, const at::TensorOptions& f32, bool state = false,
+                    bool tile = false) {
+  const ssk::Segments sg = allowed ? segments_for(p.N, p.L, p.nrows, p.K, state, tile) : ssk::Segments{1, 0};
   p.nseg = sg.count;
   p.seg_chunks = sg.chunks;
   if (p.nseg <= 1) return Tensor();
@@ -456,8 +460,16 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   const bool state_bwd = !short_path && !long_path && p.cu == nullptr &&
                          ssk::state_bwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups) &&
                          use_state_bwd(p.K);
+  // its staged kernel where that fits (SSM_KERNELS_SCAN_STATE_BWD_TILE=0 keeps the unstaged one)
+  const char* tb = std::getenv("SSM_KERNELS_SCAN_STATE_BWD_TILE");
+  const std::string tbs = tb != nullptr ? tb : "";
+  TORCH_CHECK(tbs.empty() || tbs == "0" || tbs == "1", "SSM_KERNELS_SCAN_STATE_BWD_TILE must be 0 or 1, got '", tbs,
+              "'");
+  const bool tile_bwd =
+      state_bwd && tbs != "0" &&
+      ssk::tile_bwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups, p.cu != nullptr, p.K);
   // time segments of the general or state-lane backward (not with cu_seqlens, whose sequences reset the state)
-  const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32, state_bwd);
+  const Tensor seg = use_segments(p, !short_path && !long_path && p.cu == nullptr, f32, state_bwd, tile_bwd);
 
   Tensor du = at::empty_like(u);
   Tensor ddelta = at::empty_like(u);
@@ -531,15 +543,7 @@ std::vector<Tensor> scan_bwd(const Tensor& u, const Tensor& delta, const Tensor&
   p.dz = z.has_value() ? dz.data_ptr() : nullptr;
   p.dh0 = want_dh0 ? dh0.data_ptr<float>() : nullptr;
 
-  // the staged state-lane backward: opt-in (SSM_KERNELS_SCAN_STATE_BWD_TILE=1) where it fits
-  const char* tb = std::getenv("SSM_KERNELS_SCAN_STATE_BWD_TILE");
-  const std::string tbs = tb != nullptr ? tb : "";
-  TORCH_CHECK(tbs.empty() || tbs == "0" || tbs == "1", "SSM_KERNELS_SCAN_STATE_BWD_TILE must be 0 or 1, got '", tbs,
-              "'");
-  p.tile_minb = state_bwd && tbs == "1" &&
-                        ssk::tile_bwd_fits(ssk::padded_state(p.N), p.dim, p.b_groups, p.c_groups, p.cu != nullptr, p.K)
-                    ? 4
-                    : 0;
+  p.tile_minb = tile_bwd ? ssk::kTileBwdBlocks : 0;  // the staged state-lane backward
   if (p.nrows > 0 && p.L > 0) {
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
     cudaError_t err = cudaSuccess;

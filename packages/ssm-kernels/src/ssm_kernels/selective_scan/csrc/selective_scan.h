@@ -147,10 +147,12 @@ inline int tile_min_blocks(long long nrows, int sms) {
   const long long blocks = (nrows + kTileRows - 1) / kTileRows;
   return blocks > 4LL * sms ? 5 : 4;
 }
-// Staged state-lane backward (scan_bwd_tile_kernel, opt-in: SSM_KERNELS_SCAN_STATE_BWD_TILE=1): the state-lane
-// backward's chunks (K <= kTileBwdSteps) on the staged layout; padded N 16, variable B / C in groups of whole
-// 32-channel blocks, no cu_seqlens.
+// Staged state-lane backward (scan_bwd_tile_kernel; the state-lane backward's default where it fits,
+// SSM_KERNELS_SCAN_STATE_BWD_TILE=0 keeps the unstaged kernel): the state-lane backward's chunks (K <= kTileBwdSteps)
+// on the staged layout; padded N 16, variable B / C in groups of whole 32-channel blocks, no cu_seqlens. Its
+// registers (128) and shared memory (53 KB) allow kTileBwdBlocks blocks per SM.
 constexpr int kTileBwdSteps = 8;
+constexpr int kTileBwdBlocks = 4;
 inline bool tile_bwd_fits(int np, int dim, int b_groups, int c_groups, bool packed, int K) {
   return np == 16 && !packed && b_groups > 0 && c_groups > 0 && (dim / b_groups) % kTileRows == 0 &&
          (dim / c_groups) % kTileRows == 0 && K <= kTileBwdSteps;
@@ -286,9 +288,33 @@ inline int seg_chunks_for(int nchunks, int s) { return (nchunks + s - 1) / s; }
 struct Segments {
   int count, chunks;
 };
-inline Segments plan_segments(int nchunks, int forced, long long rowblocks, long long slots, bool fill = false) {
+// Time segments of the staged backward, whose blocks take equal time: kernel time ceil(rowblocks s / slots) / s waves
+// of full-length blocks, plus the segment maps (scan_bwd_seg_kernel, over (s - 1) / s of the sequence), whose pass
+// costs about kSegMapCost of the staged backward's (H200, run22: 318 us for 5/6 of the 8 x 2048 x 2048 bf16 shape
+// beside 1,563 us). One segment when the rows fill one wave (that shape: 512 blocks on 528 slots).
+constexpr double kSegMapCost = 0.25;
+inline int tile_bwd_segments(long long rowblocks, int nchunks, long long slots) {
+  if (nchunks < 2 || slots < 1) return 1;
+  int best = 1;
+  double best_cost = 0.0;
+  const int smax = nchunks < kMaxSegments ? nchunks : kMaxSegments;
+  for (int s = 1; s <= smax; ++s) {
+    const long long waves = (rowblocks * s + slots - 1) / slots;
+    const double cost = (double)waves / s + kSegMapCost * (s - 1) / s * (double)rowblocks / (double)slots;
+    if (s == 1 || cost < best_cost - 1e-9) {
+      best = s;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+// model: 0 the general backward, 1 the state-lane backward (bwd_segments with fill), 2 the staged backward
+// (tile_bwd_segments).
+inline Segments plan_segments(int nchunks, int forced, long long rowblocks, long long slots, int model = 0) {
   if (nchunks < 2) return {1, 0};
-  int s = forced > 0 ? forced : bwd_segments(rowblocks, nchunks, slots, fill);
+  int s = forced > 0 ? forced
+          : model == 2 ? tile_bwd_segments(rowblocks, nchunks, slots)
+                       : bwd_segments(rowblocks, nchunks, slots, model == 1);
   s = s < nchunks ? s : nchunks;
   if (s <= 1) return {1, 0};
   const int sc = seg_chunks_for(nchunks, s);
