@@ -47,6 +47,7 @@ CONFIGS = {
     "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     "chunk-80": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "80"},  # split backward: steps per recomputed chunk (raw: 40)
     "chunk-160": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "160"},
+    "opgrad-triton": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "triton"},  # dmix_A / dW_A in one Triton kernel (opt-in)
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

@@ -39,6 +39,7 @@ def _compile(
         "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
         "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
+        "opgrad": gst._graph_scan_opgrad_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                  VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
@@ -50,6 +51,10 @@ def _compile(
     elif kind == "adj":  # the split backward's adjoint kernel, as launched (loads prefetched)
         const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc, STORE_DY=not readout_in, PREFETCH=True,
                      READOUT_IN=readout_in)  # fmt: skip
+    elif kind == "opgrad":  # the split backward's operator gradients (SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton)
+        kw = K + eye
+        const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
+                     NP=NP, PREC=prec)  # fmt: skip
     elif kind.startswith("readout"):  # the parallel readout kernels
         const = {k: v for k, v in const.items() if k in fn.arg_names}
         const.update(EYE_C=eye)
@@ -104,6 +109,10 @@ def _compile(
         ("readout_adj_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
         ("readout_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
         ("readout_adj_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
+        # the operator-gradient kernel (opt-in) at TGMamba's call (fp32: 3xtf32, bf16: tf32) and the largest it takes
+        ("opgrad", 32, 2, 16, 1, False, 4, "3xtf32", False, False, True),
+        ("opgrad", 32, 4, 16, 1, False, 4, "tf32", False, False, True),
+        ("opgrad", 64, 1, 32, 3, False, 4, "3xtf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -128,6 +137,9 @@ def _compile(
         "readout_adj_q-V19N16-3xtf32",
         "readout_q-V64N64",
         "readout_adj_q-V64N64",
+        "opgrad-V19N16-identity_first-3xtf32",
+        "opgrad-V19N16-identity_first-tf32",
+        "opgrad-V64N32K3-3xtf32",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):

@@ -104,6 +104,29 @@ def test_gpu_parallel_readout(monkeypatch, shape, dtype, mode):
     check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=True, strided_d_out=True)
 
 
+OPGRAD_CASES = {
+    # TGMamba's call at both target shapes (fp32, bf16), and away from it: V 56 / N 64 with the identity first,
+    # three stored operators shared by all steps with D past one channel block
+    **{f"{shape}-{str(dt)[6:]}": dict(**SHAPES[shape], K=2, T="L", mix_C=True, K_C=2, T_C="L", dtype=dt,
+                                      identity_first=True, with_initial_state=True, **MAMBA)
+       for shape in SHAPES for dt in (torch.float32, torch.bfloat16)},
+    "V56-D24-N64-L17-K3-identity_first": dict(batch=2, V=56, D=24, N=64, L=17, K=3, T="L", identity_first=True,
+                                              with_z=True),
+    "V14-D37-N7-L33-K3-T1": dict(batch=2, V=14, D=37, N=7, L=33, K=3, T="1", **MAMBA),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(OPGRAD_CASES), ids=list(OPGRAD_CASES))
+def test_gpu_opgrad_kernel(monkeypatch, case):
+    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton`` (opt-in): dmix_A / dW_A from ``_graph_scan_opgrad_kernel`` instead
+    of the cuBLAS products; outputs and every gradient against the reference."""
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "triton")
+    kw = OPGRAD_CASES[case]
+    inputs = make_graph_scan_inputs(device="cuda", seed=43, **kw)
+    shared = kw.get("K") == kw.get("K_C") and kw.get("T") == kw.get("T_C")
+    check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=shared)
+
+
 FOLDED_CASES = {
     # the folded readout (READOUT_FWD / _BWD=q) away from TGMamba's call: three stored operators without the
     # identity (8 warps), D past one 64-channel block with shared operators, fp16
