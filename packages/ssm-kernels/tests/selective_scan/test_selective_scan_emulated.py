@@ -13,6 +13,7 @@ of the emulator, seconds) and a wider sweep under ``slow``.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -61,7 +62,9 @@ def _lib(short_only: bool = False):
     if short_only and False in _LIBS:
         return _LIBS[False]
     if short_only not in _LIBS:
-        out = Path(tempfile.mkdtemp(prefix="ssk_emu_")) / "libemu.so"
+        tmp = tempfile.mkdtemp(prefix="ssk_emu_")
+        atexit.register(shutil.rmtree, tmp, True)  # the library stays loaded; its file goes at exit
+        out = Path(tmp) / "libemu.so"
         flags = ["-DSSK_EMU_SHORT_ONLY"] if short_only else []
         cmd = ["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", *flags, f"-I{CUDA_INCLUDE}",
                f"-I{CSRC}", str(HERE / "emulate" / "emulate.cpp"), "-o", str(out), "-lpthread"]  # fmt: skip
