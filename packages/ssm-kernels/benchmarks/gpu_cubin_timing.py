@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ssm_kernels.selective_scan.reference import selective_scan_ref
+from ssm_kernels.testing.bench import back_to_back_us
 from ssm_kernels.testing.scan_params import ScanParams
 from ssm_kernels.testing.selective_scan import make_scan_inputs
 
@@ -104,20 +104,6 @@ def scan_params(x: dict, out: torch.Tensor, last: torch.Tensor) -> ScanParams:
     return p
 
 
-def median_us(fn, iters: int = 20, reps: int = 5) -> float:
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / iters * 1e3)
-    return statistics.median(times)
-
-
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return ((a.double() - ref).abs().max() / ref.abs().max()).item()
 
@@ -155,7 +141,7 @@ def main() -> None:
             launch()
             torch.cuda.synchronize()
             err, err_last = rel_err(out, ref), rel_err(last, ref_last)
-            print(f"{shape:9s} {label:12s} {median_us(launch):8.1f} us | rel err out {err:.1e} last {err_last:.1e}",
+            print(f"{shape:9s} {label:12s} {back_to_back_us(launch):8.1f} us | rel err out {err:.1e} last {err_last:.1e}",
                   flush=True)  # fmt: skip
 
 

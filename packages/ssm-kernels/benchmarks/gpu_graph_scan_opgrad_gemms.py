@@ -19,18 +19,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _time_us(f, n: int = 20) -> float:
-    for _ in range(3):
-        f()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    a.record()
-    for _ in range(n):
-        f()
-    b.record()
-    torch.cuda.synchronize()
-    return a.elapsed_time(b) / n * 1e3
+from ssm_kernels.testing.bench import back_to_back_us
 
 
 def main() -> None:
@@ -58,7 +47,7 @@ def main() -> None:
     for prec in ("highest", "high"):
         torch.set_float32_matmul_precision(prec)
         for name, f in ops.items():
-            print(f"{prec:8s} {name:45s} {_time_us(f):9.1f} us/chunk", flush=True)
+            print(f"{prec:8s} {name:45s} {back_to_back_us(f, reps=1, warmup=3):9.1f} us/chunk", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Every case:
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,6 +59,24 @@ def cuda_event_ms(fn: Callable[[], Any], rounds: int = 20, warmup: int = 3) -> f
         times.append(start.elapsed_time(end))
     times.sort()
     return times[len(times) // 2]
+
+
+def back_to_back_us(fn: Callable[[], Any], iters: int = 20, reps: int = 5, warmup: int = 0) -> float:
+    """Median over ``reps`` of the microseconds per call of ``iters`` calls of ``fn`` launched back to back between
+    two CUDA events (after ``warmup`` untimed calls): the GPU's pace, host work hidden behind the queue."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / iters * 1e3)
+    return statistics.median(times)
 
 
 def kernel_us(fn: Callable[[], Any], reps: int = 5, width: int = 40) -> dict[str, float]:

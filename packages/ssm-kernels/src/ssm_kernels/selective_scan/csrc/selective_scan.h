@@ -263,20 +263,27 @@ inline bool state_bwd_fits(int np, int dim, int b_groups, int c_groups) {
 constexpr int kBwdRegBlocks = 4;
 // fill: apply the cost model even when the rows fill the GPU (the state-lane backward, whose 1-2 waves of blocks
 // leave a long tail).
-inline int bwd_segments(long long rowblocks, int nchunks, long long slots, bool fill = false) {
-  if (nchunks < 2 || slots < 1 || (!fill && rowblocks >= slots)) return 1;
+// The segment count s in 1 .. min(nchunks, kMaxSegments) of least cost(s, waves), waves = ceil(rowblocks s / slots)
+// (the smallest s among equal costs).
+template <class Cost>
+inline int least_cost_segments(long long rowblocks, int nchunks, long long slots, Cost cost) {
   int best = 1;
   double best_cost = 0.0;
   const int smax = nchunks < kMaxSegments ? nchunks : kMaxSegments;
   for (int s = 1; s <= smax; ++s) {
-    const long long waves = (rowblocks * s + slots - 1) / slots;
-    const double cost = (waves + 0.5) * (1.0 / s + 4.0 / nchunks) + (s > 1 ? 0.03 : 0.0);
-    if (s == 1 || cost < best_cost - 1e-9) {
+    const double c = cost(s, (rowblocks * s + slots - 1) / slots);
+    if (s == 1 || c < best_cost - 1e-9) {
       best = s;
-      best_cost = cost;
+      best_cost = c;
     }
   }
   return best;
+}
+inline int bwd_segments(long long rowblocks, int nchunks, long long slots, bool fill = false) {
+  if (nchunks < 2 || slots < 1 || (!fill && rowblocks >= slots)) return 1;
+  return least_cost_segments(rowblocks, nchunks, slots, [nchunks](int s, long long waves) {
+    return (waves + 0.5) * (1.0 / s + 4.0 / nchunks) + (s > 1 ? 0.03 : 0.0);
+  });
 }
 // States per thread of the segment-map kernel (scan_bwd_seg_kernel) and its threads per row.
 constexpr int kSegStates = 4;
@@ -295,18 +302,10 @@ struct Segments {
 constexpr double kSegMapCost = 0.25;
 inline int tile_bwd_segments(long long rowblocks, int nchunks, long long slots) {
   if (nchunks < 2 || slots < 1) return 1;
-  int best = 1;
-  double best_cost = 0.0;
-  const int smax = nchunks < kMaxSegments ? nchunks : kMaxSegments;
-  for (int s = 1; s <= smax; ++s) {
-    const long long waves = (rowblocks * s + slots - 1) / slots;
-    const double cost = (double)waves / s + kSegMapCost * (s - 1) / s * (double)rowblocks / (double)slots;
-    if (s == 1 || cost < best_cost - 1e-9) {
-      best = s;
-      best_cost = cost;
-    }
-  }
-  return best;
+  const double fill = (double)rowblocks / (double)slots;
+  return least_cost_segments(rowblocks, nchunks, slots, [fill](int s, long long waves) {
+    return (double)waves / s + kSegMapCost * (s - 1) / s * fill;
+  });
 }
 // model: 0 the general backward, 1 the state-lane backward (bwd_segments with fill), 2 the staged backward
 // (tile_bwd_segments).
