@@ -1,7 +1,7 @@
 """A/B timings of the TGMamba block on a GPU, beyond the pytest-benchmark suite (one GPU call each).
 
     PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src \
-        python packages/tgmamba-models/benchmarks/gpu_tgmamba_ab.py identity|host|compile [--shapes tusz,raw]
+        python packages/tgmamba-models/benchmarks/gpu_tgmamba_ab.py identity|host|compile|precision [--shapes tusz,raw]
 
 - ``identity``: fwd+bwd with ``block.implicit_identity`` False / True, interleaved rounds (CUDA events, median of
   three per round), then the GPU kernel time of each (torch.profiler) with its largest kernels.
@@ -10,6 +10,9 @@
 - ``compile``: ``torch.compile(block)`` in the default and ``reduce-overhead`` modes against eager, interleaved,
   with the largest relative difference of the output and every gradient. Run with ``TORCH_LOGS=graph_breaks``
   to see where Dynamo breaks the graph.
+- ``precision``: fwd+bwd and fwd under torch's fp32 matmul precision ``highest`` (the default: 3xtf32 graph-scan
+  dots, fp32 cuBLAS) and ``high`` (tf32 for both), with the GPU kernel time grouped by kind, the largest kernels
+  and the peak memory.
 """
 
 from __future__ import annotations
@@ -144,9 +147,46 @@ def compiled(shape: str, modes: list[str]) -> None:
             print(json.dumps({"mode": mode, "error": repr(exc)[:1500], "s": round(time.time() - t0, 1)}), flush=True)
 
 
+KINDS = ("_graph_scan_adj", "_graph_scan_fwd", "readout_adj_q", "readout_q", "opgrad", "causal_conv", "gated", "gemm",
+         "gemv", "splitk", "reduce", "elementwise", "copy", "cat", "index", "softmax")  # fmt: skip
+
+
+def kind_of(kernel: str) -> str:
+    name = kernel.lower()
+    return next((k for k in KINDS if k in name), "other")
+
+
+def precision(shapes: list[str]) -> None:
+    for shape in shapes:
+        block, _, fwdbwd, fwd = setup(shape)
+        block.validate_inputs = False
+        for prec in ("highest", "high"):
+            torch.set_float32_matmul_precision(prec)
+            try:
+                fwdbwd()
+                torch.cuda.synchronize()
+                walls = [round(median_ms(fwdbwd, shape), 2) for _ in range(2)]
+                fwd_ms = round(median_ms(fwd, shape), 2)
+                per = kernel_us(fwdbwd, reps=1 if shape == "raw" else 5, width=60)
+                kinds: dict[str, float] = {}
+                for k, v in per.items():
+                    kinds[kind_of(k)] = kinds.get(kind_of(k), 0.0) + v
+                torch.cuda.reset_peak_memory_stats()
+                fwdbwd()
+                torch.cuda.synchronize()
+                top = dict(sorted(per.items(), key=lambda kv: -kv[1])[:25])
+                print(json.dumps({"shape": shape, "precision": prec, "fwdbwd_ms": walls, "fwd_ms": fwd_ms,
+                                  "gpu_ms": round(sum(per.values()) / 1e3, 2),
+                                  "peak_MiB": round(torch.cuda.max_memory_allocated() / 2**20),
+                                  "kinds_us": {k: round(v) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+                                  "top_us": {k: round(v) for k, v in top.items()}}), flush=True)  # fmt: skip
+            finally:
+                torch.set_float32_matmul_precision("highest")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("identity", "host", "compile"))
+    ap.add_argument("what", choices=("identity", "host", "compile", "precision"))
     ap.add_argument("--shapes", default="tusz,raw")
     ap.add_argument("--modes", default="default,reduce-overhead", help="torch.compile modes (compile)")
     args = ap.parse_args()
@@ -155,6 +195,8 @@ def main() -> None:
         identity_ab(shapes)
     elif args.what == "host":
         host(shapes[0])
+    elif args.what == "precision":
+        precision(shapes)
     else:
         compiled(shapes[0], args.modes.split(","))
 

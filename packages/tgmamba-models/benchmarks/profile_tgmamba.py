@@ -1,6 +1,9 @@
 """Per-kernel CUDA time of one TGMamba block forward+backward (torch.profiler), for performance work.
 
-PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src python packages/tgmamba-models/benchmarks/profile_tgmamba.py [tusz|raw]
+PYTHONPATH=packages/ssm-kernels/src:packages/tgmamba-models/src python packages/tgmamba-models/benchmarks/profile_tgmamba.py [tusz|raw] [--ops]
+
+``--ops``: per operator and input shapes instead (CPU and CUDA activity, ``group_by_input_shape``), which tells
+the call sites of the cuBLAS and element-wise kernels apart; the value checks are off.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bench_tgmamba import TUSZ_BLOCK, electrode_graph
 from tgmamba_models import TGMamba
 
 
-def main(shape: str = "tusz") -> None:
+def main(shape: str = "tusz", ops: bool = False) -> None:
     batch, L = (256, 10) if shape == "tusz" else (16, 2000)
     V = 19
     torch.manual_seed(0)
@@ -29,13 +32,20 @@ def main(shape: str = "tusz") -> None:
         block(x, ei, ew).backward(g)
     torch.cuda.synchronize()
     steps = 5 if shape == "tusz" else 1
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    acts = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if ops else [])
+    with torch.profiler.profile(activities=acts, record_shapes=ops) as prof:
         for _ in range(steps):
             block(x, ei, ew).backward(g)
         torch.cuda.synchronize()
     print(f"TGMamba block {shape} (batch {batch}, V {V}, L {L}) fwd+bwd x{steps}")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    if ops:
+        table = prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total", row_limit=50, max_name_column_width=40, max_shapes_column_width=110
+        )
+    else:
+        table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60)
+    print(table)
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["tusz"]))
+    main(next((a for a in sys.argv[1:] if not a.startswith("--")), "tusz"), "--ops" in sys.argv[1:])

@@ -26,6 +26,7 @@ def _compile(
     all_states: bool = False,
     eye: bool = False,
     readout_in: bool = False,
+    stored: bool = False,
 ):
     triton = pytest.importorskip("triton")
     try:
@@ -47,10 +48,10 @@ def _compile(
         const["CHUNK"] = 1 if all_states else 32
     if kind == "fwd":  # every store on: the training forward of either backward design; loads prefetched
         const.update(HAS_INIT=True, STORE_LAST=True, STORE_CKPT=True, STORE_OUT=True, STORE_STATES=True, STORE_Y=True,
-                     EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True)  # fmt: skip
+                     EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True, STORE_X=stored)  # fmt: skip
     elif kind == "adj":  # the split backward's adjoint kernel, as launched (loads prefetched)
         const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc, STORE_DY=not readout_in, PREFETCH=True,
-                     READOUT_IN=readout_in)  # fmt: skip
+                     READOUT_IN=readout_in, STORE_Z=stored)  # fmt: skip
     elif kind == "opgrad":  # the split backward's operator gradients (SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton)
         kw = K + eye
         const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
@@ -113,6 +114,12 @@ def _compile(
         ("opgrad", 32, 2, 16, 1, False, 4, "3xtf32", False, False, True),
         ("opgrad", 32, 4, 16, 1, False, 4, "tf32", False, False, True),
         ("opgrad", 64, 1, 32, 3, False, 4, "3xtf32", False, False, False),
+        # SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored (the default): the recompute and the adjoint keep their products'
+        # operands for the operator gradients
+        ("fwd-stored", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
+        ("adj-readout_in-stored", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
+        ("fwd-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("adj-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -140,10 +147,16 @@ def _compile(
         "opgrad-V19N16-identity_first-3xtf32",
         "opgrad-V19N16-identity_first-tf32",
         "opgrad-V64N32K3-3xtf32",
+        "fwd-stored-V19N16-identity_first-3xtf32",
+        "adj-readout_in-stored-V19N16-identity_first-3xtf32",
+        "fwd-stored-V64N64K3-mixC",
+        "adj-stored-V64N64K3-mixC",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):
+    stored = kind.endswith("-stored")
+    kind = kind.removesuffix("-stored")
     readout_in = kind == "adj-readout_in"
     kind = "adj" if readout_in else kind
-    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in)
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in, stored)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

@@ -374,6 +374,69 @@ def test_opgrad_kernel(monkeypatch, case):
     assert launched.count(gst._graph_scan_opgrad_kernel) == -(-factory["L"] // extra["chunk"])
 
 
+STORED_CASES = {
+    # id: (factory kwargs, triton kwargs, check kwargs, readout mode of the backward)
+    "TL-K2-recompute": (dict(V=3, D=3, N=4, L=11, K=2, T="L", **FULL), dict(chunk=4), {}, None),
+    "T1-K3-identity_first": (dict(V=5, D=5, N=7, L=6, K=3, T="1", identity_first=True, with_z=True),
+                             dict(chunk=4), {}, None),
+    "TL-mixC-shared-identity_first-q": (
+        dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL),
+        dict(chunk=4), dict(shared_mix=True, strided_d_out=True), "q"),
+    "TL-mixC-K1-parallel": (
+        dict(V=4, D=3, N=5, L=7, K=1, T="L", mix_C=True, K_C=1, T_C="L", **FULL), dict(chunk=3), {}, "parallel"),
+    "TL-mixC-K1-inline": (
+        dict(V=4, D=3, N=5, L=7, K=1, T="L", mix_C=True, K_C=1, T_C="L", **FULL), dict(chunk=3), {}, "inline"),
+    "bf16-TL-K1": (dict(V=4, D=3, N=5, L=7, K=1, T="L", with_z=True, softplus=True, dtype=torch.bfloat16),
+                   dict(chunk=3), {}, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(STORED_CASES), ids=list(STORED_CASES))
+def test_stored_operator_operands(monkeypatch, case):
+    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored`` (the default, set here explicitly): the recompute keeps
+    ``mix_k @ H_{t-1}`` and the adjoint ``dP W_k^T`` (in the readout adjoint's buffer for one operator, each slot read
+    before it is overwritten), and the cuBLAS products use them: every gradient against the reference (per-step
+    and shared operators, K 1-3, the implicit identity, mix_C sharing mix_A, each readout mode, bf16). Both
+    sequential kernels are launched with their stores on, per chunk."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    factory, extra, check, readout = STORED_CASES[case]
+    if readout is not None:
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
+    stores = []
+    real = gst._launch
+
+    def launch(kernel, grid, args, meta):
+        flags = (meta.get("STORE_X"), meta.get("STORE_Z"))
+        stores.append((kernel, *(bool(f) for f in flags)))
+        return real(kernel, grid, args, meta)
+
+    monkeypatch.setattr(gst, "_launch", launch)
+    inputs = make_graph_scan_inputs(batch=2, seed=47, **factory)
+    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    chunks = -(-factory["L"] // extra["chunk"])
+    assert stores.count((gst._graph_scan_fwd_kernel, True, False)) == chunks
+    assert stores.count((gst._graph_scan_adj_kernel, False, True)) == chunks
+
+
+@pytest.mark.parametrize("mode", ["cublas", "stored"])
+def test_stored_operator_operands_need_a_recompute(monkeypatch, mode):
+    """Every state kept by the forward (no recompute), or ``SSM_KERNELS_GRAPH_SCAN_OPGRAD=cublas``: the cuBLAS
+    products form their operands themselves, and no kernel stores them."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", mode)
+    metas = []
+    real = gst._launch
+    monkeypatch.setattr(
+        gst, "_launch", lambda kernel, grid, args, meta: metas.append(meta) or real(kernel, grid, args, meta)
+    )
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", seed=48, **FULL)
+    check_graph_scan_against_reference(_triton(chunk=5 if mode == "stored" else 2, backward="split"), inputs)
+    assert not any(m.get("STORE_X") or m.get("STORE_Z") for m in metas)
+
+
 def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
     """Padded V x padded N above 2,048 (here 64 x 64): the cuBLAS products, same gradients."""
     import ssm_kernels.graph_scan.triton as gst

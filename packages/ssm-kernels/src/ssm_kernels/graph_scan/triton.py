@@ -39,7 +39,10 @@ Performance design
   from the forward (it keeps all of them when they fit ``_SPLIT_STATES_BYTES``: the TUSZ shape) or are recomputed
   per chunk of ``_SPLIT_CHUNK_BYTES`` from checkpoints by the forward kernel (``STORE_STATES``), so memory stays
   bounded at L = 2000. On an H200, TGMamba's call (K = 2, per-step operators shared by mix_A and mix_C, fp32):
-  fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape.
+  fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape. Where it recomputes
+  (``_opgrad_mode``, default ``stored``), the recompute also keeps each stored operator's vertex product
+  ``mix_k H_{t-1}`` (``STORE_X``) and the adjoint its ``dP W_k^T`` (``STORE_Z``), products they form anyway, so the
+  state operators' gradients take two cuBLAS products per operator instead of four.
 * Backward, ``fused`` design (``backward="fused"``): one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
   in reverse: it reloads the chunk's entry state, recomputes the chunk's states into a small
   per-program scratch buffer ((CHUNK + 1, V, BD, N) fp32), then runs the adjoint recurrence
@@ -128,20 +131,26 @@ def _dot(a, b, PREC: tl.constexpr):
 
 @triton.jit
 def _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP: tl.constexpr, BD: tl.constexpr,
-                 NP: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+                 NP: tl.constexpr, PREC: tl.constexpr, x_ptr, s_xk, o_xs, m_xs,
+                 STORE_X: tl.constexpr):  # fmt: skip
     b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
     b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
     x = _dot(b_m, hv, PREC)  # (VP, BD*NP)
+    if STORE_X:  # mix_k @ h, for the split backward's dW_k = sum (mix_k H_{t-1})^T dP
+        tl.store(x_ptr + k * s_xk + o_xs, tl.reshape(x, (VP, BD, NP)), mask=m_xs)
     return acc + _dot(tl.reshape(x, (VP * BD, NP)), b_w, PREC)
 
 
 @triton.jit
 def _mix_apply(h, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
                BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
-               EYE: tl.constexpr = False):  # fmt: skip
+               EYE: tl.constexpr = False, x_ptr=None, s_xk=0, o_xs=0, m_xs=None,
+               STORE_X: tl.constexpr = False):  # fmt: skip
     """sum_k mix_k @ h @ W_k for a (VP, BD, NP) tile (mix_k: (VP, VP), W_k: (NP, NP)).
 
     EYE: W holds one operator more than mix, the first acting without vertex mixing (``h @ W_0``: one product).
+    STORE_X: each stored operator's vertex product ``mix_k @ h`` is also written, a (VP, BD, NP) tile at
+    ``x_ptr + k * s_xk + o_xs`` (mask ``m_xs``).
     """
     hv = tl.reshape(h, (VP, BD * NP))
     acc = tl.zeros((VP * BD, NP), dtype=tl.float32)
@@ -151,10 +160,12 @@ def _mix_apply(h, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr,
         w_ptr += N * N
     if UNROLL:
         for k in tl.static_range(K):
-            acc = _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC)
+            acc = _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC, x_ptr,
+                               s_xk, o_xs, m_xs, STORE_X)  # fmt: skip
     else:
         for k in range(K):
-            acc = _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC)
+            acc = _mix_apply_k(acc, hv, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC, x_ptr,
+                               s_xk, o_xs, m_xs, STORE_X)  # fmt: skip
     return tl.reshape(acc, (VP, BD, NP))
 
 
@@ -279,8 +290,8 @@ def _tile(i_b, i_db, V, DM, L, N, VP: tl.constexpr, BD: tl.constexpr, NP: tl.con
 @triton.jit
 def _graph_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
-    out_ptr, last_ptr, ckpt_ptr, st_ptr, y_ptr,
-    V, DM, L, N, NC, ZERO, T0, T1, s_h0_b, s_st,
+    out_ptr, last_ptr, ckpt_ptr, st_ptr, y_ptr, x_ptr,
+    V, DM, L, N, NC, ZERO, T0, T1, s_h0_b, s_st, s_xk,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -288,13 +299,15 @@ def _graph_scan_fwd_kernel(
     STORE_CKPT: tl.constexpr, CHUNK: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     PREC: tl.constexpr, UNROLL: tl.constexpr, STORE_OUT: tl.constexpr, STORE_STATES: tl.constexpr,
     STORE_Y: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr, PREFETCH: tl.constexpr = False,
+    STORE_X: tl.constexpr = False,
 ):  # fmt: skip
     """Steps T0 .. T1 - 1 from the initial state (row b at h0_ptr + b * s_h0_b, zeros without HAS_INIT).
 
     STORE_OUT: the gated output; STORE_LAST: the last state; STORE_CKPT: the state entering every CHUNK-th step
     (batch, NC, V, D, N). For the split backward: STORE_STATES stores the entry state and the state after every
-    step, time-major at st_ptr + j * s_st ((T1 - T0 + 1, batch, V, D, N), j = t - T0 + 1), and STORE_Y the
-    pre-gate output y (fp32, (batch, V, D, L)) at y_ptr.
+    step, time-major at st_ptr + j * s_st ((T1 - T0 + 1, batch, V, D, N), j = t - T0 + 1), STORE_Y the
+    pre-gate output y (fp32, (batch, V, D, L)) at y_ptr, and STORE_X each stored state operator's vertex product
+    ``mix_A[t, k] @ H_{t-1}`` at x_ptr + k * s_xk + (t - T0) * s_st ((K_A, T1 - T0, batch, V, D, N), fp32).
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
@@ -342,7 +355,7 @@ def _graph_scan_fwd_kernel(
                 b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
         b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
         p = _mix_apply(h, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N, K_A,
-                       VP, BD, NP, PREC, UNROLL, EYE_A)  # fmt: skip
+                       VP, BD, NP, PREC, UNROLL, EYE_A, x_ptr + (t - T0) * s_st, s_xk, o_h, m_h, STORE_X)  # fmt: skip
         h = p * b_a + (b_dt * b_u)[:, :, None] * b_B[:, None, :]
         if STORE_STATES:
             tl.store(st_ptr + (t - T0 + 1) * s_st + o_h, h, mask=m_h)
@@ -394,10 +407,26 @@ def _readout_adj(dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.co
 
 
 @triton.jit
+def _state_adj_k(r, dp2, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP: tl.constexpr, BD: tl.constexpr,
+                 NP: tl.constexpr, PREC: tl.constexpr, z_ptr, s_zk, o_zs, m_zs, STORE_Z: tl.constexpr):  # fmt: skip
+    b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
+    b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
+    zz = _dot(dp2, tl.trans(b_w), PREC)  # (VP*BD, NP) = dP @ W_k^T
+    if STORE_Z:  # for the split backward's dmix_k = (dP W_k^T) H_{t-1}^T
+        tl.store(z_ptr + k * s_zk + o_zs, tl.reshape(zz, (VP, BD, NP)), mask=m_zs)
+    return r + _dot(tl.trans(b_m), tl.reshape(zz, (VP, BD * NP)), PREC)
+
+
+@triton.jit
 def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr, VP: tl.constexpr,
                BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr,
-               EYE: tl.constexpr = False):  # fmt: skip
-    """Adjoint of P = sum_k mix_k @ H @ W_k with respect to H: sum_k mix_k^T @ dP @ W_k^T (EYE: plus dP @ W_0^T)."""
+               EYE: tl.constexpr = False, z_ptr=None, s_zk=0, o_zs=0, m_zs=None,
+               STORE_Z: tl.constexpr = False):  # fmt: skip
+    """Adjoint of P = sum_k mix_k @ H @ W_k with respect to H: sum_k mix_k^T @ dP @ W_k^T (EYE: plus dP @ W_0^T).
+
+    STORE_Z: each stored operator's ``dP @ W_k^T`` is also written, a (VP, BD, NP) tile at ``z_ptr + k * s_zk +
+    o_zs`` (mask ``m_zs``).
+    """
     dp2 = tl.reshape(dp, (VP * BD, NP))
     r = tl.zeros((VP, BD * NP), dtype=tl.float32)
     if EYE:
@@ -406,16 +435,12 @@ def _state_adj(dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K: tl.constexpr
         w_ptr += N * N
     if UNROLL:
         for k in tl.static_range(K):
-            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
-            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
-            zz = tl.reshape(_dot(dp2, tl.trans(b_w), PREC), (VP, BD * NP))
-            r += _dot(tl.trans(b_m), zz, PREC)
+            r = _state_adj_k(r, dp2, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC, z_ptr, s_zk,
+                             o_zs, m_zs, STORE_Z)  # fmt: skip
     else:
         for k in range(K):
-            b_m = tl.load(m_ptr + k * s_k + o_mix, mask=m_mix, other=0.0).to(tl.float32)
-            b_w = tl.load(w_ptr + k * N * N + o_w, mask=m_w, other=0.0).to(tl.float32)
-            zz = tl.reshape(_dot(dp2, tl.trans(b_w), PREC), (VP, BD * NP))
-            r += _dot(tl.trans(b_m), zz, PREC)
+            r = _state_adj_k(r, dp2, k, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, VP, BD, NP, PREC, z_ptr, s_zk,
+                             o_zs, m_zs, STORE_Z)  # fmt: skip
     return tl.reshape(r, (VP, BD, NP))
 
 
@@ -469,8 +494,8 @@ def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r
 @triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
-    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr, r_ptr,
-    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB, s_dy,
+    st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr, r_ptr, zo_ptr,
+    V, DM, L, N, T0, T1, ZERO, s_st, g_bc_p, LB, TB, s_dy, s_zk,
     s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
@@ -478,6 +503,7 @@ def _graph_scan_adj_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
     NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr,
     STORE_DY: tl.constexpr = False, PREFETCH: tl.constexpr = False, READOUT_IN: tl.constexpr = False,
+    STORE_Z: tl.constexpr = False,
 ):  # fmt: skip
     """Split backward, sequential part: the adjoint recurrence over steps T1 - 1 .. T0 and the element-wise grads.
 
@@ -492,7 +518,9 @@ def _graph_scan_adj_kernel(
     the readout's dy = d_out * silu(z) (fp32, time-major (T1 - T0, batch, V, D) at dy_ptr, slot t - T0) for
     those products. PREFETCH: step t - 1's loads are issued before step t's products. READOUT_IN: the readout's
     adjoint R_t comes from r_ptr (time-major like dP, from ``_graph_scan_readout_adj_kernel``) instead of being
-    formed here.
+    formed here. STORE_Z: each stored state operator's ``dP_t @ W_k^T`` at zo_ptr + k * s_zk + (t - T0) * s_st
+    ((K_A, T1 - T0, batch, V, D, N), fp32; it may alias r_ptr's buffer: step t's slot is written after its R_t is
+    read, by the program that read it).
     """
     i_b = tl.program_id(0).to(tl.int64)
     i_db = tl.program_id(1)
@@ -562,7 +590,8 @@ def _graph_scan_adj_kernel(
         dp = g * b_a
         tl.store(dp_ptr + (t - T0) * s_st + o_h, dp, mask=m_h)
         g = _state_adj(dp, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N,
-                       K_A, VP, BD, NP, PREC, UNROLL, EYE_A)  # fmt: skip
+                       K_A, VP, BD, NP, PREC, UNROLL, EYE_A, zo_ptr + (t - T0) * s_st, s_zk, o_h, m_h,
+                       STORE_Z)  # fmt: skip
     tl.store(g_ptr + o_h, g, mask=m_h)
     # this program owns its (b, channel block) slots: chunks run one after another, so add in place
     o_bd = i_b * DM + o_d
@@ -1006,16 +1035,30 @@ def _readout_mode(side: str) -> str:
 
 
 def _opgrad_mode() -> str:
-    """How the split backward forms the state operators' gradients (dmix_A, dW_A) per chunk:
-    ``SSM_KERNELS_GRAPH_SCAN_OPGRAD=cublas`` (default) as batched cuBLAS products, each reading its operands once,
-    or ``triton``, one ``_graph_scan_opgrad_kernel`` program per (step, batch) pair reading H_{t-1} and dP once
-    where its tile fits (padded V x padded N <= 2,048). Opt-in: on the H200 at the raw call (run22) it matches the
-    cuBLAS form (2.9e-7 / 8.6e-7 relative difference in dmix_A / dW_A) but is not faster: 19.0 ms of kernel time
-    against 15.1 ms for the products it replaces (scan fwd+bwd 63.1 against 59.5 ms), 14.1 against about 13 ms in
-    tf32 (49.8 against 49.5 ms). Its programs hold 245 registers (2 blocks per SM) and multiply (32, 32) tiles."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "cublas")
-    if mode not in ("cublas", "triton"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_OPGRAD={mode!r}: expected cublas or triton")
+    """How the split backward forms the state operators' gradients (dmix_A, dW_A) per chunk
+    (``SSM_KERNELS_GRAPH_SCAN_OPGRAD``):
+
+    - ``stored`` (default): where the backward recomputes its chunks with the Triton kernels, the recompute keeps
+      ``X_k = mix_k H_{t-1}`` and the adjoint ``Z_k = dP W_k^T`` (both form them anyway), and two batched cuBLAS
+      products per operator follow, ``dmix_k = Z_k H_{t-1}^T`` and ``dW_k = sum X_k^T dP``. On the H200 at
+      TGMamba's raw call (run23a/c, fp32, two runs): scan fwd+bwd GPU time 54.4-54.7 against 57.4-57.6 ms
+      (median wall 56.5-56.8 against 59.4-59.6 ms), the block's GPU time 64.9-65.2 against 68.5-68.9 ms, for 48 MiB
+      more peak memory (1,750 MiB); the two stores cost the adjoint about 2 ms and the forward 0.6 ms, the
+      products 6 ms less. Elsewhere (every state kept, as at the TUSZ shape, or a CUDA recurrence opted in) the
+      ``cublas`` form runs.
+    - ``cublas``: batched cuBLAS products that form their operands themselves (``dP W_k^T``, ``mix_k^T dP``), each
+      reading its operands once: four per operator.
+    - ``triton``: one ``_graph_scan_opgrad_kernel`` program per (step, batch) pair reading H_{t-1} and dP once
+      where its tile fits (padded V x padded N <= 2,048). Opt-in: on the H200 at the raw call (run22) it matches
+      the cuBLAS form (2.9e-7 / 8.6e-7 relative difference in dmix_A / dW_A) but is not faster: 19.0 ms of kernel
+      time against 15.1 ms for the products it replaces (scan fwd+bwd 63.1 against 59.5 ms), 14.1 against about
+      13 ms in tf32 (49.8 against 49.5 ms). Its programs hold 245 registers (2 blocks per SM) and multiply (32, 32)
+      tiles. Reading the stored X_k / Z_k instead (two products per operator, run23c) it still took 16.8 ms
+      against the stored form's 9.5 ms of cuBLAS products; not kept.
+    """
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    if mode not in ("stored", "cublas", "triton"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_OPGRAD={mode!r}: expected stored, cublas or triton")
     return mode
 
 
@@ -1218,8 +1261,9 @@ def _readout_launch(states, t0, t1, u, C, mix_C, W_C, D, z, out, ybuf, block_d) 
 
 
 def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0_b, t0, t1, chunk,
-                block_d, out=None, last=None, ckpt=None, states=None, ybuf=None):  # fmt: skip
-    """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel).
+                block_d, out=None, last=None, ckpt=None, states=None, ybuf=None, xbuf=None):  # fmt: skip
+    """Launch the forward kernel over steps t0 .. t1 - 1; each output buffer given is written (see the kernel;
+    ``xbuf``: the vertex products ``mix_A[t, k] @ H_{t-1}``, (K_A, >= t1 - t0, batch, V, D, N), Triton only).
 
     Where it is opted in (``SSM_KERNELS_GRAPH_SCAN_CUDA_FWD=1``) and supports the call, the CUDA-core kernel of
     :mod:`.cuda` runs instead, with the readout or without (the parallel readout's forward, the recompute).
@@ -1229,7 +1273,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
     readout = None
     if _cuda_fwd.enabled() and (out is not None or ybuf is not None):  # (the check first: host time at TUSZ)
         readout = dict(C=C, mix_C=mix_C, W_C=W_C, eye_c=implicit_identity(mix_C, W_C), D=D, z=z, out=out, y=ybuf)
-    if _cuda_fwd.enabled() and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0, readout):
+    if xbuf is None and _cuda_fwd.enabled() and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0, readout):
         sms = _sm_count(u.device.index if u.device.index is not None else torch.cuda.current_device())
         eye = implicit_identity(mix_A, W_A)
         _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk, eye,
@@ -1247,8 +1291,9 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
         delta_bias if delta_bias is not None else dummy, h0 if h0 is not None else dummy,
         out if out is not None else dummy, last if last is not None else dummy, ckpt if ckpt is not None else dummy,
         states if states is not None else dummy, ybuf if ybuf is not None else dummy,
+        xbuf if xbuf is not None else dummy,
         V, Dm, L, N, ckpt.shape[1] if ckpt is not None else 1, 0, t0, t1, s_h0_b, batch * V * Dm * N,
-        *_mix_strides(mix_A), *_mix_strides(mix_C),
+        xbuf.stride(0) if xbuf is not None else 0, *_mix_strides(mix_A), *_mix_strides(mix_C),
     )  # fmt: skip
     meta = dict(
         K_A=mix_A.shape[2], K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None,
@@ -1257,7 +1302,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
         NP=NP, PREC=prec, num_warps=_num_warps(VP, BD, NP, False, grid[0] * grid[1], u.device, prec),
         STORE_OUT=out is not None, STORE_STATES=states is not None, STORE_Y=ybuf is not None,
         EYE_A=implicit_identity(mix_A, W_A), EYE_C=implicit_identity(mix_C, W_C), PREFETCH=_prefetch("FWD"),
-        **_tuning(VP, NP, False),
+        STORE_X=xbuf is not None, **_tuning(VP, NP, False),
     )  # fmt: skip
     _launch(_graph_scan_fwd_kernel, grid, args, meta)
 
@@ -1504,7 +1549,10 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     kernel's 13 K), and writes dP; then, with x = (step, batch) as the batch of cuBLAS products,
     ``dmix_A[x, k] = (dP W_k^T) H_{t-1}^T``, ``dW_A[k] = sum_x H_{t-1}^T (mix_k^T dP)``, and the readout's
     gradients from ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]`` (dG = dy (x) C has rank one per vertex).
-    Deterministic unless the dB partials would exceed ``_ATOMIC_BYTES`` (then atomics, as in the fused path).
+    With stored operands (``_opgrad_mode``, the default, where chunks are recomputed) the recompute keeps
+    ``X_k = mix_k H_{t-1}`` and the adjoint ``Z_k = dP W_k^T``, and the products are ``dmix_A[x, k] = Z_k H_{t-1}^T``
+    and ``dW_A[k] = sum_x X_k^T dP``. Deterministic unless the dB partials would exceed ``_ATOMIC_BYTES`` (then
+    atomics, as in the fused path).
     """
     batch, V, Dm, L = u.shape
     N = A.shape[1]
@@ -1580,8 +1628,17 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     dy = torch.empty(CS, batch, V, Dm, device=dev, dtype=f32)  # the readout's dy, time-major (from the kernel)
     r_adj = (work if work is not None else torch.empty_like(dp)) if readout_par else None
     WAf = W_A.float().contiguous()
+    opgrad = _opgrad_mode()
+    # the products' operands mix_k @ H_{t-1} and dP W_k^T kept from the sequential kernels, which form them anyway:
+    # where the backward recomputes its chunks with the Triton kernels on both sides
+    stored_ops = want_A and recompute and opgrad == "stored" and not cuda_adj and not _cuda_fwd.enabled()
     # (its tiles overflow sm_90's shared memory at VP = NP = 64 with three-product dots: cuBLAS there)
-    opgrad_triton = want_A and _opgrad_mode() == "triton" and VP * NP <= 2048
+    opgrad_triton = want_A and opgrad == "triton" and VP * NP <= 2048
+    xbuf = zbuf = None
+    if stored_ops:
+        xbuf = torch.empty(K_A, CS, batch, V, Dm, N, device=dev, dtype=f32)
+        # dP W_k^T into `work` for one operator (also the readout's R_t there: each slot is read before written)
+        zbuf = work.view(1, *work.shape) if K_A == 1 else torch.empty_like(xbuf)
     if opgrad_triton:
         dm_buf = torch.empty(CS * batch, K_A, V, V, device=dev, dtype=f32)
         KW_A = W_A.shape[0]
@@ -1598,7 +1655,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         K_A=K_A, K_C=mix_C.shape[2] if mix_C is not None else 1, HAS_MIXC=mix_C is not None, HAS_D=D is not None,
         HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), BC_ATOMIC=bc_atomic, VP=VP,
         BD=BD, NP=NP, EYE_A=eye_A, EYE_C=eye_C, STORE_DY=not readout_par, PREFETCH=_prefetch("BWD"),
-        READOUT_IN=readout_par,
+        READOUT_IN=readout_par, STORE_Z=stored_ops,
         PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
     )  # fmt: skip
     for c in reversed(range(cdiv(L, CS))):
@@ -1607,16 +1664,17 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         if recompute:
             h0 = ckpt[:, c]
             _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, h0.stride(0), t0,
-                        t1, CS, None, states=states)  # fmt: skip
+                        t1, CS, None, states=states, xbuf=xbuf)  # fmt: skip
         args = (
             u, delta, A, B, C, mix_A, W_A, mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
             D if D is not None else dummy, z if z is not None else dummy,
             delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
             states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part,
-            dB if db_chunk is None else db_chunk, dy, r_adj if readout_par else dummy, V, Dm, L, N, t0, t1, 0, s_st,
+            dB if db_chunk is None else db_chunk, dy, r_adj if readout_par else dummy,
+            zbuf if zbuf is not None else dummy, V, Dm, L, N, t0, t1, 0, s_st,
             0 if bc_atomic else (dB if db_chunk is None else db_chunk).stride(0),
             L if db_chunk is None else CS, 0 if db_chunk is None else t0, batch * V * Dm,
-            *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
+            zbuf.stride(0) if zbuf is not None else 0, *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         if readout_q:
             qargs = (
@@ -1652,6 +1710,14 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                 ogargs = (states[:n], dp[:n], mA, WAf, dWA_x, dm_buf, V, Dm, N)
                 _launch(_graph_scan_opgrad_kernel, (x,), ogargs, ogmeta)
                 gmA.add(dm_buf[:x], t0, t1)
+            elif stored_ops:
+                Hp = states[:n].view(x, V, Dm * N)
+                DPr = dp[:n].view(x, V * Dm, N)
+                if eye_A:  # the identity operator: no vertex product, no mix gradient
+                    dWA_x[:x, 0].baddbmm_(Hp.view(x, V * Dm, N).transpose(1, 2), DPr)
+                for k in range(K_A):
+                    gmA.add_bmm(zbuf[k, :n].view(x, V, Dm * N), Hp.transpose(1, 2), t0, t1, k)  # (dP W_k^T) H^T
+                    dWA_x[:x, k + eye_A].baddbmm_(xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2), DPr)  # X_k^T dP
             elif want_A:
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
