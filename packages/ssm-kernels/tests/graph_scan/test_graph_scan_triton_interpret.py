@@ -96,16 +96,31 @@ PARALLEL_READOUT_CASES = {
 }  # fmt: skip
 
 
+def _record_launches(monkeypatch, gst) -> list[tuple]:
+    """Record every kernel launch of the graph scan's Triton path as (kernel, compile-time arguments)."""
+    launches: list[tuple] = []
+    real = gst._launch
+
+    def launch(kernel, grid, args, meta):
+        launches.append((kernel, meta))
+        return real(kernel, grid, args, meta)
+
+    monkeypatch.setattr(gst, "_launch", launch)
+    return launches
+
+
+def _kernels(launches: list[tuple]) -> list:
+    return [kernel for kernel, _ in launches]
+
+
 def _check_readout_case(monkeypatch, gst, case, seed):
     """Run a PARALLEL_READOUT_CASES case's split design against the reference, recording the kernels launched;
     returns (launched, factory kwargs, triton kwargs)."""
-    launched = []
-    real = gst._launch
-    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
+    launches = _record_launches(monkeypatch, gst)
     factory, extra, check = PARALLEL_READOUT_CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=seed, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    return launched, factory, extra
+    return _kernels(launches), factory, extra
 
 
 @pytest.mark.parametrize("sides", [("FWD", "BWD"), ("FWD",), ("BWD",), ()], ids=["both", "fwd", "bwd", "inline"])
@@ -365,13 +380,11 @@ def test_opgrad_kernel(monkeypatch, case):
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "triton")
-    launched = []
-    real = gst._launch
-    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
+    launches = _record_launches(monkeypatch, gst)
     factory, extra, check = OPGRAD_CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=41, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    assert launched.count(gst._graph_scan_opgrad_kernel) == -(-factory["L"] // extra["chunk"])
+    assert _kernels(launches).count(gst._graph_scan_opgrad_kernel) == -(-factory["L"] // extra["chunk"])
 
 
 STORED_CASES = {
@@ -404,17 +417,10 @@ def test_stored_operator_operands(monkeypatch, case):
     factory, extra, check, readout = STORED_CASES[case]
     if readout is not None:
         monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
-    stores = []
-    real = gst._launch
-
-    def launch(kernel, grid, args, meta):
-        flags = (meta.get("STORE_X"), meta.get("STORE_Z"))
-        stores.append((kernel, *(bool(f) for f in flags)))
-        return real(kernel, grid, args, meta)
-
-    monkeypatch.setattr(gst, "_launch", launch)
+    launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, seed=47, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    stores = [(kernel, bool(meta.get("STORE_X")), bool(meta.get("STORE_Z"))) for kernel, meta in launches]
     chunks = -(-factory["L"] // extra["chunk"])
     assert stores.count((gst._graph_scan_fwd_kernel, True, False)) == chunks
     assert stores.count((gst._graph_scan_adj_kernel, False, True)) == chunks
@@ -427,14 +433,10 @@ def test_stored_operator_operands_need_a_recompute(monkeypatch, mode):
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", mode)
-    metas = []
-    real = gst._launch
-    monkeypatch.setattr(
-        gst, "_launch", lambda kernel, grid, args, meta: metas.append(meta) or real(kernel, grid, args, meta)
-    )
+    launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", seed=48, **FULL)
     check_graph_scan_against_reference(_triton(chunk=5 if mode == "stored" else 2, backward="split"), inputs)
-    assert not any(m.get("STORE_X") or m.get("STORE_Z") for m in metas)
+    assert not any(meta.get("STORE_X") or meta.get("STORE_Z") for _, meta in launches)
 
 
 def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
@@ -442,11 +444,10 @@ def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "triton")
-    launched = []
-    real = gst._launch
-    monkeypatch.setattr(gst, "_launch", lambda kernel, *a: launched.append(kernel) or real(kernel, *a))
+    launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=1, V=33, D=2, N=33, L=2, K=1, T="L", seed=43)
     check_graph_scan_against_reference(_triton(chunk=2, backward="split"), inputs)
+    launched = _kernels(launches)
     assert gst._graph_scan_adj_kernel in launched and gst._graph_scan_opgrad_kernel not in launched
 
 

@@ -1710,28 +1710,24 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                 ogargs = (states[:n], dp[:n], mA, WAf, dWA_x, dm_buf, V, Dm, N)
                 _launch(_graph_scan_opgrad_kernel, (x,), ogargs, ogmeta)
                 gmA.add(dm_buf[:x], t0, t1)
-            elif stored_ops:
-                Hp = states[:n].view(x, V, Dm * N)
-                DPr = dp[:n].view(x, V * Dm, N)
-                if eye_A:  # the identity operator: no vertex product, no mix gradient
-                    dWA_x[:x, 0].baddbmm_(Hp.view(x, V * Dm, N).transpose(1, 2), DPr)
-                for k in range(K_A):
-                    gmA.add_bmm(zbuf[k, :n].view(x, V, Dm * N), Hp.transpose(1, 2), t0, t1, k)  # (dP W_k^T) H^T
-                    dWA_x[:x, k + eye_A].baddbmm_(xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2), DPr)  # X_k^T dP
             elif want_A:
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
-                Z = work[:n].view(x, V, Dm * N)
                 HpT = Hp.view(x, V * Dm, N).transpose(1, 2)
                 if eye_A:  # the identity operator: no vertex product, no mix gradient
                     dWA_x[:x, 0].baddbmm_(HpT, DPc.view(x, V * Dm, N))
-                mA = gmA.steps(t0, t1)
+                mA = None if stored_ops else gmA.steps(t0, t1)
                 for k in range(K_A):
                     kw = k + eye_A  # its state operator
-                    torch.mm(DPc.view(-1, N), WAf[kw].t(), out=Z.view(-1, N))  # dP W_k^T
-                    gmA.add_bmm(Z, Hp.transpose(1, 2), t0, t1, k)  # dmix_k += (dP W_k^T) H_{t-1}^T
-                    torch.bmm(mA[:, k].transpose(1, 2), DPc, out=Z)  # mix_k^T dP
-                    dWA_x[:x, kw].baddbmm_(HpT, Z.view(x, V * Dm, N))
+                    if stored_ops:  # X_k = mix_k H_{t-1} and Z_k = dP W_k^T from the sequential kernels
+                        gmA.add_bmm(zbuf[k, :n].view(x, V, Dm * N), Hp.transpose(1, 2), t0, t1, k)  # Z_k H^T
+                        dWA_x[:x, kw].baddbmm_(xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2), DPc.view(x, V * Dm, N))
+                    else:
+                        Z = work[:n].view(x, V, Dm * N)
+                        torch.mm(DPc.view(-1, N), WAf[kw].t(), out=Z.view(-1, N))  # dP W_k^T
+                        gmA.add_bmm(Z, Hp.transpose(1, 2), t0, t1, k)  # dmix_k += (dP W_k^T) H_{t-1}^T
+                        torch.bmm(mA[:, k].transpose(1, 2), DPc, out=Z)  # mix_k^T dP
+                        dWA_x[:x, kw].baddbmm_(HpT, Z.view(x, V * Dm, N))
             dCc = dC[t0:t1].view(xv, N)
             if mix_C is not None:
                 # Q[x, i, j, m] = sum_d dy[x, i, d] H_t[x, j, d, m]; rows (x, i)
