@@ -50,6 +50,7 @@ CONFIGS = {
     "opgrad-triton": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "triton"},  # dmix_A / dW_A in one Triton kernel (opt-in)
     "opgrad-stored": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "stored"},  # their products on operands the kernels kept
     "opgrad-cublas": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "cublas"},  # the default before run23: operands re-formed
+    "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

@@ -63,6 +63,8 @@ def _compile(
             const.update(KW=const["K_C"] + eye, KWP=triton.next_power_of_2(const["K_C"] + eye))
         if kind.startswith("readout_q") or kind == "readout":
             const.update(STORE_OUT=True, STORE_Y=True)
+        if kind == "readout_adj_q":  # with stored: also the readout gradients' Q (SSM_KERNELS_GRAPH_SCAN_READOUT_Q)
+            const.update(STORE_Q=stored)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
@@ -120,6 +122,8 @@ def _compile(
         ("adj-readout_in-stored", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
         ("fwd-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
         ("adj-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("readout_adj_q-stored", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
+        ("readout_adj_q-stored", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -151,6 +155,8 @@ def _compile(
         "adj-readout_in-stored-V19N16-identity_first-3xtf32",
         "fwd-stored-V64N64K3-mixC",
         "adj-stored-V64N64K3-mixC",
+        "readout_adj_q-with_Q-V19N16-3xtf32",
+        "readout_adj_q-with_Q-V64N64",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):

@@ -439,6 +439,53 @@ def test_stored_operator_operands_need_a_recompute(monkeypatch, mode):
     assert not any(meta.get("STORE_X") or meta.get("STORE_Z") for _, meta in launches)
 
 
+READOUT_Q_CASES = {
+    # id: (factory kwargs, triton kwargs, check kwargs, Q formed in the kernel)
+    "TGMamba-like-recompute": (
+        dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL),
+        dict(chunk=4), dict(shared_mix=True, strided_d_out=True), True),
+    "K_C3-T1-all_states": (dict(V=4, D=3, N=5, L=6, K=1, T="L", mix_C=True, K_C=3, T_C="1", with_z=True),
+                           dict(chunk=6), {}, True),
+    "bf16-K_C1": (dict(V=5, D=3, N=7, L=7, K=1, T="L", mix_C=True, K_C=1, T_C="L", with_z=True, with_D=True,
+                       dtype=torch.bfloat16), dict(chunk=3), {}, True),
+    # D 70: two 64-channel programs per step, so the product stays in cuBLAS
+    "D70-two_channel_blocks": (dict(V=3, D=70, N=4, L=3, K=1, T="1", mix_C=True, K_C=1, T_C="1"), dict(chunk=2),
+                               {}, False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(READOUT_Q_CASES), ids=list(READOUT_Q_CASES))
+def test_readout_q_in_kernel(monkeypatch, case):
+    """``SSM_KERNELS_GRAPH_SCAN_READOUT_Q=kernel``: the readout gradients' Q from the folded readout's adjoint kernel
+    instead of a permuted copy of the states and a batched product: every gradient against the reference (shared
+    and separate readout operators, K_C 1-3, the implicit identity, recomputed chunks and every state kept, bf16),
+    one launch with the product per chunk; with more channels than one program holds, the cuBLAS form."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "kernel")
+    factory, extra, check, in_kernel = READOUT_Q_CASES[case]
+    flags = []
+    real = gst._launch
+
+    def launch(kernel, grid, args, meta):
+        if kernel is gst._graph_scan_readout_adj_q_kernel:
+            flags.append(meta["STORE_Q"])
+        return real(kernel, grid, args, meta)
+
+    monkeypatch.setattr(gst, "_launch", launch)
+    inputs = make_graph_scan_inputs(batch=2, seed=49, **factory)
+    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    assert flags == [in_kernel] * -(-factory["L"] // extra["chunk"])
+
+
+def test_readout_q_env_checked(monkeypatch):
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "cuda")
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_READOUT_Q"):
+        gst._readout_q_mode()
+
+
 def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
     """Padded V x padded N above 2,048 (here 64 x 64): the cuBLAS products, same gradients."""
     import ssm_kernels.graph_scan.triton as gst

@@ -738,16 +738,21 @@ def _graph_scan_readout_adj_kernel(
 
 @triton.jit
 def _graph_scan_readout_adj_q_kernel(
-    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr,
+    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr, st_ptr, q_ptr,
     batch, V, DM, L, N, T0, s_st, s_dy,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
     K_C: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr, HAS_Z: tl.constexpr, VP: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, EYE_C: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, EYE_C: tl.constexpr, STORE_Q: tl.constexpr = False,
 ):  # fmt: skip
     """``_graph_scan_readout_adj_kernel`` through the folded readout operators (``_fold_operands``,
     ``_fold_column``): dy_t and ``R_t[u, d, m] = sum_v Q_t[v, u, m] dy_t[v, d]``, one (BD, VP) x (VP, NP) product
-    per vertex u, for steps T0 .. T0 + n - 1 (time-major, like the adjoint's dP and dy)."""
+    per vertex u, for steps T0 .. T0 + n - 1 (time-major, like the adjoint's dP and dy).
+
+    STORE_Q (one channel block holding every channel): also the readout gradients' contraction of dy_t with the
+    state after step t (slot t - T0 + 1 at st_ptr), ``P[x, v, u, m] = sum_d dy_t[v, d] H_t[u, d, m]`` at q_ptr
+    ((x, V, V, N) fp32, x = (t - T0) * batch + b), one (VP, BD) x (BD, NP) product per vertex u, which the split
+    backward otherwise forms with a permuted copy of the states and a batched product."""
     j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
         batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
     o_n = tl.arange(0, NP)
@@ -758,9 +763,16 @@ def _graph_scan_readout_adj_q_kernel(
     mc_ptr = mC_ptr + i_b * s_mc_b + t * s_mc_t
     m_r = m_d[:, None] & (o_n < N)[None, :]
     r_base = r_ptr + j * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of R_t[0]
+    if STORE_Q:
+        h_base = st_ptr + (j + 1) * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of H_t[0]
+        p_base = q_ptr + ((j * batch + i_b) * V + o_v[:, None]) * V * N + o_n[None, :]  # (VP, NP) of P[x, :, 0]
+        m_p = (o_v < V)[:, None] & (o_n < N)[None, :]
     for u in range(V):
         q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
         tl.store(r_base + u * DM * N, _dot(dy_t, q, PREC), mask=m_r)
+        if STORE_Q:
+            b_h = tl.load(h_base + u * DM * N, mask=m_r, other=0.0)
+            tl.store(p_base + u * N, _dot(dy, b_h, PREC), mask=m_p)
 
 
 @triton.jit
@@ -1031,6 +1043,19 @@ def _readout_mode(side: str) -> str:
     modes = ("inline", "parallel", "q")
     if mode not in modes:
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected one of {', '.join(modes)}")
+    return mode
+
+
+def _readout_q_mode() -> str:
+    """Where the split backward forms the readout gradients' ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]``
+    with the folded readout (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``): ``bmm`` (default), a permuted copy of the
+    chunk's states and one batched cuBLAS product, or ``kernel`` (opt-in, not yet timed on a GPU), inside
+    ``_graph_scan_readout_adj_q_kernel`` from the dy it forms anyway and one read of the states, where its program
+    holds every channel (D <= 64). At TGMamba's raw call on the H200 the copy and the product took 2.1 and 1.8 ms
+    of the block's GPU time (run23b)."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "bmm")
+    if mode not in ("bmm", "kernel"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_Q={mode!r}: expected bmm or kernel")
     return mode
 
 
@@ -1616,6 +1641,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         WtC = WCf[int(eye_C) :].permute(2, 0, 1).reshape(N, K_C * N)  # [n, k * N + m] = W_k[m, n] (stored ops)
         C_tm = C.permute(3, 0, 1, 2).float().contiguous()  # (L, batch, V, N)
         rbuf = torch.empty(CS * batch * V, KW_C, N, device=dev, dtype=f32)  # R_k of a chunk's readout, per (x, i)
+    # the readout gradients' Q from the folded readout's adjoint kernel, where one of its programs holds every channel
+    q_in = readout_q and _readout_q_mode() == "kernel" and cdiv(Dm, _q_meta(mix_C, W_C, Dm, VP, NP, prec)["BD"]) == 1
+    qbuf = torch.empty(CS * batch * V, V, N, device=dev, dtype=f32) if q_in else None
     if dlast is not None:
         g = dlast.float().clone(memory_format=torch.contiguous_format)
     else:
@@ -1678,10 +1706,10 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         )  # fmt: skip
         if readout_q:
             qargs = (
-                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, batch, V, Dm, L, N, t0, s_st,
-                batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
+                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, states, qbuf if q_in else dummy, batch,
+                V, Dm, L, N, t0, s_st, batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
             )  # fmt: skip
-            qmeta = dict(_q_meta(mix_C, W_C, Dm, VP, NP, prec), HAS_Z=z is not None)
+            qmeta = dict(_q_meta(mix_C, W_C, Dm, VP, NP, prec), HAS_Z=z is not None, STORE_Q=q_in)
             _launch(_graph_scan_readout_adj_q_kernel, (n * batch, cdiv(Dm, qmeta["BD"])), qargs, qmeta)
         elif readout_par:
             radj_args = (
@@ -1731,7 +1759,10 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             dCc = dC[t0:t1].view(xv, N)
             if mix_C is not None:
                 # Q[x, i, j, m] = sum_d dy[x, i, d] H_t[x, j, d, m]; rows (x, i)
-                Q = torch.bmm(dyc, Hc4.permute(0, 2, 1, 3).reshape(x, Dm, V * N)).view(xv, V, N)
+                if q_in:  # from the readout's adjoint kernel
+                    Q = qbuf[:xv]
+                else:
+                    Q = torch.bmm(dyc, Hc4.permute(0, 2, 1, 3).reshape(x, Dm, V * N)).view(xv, V, N)
                 R = rbuf[:xv]  # R[(x, i), k, m] = sum_j mix_k[x, i, j] Q[x, i, j, m] (the identity's: Q[x, i, i, m])
                 if eye_C:
                     R[:, 0].view(x, V, N).copy_(Q.view(x, V, V, N).diagonal(dim1=1, dim2=2).transpose(1, 2))
