@@ -50,7 +50,8 @@ CONFIGS = {
     "opgrad-triton": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "triton"},  # dmix_A / dW_A in one Triton kernel (opt-in)
     "opgrad-stored": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "stored"},  # their products on operands the kernels kept
     "opgrad-cublas": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "cublas"},  # the default before run23: operands re-formed
-    "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel
+    "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel (default)
+    "readout-q-bmm": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "bmm"},  # its copy and batched product (before run24)
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

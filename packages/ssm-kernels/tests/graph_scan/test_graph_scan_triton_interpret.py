@@ -454,28 +454,25 @@ READOUT_Q_CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("mode", ["kernel", "bmm"])
 @pytest.mark.parametrize("case", list(READOUT_Q_CASES), ids=list(READOUT_Q_CASES))
-def test_readout_q_in_kernel(monkeypatch, case):
-    """``SSM_KERNELS_GRAPH_SCAN_READOUT_Q=kernel``: the readout gradients' Q from the folded readout's adjoint kernel
-    instead of a permuted copy of the states and a batched product: every gradient against the reference (shared
-    and separate readout operators, K_C 1-3, the implicit identity, recomputed chunks and every state kept, bf16),
-    one launch with the product per chunk; with more channels than one program holds, the cuBLAS form."""
+def test_readout_q_in_kernel(monkeypatch, case, mode):
+    """``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``: the readout gradients' Q from the folded readout's adjoint kernel
+    (``kernel``, the default) or from a permuted copy of the states and a batched product (``bmm``): every gradient
+    against the reference (shared and separate readout operators, K_C 1-3, the implicit identity, recomputed
+    chunks and every state kept, bf16), one launch per chunk, with the product where asked; with more channels
+    than one program holds, the cuBLAS form."""
     import ssm_kernels.graph_scan.triton as gst
 
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "kernel")
     factory, extra, check, in_kernel = READOUT_Q_CASES[case]
-    flags = []
-    real = gst._launch
-
-    def launch(kernel, grid, args, meta):
-        if kernel is gst._graph_scan_readout_adj_q_kernel:
-            flags.append(meta["STORE_Q"])
-        return real(kernel, grid, args, meta)
-
-    monkeypatch.setattr(gst, "_launch", launch)
+    if mode == "bmm" and not in_kernel:
+        pytest.skip("the cuBLAS form either way")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", mode)
+    launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, seed=49, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    assert flags == [in_kernel] * -(-factory["L"] // extra["chunk"])
+    flags = [meta["STORE_Q"] for kernel, meta in launches if kernel is gst._graph_scan_readout_adj_q_kernel]
+    assert flags == [in_kernel and mode == "kernel"] * -(-factory["L"] // extra["chunk"])
 
 
 def test_readout_q_env_checked(monkeypatch):

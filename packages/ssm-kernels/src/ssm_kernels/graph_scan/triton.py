@@ -1048,12 +1048,12 @@ def _readout_mode(side: str) -> str:
 
 def _readout_q_mode() -> str:
     """Where the split backward forms the readout gradients' ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]``
-    with the folded readout (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``): ``bmm`` (default), a permuted copy of the
-    chunk's states and one batched cuBLAS product, or ``kernel`` (opt-in, not yet timed on a GPU), inside
+    with the folded readout (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``): ``kernel`` (default), inside
     ``_graph_scan_readout_adj_q_kernel`` from the dy it forms anyway and one read of the states, where its program
-    holds every channel (D <= 64). At TGMamba's raw call on the H200 the copy and the product took 2.1 and 1.8 ms
-    of the block's GPU time (run23b)."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "bmm")
+    holds every channel (D <= 64); or ``bmm``, a permuted copy of the chunk's states and one batched cuBLAS product
+    (the default before run24, and the form used past 64 channels). At TGMamba's raw call on the H200 the kernel
+    form took the block's fwd+bwd GPU time from 65.0 to 62.9 ms and its peak memory from 1,750 to 1,689 MiB (run24a)."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "kernel")
     if mode not in ("bmm", "kernel"):
         raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_Q={mode!r}: expected bmm or kernel")
     return mode
