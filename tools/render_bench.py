@@ -5,7 +5,7 @@
     python tools/render_bench.py --from-storage .benchmarks                    # newest autosaved run
 
 Each row is one case. "vs ref" divides the reference's median (same op, shape, dtype and test, measured
-in the same run) by the case's median; for cases with a throughput ("rate": decoding tokens/s, samples/s) it
+in the same run: from the same report file) by the case's median; for cases with a throughput ("rate": decoding tokens/s, samples/s) it
 divides the rates instead, so a reference that generates fewer tokens (``genlen``) still compares.
 "vs baseline" divides ``extra_info['baseline_ms']`` (a figure quoted in the issues, e.g. mamba_ssm on an
 H200) by the case's median.
@@ -67,10 +67,10 @@ def _rate(e: dict) -> tuple[float, str] | None:
 
 
 def render(rows: list[dict]) -> str:
-    refs = {}
+    refs = {}  # a case's reference from the same report (run) only
     for b in rows:
         if str(b.get("extra_info", {}).get("backend", "")).lower() in REFERENCE_NAMES:
-            refs[_key(b)] = b
+            refs[b.get("_file"), _key(b)] = b
     out = [
         "| op | case | shape | dtype | backend | device | median ms | rate | GB/s | % copy BW | peak MB | vs ref "
         "| vs baseline |",
@@ -84,7 +84,7 @@ def render(rows: list[dict]) -> str:
             shape = " ".join(f"{k}={v}" for k, v in shape.items())
         elif isinstance(shape, list):
             shape = "x".join(map(str, shape))
-        ref = refs.get(_key(b))
+        ref = refs.get((b.get("_file"), _key(b)))
         rate = _rate(e)
         vs_ref = ""
         if ref is not None and str(e.get("backend", "")).lower() not in REFERENCE_NAMES:

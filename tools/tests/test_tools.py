@@ -59,6 +59,16 @@ def test_vs_ref_divides_the_reference_median_of_the_same_case():
     assert without_ref.rstrip().endswith("|  |  |")  # another shape: no reference, no baseline
 
 
+def test_vs_ref_only_from_the_same_report(tmp_path):
+    """A case is compared with the reference of its own report (run) only, not with one from another run."""
+    one = _report(tmp_path / "one.json", _op("s1-fwd-triton", 0.002, "triton", SHAPE),
+                  _op("s1-fwd-reference", 0.010, "reference", SHAPE))  # fmt: skip
+    two = _report(tmp_path / "two.json", _op("s1-fwd-triton", 0.004, "triton", SHAPE))
+    table = render_bench.render(render_bench._load([one, two]))
+    rows = [ln for ln in table.splitlines() if "| triton |" in ln]
+    assert sorted("| 5.0x |" in ln for ln in rows) == [False, True]  # 10 / 2 ms in one.json; none for two.json
+
+
 def _gen(backend: str, median_s: float, genlen: int, rate: float) -> dict:
     return _bench(f"test_gen[m-b1-float16-{backend}]", median_s, op="generate", shape={"batch": 1, "genlen": genlen},
                   dtype="float16", backend=backend, device="NVIDIA H200", decode_tokens_per_s=rate)  # fmt: skip

@@ -10,7 +10,9 @@ kernel time and peak memory per configuration. ``prefetch-off`` turns off the se
 the next step's loads (run17c/e compared it with the default); ``readout-*`` puts the readout and / or its
 adjoint in their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD=parallel``; the forward's is the
 default since run18a) or both inline in the sequential kernels (``readout-inline``, the default before); ``chunk-*`` sets
-the split backward's steps per recomputed chunk (more memory, fewer chunks; run17a compared 40 / 80 / 160).
+the split backward's steps per recomputed chunk (more memory, fewer chunks; run17a compared 40 / 80 / 160);
+``readout-q-*`` where the split backward forms the readout gradients' Q (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``).
+``a+b`` combines two configurations.
 """
 
 from __future__ import annotations
@@ -52,14 +54,17 @@ CONFIGS = {
     "opgrad-cublas": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "cublas"},  # the default before run23: operands re-formed
     "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel (default)
     "readout-q-bmm": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "bmm"},  # its copy and batched product (before run24)
+    "readout-q-fused": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "fused"},  # Q contracted there into R and dmix_C
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 
 
 def set_cfg(name: str) -> None:
+    """Apply configuration ``name``; ``a+b`` applies both (the later one wins where they set the same variable)."""
     for env in {k for cfg in CONFIGS.values() for k in cfg}:
         os.environ.pop(env, None)
-    os.environ.update(CONFIGS[name])
+    for part in name.split("+"):
+        os.environ.update(CONFIGS[part])
 
 
 def top(per: dict[str, float], n: int = 6) -> dict[str, int]:
@@ -123,7 +128,7 @@ if __name__ == "__main__":
     ap.add_argument("--configs", default="default,readout-parallel,readout-fwd,readout-bwd")
     args = ap.parse_args()
     CFG[:] = args.configs.split(",")
-    unknown = [c for c in CFG if c not in CONFIGS]
+    unknown = [c for c in CFG if any(part not in CONFIGS for part in c.split("+"))]
     if unknown:
         ap.error(f"unknown configurations {unknown}; known: {list(CONFIGS)}")
     for shape in args.shapes.split(","):

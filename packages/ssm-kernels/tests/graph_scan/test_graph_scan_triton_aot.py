@@ -27,6 +27,7 @@ def _compile(
     eye: bool = False,
     readout_in: bool = False,
     stored: bool = False,
+    fused: bool = False,
 ):
     triton = pytest.importorskip("triton")
     try:
@@ -65,6 +66,8 @@ def _compile(
             const.update(STORE_OUT=True, STORE_Y=True)
         if kind == "readout_adj_q":  # with stored: also the readout gradients' Q (SSM_KERNELS_GRAPH_SCAN_READOUT_Q)
             const.update(STORE_Q=stored)
+        if kind == "readout_adj_q":  # fused: Q contracted in the program into R and dmix_C (READOUT_Q=fused)
+            const.update(FUSE_Q=fused, MIX_GRAD=fused)
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
@@ -124,6 +127,10 @@ def _compile(
         ("adj-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
         ("readout_adj_q-stored", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
         ("readout_adj_q-stored", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
+        # SSM_KERNELS_GRAPH_SCAN_READOUT_Q=fused: Q contracted in the program
+        ("readout_adj_q-fused", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
+        ("readout_adj_q-fused", 32, 64, 16, 1, True, 8, "3xtf32", False, False, True),
+        ("readout_adj_q-fused", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -157,12 +164,16 @@ def _compile(
         "adj-stored-V64N64K3-mixC",
         "readout_adj_q-with_Q-V19N16-3xtf32",
         "readout_adj_q-with_Q-V64N64",
+        "readout_adj_q-fused-V19N16-3xtf32",
+        "readout_adj_q-fused-V19N16-3xtf32-8warps",
+        "readout_adj_q-fused-V64N64",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):
     stored = kind.endswith("-stored")
-    kind = kind.removesuffix("-stored")
+    fused = kind.endswith("-fused")
+    kind = kind.removesuffix("-stored").removesuffix("-fused")
     readout_in = kind == "adj-readout_in"
     kind = "adj" if readout_in else kind
-    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in, stored)
+    kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in, stored, fused)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

@@ -89,17 +89,18 @@ def test_gpu_implicit_identity_first(dtype, backward):
     check_graph_scan_against_reference(_triton(backward=backward), inputs, shared_mix=True, strided_d_out=True)
 
 
-@pytest.mark.parametrize("mode", ["parallel", "q", "q-kernel"])
+@pytest.mark.parametrize("mode", ["parallel", "q", "q-kernel", "q-fused", "q-bmm"])
 @pytest.mark.parametrize("shape", ["tusz", "raw"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_gpu_parallel_readout(monkeypatch, shape, dtype, mode):
     """The readout and its adjoint in their own parallel kernels (``SSM_KERNELS_GRAPH_SCAN_READOUT_FWD/_BWD``;
-    ``q``: with the readout operators folded; ``q-kernel``: folded, with the readout gradients' Q formed in the
-    folded adjoint kernel, ``SSM_KERNELS_GRAPH_SCAN_READOUT_Q=kernel``) at TGMamba's call: shared per-step
-    operators with the implicit identity first, strided d_out, initial state."""
-    if mode == "q-kernel":
+    ``q``: with the readout operators folded; ``q-kernel`` / ``q-fused`` / ``q-bmm``: folded, with the readout
+    gradients' Q formed in the folded adjoint kernel, contracted there, or by cuBLAS,
+    ``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``) at TGMamba's call: shared per-step operators with the implicit identity
+    first, strided d_out, initial state."""
+    if mode.startswith("q-"):
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", mode[2:])
         mode = "q"
-        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "kernel")
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", mode)
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", mode)
     inputs = make_graph_scan_inputs(**SHAPES[shape], K=2, T="L", mix_C=True, K_C=2, T_C="L", dtype=dtype,

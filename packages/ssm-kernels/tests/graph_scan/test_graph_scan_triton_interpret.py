@@ -311,7 +311,8 @@ def test_interface_dispatches_to_triton(monkeypatch):
 
 
 def test_split_chunk_sizes(monkeypatch):
-    """Split backward chunking on a GPU: every state kept when they fit, else chunks of about _SPLIT_CHUNK_BYTES."""
+    """Split backward chunking on a GPU: every state kept when they fit, else chunks whose scratch takes about
+    _SPLIT_CHUNK_BYTES."""
     from types import SimpleNamespace
 
     import ssm_kernels.graph_scan.triton as gst
@@ -322,9 +323,14 @@ def test_split_chunk_sizes(monkeypatch):
     step = 256 * 19 * 64 * 16 * 4  # bytes of one step's states at the TUSZ shape
     assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 10  # 11 steps of states fit: all kept
     raw_step = 16 * 19 * 64 * 16 * 4
-    assert gst._split_chunk(fake(16, 19, 64, 2000), 16, None) == gst._SPLIT_CHUNK_BYTES // raw_step
+    # TGMamba's raw call: one stored operator, so states, dP, work and its mix_k H per step (67 steps)
+    assert gst._split_chunk(fake(16, 19, 64, 2000), 16, None) == gst._SPLIT_CHUNK_BYTES // (4 * raw_step) == 67
+    assert gst._split_chunk(fake(16, 19, 64, 2000), 16, None, K_A=3) == gst._SPLIT_CHUNK_BYTES // (9 * raw_step)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "cublas")  # nothing stored for the operator gradients
+    assert gst._split_chunk(fake(16, 19, 64, 2000), 16, None, K_A=3) == gst._SPLIT_CHUNK_BYTES // (3 * raw_step)
+    monkeypatch.delenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD")
     monkeypatch.setattr(gst, "_SPLIT_STATES_BYTES", 10 * step)  # 11 steps no longer fit
-    monkeypatch.setattr(gst, "_SPLIT_CHUNK_BYTES", 3 * step)
+    monkeypatch.setattr(gst, "_SPLIT_CHUNK_BYTES", 12 * step)
     assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 3
     monkeypatch.setattr(gst, "_SPLIT_CHUNK_BYTES", step // 2)  # never fewer than one step
     assert gst._split_chunk(fake(256, 19, 64, 10), 16, None) == 1
@@ -454,11 +460,12 @@ READOUT_Q_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["kernel", "bmm"])
+@pytest.mark.parametrize("mode", ["kernel", "fused", "bmm"])
 @pytest.mark.parametrize("case", list(READOUT_Q_CASES), ids=list(READOUT_Q_CASES))
 def test_readout_q_in_kernel(monkeypatch, case, mode):
-    """``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``: the readout gradients' Q from the folded readout's adjoint kernel
-    (``kernel``, the default) or from a permuted copy of the states and a batched product (``bmm``): every gradient
+    """``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``: the readout gradients' Q formed and contracted in the folded readout's
+    adjoint kernel (``fused``, the default), stored by it (``kernel``) or from a permuted copy of the states and a
+    batched product (``bmm``): every gradient
     against the reference (shared and separate readout operators, K_C 1-3, the implicit identity, recomputed
     chunks and every state kept, bf16), one launch per chunk, with the product where asked; with more channels
     than one program holds, the cuBLAS form."""
@@ -471,8 +478,11 @@ def test_readout_q_in_kernel(monkeypatch, case, mode):
     launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, seed=49, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    flags = [meta["STORE_Q"] for kernel, meta in launches if kernel is gst._graph_scan_readout_adj_q_kernel]
-    assert flags == [in_kernel and mode == "kernel"] * -(-factory["L"] // extra["chunk"])
+    flags = [(meta["STORE_Q"], meta["FUSE_Q"]) for kernel, meta in launches
+             if kernel is gst._graph_scan_readout_adj_q_kernel]  # fmt: skip
+    assert flags == [(in_kernel and mode == "kernel", in_kernel and mode == "fused")] * -(
+        -factory["L"] // extra["chunk"]
+    )
 
 
 def test_readout_q_env_checked(monkeypatch):

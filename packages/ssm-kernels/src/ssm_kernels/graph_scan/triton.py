@@ -37,9 +37,9 @@ Performance design
   writes dP_t = dH_t * exp(Delta_t A). The operator gradients (mix_*, W_*) and dC do not depend on the recurrence:
   they are batched products over (step, batch) of dP, the states and ``dy (x) C`` afterwards. The states come
   from the forward (it keeps all of them when they fit ``_SPLIT_STATES_BYTES``: the TUSZ shape) or are recomputed
-  per chunk of ``_SPLIT_CHUNK_BYTES`` from checkpoints by the forward kernel (``STORE_STATES``), so memory stays
-  bounded at L = 2000. On an H200, TGMamba's call (K = 2, per-step operators shared by mix_A and mix_C, fp32):
-  fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape. Where it recomputes
+  per chunk (``_SPLIT_CHUNK_BYTES`` of scratch) from checkpoints by the forward kernel (``STORE_STATES``), so
+  memory stays bounded at L = 2000. On an H200, TGMamba's call (K = 2, per-step operators shared by mix_A and mix_C,
+  fp32): fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape. Where it recomputes
   (``_opgrad_mode``, default ``stored``), the recompute also keeps each stored operator's vertex product
   ``mix_k H_{t-1}`` (``STORE_X``) and the adjoint its ``dP W_k^T`` (``STORE_Z``), products they form anyway, so the
   state operators' gradients take two cuBLAS products per operator instead of four.
@@ -96,9 +96,14 @@ _MAX_TILE_BWD = 2048
 # shape (200 MB of states) the extra traffic cost more than the recompute saved (fwd+bwd 10.7 vs 9.8 ms).
 _ALL_STATES_BYTES = 0
 # Split backward (see _bwd_split): the forward keeps every state when they take at most this much, else it stores
-# checkpoints and the backward recomputes chunks whose states take about _SPLIT_CHUNK_BYTES.
+# checkpoints and the backward recomputes chunks whose scratch (the chunk's states, dP, a work buffer and the
+# stored operators' operands, each one (batch, V, D, N) fp32 tensor per step) takes about _SPLIT_CHUNK_BYTES.
+# 320 MiB: 67 steps at TGMamba's raw call (one stored operator, 4 tensors per step), 30 chunks of 2,000 steps.
+# With 80-step chunks against the 40-step chunks of a 48 MiB state budget before run24, the block's fwd+bwd took
+# 65.1-66.1 instead of 72.1-77.3 ms on the H200 (half the chunks' host work; run24b), but its pytest-benchmark peak
+# was 1,916 MiB (run24c), above 2 GB: 67 steps keep it under.
 _SPLIT_STATES_BYTES = 256 * 2**20
-_SPLIT_CHUNK_BYTES = 48 * 2**20
+_SPLIT_CHUNK_BYTES = 320 * 2**20
 _BWD_MODES = ("split", "fused")
 _DEFAULT_BWD = "split"
 
@@ -668,17 +673,26 @@ def _fold_operands(C_ptr, WC_ptr, o_bc, m_bc, t, N, VP: tl.constexpr, NP: tl.con
 
 
 @triton.jit
-def _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C: tl.constexpr, KWP: tl.constexpr,
-                 EYE_C: tl.constexpr):  # fmt: skip
-    """Vertex u's slice of the folded readout operator, ``Q_t[v, u, m] = [u = v] G_0[v, m]
-    + sum_k mix_C,k[v, u] G_{k + eye}[v, m]`` (G from ``_fold_operands``), (VP, NP) fp32."""
+def _fold_weights(mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C: tl.constexpr, KWP: tl.constexpr,
+                  EYE_C: tl.constexpr):  # fmt: skip
+    """The readout operators' weights of vertex u's column, ``w[v, k] = mix_C,k-eye[v, u]`` (the implicit identity's
+    ``[u = v]`` first with EYE_C), (VP, KWP) fp32."""
     o_k = tl.arange(0, KWP)
     k_mix = o_k - EYE_C
     m_mk = (o_v < V)[:, None] & ((k_mix >= 0) & (k_mix < K_C))[None, :]
     o_mk = k_mix[None, :] * s_mc_k + o_v[:, None] * s_mc_i + u * s_mc_j
-    mk = tl.load(mc_ptr + o_mk, mask=m_mk, other=0.0).to(tl.float32)  # (VP, KWP): the operators' weights of u
+    mk = tl.load(mc_ptr + o_mk, mask=m_mk, other=0.0).to(tl.float32)
     if EYE_C:
         mk = tl.where((o_v[:, None] == u) & (o_k[None, :] == 0), 1.0, mk)
+    return mk
+
+
+@triton.jit
+def _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C: tl.constexpr, KWP: tl.constexpr,
+                 EYE_C: tl.constexpr):  # fmt: skip
+    """Vertex u's slice of the folded readout operator, ``Q_t[v, u, m] = [u = v] G_0[v, m]
+    + sum_k mix_C,k[v, u] G_{k + eye}[v, m]`` (G from ``_fold_operands``), (VP, NP) fp32."""
+    mk = _fold_weights(mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
     return tl.sum(mk[:, :, None] * G, axis=1)
 
 
@@ -738,21 +752,28 @@ def _graph_scan_readout_adj_kernel(
 
 @triton.jit
 def _graph_scan_readout_adj_q_kernel(
-    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr, st_ptr, q_ptr,
+    C_ptr, mC_ptr, WC_ptr, z_ptr, dout_ptr, r_ptr, dy_ptr, st_ptr, q_ptr, dmc_ptr,
     batch, V, DM, L, N, T0, s_st, s_dy,
     s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
     s_do_b, s_do_v, s_do_d, s_do_t,
     K_C: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr, HAS_Z: tl.constexpr, VP: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr, EYE_C: tl.constexpr, STORE_Q: tl.constexpr = False,
+    FUSE_Q: tl.constexpr = False, MIX_GRAD: tl.constexpr = False,
 ):  # fmt: skip
     """``_graph_scan_readout_adj_kernel`` through the folded readout operators (``_fold_operands``,
     ``_fold_column``): dy_t and ``R_t[u, d, m] = sum_v Q_t[v, u, m] dy_t[v, d]``, one (BD, VP) x (VP, NP) product
     per vertex u, for steps T0 .. T0 + n - 1 (time-major, like the adjoint's dP and dy).
 
-    STORE_Q (one channel block holding every channel): also the readout gradients' contraction of dy_t with the
-    state after step t (slot t - T0 + 1 at st_ptr), ``P[x, v, u, m] = sum_d dy_t[v, d] H_t[u, d, m]`` at q_ptr
-    ((x, V, V, N) fp32, x = (t - T0) * batch + b), one (VP, BD) x (BD, NP) product per vertex u, which the split
-    backward otherwise forms with a permuted copy of the states and a batched product."""
+    With one channel block holding every channel, also the readout gradients' contraction of dy_t with the state
+    after step t (slot t - T0 + 1 at st_ptr), ``P[x, v, u, m] = sum_d dy_t[v, d] H_t[u, d, m]`` (x = (t - T0) *
+    batch + b), one (VP, BD) x (BD, NP) product per vertex u, which the split backward otherwise forms with a
+    permuted copy of the states and a batched product:
+    - STORE_Q: P itself at q_ptr ((x, V, V, N) fp32);
+    - FUSE_Q: P contracted in the program, nothing of it stored: the readout operators' rows
+      ``Rg[x, v, k, m] = sum_u w_k[v, u] P[x, v, u, m]`` (w_0 the implicit identity with EYE_C) at q_ptr
+      ((x, V, KW, N) fp32), and with MIX_GRAD the stored operators' gradients
+      ``dmix_C,k[x, v, u] = sum_m G[v, k + eye, m] P[x, v, u, m]`` at dmc_ptr ((x, K_C, V, V) fp32, stored: the
+      split backward launches this kernel before any other write to a chunk's slice of the gradient)."""
     j, i_b, t, o_v, o_d, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, o_mc, m_mix, o_w, m_w, o_dy = _step_offsets(
         batch, V, DM, L, N, T0, s_mc_i, s_mc_j, VP, BD, NP)  # fmt: skip
     o_n = tl.arange(0, NP)
@@ -763,16 +784,39 @@ def _graph_scan_readout_adj_q_kernel(
     mc_ptr = mC_ptr + i_b * s_mc_b + t * s_mc_t
     m_r = m_d[:, None] & (o_n < N)[None, :]
     r_base = r_ptr + j * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of R_t[0]
-    if STORE_Q:
+    x = j * batch + i_b
+    if STORE_Q or FUSE_Q:
         h_base = st_ptr + (j + 1) * s_st + i_b * V * DM * N + o_d[:, None] * N + o_n[None, :]  # (BD, NP) of H_t[0]
-        p_base = q_ptr + ((j * batch + i_b) * V + o_v[:, None]) * V * N + o_n[None, :]  # (VP, NP) of P[x, :, 0]
+    if STORE_Q:
+        p_base = q_ptr + (x * V + o_v[:, None]) * V * N + o_n[None, :]  # (VP, NP) of P[x, :, 0]
         m_p = (o_v < V)[:, None] & (o_n < N)[None, :]
+    if FUSE_Q:
+        o_k = tl.arange(0, KWP)
+        rg = tl.zeros((VP, KWP, NP), dtype=tl.float32)
+        k_mix = o_k - EYE_C
+        m_dm = (o_v < V)[:, None] & ((k_mix >= 0) & (k_mix < K_C))[None, :]
+        dm_base = dmc_ptr + (x * K_C + k_mix[None, :]) * V * V + o_v[:, None] * V  # (VP, KWP) of dmix_C[x, :, :, 0]
     for u in range(V):
-        q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
+        if FUSE_Q:
+            mk = _fold_weights(mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
+            q = tl.sum(mk[:, :, None] * G, axis=1)
+        else:
+            q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
         tl.store(r_base + u * DM * N, _dot(dy_t, q, PREC), mask=m_r)
-        if STORE_Q:
+        if STORE_Q or FUSE_Q:
             b_h = tl.load(h_base + u * DM * N, mask=m_r, other=0.0)
-            tl.store(p_base + u * N, _dot(dy, b_h, PREC), mask=m_p)
+            p = _dot(dy, b_h, PREC)  # (VP, NP): P[x, :, u, :]
+            if STORE_Q:
+                tl.store(p_base + u * N, p, mask=m_p)
+            if FUSE_Q:
+                rg += mk[:, :, None] * p[:, None, :]
+                if MIX_GRAD:
+                    dmc = tl.sum(G * p[:, None, :], axis=2)  # (VP, KWP): dmix_C,k-eye[x, :, u]
+                    tl.store(dm_base + u, dmc, mask=m_dm)
+    if FUSE_Q:
+        o_rg = ((x * V + o_v[:, None, None]) * KW + o_k[None, :, None]) * N + o_n[None, None, :]
+        m_rg = (o_v < V)[:, None, None] & (o_k < KW)[None, :, None] & (o_n < N)[None, None, :]
+        tl.store(q_ptr + o_rg, rg, mask=m_rg)
 
 
 @triton.jit
@@ -1047,15 +1091,21 @@ def _readout_mode(side: str) -> str:
 
 
 def _readout_q_mode() -> str:
-    """Where the split backward forms the readout gradients' ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]``
-    with the folded readout (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``): ``kernel`` (default), inside
-    ``_graph_scan_readout_adj_q_kernel`` from the dy it forms anyway and one read of the states, where its program
-    holds every channel (D <= 64); or ``bmm``, a permuted copy of the chunk's states and one batched cuBLAS product
-    (the default before run24, and the form used past 64 channels). At TGMamba's raw call on the H200 the kernel
-    form took the block's fwd+bwd GPU time from 65.0 to 62.9 ms and its peak memory from 1,750 to 1,689 MiB (run24a)."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "kernel")
-    if mode not in ("bmm", "kernel"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_Q={mode!r}: expected bmm or kernel")
+    """Where the split backward forms the readout gradients from ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]``
+    with the folded readout (``SSM_KERNELS_GRAPH_SCAN_READOUT_Q``), where one program of
+    ``_graph_scan_readout_adj_q_kernel`` holds every channel (D <= 64; past that, ``bmm``):
+
+    - ``fused`` (default since run24b): that kernel forms Q from the dy it forms anyway and one read of the states,
+      and contracts it at once into the readout operators' rows R and the gradient of mix_C; nothing of Q is
+      stored, and cuBLAS keeps only dC = R W and dW_C = R^T C;
+    - ``kernel``: that kernel stores Q, and batched cuBLAS products form R and dmix_C from it;
+    - ``bmm``: a permuted copy of the chunk's states and a batched product form Q (the default before run24).
+
+    TGMamba's raw call on the H200, the block's fwd+bwd GPU time: bmm 65.0, kernel 62.9 (run24a) / 63.0, fused
+    62.5 ms, peak 1,750 / 1,689 / 1,674 MiB (run24b); at the TUSZ shape 5.18 / 5.02 / 4.90 ms."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "fused")
+    if mode not in ("bmm", "kernel", "fused"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_Q={mode!r}: expected kernel, fused or bmm")
     return mode
 
 
@@ -1478,8 +1528,12 @@ def _bwd_mode(override: str | None = None) -> str:
     return mode
 
 
-def _split_chunk(u: torch.Tensor, N: int, override: int | None) -> int:
-    """Steps per chunk of the split backward; ``L`` means the forward keeps every state (nothing recomputed)."""
+def _split_chunk(u: torch.Tensor, N: int, override: int | None, K_A: int = 1) -> int:
+    """Steps per chunk of the split backward; ``L`` means the forward keeps every state (nothing recomputed).
+
+    A recomputed chunk's scratch per step: its states, dP and a work buffer, and with the stored operator-gradient
+    operands (``_opgrad_mode``) each of the K_A stored state operators' ``mix_k H`` (and its ``dP W_k^T`` where
+    K_A > 1; one operator's shares the work buffer), all (batch, V, D, N) fp32."""
     batch, V, Dm, L = u.shape
     if override is not None:
         return max(1, min(int(override), L))
@@ -1488,7 +1542,8 @@ def _split_chunk(u: torch.Tensor, N: int, override: int | None) -> int:
     step = batch * V * Dm * N * 4
     if (L + 1) * step <= _SPLIT_STATES_BYTES:
         return L
-    return max(1, min(L, _SPLIT_CHUNK_BYTES // step))
+    per_step = 3 + (K_A * (2 if K_A > 1 else 1) if _opgrad_mode() == "stored" else 0)
+    return max(1, min(L, _SPLIT_CHUNK_BYTES // (per_step * step)))
 
 
 @contextlib.contextmanager
@@ -1642,8 +1697,14 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         C_tm = C.permute(3, 0, 1, 2).float().contiguous()  # (L, batch, V, N)
         rbuf = torch.empty(CS * batch * V, KW_C, N, device=dev, dtype=f32)  # R_k of a chunk's readout, per (x, i)
     # the readout gradients' Q from the folded readout's adjoint kernel, where one of its programs holds every channel
-    q_in = readout_q and _readout_q_mode() == "kernel" and cdiv(Dm, _q_meta(mix_C, W_C, Dm, VP, NP, prec)["BD"]) == 1
+    q_mode = _readout_q_mode() if readout_q and cdiv(Dm, _q_meta(mix_C, W_C, Dm, VP, NP, prec)["BD"]) == 1 else "bmm"
+    q_in, q_fused = q_mode == "kernel", q_mode == "fused"
     qbuf = torch.empty(CS * batch * V, V, N, device=dev, dtype=f32) if q_in else None
+    # fused: the kernel writes the rows R (rbuf) and dmix_C, into the gradient's slice of the chunk (per-step
+    # operators: the kernel runs before the chunk's products add to it) or per step, summed after (shared operators)
+    dmc_buf = None
+    if q_fused and want_C and gmC.T == 1:
+        dmc_buf = torch.empty(CS * batch, K_C, V, V, device=dev, dtype=f32)
     if dlast is not None:
         g = dlast.float().clone(memory_format=torch.contiguous_format)
     else:
@@ -1705,11 +1766,16 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             zbuf.stride(0) if zbuf is not None else 0, *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
         )  # fmt: skip
         if readout_q:
+            dmc = None
+            if q_fused and want_C:
+                dmc = dmc_buf if dmc_buf is not None else gmC.buf[t0:t1]
             qargs = (
-                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, states, qbuf if q_in else dummy, batch,
-                V, Dm, L, N, t0, s_st, batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
+                C, mix_C, W_C, z if z is not None else dummy, dout, r_adj, dy, states,
+                qbuf if q_in else rbuf if q_fused else dummy, dmc if dmc is not None else dummy, batch, V, Dm, L, N,
+                t0, s_st, batch * V * Dm, *_mix_strides(mix_C), *dout.stride(),
             )  # fmt: skip
-            qmeta = dict(_q_meta(mix_C, W_C, Dm, VP, NP, prec), HAS_Z=z is not None, STORE_Q=q_in)
+            qmeta = dict(_q_meta(mix_C, W_C, Dm, VP, NP, prec), HAS_Z=z is not None, STORE_Q=q_in, FUSE_Q=q_fused,
+                         MIX_GRAD=dmc is not None)  # fmt: skip
             _launch(_graph_scan_readout_adj_q_kernel, (n * batch, cdiv(Dm, qmeta["BD"])), qargs, qmeta)
         elif readout_par:
             radj_args = (
@@ -1758,22 +1824,26 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                         dWA_x[:x, kw].baddbmm_(HpT, Z.view(x, V * Dm, N))
             dCc = dC[t0:t1].view(xv, N)
             if mix_C is not None:
-                # Q[x, i, j, m] = sum_d dy[x, i, d] H_t[x, j, d, m]; rows (x, i)
-                if q_in:  # from the readout's adjoint kernel
-                    Q = qbuf[:xv]
-                else:
-                    Q = torch.bmm(dyc, Hc4.permute(0, 2, 1, 3).reshape(x, Dm, V * N)).view(xv, V, N)
                 R = rbuf[:xv]  # R[(x, i), k, m] = sum_j mix_k[x, i, j] Q[x, i, j, m] (the identity's: Q[x, i, i, m])
-                if eye_C:
-                    R[:, 0].view(x, V, N).copy_(Q.view(x, V, V, N).diagonal(dim1=1, dim2=2).transpose(1, 2))
-                mrow = gmC.steps(t0, t1).transpose(1, 2).reshape(xv, K_C, V)  # mix_k[x, i, :] per row (x, i)
-                torch.bmm(mrow, Q, out=R[:, int(eye_C) :])
+                if not q_fused:  # (fused: R and dmix_C from the readout's adjoint kernel)
+                    # Q[x, i, j, m] = sum_d dy[x, i, d] H_t[x, j, d, m]; rows (x, i)
+                    if q_in:  # from the readout's adjoint kernel
+                        Q = qbuf[:xv]
+                    else:
+                        Q = torch.bmm(dyc, Hc4.permute(0, 2, 1, 3).reshape(x, Dm, V * N)).view(xv, V, N)
+                    if eye_C:
+                        R[:, 0].view(x, V, N).copy_(Q.view(x, V, V, N).diagonal(dim1=1, dim2=2).transpose(1, 2))
+                    mrow = gmC.steps(t0, t1).transpose(1, 2).reshape(xv, K_C, V)  # mix_k[x, i, :] per row (x, i)
+                    torch.bmm(mrow, Q, out=R[:, int(eye_C) :])
+                elif dmc_buf is not None:  # operators shared by all steps: the chunk's per-step dmix_C summed
+                    gmC.add(dmc_buf[:x], t0, t1)
                 torch.mm(R.view(xv, KW_C * N), WCf.view(KW_C * N, N), out=dCc)  # dC = sum_k R_k W_k
                 if want_C:
                     dWC.view(KW_C * N, N).addmm_(R.view(xv, KW_C * N).t(), C_tm[t0:t1].view(xv, N))
-                    # dmix_k[x, i, j] += sum_m (C W_k^T)[x, i, m] Q[x, i, j, m]
-                    Cw = torch.mm(C_tm[t0:t1].view(xv, N), WtC).view(xv, K_C, N)
-                    gmC.add_row_bmm(Cw, Q.transpose(1, 2), t0, t1)
+                    if not q_fused:
+                        # dmix_k[x, i, j] += sum_m (C W_k^T)[x, i, m] Q[x, i, j, m]
+                        Cw = torch.mm(C_tm[t0:t1].view(xv, N), WtC).view(xv, K_C, N)
+                        gmC.add_row_bmm(Cw, Q.transpose(1, 2), t0, t1)
             else:
                 torch.bmm(dyc.view(xv, 1, Dm), Hc4.view(xv, Dm, N), out=dCc.view(xv, 1, N))
 
@@ -1905,7 +1975,7 @@ def _apply(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_so
     """:func:`graph_selective_scan_triton` without the input checks (for callers that ran them)."""
     mode = _bwd_mode(backward)
     chunk = chunk if chunk is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_CHUNK")
-    chunk = _split_chunk(u, A.shape[1], chunk) if mode == "split" else _chunk(u, A.shape[1], chunk)
+    chunk = _split_chunk(u, A.shape[1], chunk, mix_A.shape[2]) if mode == "split" else _chunk(u, A.shape[1], chunk)
     bdf = block_d_fwd if block_d_fwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_FWD")
     bdb = block_d_bwd if block_d_bwd is not None else _env_int("SSM_KERNELS_GRAPH_SCAN_BD_BWD")
     if mode == "fused":  # the fused backward kernel has no implicit identity: store it
