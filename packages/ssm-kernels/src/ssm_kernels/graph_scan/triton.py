@@ -797,11 +797,8 @@ def _graph_scan_readout_adj_q_kernel(
         m_dm = (o_v < V)[:, None] & ((k_mix >= 0) & (k_mix < K_C))[None, :]
         dm_base = dmc_ptr + (x * K_C + k_mix[None, :]) * V * V + o_v[:, None] * V  # (VP, KWP) of dmix_C[x, :, :, 0]
     for u in range(V):
-        if FUSE_Q:
-            mk = _fold_weights(mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
-            q = tl.sum(mk[:, :, None] * G, axis=1)
-        else:
-            q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
+        mk = _fold_weights(mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)  # (FUSE_Q also uses them)
+        q = tl.sum(mk[:, :, None] * G, axis=1)  # as _fold_column
         tl.store(r_base + u * DM * N, _dot(dy_t, q, PREC), mask=m_r)
         if STORE_Q or FUSE_Q:
             b_h = tl.load(h_base + u * DM * N, mask=m_r, other=0.0)
