@@ -1683,14 +1683,13 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor cuBLAS kernel (141 us per call at the raw
     # shape against about 20 for the batched form)
     dWA_x = torch.zeros(CS * batch, W_A.shape[0], N, N, device=dev, dtype=f32) if want_A else None
-    gmC = dWC = None
+    gmC = dWC = WtC = None
     if mix_C is not None:
         gmC = gmA if share_mix else _MixGrad(mix_C)
         dWC = torch.zeros(W_C.shape, device=dev, dtype=f32)
         K_C = mix_C.shape[2]
         KW_C = W_C.shape[0]
         WCf = W_C.float()
-        WtC = WCf[int(eye_C) :].permute(2, 0, 1).reshape(N, K_C * N)  # [n, k * N + m] = W_k[m, n] (stored ops)
         C_tm = C.permute(3, 0, 1, 2).float().contiguous()  # (L, batch, V, N)
         rbuf = torch.empty(CS * batch * V, KW_C, N, device=dev, dtype=f32)  # R_k of a chunk's readout, per (x, i)
     # the readout gradients' Q from the folded readout's adjoint kernel, where one of its programs holds every channel
@@ -1839,6 +1838,8 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                     dWC.view(KW_C * N, N).addmm_(R.view(xv, KW_C * N).t(), C_tm[t0:t1].view(xv, N))
                     if not q_fused:
                         # dmix_k[x, i, j] += sum_m (C W_k^T)[x, i, m] Q[x, i, j, m]
+                        if WtC is None:  # once per call: [n, k * N + m] = W_k[m, n] of the stored operators
+                            WtC = WCf[int(eye_C) :].permute(2, 0, 1).reshape(N, K_C * N)
                         Cw = torch.mm(C_tm[t0:t1].view(xv, N), WtC).view(xv, K_C, N)
                         gmC.add_row_bmm(Cw, Q.transpose(1, 2), t0, t1)
             else:
