@@ -64,10 +64,8 @@ def _compile(
             const.update(KW=const["K_C"] + eye, KWP=triton.next_power_of_2(const["K_C"] + eye))
         if kind.startswith("readout_q") or kind == "readout":
             const.update(STORE_OUT=True, STORE_Y=True)
-        if kind == "readout_adj_q":  # with stored: also the readout gradients' Q (SSM_KERNELS_GRAPH_SCAN_READOUT_Q)
-            const.update(STORE_Q=stored)
-        if kind == "readout_adj_q":  # fused: Q contracted in the program into R and dmix_C (READOUT_Q=fused)
-            const.update(FUSE_Q=fused, MIX_GRAD=fused)
+        if kind == "readout_adj_q":  # the readout gradients' Q (SSM_KERNELS_GRAPH_SCAN_READOUT_Q): stored: kept,
+            const.update(STORE_Q=stored, FUSE_Q=fused, MIX_GRAD=fused)  # fused: contracted into R and dmix_C
     else:
         const.update(HAS_DLAST=True, MA_MODE=1, MC_MODE=2, BC_ATOMIC=False, KPA=triton.next_power_of_2(K),
                      KPC=triton.next_power_of_2(K if mixc else 1), ALL_STATES=all_states)  # fmt: skip
