@@ -55,6 +55,8 @@ CONFIGS = {
     "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel (default)
     "readout-q-bmm": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "bmm"},  # its copy and batched product (before run24)
     "readout-q-fused": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "fused"},  # Q contracted there into R and dmix_C
+    "dw-bmm": {"SSM_KERNELS_GRAPH_SCAN_DW": "bmm"},  # stored operands' dW_A by batched cuBLAS (before run25)
+    "dw-kernel": {"SSM_KERNELS_GRAPH_SCAN_DW": "kernel"},  # ... by _graph_scan_dw_kernel (default)
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

@@ -41,7 +41,7 @@ def _compile(
         "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
         "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
-        "opgrad": gst._graph_scan_opgrad_kernel,
+        "opgrad": gst._graph_scan_opgrad_kernel, "dw": gst._graph_scan_dw_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                  VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
@@ -57,6 +57,8 @@ def _compile(
         kw = K + eye
         const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
                      NP=NP, PREC=prec)  # fmt: skip
+    elif kind == "dw":  # the stored operands' dW_A (SSM_KERNELS_GRAPH_SCAN_DW=kernel): BD is its rows per block
+        const = dict(KW=K + eye, EYE=eye, NP=NP, BM=BD, PREC=prec)
     elif kind.startswith("readout"):  # the parallel readout kernels
         const = {k: v for k, v in const.items() if k in fn.arg_names}
         const.update(EYE_C=eye)
@@ -117,6 +119,9 @@ def _compile(
         ("opgrad", 32, 2, 16, 1, False, 4, "3xtf32", False, False, True),
         ("opgrad", 32, 4, 16, 1, False, 4, "tf32", False, False, True),
         ("opgrad", 64, 1, 32, 3, False, 4, "3xtf32", False, False, False),
+        ("dw", 32, 128, 16, 1, False, 4, "3xtf32", False, False, True),  # TGMamba's call, as launched
+        ("dw", 32, 128, 16, 1, False, 4, "tf32", False, False, True),
+        ("dw", 64, 32, 64, 3, False, 4, "3xtf32", False, False, True),  # four operators, N 64 (rows as launched)
         # SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored (the default): the recompute and the adjoint keep their products'
         # operands for the operator gradients
         ("fwd-stored", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
@@ -156,6 +161,9 @@ def _compile(
         "opgrad-V19N16-identity_first-3xtf32",
         "opgrad-V19N16-identity_first-tf32",
         "opgrad-V64N32K3-3xtf32",
+        "dw-N16-identity_first-3xtf32",
+        "dw-N16-identity_first-tf32",
+        "dw-N64-K4-3xtf32",
         "fwd-stored-V19N16-identity_first-3xtf32",
         "adj-readout_in-stored-V19N16-identity_first-3xtf32",
         "fwd-stored-V64N64K3-mixC",

@@ -121,18 +121,23 @@ OPGRAD_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["triton", "stored", "cublas"])
+@pytest.mark.parametrize("mode", ["triton", "stored", "stored-dw-bmm", "cublas"])
 @pytest.mark.parametrize("case", list(OPGRAD_CASES), ids=list(OPGRAD_CASES))
 def test_gpu_opgrad_kernel(monkeypatch, case, mode):
     """``SSM_KERNELS_GRAPH_SCAN_OPGRAD``: dmix_A / dW_A from ``_graph_scan_opgrad_kernel`` (``triton``, opt-in),
-    from cuBLAS products on the vertex products and ``dP W_k^T`` kept by the sequential kernels (``stored``, the
-    default), or on operands the products form themselves (``cublas``); recomputed 8-step chunks away from the raw
-    shape, where every state would be kept. Outputs and every gradient against the reference."""
+    from products on the vertex products and ``dP W_k^T`` kept by the sequential kernels (``stored``, the default;
+    dW_A from ``_graph_scan_dw_kernel``, or batched cuBLAS products with ``SSM_KERNELS_GRAPH_SCAN_DW=bmm``), or on
+    operands cuBLAS products form themselves (``cublas``). The target shapes as the defaults run them (raw:
+    recomputed chunks; TUSZ: every state kept, and with ``stored`` the vertex products too); recomputed 8-step
+    chunks in the other cases. Outputs and every gradient against the reference."""
+    if mode == "stored-dw-bmm":
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DW", "bmm")
+        mode = "stored"
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", mode)
     kw = OPGRAD_CASES[case]
     inputs = make_graph_scan_inputs(device="cuda", seed=43, **kw)
     shared = kw.get("K") == kw.get("K_C") and kw.get("T") == kw.get("T_C")
-    chunk = 8 if not case.startswith("raw") else None
+    chunk = 8 if case.startswith("V") else None
     check_graph_scan_against_reference(_triton(backward="split", chunk=chunk), inputs, shared_mix=shared)
 
 

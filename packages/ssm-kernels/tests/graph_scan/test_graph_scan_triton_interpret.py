@@ -410,16 +410,20 @@ STORED_CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.parametrize("dw", ["kernel", "bmm"])
 @pytest.mark.parametrize("case", list(STORED_CASES), ids=list(STORED_CASES))
-def test_stored_operator_operands(monkeypatch, case):
+def test_stored_operator_operands(monkeypatch, case, dw):
     """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored`` (the default, set here explicitly): the recompute keeps
     ``mix_k @ H_{t-1}`` and the adjoint ``dP W_k^T`` (in the readout adjoint's buffer for one operator, each slot read
-    before it is overwritten), and the cuBLAS products use them: every gradient against the reference (per-step
+    before it is overwritten), and the products use them: every gradient against the reference (per-step
     and shared operators, K 1-3, the implicit identity, mix_C sharing mix_A, each readout mode, bf16). Both
-    sequential kernels are launched with their stores on, per chunk."""
+    sequential kernels are launched with their stores on, per chunk; dW_A from ``_graph_scan_dw_kernel`` once per
+    chunk (``SSM_KERNELS_GRAPH_SCAN_DW=kernel``, the default; its rows span several programs and partial row blocks)
+    or from batched cuBLAS products (``bmm``)."""
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DW", dw)
     factory, extra, check, readout = STORED_CASES[case]
     if readout is not None:
         monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
@@ -430,19 +434,76 @@ def test_stored_operator_operands(monkeypatch, case):
     chunks = -(-factory["L"] // extra["chunk"])
     assert stores.count((gst._graph_scan_fwd_kernel, True, False)) == chunks
     assert stores.count((gst._graph_scan_adj_kernel, False, True)) == chunks
+    assert _kernels(launches).count(gst._graph_scan_dw_kernel) == (chunks if dw == "kernel" else 0)
 
 
-@pytest.mark.parametrize("mode", ["cublas", "stored"])
-def test_stored_operator_operands_need_a_recompute(monkeypatch, mode):
-    """Every state kept by the forward (no recompute), or ``SSM_KERNELS_GRAPH_SCAN_OPGRAD=cublas``: the cuBLAS
-    products form their operands themselves, and no kernel stores them."""
+def test_cublas_operator_operands_store_nothing(monkeypatch):
+    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=cublas``: the cuBLAS products form their operands themselves, and no kernel
+    stores them."""
     import ssm_kernels.graph_scan.triton as gst
 
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", mode)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "cublas")
     launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=2, T="L", seed=48, **FULL)
-    check_graph_scan_against_reference(_triton(chunk=5 if mode == "stored" else 2, backward="split"), inputs)
+    check_graph_scan_against_reference(_triton(chunk=2, backward="split"), inputs)
     assert not any(meta.get("STORE_X") or meta.get("STORE_Z") for _, meta in launches)
+    assert gst._graph_scan_dw_kernel not in _kernels(launches)
+
+
+KEPT_CASES = {
+    # id: (factory kwargs, check kwargs)
+    "TL-K2-mixC": (dict(V=3, D=3, N=4, L=5, K=2, T="L", mix_C=True, K_C=1, T_C="L", seed=48, **FULL), {}),
+    "TGMamba-like-shared": (
+        dict(V=3, D=5, N=4, L=6, K=1, T="L", mix_C=True, K_C=1, T_C="L", identity_first=True, seed=49, **FULL),
+        dict(shared_mix=True)),
+    "T1-K3-bf16": (dict(V=4, D=3, N=5, L=4, K=3, T="1", with_z=True, dtype=torch.bfloat16, seed=50), {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(KEPT_CASES), ids=list(KEPT_CASES))
+def test_stored_operator_operands_kept_by_forward(monkeypatch, case):
+    """Every state kept by the forward (no recompute: the TUSZ shape): the forward kernel also keeps
+    ``X_k = mix_k H_{t-1}`` for the backward, in the same launch as the states, and the adjoint stores
+    ``dP W_k^T``; every gradient against the reference. Where no state operator's gradient is wanted, the forward
+    keeps no X."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    factory, check = KEPT_CASES[case]
+    launches = _record_launches(monkeypatch, gst)
+    inputs = make_graph_scan_inputs(batch=2, **factory)
+    check_graph_scan_against_reference(_triton(chunk=factory["L"], backward="split"), inputs, **check)
+    stores = [(kernel, bool(meta.get("STORE_STATES")), bool(meta.get("STORE_X"))) for kernel, meta in launches]
+    assert stores.count((gst._graph_scan_fwd_kernel, True, True)) == 1  # one forward launch, states and X
+    assert [meta.get("STORE_Z") for kernel, meta in launches if kernel is gst._graph_scan_adj_kernel] == [True]
+    assert _kernels(launches).count(gst._graph_scan_dw_kernel) == 1
+
+    launches.clear()
+    frozen = make_graph_scan_inputs(batch=2, requires_grad=True, **factory)
+    for name in ("mix_A", "W_A", "mix_C", "W_C"):
+        if frozen.get(name) is not None:
+            frozen[name] = frozen[name].detach()
+    _triton(chunk=factory["L"], backward="split")(**frozen).float().square().sum().backward()
+    assert frozen["u"].grad is not None
+    assert not any(meta.get("STORE_X") or meta.get("STORE_Z") for _, meta in launches)
+
+
+def test_kept_operands_within_the_states_budget(monkeypatch):
+    """The forward keeps the vertex products only where they (and the backward's ``dP W_k^T`` for more than one
+    operator) fit ``_SPLIT_STATES_BYTES``; past it the cuBLAS products form their operands, and nothing stores."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    factory = dict(V=3, D=3, N=4, L=5, K=2, T="L", seed=51, **FULL)
+    step = 2 * 3 * 3 * 4 * 4  # one (batch, V, D, N) fp32 tensor
+    assert gst._keeps_operands(True, 2, 5, step) and not gst._keeps_operands(False, 2, 5, step)
+    monkeypatch.setattr(gst, "_SPLIT_STATES_BYTES", 2 * 2 * 5 * step - 1)  # two operators: X and dP W^T each
+    assert not gst._keeps_operands(True, 2, 5, step) and gst._keeps_operands(True, 1, 5, step)
+    launches = _record_launches(monkeypatch, gst)
+    inputs = make_graph_scan_inputs(batch=2, **factory)
+    check_graph_scan_against_reference(_triton(chunk=5, backward="split"), inputs)
+    assert not any(meta.get("STORE_X") or meta.get("STORE_Z") for _, meta in launches)
+    assert gst._graph_scan_dw_kernel not in _kernels(launches)
 
 
 READOUT_Q_CASES = {
@@ -511,3 +572,6 @@ def test_opgrad_env_checked(monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "cuda")
     with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_OPGRAD"):
         gst._opgrad_mode()
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DW", "cublas")
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_DW"):
+        gst._dw_mode()

@@ -42,7 +42,9 @@ Performance design
   fp32): fwd+bwd 7.2 against 18.2 ms at the TUSZ shape and 112 against 286 ms at the raw shape. Where it recomputes
   (``_opgrad_mode``, default ``stored``), the recompute also keeps each stored operator's vertex product
   ``mix_k H_{t-1}`` (``STORE_X``) and the adjoint its ``dP W_k^T`` (``STORE_Z``), products they form anyway, so the
-  state operators' gradients take two cuBLAS products per operator instead of four.
+  state operators' gradients take one cuBLAS product per operator for dmix_A and one ``_graph_scan_dw_kernel``
+  launch for every dW_A (``_dw_mode``) instead of four products per operator. A forward that keeps every state
+  keeps the vertex products too where they fit (``_keeps_operands``).
 * Backward, ``fused`` design (``backward="fused"``): one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
   in reverse: it reloads the chunk's entry state, recomputes the chunk's states into a small
   per-program scratch buffer ((CHUNK + 1, V, BD, N) fp32), then runs the adjoint recurrence
@@ -868,6 +870,68 @@ def _graph_scan_opgrad_kernel(
 
 
 @triton.jit
+def _dw_rows(acc, a_ptr, ot, mt, dp, PREC: tl.constexpr):
+    """acc + A^T dP over one block of rows, A^T loaded as (NP, BM) at ``a_ptr + ot``."""
+    at = tl.load(a_ptr + ot, mask=mt, other=0.0)
+    return acc + _dot(at, dp, PREC)
+
+
+@triton.jit
+def _add_to(ptr, val, mask):
+    tl.store(ptr, tl.load(ptr, mask=mask, other=0.0) + val, mask=mask)
+
+
+@triton.jit
+def _graph_scan_dw_kernel(
+    h_ptr, x_ptr, dp_ptr, part_ptr, M, N, s_xk, rows,
+    KW: tl.constexpr, EYE: tl.constexpr, NP: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """The state weights' gradients of a split-backward chunk, ``dW[j] = sum_r A_j[r]^T dP[r]`` over its M rows
+    r = (step, batch, vertex, channel) of N values, as partial sums: program p adds its ``rows`` rows (a multiple
+    of BM) to ``part[p, j]`` ((P, KW, N, N), in place: deterministic). Operator j's rows A_j: with EYE, j = 0 is
+    the implicit identity's H_{t-1} (``h_ptr``) and j >= 1 the stored ``X_{j-1} = mix_{j-1} H_{t-1}`` (at
+    ``x_ptr + (j - 1) * s_xk``); without, j is X_j. One read of dP for all operators (KW <= 4), where the batched
+    cuBLAS form reads it once per operator."""
+    p = tl.program_id(0)
+    o_m = tl.arange(0, BM)
+    o_n = tl.arange(0, NP)
+    m_n = o_n < N
+    r0 = p.to(tl.int64) * rows
+    acc0 = tl.zeros((NP, NP), dtype=tl.float32)
+    acc1 = tl.zeros((NP, NP), dtype=tl.float32)
+    acc2 = tl.zeros((NP, NP), dtype=tl.float32)
+    acc3 = tl.zeros((NP, NP), dtype=tl.float32)
+    a_ptr = x_ptr - EYE * s_xk  # operator j >= EYE: its stored X at a_ptr + j * s_xk
+    for i in range(0, rows, BM):
+        r = r0 + i + o_m
+        dp = tl.load(dp_ptr + r[:, None] * N + o_n[None, :], mask=(r < M)[:, None] & m_n[None, :], other=0.0)
+        # the operators' rows loaded transposed, (NP, BM): no layout change before the product (run25c: 116 against
+        # 149 us per raw-shape chunk of two operators in 3xtf32, cuBLAS 264)
+        ot = r[None, :] * N + o_n[:, None]
+        mt = m_n[:, None] & (r < M)[None, :]
+        if EYE:
+            acc0 = _dw_rows(acc0, h_ptr, ot, mt, dp, PREC)
+        else:
+            acc0 = _dw_rows(acc0, a_ptr, ot, mt, dp, PREC)
+        if KW > 1:
+            acc1 = _dw_rows(acc1, a_ptr + s_xk, ot, mt, dp, PREC)
+        if KW > 2:
+            acc2 = _dw_rows(acc2, a_ptr + 2 * s_xk, ot, mt, dp, PREC)
+        if KW > 3:
+            acc3 = _dw_rows(acc3, a_ptr + 3 * s_xk, ot, mt, dp, PREC)
+    o_w = o_n[:, None] * N + o_n[None, :]
+    m_w = m_n[:, None] & m_n[None, :]
+    base = part_ptr + p.to(tl.int64) * KW * N * N + o_w
+    _add_to(base, acc0, m_w)
+    if KW > 1:
+        _add_to(base + N * N, acc1, m_w)
+    if KW > 2:
+        _add_to(base + 2 * N * N, acc2, m_w)
+    if KW > 3:
+        _add_to(base + 3 * N * N, acc3, m_w)
+
+
+@triton.jit
 def _graph_scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr,
     dout_ptr, dlast_ptr, ckpt_ptr, last_ptr, scr_ptr,
@@ -1134,6 +1198,32 @@ def _opgrad_mode() -> str:
     return mode
 
 
+_DW_PROGRAMS_PER_SM = 2  # _graph_scan_dw_kernel's programs (each a contiguous range of rows; run25c sweep)
+_DW_TILE = 2048  # and its rows per block times padded N (128 rows at N 16; sm_90's shared memory at N 64: 32)
+
+
+def _dw_mode() -> str:
+    """With the stored operands (``_opgrad_mode``), how dW_A is formed per chunk (``SSM_KERNELS_GRAPH_SCAN_DW``):
+    ``kernel`` (default): one ``_graph_scan_dw_kernel`` launch reading dP, H_{t-1} and each stored X_k once, into
+    per-program partial sums (summed once per call); ``bmm``: one batched cuBLAS product per operator (each reads
+    dP), per (step, batch) pair, summed once per call."""
+    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_DW", "kernel")
+    if mode not in ("kernel", "bmm"):
+        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_DW={mode!r}: expected kernel or bmm")
+    return mode
+
+
+def _keeps_operands(want_A: bool, K_A: int, L: int, step_bytes: int) -> bool:
+    """Whether a forward that keeps every state for the split backward also keeps the stored operator-gradient
+    operands ``X_k = mix_k H_{t-1}`` (the TUSZ shape: no chunk is recomputed to form them): where the state
+    operators' gradients are wanted, with ``SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored`` and the Triton recurrences, and
+    where they and the backward's ``dP W_k^T`` (its own buffer for more than one operator) add at most
+    ``_SPLIT_STATES_BYTES``: TGMamba's TUSZ call (one stored operator) keeps 200 MB more; with two operators
+    there it would be 800 MB, and the cuBLAS form runs instead."""
+    extra = K_A * (2 if K_A > 1 else 1) * L * step_bytes
+    return want_A and extra <= _SPLIT_STATES_BYTES and _opgrad_mode() == "stored" and not _cuda_fwd.enabled()
+
+
 def _prefetch(side: str) -> bool:
     """Whether the sequential kernels issue the next step's loads before the current step's products
     (``SSM_KERNELS_GRAPH_SCAN_PREFETCH_FWD`` / ``_BWD`` = 0 / 1; default on)."""
@@ -1247,11 +1337,12 @@ def _mix_strides(mix: torch.Tensor | None) -> tuple[int, int, int, int, int]:
 
 
 def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, store_ckpt, chunk, block_d,
-         states=None, ybuf=None, parallel_readout=False):  # fmt: skip
+         states=None, ybuf=None, parallel_readout=False, xbuf=None):  # fmt: skip
     """The forward over all steps: out, the last state, and (store_ckpt) the chunk-entry checkpoints.
 
     ``states`` (split backward with every state kept): also store every state, time-major
     (L + 1, batch, V, D, N); ``ybuf`` (split backward, with z): the pre-gate output (batch, V, D, L) fp32.
+    ``xbuf`` (with ``states``): also the vertex products ``mix_A[t, k] @ H_{t-1}``, (K_A, L, batch, V, D, N).
     ``parallel_readout`` (split backward, mix_C given): the forward kernel runs the recurrence only, storing the
     states (all of them, or per chunk of ``chunk`` steps into a scratch buffer), and ``_graph_scan_readout_kernel``
     forms out and ybuf from them, all steps of a chunk in parallel.
@@ -1266,12 +1357,12 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
     s_h0 = h0.stride(0) if h0 is not None else 0
     if not parallel_readout:
         _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, 0, L, chunk,
-                    block_d, out=out, last=last, ckpt=ckpt, states=states, ybuf=ybuf)  # fmt: skip
+                    block_d, out=out, last=last, ckpt=ckpt, states=states, ybuf=ybuf, xbuf=xbuf)  # fmt: skip
         return out, last, ckpt
     readout = (u, C, mix_C, W_C, D, z, out, ybuf, block_d)
     if states is not None:
         _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, 0, L, chunk,
-                    block_d, last=last, states=states)  # fmt: skip
+                    block_d, last=last, states=states, xbuf=xbuf)  # fmt: skip
         _readout_launch(states, 0, L, *readout)
         return out, last, ckpt
     buf = torch.empty(chunk + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32)
@@ -1617,7 +1708,7 @@ class _MixGrad:
 
 
 def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias,
-               softplus, chunk, block_d, share_mix=False, need=None):  # fmt: skip
+               softplus, chunk, block_d, share_mix=False, need=None, xkept=None):  # fmt: skip
     """Split backward: a sequential adjoint kernel plus batched matrix products for the operator gradients.
 
     Per chunk of steps (walked in reverse): the states (kept by the forward, or recomputed from the chunk's
@@ -1628,8 +1719,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     gradients from ``Q[x, i, j, :] = sum_d dy[x, i, d] H_t[x, j, d, :]`` (dG = dy (x) C has rank one per vertex).
     With stored operands (``_opgrad_mode``, the default, where chunks are recomputed) the recompute keeps
     ``X_k = mix_k H_{t-1}`` and the adjoint ``Z_k = dP W_k^T``, and the products are ``dmix_A[x, k] = Z_k H_{t-1}^T``
-    and ``dW_A[k] = sum_x X_k^T dP``. Deterministic unless the dB partials would exceed ``_ATOMIC_BYTES`` (then
-    atomics, as in the fused path).
+    and ``dW_A[k] = sum_x X_k^T dP`` (``_dw_mode``: one ``_graph_scan_dw_kernel`` launch per chunk by default).
+    Where the forward kept every state it also kept the X_k (``xkept``, see ``_keeps_operands``). Deterministic
+    unless the dB partials would exceed ``_ATOMIC_BYTES`` (then atomics, as in the fused path).
     """
     batch, V, Dm, L = u.shape
     N = A.shape[1]
@@ -1679,10 +1771,6 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     want_A = "mix_A" in need or "W_A" in need or (share_mix and "mix_C" in need)
     want_C = mix_C is not None and ("mix_C" in need or "W_C" in need or (share_mix and "mix_A" in need))
     gmA = _MixGrad(mix_A, need_ops=want_A or share_mix)
-    # dW_A per (step, batch) of a chunk, accumulated over the chunks and summed once: as one product, each
-    # chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor cuBLAS kernel (141 us per call at the raw
-    # shape against about 20 for the batched form)
-    dWA_x = torch.zeros(CS * batch, W_A.shape[0], N, N, device=dev, dtype=f32) if want_A else None
     gmC = dWC = WtC = None
     if mix_C is not None:
         gmC = gmA if share_mix else _MixGrad(mix_C)
@@ -1716,14 +1804,32 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     opgrad = _opgrad_mode()
     # the products' operands mix_k @ H_{t-1} and dP W_k^T kept from the sequential kernels, which form them anyway:
     # where the backward recomputes its chunks with the Triton kernels on both sides
-    stored_ops = want_A and recompute and opgrad == "stored" and not cuda_adj and not _cuda_fwd.enabled()
+    # (or, where the forward kept every state, X_k kept by it: xkept)
+    stored_ops = (
+        want_A and (recompute or xkept is not None) and opgrad == "stored" and not cuda_adj and not _cuda_fwd.enabled()
+    )
     # (its tiles overflow sm_90's shared memory at VP = NP = 64 with three-product dots: cuBLAS there)
     opgrad_triton = want_A and opgrad == "triton" and VP * NP <= 2048
     xbuf = zbuf = None
+    dw_part = None
     if stored_ops:
-        xbuf = torch.empty(K_A, CS, batch, V, Dm, N, device=dev, dtype=f32)
+        xbuf = xkept if not recompute else torch.empty(K_A, CS, batch, V, Dm, N, device=dev, dtype=f32)
         # dP W_k^T into `work` for one operator (also the readout's R_t there: each slot is read before written)
         zbuf = work.view(1, *work.shape) if K_A == 1 else torch.empty_like(xbuf)
+        if _dw_mode() == "kernel" and W_A.shape[0] <= 4:  # dW_A: per-program partial sums of every chunk's rows
+            dw_programs = (
+                3
+                if triton_interpret()
+                else _DW_PROGRAMS_PER_SM
+                * _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
+            )
+            dw_part = torch.zeros(dw_programs, W_A.shape[0], N, N, device=dev, dtype=f32)
+            dwmeta = dict(KW=W_A.shape[0], EYE=eye_A, NP=NP, BM=16 if triton_interpret() else max(16, _DW_TILE // NP), PREC=prec,
+                          num_warps=4)  # fmt: skip
+    # else dW_A per (step, batch) of a chunk, accumulated over the chunks and summed once: as one cuBLAS product,
+    # each chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor kernel (141 us per call at the raw
+    # shape against about 20 for the batched form)
+    dWA_x = torch.zeros(CS * batch, W_A.shape[0], N, N, device=dev, dtype=f32) if want_A and dw_part is None else None
     if opgrad_triton:
         dm_buf = torch.empty(CS * batch, K_A, V, V, device=dev, dtype=f32)
         KW_A = W_A.shape[0]
@@ -1804,14 +1910,21 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
                 HpT = Hp.view(x, V * Dm, N).transpose(1, 2)
-                if eye_A:  # the identity operator: no vertex product, no mix gradient
+                if dw_part is not None:  # every operator's dW_A from one read of dP
+                    rows = x * V * Dm
+                    per = cdiv(cdiv(rows, dw_part.shape[0]), dwmeta["BM"]) * dwmeta["BM"]
+                    dwargs = (states, xbuf, dp, dw_part, rows, N, xbuf.stride(0), per)
+                    _launch(_graph_scan_dw_kernel, (dw_part.shape[0],), dwargs, dwmeta)
+                elif eye_A:  # the identity operator: no vertex product, no mix gradient
                     dWA_x[:x, 0].baddbmm_(HpT, DPc.view(x, V * Dm, N))
                 mA = None if stored_ops else gmA.steps(t0, t1)
                 for k in range(K_A):
                     kw = k + eye_A  # its state operator
                     if stored_ops:  # X_k = mix_k H_{t-1} and Z_k = dP W_k^T from the sequential kernels
                         gmA.add_bmm(zbuf[k, :n].view(x, V, Dm * N), Hp.transpose(1, 2), t0, t1, k)  # Z_k H^T
-                        dWA_x[:x, kw].baddbmm_(xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2), DPc.view(x, V * Dm, N))
+                        if dw_part is None:
+                            XkT = xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2)
+                            dWA_x[:x, kw].baddbmm_(XkT, DPc.view(x, V * Dm, N))
                     else:
                         Z = work[:n].view(x, V, Dm * N)
                         torch.mm(DPc.view(-1, N), WAf[kw].t(), out=Z.view(-1, N))  # dP W_k^T
@@ -1852,7 +1965,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         "B": lambda: _sum_parts(dB),
         "C": lambda: dC.permute(1, 2, 3, 0),
         "mix_A": lambda: gmA.grad(),
-        "W_A": lambda: dWA_x.sum(0),
+        "W_A": lambda: (dWA_x if dw_part is None else dw_part).sum(0),
         "mix_C": lambda: None if share_mix else gmC.grad(),
         "W_C": lambda: dWC,
         "D": lambda: dD_part.sum(0),
@@ -1884,15 +1997,20 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
         N = A.shape[1]
         states = ybuf = None
         split = need_grad and bwd_mode == "split"
+        xkept = None
         if split and chunk >= L:  # the split backward with every state kept: nothing is recomputed
             states = torch.empty(L + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32)
+            share = mix_C is not None and mix_C is mix_A
+            want_A = ctx.needs_input_grad[5] or ctx.needs_input_grad[6] or (share and ctx.needs_input_grad[7])
+            if _keeps_operands(want_A, mix_A.shape[2], L, batch * V * Dm * N * 4):
+                xkept = torch.empty(mix_A.shape[2], L, batch, V, Dm, N, device=u.device, dtype=torch.float32)
         if split and z is not None:  # the pre-gate output, for dz (the backward's recompute skips the readout)
             ybuf = torch.empty(batch, V, Dm, L, device=u.device, dtype=torch.float32)
         store_ckpt = need_grad and states is None
         parallel_readout = split and mix_C is not None and _readout_mode("FWD") in ("parallel", "q")
         out, last, ckpt = _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, delta_softplus, h0,
                                store_ckpt, chunk, block_d_fwd, states=states, ybuf=ybuf,
-                               parallel_readout=parallel_readout)  # fmt: skip
+                               parallel_readout=parallel_readout, xbuf=xkept)  # fmt: skip
         if need_grad:
             # the same operators on both sides (mix_C is mix_A) are kept once; the backward may then share
             # their gradient buffer
@@ -1900,7 +2018,7 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
             # fused, chunk 1 (all states stored): the backward starts from the last state instead of recomputing
             ctx.save_for_backward(u, delta, A, B, C, mix_A, W_A, None if ctx.share_mix else mix_C, W_C, D, z,
                                   delta_bias, initial_state, ckpt, last if chunk == 1 and not split else None, states,
-                                  ybuf)  # fmt: skip
+                                  ybuf, xkept)  # fmt: skip
             ctx.cfg = (bool(delta_softplus), chunk, block_d_bwd, split)
         ctx.set_materialize_grads(False)
         return out, last
@@ -1908,7 +2026,7 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dlast):
         (u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, initial_state, ckpt, last, states,
-         ybuf) = ctx.saved_tensors  # fmt: skip
+         ybuf, xkept) = ctx.saved_tensors  # fmt: skip
         softplus, chunk, block_d, split = ctx.cfg
         if ctx.share_mix:
             mix_C = mix_A
@@ -1918,7 +2036,7 @@ class GraphSelectiveScanTriton(torch.autograd.Function):
         if split:
             need = {n for n, flag in zip(names, ctx.needs_input_grad) if flag}
             grads = _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z,
-                               delta_bias, softplus, chunk, block_d, ctx.share_mix, need)  # fmt: skip
+                               delta_bias, softplus, chunk, block_d, ctx.share_mix, need, xkept)  # fmt: skip
         else:
             grads = _bwd(dout, dlast, ckpt, last if last is not None else ckpt, u, delta, A, B, C, mix_A, W_A, mix_C,
                          W_C, D, z, delta_bias, softplus, chunk, block_d, ctx.share_mix)  # fmt: skip
