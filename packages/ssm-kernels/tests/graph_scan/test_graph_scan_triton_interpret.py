@@ -437,6 +437,20 @@ def test_stored_operator_operands(monkeypatch, case, dw):
     assert _kernels(launches).count(gst._graph_scan_dw_kernel) == (chunks if dw == "kernel" else 0)
 
 
+def test_dw_kernel_falls_back_past_four_operators(monkeypatch):
+    """``_graph_scan_dw_kernel`` sums at most four operators' dW_A; with five (four stored after the implicit
+    identity) the stored operands go to the batched cuBLAS products instead. Every gradient against the reference."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
+    launches = _record_launches(monkeypatch, gst)
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=7, K=5, T="L", identity_first=True, seed=52, **FULL)
+    assert inputs["W_A"].shape[0] == 5
+    check_graph_scan_against_reference(_triton(chunk=3, backward="split"), inputs)
+    assert any(meta.get("STORE_X") for _, meta in launches)
+    assert gst._graph_scan_dw_kernel not in _kernels(launches)
+
+
 def test_cublas_operator_operands_store_nothing(monkeypatch):
     """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=cublas``: the cuBLAS products form their operands themselves, and no kernel
     stores them."""

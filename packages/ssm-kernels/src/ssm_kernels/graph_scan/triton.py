@@ -1817,15 +1817,13 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         # dP W_k^T into `work` for one operator (also the readout's R_t there: each slot is read before written)
         zbuf = work.view(1, *work.shape) if K_A == 1 else torch.empty_like(xbuf)
         if _dw_mode() == "kernel" and W_A.shape[0] <= 4:  # dW_A: per-program partial sums of every chunk's rows
-            dw_programs = (
-                3
-                if triton_interpret()
-                else _DW_PROGRAMS_PER_SM
-                * _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
-            )
+            if triton_interpret():  # several programs and row blocks at the interpreter's tiny sizes
+                dw_programs, dw_rows = 3, 16
+            else:
+                sms = _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
+                dw_programs, dw_rows = _DW_PROGRAMS_PER_SM * sms, max(16, _DW_TILE // NP)
             dw_part = torch.zeros(dw_programs, W_A.shape[0], N, N, device=dev, dtype=f32)
-            dwmeta = dict(KW=W_A.shape[0], EYE=eye_A, NP=NP, BM=16 if triton_interpret() else max(16, _DW_TILE // NP), PREC=prec,
-                          num_warps=4)  # fmt: skip
+            dwmeta = dict(KW=W_A.shape[0], EYE=eye_A, NP=NP, BM=dw_rows, PREC=prec, num_warps=4)
     # else dW_A per (step, batch) of a chunk, accumulated over the chunks and summed once: as one cuBLAS product,
     # each chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor kernel (141 us per call at the raw
     # shape against about 20 for the batched form)
