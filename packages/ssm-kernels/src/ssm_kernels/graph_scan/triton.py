@@ -1135,6 +1135,15 @@ def _env_int(name: str) -> int | None:
 _READOUT_DEFAULT = {"FWD": "q", "BWD": "q"}
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """The value of environment variable ``name`` (``default`` when unset), one of ``choices``, or an error naming
+    the variable."""
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def _readout_mode(side: str) -> str:
     """Where the split design forms the readout (``FWD``) and its adjoint (``BWD``): ``inline`` in the sequential
     kernels, ``parallel`` in their own kernels, one program per (step, batch row, channel block), or ``q``,
@@ -1144,11 +1153,7 @@ def _readout_mode(side: str) -> str:
     default = _READOUT_DEFAULT[side]
     if _cuda_fwd.enabled(side):
         default = "inline"  # the CUDA recurrences form the readout (its adjoint) at no extra barrier
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, default)
-    modes = ("inline", "parallel", "q")
-    if mode not in modes:
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_{side}={mode!r}: expected one of {', '.join(modes)}")
-    return mode
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_READOUT_" + side, default, ("inline", "parallel", "q"))
 
 
 def _readout_q_mode() -> str:
@@ -1164,10 +1169,7 @@ def _readout_q_mode() -> str:
 
     TGMamba's raw call on the H200, the block's fwd+bwd GPU time: bmm 65.0, kernel 62.9 (run24a) / 63.0, fused
     62.5 ms, peak 1,750 / 1,689 / 1,674 MiB (run24b); at the TUSZ shape 5.18 / 5.02 / 4.90 ms."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "fused")
-    if mode not in ("bmm", "kernel", "fused"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_READOUT_Q={mode!r}: expected kernel, fused or bmm")
-    return mode
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_READOUT_Q", "fused", ("fused", "kernel", "bmm"))
 
 
 def _opgrad_mode() -> str:
@@ -1192,10 +1194,7 @@ def _opgrad_mode() -> str:
       tiles. Reading the stored X_k / Z_k instead (two products per operator, run23c) it still took 16.8 ms
       against the stored form's 9.5 ms of cuBLAS products; not kept.
     """
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
-    if mode not in ("stored", "cublas", "triton"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_OPGRAD={mode!r}: expected stored, cublas or triton")
-    return mode
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored", ("stored", "cublas", "triton"))
 
 
 _DW_PROGRAMS_PER_SM = 2  # _graph_scan_dw_kernel's programs (each a contiguous range of rows; run25c sweep)
@@ -1207,10 +1206,7 @@ def _dw_mode() -> str:
     ``kernel`` (default): one ``_graph_scan_dw_kernel`` launch reading dP, H_{t-1} and each stored X_k once, into
     per-program partial sums (summed once per call); ``bmm``: one batched cuBLAS product per operator (each reads
     dP), per (step, batch) pair, summed once per call."""
-    mode = os.environ.get("SSM_KERNELS_GRAPH_SCAN_DW", "kernel")
-    if mode not in ("kernel", "bmm"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_DW={mode!r}: expected kernel or bmm")
-    return mode
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_DW", "kernel", ("kernel", "bmm"))
 
 
 def _keeps_operands(want_A: bool, K_A: int, L: int, step_bytes: int) -> bool:
