@@ -57,6 +57,13 @@ CONFIGS = {
     "readout-q-fused": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "fused"},  # Q contracted there into R and dmix_C
     "dw-bmm": {"SSM_KERNELS_GRAPH_SCAN_DW": "bmm"},  # stored operands' dW_A by batched cuBLAS (before run25)
     "dw-kernel": {"SSM_KERNELS_GRAPH_SCAN_DW": "kernel"},  # ... by _graph_scan_dw_kernel (default)
+    "adj-full": {"SSM_KERNELS_GRAPH_SCAN_ADJ": "full"},  # one adjoint kernel: recurrence and element-wise grads
+    "adj-lean": {"SSM_KERNELS_GRAPH_SCAN_ADJ": "lean"},  # the recurrence alone, then the element-wise grads kernel
+    "bwd-bd4": {"SSM_KERNELS_GRAPH_SCAN_BD_BWD": "4"},  # launch overrides of the backward's kernels
+    "bwd-w4": {"SSM_KERNELS_GRAPH_SCAN_WARPS_BWD": "4"},
+    "lean-tt4": {"SSM_KERNELS_GRAPH_SCAN_LEAN_TT": "4"},  # the lean adjoint's element-wise kernel: 4 steps per tile
+    "lean-w4": {"SSM_KERNELS_GRAPH_SCAN_LEAN_WARPS": "4"},  # ... 4 warps (default 8)
+    "lean-g1": {"SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS": "1"},  # ... one channel group (dB straight, no partials)
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

@@ -42,6 +42,7 @@ def _compile(
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
         "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
         "opgrad": gst._graph_scan_opgrad_kernel, "dw": gst._graph_scan_dw_kernel,
+        "chain": gst._graph_scan_adj_chain_kernel, "grads": gst._graph_scan_adj_grads_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                  VP=VP, BD=BD, NP=NP, PREC=prec, UNROLL=unroll)  # fmt: skip
@@ -53,6 +54,12 @@ def _compile(
     elif kind == "adj":  # the split backward's adjoint kernel, as launched (loads prefetched)
         const.update(BC_ATOMIC=False, EYE_A=eye, EYE_C=eye and mixc, STORE_DY=not readout_in, PREFETCH=True,
                      READOUT_IN=readout_in, STORE_Z=stored)  # fmt: skip
+    elif kind == "chain":  # the lean adjoint's recurrence (SSM_KERNELS_GRAPH_SCAN_ADJ=lean, the default)
+        const = {k: v for k, v in const.items() if k in fn.arg_names}
+        const.update(EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True, READOUT_IN=readout_in, STORE_Z=stored)
+    elif kind == "grads":  # its element-wise gradients: BD channels and 8 / BD steps per tile (one at V, N 64)
+        const = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, TT=max(1, 4096 // (VP * BD * NP)), VP=VP,
+                     BD=BD, NP=NP, STORE_DY=True)  # fmt: skip
     elif kind == "opgrad":  # the split backward's operator gradients (SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton)
         kw = K + eye
         const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
@@ -134,6 +141,14 @@ def _compile(
         ("readout_adj_q-fused", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
         ("readout_adj_q-fused", 32, 64, 16, 1, True, 8, "3xtf32", False, False, True),
         ("readout_adj_q-fused", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
+        # SSM_KERNELS_GRAPH_SCAN_ADJ=lean (the default): the chain at TGMamba's call as launched (4 channels, 4
+        # warps) and the largest sizes with the readout's adjoint formed in it; the element-wise kernel's tiles
+        ("chain-readout_in-stored", 32, 4, 16, 1, True, 4, "3xtf32", True, False, True),
+        ("chain-readout_in-stored", 32, 8, 16, 1, True, 8, "tf32", True, False, True),
+        ("chain-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("grads", 32, 1, 16, 1, True, 8, "3xtf32", False, False, True),
+        ("grads", 32, 4, 16, 1, True, 8, "3xtf32", False, False, True),
+        ("grads", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -173,13 +188,19 @@ def _compile(
         "readout_adj_q-fused-V19N16-3xtf32",
         "readout_adj_q-fused-V19N16-3xtf32-8warps",
         "readout_adj_q-fused-V64N64",
+        "chain-readout_in-stored-V19N16-identity_first-3xtf32",
+        "chain-readout_in-stored-V19N16-identity_first-tf32-BD8",
+        "chain-stored-V64N64K3-mixC",
+        "grads-V19N16-TT8",
+        "grads-V19N16-TT2-BD4",
+        "grads-V64N64-TT1",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):
     stored = kind.endswith("-stored")
     fused = kind.endswith("-fused")
     kind = kind.removesuffix("-stored").removesuffix("-fused")
-    readout_in = kind == "adj-readout_in"
-    kind = "adj" if readout_in else kind
+    readout_in = kind.endswith("-readout_in")
+    kind = kind.removesuffix("-readout_in")
     kernel = _compile(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye, readout_in, stored, fused)
     assert kernel.metadata.shared <= SM90_SMEM, f"{kind}: {kernel.metadata.shared} B of shared memory"

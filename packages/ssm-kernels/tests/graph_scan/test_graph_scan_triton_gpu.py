@@ -141,6 +141,32 @@ def test_gpu_opgrad_kernel(monkeypatch, case, mode):
     check_graph_scan_against_reference(_triton(backward="split", chunk=chunk), inputs, shared_mix=shared)
 
 
+LEAN_CASES = {
+    **OPGRAD_CASES,
+    "V8-D5-N16-L33-K1-no_mixC": dict(batch=3, V=8, D=5, N=16, L=33, K=1, T="L", with_initial_state=True, **MAMBA),
+    "V16-D33-N32-L65-K1-fp16-inline": dict(batch=2, V=16, D=33, N=32, L=65, K=1, T="L", mix_C=True, K_C=2,
+                                           dtype=torch.float16, **MAMBA),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("adj", ["lean", "full"])
+@pytest.mark.parametrize("case", list(LEAN_CASES), ids=list(LEAN_CASES))
+def test_gpu_adjoint_modes(monkeypatch, case, adj):
+    """``SSM_KERNELS_GRAPH_SCAN_ADJ``: ``lean`` (the default), the adjoint recurrence alone in
+    ``_graph_scan_adj_chain_kernel`` and the element-wise gradients and dP from ``_graph_scan_adj_grads_kernel`` after
+    it, or ``full``, both in ``_graph_scan_adj_kernel``. The target shapes as the defaults run them, and away from
+    them (no readout operators; the readout's adjoint formed in the chain; V 56 / N 64). Outputs and every gradient
+    against the reference."""
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", adj)
+    if case.endswith("inline"):
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", "inline")
+    kw = LEAN_CASES[case]
+    inputs = make_graph_scan_inputs(device="cuda", seed=44, **kw)
+    shared = kw.get("K") == kw.get("K_C") and kw.get("T") == kw.get("T_C")
+    chunk = 8 if case.startswith("V") else None
+    check_graph_scan_against_reference(_triton(backward="split", chunk=chunk), inputs, shared_mix=shared)
+
+
 FOLDED_CASES = {
     # the folded readout (READOUT_FWD / _BWD=q) away from TGMamba's call: three stored operators without the
     # identity (8 warps), D past one 64-channel block with shared operators, fp16
@@ -227,10 +253,17 @@ def _grads(fn, inputs, names):
     return out, last, g
 
 
-@pytest.mark.parametrize("shape,backward", [("tusz", "split"), ("tusz", "fused"), ("raw", "split")])
-def test_gpu_deterministic_backward(shape, backward):
-    """Two identical backward passes agree bit for bit (raw, split: dB's partials kept per chunk, not atomics)."""
+DETERMINISM = [("tusz", "split", "full"), ("tusz", "fused", "full"), ("raw", "split", "full"), ("tusz", "split", "lean"),
+               ("raw", "split", "lean")]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape,backward,adj", DETERMINISM, ids=["-".join(c) for c in DETERMINISM])
+def test_gpu_deterministic_backward(monkeypatch, shape, backward, adj):
+    """Two identical backward passes agree bit for bit (raw, split: dB's partials kept per chunk, not atomics; with
+    the lean adjoint, whose element-wise kernel splits each chunk's steps over programs with their own partials)."""
     from ssm_kernels.testing.graph_scan import graph_scan_grad_names
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", adj)
 
     inputs = make_graph_scan_inputs(**SHAPES[shape], K=2, T="L", mix_C=True, device="cuda", seed=24, **MAMBA)
     names = graph_scan_grad_names(inputs)

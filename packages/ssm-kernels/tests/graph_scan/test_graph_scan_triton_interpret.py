@@ -42,9 +42,13 @@ def _triton(**extra):
     return lambda **kw: graph_selective_scan_triton(**kw, **extra)
 
 
-@pytest.mark.parametrize("backward", ["split", "fused"])
+@pytest.mark.parametrize("backward", ["split", "split-full", "fused"])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_triton_matches_reference(case, backward):
+def test_triton_matches_reference(monkeypatch, case, backward):
+    """split: the lean adjoint (the default); split-full: ``SSM_KERNELS_GRAPH_SCAN_ADJ=full``."""
+    if backward == "split-full":
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", "full")
+        backward = "split"
     factory, extra = CASES[case]
     inputs = make_graph_scan_inputs(batch=2, seed=11, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward=backward), inputs)
@@ -433,8 +437,69 @@ def test_stored_operator_operands(monkeypatch, case, dw):
     stores = [(kernel, bool(meta.get("STORE_X")), bool(meta.get("STORE_Z"))) for kernel, meta in launches]
     chunks = -(-factory["L"] // extra["chunk"])
     assert stores.count((gst._graph_scan_fwd_kernel, True, False)) == chunks
-    assert stores.count((gst._graph_scan_adj_kernel, False, True)) == chunks
+    assert stores.count((gst._graph_scan_adj_chain_kernel, False, True)) == chunks  # the (lean) adjoint's chain
     assert _kernels(launches).count(gst._graph_scan_dw_kernel) == (chunks if dw == "kernel" else 0)
+
+
+LEAN_CASES = {
+    # id: (factory kwargs, triton kwargs, check kwargs, readout mode of the backward, channel groups)
+    "all_options-q-shared-strided": (
+        dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL), dict(chunk=4),
+        dict(shared_mix=True, strided_d_out=True), "q", 2),
+    "mixC_K3_T1-parallel-one_group": (dict(V=3, D=3, N=4, L=10, K=2, T="L", mix_C=True, K_C=3, T_C="1", **FULL),
+                                      dict(chunk=4), {}, "parallel", 1),
+    "mixC-inline": (dict(V=3, D=5, N=4, L=7, K=2, T="L", mix_C=True, K_C=2, T_C="L", **FULL), dict(chunk=3), {},
+                    "inline", 2),
+    "no_mixC-z-init-all_states": (dict(V=4, D=3, N=5, L=6, K=1, T="1", with_z=True, with_initial_state=True),
+                                  dict(chunk=6), {}, None, 2),
+    "no_mixC-plain-L1-one_group": (dict(V=5, D=3, N=7, L=1, K=3, T="1"), dict(chunk=4), {}, None, 1),
+    "bf16-mixC-softplus": (dict(V=3, D=3, N=4, L=6, K=2, T="L", mix_C=True, with_z=True, softplus=True,
+                                dtype=torch.bfloat16), dict(chunk=4), {}, "q", 2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LEAN_CASES), ids=list(LEAN_CASES))
+def test_lean_adjoint(monkeypatch, case):
+    """``SSM_KERNELS_GRAPH_SCAN_ADJ=lean``: per chunk, ``_graph_scan_adj_chain_kernel`` carries the adjoint recurrence
+    alone and ``_graph_scan_adj_grads_kernel`` forms the element-wise gradients and dP afterwards, its programs
+    taking blocks of two steps (so dA, dD and d delta_bias sum over several sets of partial slots) and one or two
+    groups of channels (dB written straight, or per group and chunk and summed), one channel per tile (each program
+    loops over its channels). Every gradient against the reference with each readout mode (the readout's adjoint
+    loaded, or formed in the chain from dy, or dy (x) C without readout operators), recomputed chunks and every state
+    kept, an initial state, shared operators and a strided d_out, bf16."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    factory, extra, check, readout, groups = LEAN_CASES[case]
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", "lean")
+    if readout is not None:
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
+    real_sizes = gst._lean_grads_launch
+    monkeypatch.setattr(gst, "_lean_grads_launch", lambda *a: (real_sizes(*a)[0], groups))
+    grads_grids = []
+    real_fast = gst.fast
+
+    class Recorded:  # the element-wise kernel is launched directly (it has no dots to fall back from)
+        def __getitem__(self, grid):
+            grads_grids.append(grid)
+            return real_fast(gst._graph_scan_adj_grads_kernel)[grid]
+
+    monkeypatch.setattr(gst, "fast", lambda k: Recorded() if k is gst._graph_scan_adj_grads_kernel else real_fast(k))
+    launches = _record_launches(monkeypatch, gst)
+    inputs = make_graph_scan_inputs(batch=2, seed=53, **factory)
+    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
+    L, chunk = factory["L"], extra["chunk"]
+    chunks = -(-L // min(chunk, L))
+    assert _kernels(launches).count(gst._graph_scan_adj_chain_kernel) == chunks
+    assert gst._graph_scan_adj_kernel not in _kernels(launches)
+    steps = [min(chunk, L - c * chunk) for c in reversed(range(chunks))]
+    assert grads_grids == [(2, -(-n // 2), groups) for n in steps]
+
+
+def test_adj_mode_env_checked(monkeypatch):
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", "fast")
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=5, K=1, T="1", seed=54)
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_ADJ='fast'"):
+        check_graph_scan_against_reference(_triton(chunk=4, backward="split"), inputs)
 
 
 def test_dw_kernel_falls_back_past_four_operators(monkeypatch):
@@ -489,7 +554,7 @@ def test_stored_operator_operands_kept_by_forward(monkeypatch, case):
     check_graph_scan_against_reference(_triton(chunk=factory["L"], backward="split"), inputs, **check)
     stores = [(kernel, bool(meta.get("STORE_STATES")), bool(meta.get("STORE_X"))) for kernel, meta in launches]
     assert stores.count((gst._graph_scan_fwd_kernel, True, True)) == 1  # one forward launch, states and X
-    assert [meta.get("STORE_Z") for kernel, meta in launches if kernel is gst._graph_scan_adj_kernel] == [True]
+    assert [meta.get("STORE_Z") for kernel, meta in launches if kernel is gst._graph_scan_adj_chain_kernel] == [True]
     assert _kernels(launches).count(gst._graph_scan_dw_kernel) == 1
 
     launches.clear()
@@ -577,7 +642,7 @@ def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
     inputs = make_graph_scan_inputs(batch=1, V=33, D=2, N=33, L=2, K=1, T="L", seed=43)
     check_graph_scan_against_reference(_triton(chunk=2, backward="split"), inputs)
     launched = _kernels(launches)
-    assert gst._graph_scan_adj_kernel in launched and gst._graph_scan_opgrad_kernel not in launched
+    assert gst._graph_scan_adj_chain_kernel in launched and gst._graph_scan_opgrad_kernel not in launched
 
 
 def test_opgrad_env_checked(monkeypatch):

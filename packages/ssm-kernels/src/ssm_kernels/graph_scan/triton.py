@@ -35,7 +35,10 @@ Performance design
   ``dH_{t-1} = sum_k mix_k^T (dH_t * exp(Delta_t A)) W_k^T`` plus the readout's adjoint, 3 K products per step
   (``_graph_scan_adj_kernel``), with the element-wise gradients (u, delta, z, A, B, D, delta_bias) on the way; it
   writes dP_t = dH_t * exp(Delta_t A). The operator gradients (mix_*, W_*) and dC do not depend on the recurrence:
-  they are batched products over (step, batch) of dP, the states and ``dy (x) C`` afterwards. The states come
+  they are batched products over (step, batch) of dP, the states and ``dy (x) C`` afterwards. By default
+  (``_adj_mode``, ``lean``) even the element-wise gradients leave the sequential kernel: it carries the recurrence
+  alone (``_graph_scan_adj_chain_kernel``, storing dH_t) and ``_graph_scan_adj_grads_kernel`` forms them, and dP,
+  for all of a chunk's steps in parallel. The states come
   from the forward (it keeps all of them when they fit ``_SPLIT_STATES_BYTES``: the TUSZ shape) or are recomputed
   per chunk (``_SPLIT_CHUNK_BYTES`` of scratch) from checkpoints by the forward kernel (``STORE_STATES``), so
   memory stays bounded at L = 2000. On an H200, TGMamba's call (K = 2, per-step operators shared by mix_A and mix_C,
@@ -499,6 +502,65 @@ def _adj_loads(st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r
 
 
 @triton.jit
+def _gate_grads(b_do, b_z, b_y, dz_ptrs, m_x, dy_ptrs, HAS_Z: tl.constexpr, STORE_DY: tl.constexpr):
+    """The readout gradient dy = d_out * silu(z) (element-wise, any tile); with HAS_Z also stores dz from the pre-gate
+    y, with STORE_DY dy itself (both under mask m_x)."""
+    if HAS_Z:
+        sig = tl.sigmoid(b_z)
+        dy = b_do * b_z * sig
+        tl.store(dz_ptrs, b_do * b_y * sig * (1.0 + b_z * (1.0 - sig)), mask=m_x)
+    else:
+        dy = b_do
+    if STORE_DY:
+        tl.store(dy_ptrs, dy, mask=m_x)
+    return dy
+
+
+@triton.jit
+def _readout_into(g, b_r, dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K_C: tl.constexpr,
+                  HAS_MIXC: tl.constexpr, READOUT_IN: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr,
+                  NP: tl.constexpr, PREC: tl.constexpr, UNROLL: tl.constexpr, EYE_C: tl.constexpr):  # fmt: skip
+    """g (dL/dH_t from later steps) plus the readout's adjoint at step t: R_t as loaded (READOUT_IN), formed from dy
+    and the readout operators, or dy (x) C without them."""
+    if HAS_MIXC:
+        if READOUT_IN:
+            g += b_r
+        else:
+            g += _readout_adj(dy, b_C, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL,
+                              EYE_C)  # fmt: skip
+    else:
+        g += dy[:, :, None] * b_C[:, None, :]
+    return g
+
+
+@triton.jit
+def _step_grads(g, h_cur, b_u, b_pre, b_dt, b_B, b_A, dy, b_D, dA_acc, dD_acc, dbias_acc, dB_ptrs, m_bc, du_ptrs,
+                ddelta_ptrs, m_x, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr, BC_ATOMIC: tl.constexpr):  # fmt: skip
+    """A step's element-wise gradients for g = dL/dH_t: stores du and d delta, writes (or adds) dB_t, and returns the
+    accumulators of dA, dD and d delta_bias with the step's terms added."""
+    du, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
+    if HAS_D:
+        du += dy * b_D[None, :]
+        dD_acc += tl.sum(dy * b_u, axis=0)
+    _store_or_add(dB_ptrs, dB_t, m_bc, BC_ATOMIC)
+    tl.store(du_ptrs, du, mask=m_x)
+    tl.store(ddelta_ptrs, ddt, mask=m_x)
+    return dA_acc + dA_t, dD_acc, dbias_acc + tl.sum(ddt, axis=0)
+
+
+@triton.jit
+def _add_partials(dA_ptr, dD_ptr, dbias_ptr, o_bd, o_n, m_d, m_dn, N, dA_acc, dD_acc, dbias_acc,
+                  HAS_D: tl.constexpr):  # fmt: skip
+    """Add a program's dA, dD and d delta_bias sums into its own (b, channel) partial slots (o_bd: b * D + d). The
+    program owns them and chunks run one after another, so it adds in place."""
+    o_a = o_bd[:, None] * N + o_n[None, :]
+    tl.store(dA_ptr + o_a, tl.load(dA_ptr + o_a, mask=m_dn, other=0.0) + dA_acc, mask=m_dn)
+    tl.store(dbias_ptr + o_bd, tl.load(dbias_ptr + o_bd, mask=m_d, other=0.0) + dbias_acc, mask=m_d)
+    if HAS_D:
+        tl.store(dD_ptr + o_bd, tl.load(dD_ptr + o_bd, mask=m_d, other=0.0) + dD_acc, mask=m_d)
+
+
+@triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
     st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr, r_ptr, zo_ptr,
@@ -569,44 +631,186 @@ def _graph_scan_adj_kernel(
                 st_ptr, u_ptr, delta_ptr, B_ptr, C_ptr, dout_ptr, z_ptr, y_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
                 o_do, s_st, s_do_t, t, T0, HAS_Z, READOUT_IN)  # fmt: skip
         b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
-        if HAS_Z:
-            sig = tl.sigmoid(b_z)
-            dy = b_do * b_z * sig
-            tl.store(dz_ptr + o_x + t, b_do * b_y * sig * (1.0 + b_z * (1.0 - sig)), mask=m_x)
-        else:
-            dy = b_do
-        if STORE_DY:
-            tl.store(dy_ptr + (t - T0) * s_dy + o_dy, dy, mask=m_x)
-        if HAS_MIXC:
-            if READOUT_IN:
-                g += b_r
-            else:
-                g += _readout_adj(dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix, WC_ptr + t * ZERO,
-                                  o_w, m_w, N, K_C, VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
-        else:
-            g += dy[:, :, None] * b_C[:, None, :]
-        du, ddt, dA_t, dB_t = _update_grads(g, h_cur, b_u, b_dt, b_B, b_A, b_pre, SOFTPLUS)
-        if HAS_D:
-            du += dy * b_D[None, :]
-            dD_acc += tl.sum(dy * b_u, axis=0)
-        dA_acc += dA_t
-        _store_or_add(dB_p + o_db + t, dB_t, m_bc, BC_ATOMIC)
-        dbias_acc += tl.sum(ddt, axis=0)
-        tl.store(du_ptr + o_x + t, du, mask=m_x)
-        tl.store(ddelta_ptr + o_x + t, ddt, mask=m_x)
+        dy = _gate_grads(b_do, b_z, b_y, dz_ptr + o_x + t, m_x, dy_ptr + (t - T0) * s_dy + o_dy, HAS_Z, STORE_DY)
+        g = _readout_into(g, b_r, dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix,
+                          WC_ptr + t * ZERO, o_w, m_w, N, K_C, HAS_MIXC, READOUT_IN, VP, BD, NP, PREC, UNROLL,
+                          EYE_C)  # fmt: skip
+        dA_acc, dD_acc, dbias_acc = _step_grads(
+            g, h_cur, b_u, b_pre, b_dt, b_B, b_A, dy, b_D, dA_acc, dD_acc, dbias_acc, dB_p + o_db + t, m_bc,
+            du_ptr + o_x + t, ddelta_ptr + o_x + t, m_x, HAS_D, SOFTPLUS, BC_ATOMIC)  # fmt: skip
         dp = g * b_a
         tl.store(dp_ptr + (t - T0) * s_st + o_h, dp, mask=m_h)
         g = _state_adj(dp, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w, N,
                        K_A, VP, BD, NP, PREC, UNROLL, EYE_A, zo_ptr + (t - T0) * s_st, s_zk, o_h, m_h,
                        STORE_Z)  # fmt: skip
     tl.store(g_ptr + o_h, g, mask=m_h)
-    # this program owns its (b, channel block) slots: chunks run one after another, so add in place
-    o_bd = i_b * DM + o_d
-    o_a = o_bd[:, None] * N + o_n[None, :]
-    tl.store(dA_ptr + o_a, tl.load(dA_ptr + o_a, mask=m_dn, other=0.0) + dA_acc, mask=m_dn)
-    tl.store(dbias_ptr + o_bd, tl.load(dbias_ptr + o_bd, mask=m_d, other=0.0) + dbias_acc, mask=m_d)
-    if HAS_D:
-        tl.store(dD_ptr + o_bd, tl.load(dD_ptr + o_bd, mask=m_d, other=0.0) + dD_acc, mask=m_d)
+    _add_partials(dA_ptr, dD_ptr, dbias_ptr, i_b * DM + o_d, o_n, m_d, m_dn, N, dA_acc, dD_acc, dbias_acc, HAS_D)
+
+
+@triton.jit
+def _chain_loads(delta_ptr, C_ptr, dout_ptr, z_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc, o_do, s_st, s_do_t, t, T0,
+                 HAS_Z: tl.constexpr, READOUT_IN: tl.constexpr):  # fmt: skip
+    """The lean adjoint's loads of step t: delta, and the readout's adjoint R_t (READOUT_IN) or what forms it (C and
+    dy = d_out * silu(z)); the ones not needed come back as unused aliases."""
+    b_pre = tl.load(delta_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    if READOUT_IN:
+        b_r = tl.load(r_ptr + (t - T0) * s_st + o_h, mask=m_h, other=0.0)
+        b_C = b_pre
+        b_dy = b_pre
+    else:
+        b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
+        b_dy = tl.load(dout_ptr + o_do + t * s_do_t, mask=m_x, other=0.0).to(tl.float32)
+        if HAS_Z:
+            b_z = tl.load(z_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+            b_dy = b_dy * b_z * tl.sigmoid(b_z)
+        b_r = b_dy
+    return b_pre, b_r, b_C, b_dy
+
+
+@triton.jit
+def _graph_scan_adj_chain_kernel(
+    delta_ptr, A_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, z_ptr, bias_ptr, dout_ptr, g_ptr, gs_ptr, r_ptr, zo_ptr,
+    V, DM, L, N, T0, T1, ZERO, s_st, s_zk,
+    s_ma_b, s_ma_t, s_ma_k, s_ma_i, s_ma_j,
+    s_mc_b, s_mc_t, s_mc_k, s_mc_i, s_mc_j,
+    s_do_b, s_do_v, s_do_d, s_do_t,
+    K_A: tl.constexpr, K_C: tl.constexpr, HAS_MIXC: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
+    UNROLL: tl.constexpr, EYE_A: tl.constexpr, EYE_C: tl.constexpr, PREFETCH: tl.constexpr = False,
+    READOUT_IN: tl.constexpr = False, STORE_Z: tl.constexpr = False,
+):  # fmt: skip
+    """Split backward, ``lean`` adjoint (``_adj_mode``): the adjoint recurrence alone, steps T1 - 1 .. T0.
+
+    Per step it adds the readout's adjoint to dH_t, stores that (fp32, time-major at gs_ptr, slot t - T0) and
+    carries dH_{t-1} = sum_k mix_k^T (dH_t a_t) W_k^T (with STORE_Z, each stored operator's ``dP_t W_k^T`` as in
+    ``_graph_scan_adj_kernel``). g_ptr, READOUT_IN and the strides are that kernel's. The element-wise gradients,
+    and dP_t = dH_t a_t over the stored dH_t, come after it from ``_graph_scan_adj_grads_kernel``, all steps in
+    parallel, so the sequential chain carries no reductions and no loads of the states.
+    """
+    i_b = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
+        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
+    b_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
+    if PREFETCH:
+        n_pre, n_r, n_C, n_dy = _chain_loads(delta_ptr, C_ptr, dout_ptr, z_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
+                                             o_do, s_st, s_do_t, T1 - 1, T0, HAS_Z, READOUT_IN)  # fmt: skip
+    for i in range(0, T1 - T0):
+        t = T1 - 1 - i
+        if PREFETCH:
+            b_pre, b_r, b_C, b_dy = n_pre, n_r, n_C, n_dy
+            n_pre, n_r, n_C, n_dy = _chain_loads(delta_ptr, C_ptr, dout_ptr, z_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc,
+                                                 m_bc, o_do, s_st, s_do_t, tl.maximum(t - 1, T0), T0, HAS_Z,
+                                                 READOUT_IN)  # fmt: skip
+        else:
+            b_pre, b_r, b_C, b_dy = _chain_loads(delta_ptr, C_ptr, dout_ptr, z_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc,
+                                                 m_bc, o_do, s_st, s_do_t, t, T0, HAS_Z, READOUT_IN)  # fmt: skip
+        b_pre, b_dt, b_a = _derive(b_pre, b_A, b_bias, HAS_BIAS, SOFTPLUS)
+        g = _readout_into(g, b_r, b_dy, b_C, mC_ptr + i_b * s_mc_b + t * s_mc_t, s_mc_k, o_mc, m_mix,
+                          WC_ptr + t * ZERO, o_w, m_w, N, K_C, HAS_MIXC, READOUT_IN, VP, BD, NP, PREC, UNROLL,
+                          EYE_C)  # fmt: skip
+        tl.store(gs_ptr + (t - T0) * s_st + o_h, g, mask=m_h)
+        g = _state_adj(g * b_a, mA_ptr + i_b * s_ma_b + t * s_ma_t, s_ma_k, o_ma, m_mix, WA_ptr + t * ZERO, o_w, m_w,
+                       N, K_A, VP, BD, NP, PREC, UNROLL, EYE_A, zo_ptr + (t - T0) * s_st, s_zk, o_h, m_h,
+                       STORE_Z)  # fmt: skip
+    tl.store(g_ptr + o_h, g, mask=m_h)
+
+
+@triton.jit
+def _graph_scan_adj_grads_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr, st_ptr, gs_ptr, du_ptr,
+    ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr,
+    V, DM, L, N, T0, T1, DPG, SLOT0, s_st, s_dy, s_part, s_dbg, LB, TB,
+    s_do_b, s_do_v, s_do_d, s_do_t,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, TT: tl.constexpr,
+    VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, STORE_DY: tl.constexpr = False,
+):  # fmt: skip
+    """Split backward, ``lean`` adjoint: the element-wise gradients of a chunk's steps T0 .. T1 - 1, no recurrence.
+
+    From the dH_t that ``_graph_scan_adj_chain_kernel`` stored (gs_ptr, time-major, slot t - T0) and the states
+    (st_ptr, slot t - T0 + 1) it writes what ``_graph_scan_adj_kernel`` writes on its way (du, d delta, dz, with
+    STORE_DY dy) and dP_t = dH_t a_t over dH_t. Program (b, j, c) takes TT consecutive steps from T0 + j * TT and
+    channels c * DPG .. (c + 1) * DPG - 1, BD at a time, as (TT, VP, BD, NP) tiles: the per-step (batch, V, D, L)
+    arrays are read and written TT steps per row. dB of its steps is summed over its channels in registers and
+    written once, into group c's slot (dB_ptr + c * s_dbg: (batch, V, N, LB) for steps TB .. TB + LB - 1); dA, dD
+    and d delta_bias of its steps are written to partial slots ``(SLOT0 + j) * s_part + b * D + d`` (s_part =
+    batch * D; the caller gives each chunk its own SLOT0, so nothing is read back).
+    """
+    i_b = tl.program_id(0).to(tl.int64)
+    i_j = tl.program_id(1)
+    i_c = tl.program_id(2)
+    o_t = T0 + i_j * TT + tl.arange(0, TT)
+    o_v = tl.arange(0, VP)
+    o_n = tl.arange(0, NP)
+    m_t, m_v, m_n = o_t < T1, o_v < V, o_n < N
+    row = i_b * V + o_v[None, :, None]  # (1, VP, 1)
+    m_tv = m_t[:, None, None] & m_v[None, :, None]
+    m_bs = m_tv & m_n[None, None, :]  # (TT, VP, NP): B and this chunk's dB
+    b_B = tl.load(B_ptr + (row * N + o_n[None, None, :]) * L + o_t[:, None, None], mask=m_bs, other=0.0)
+    b_B = b_B.to(tl.float32)[:, :, None, :]  # (TT, VP, 1, NP)
+    dB_acc = tl.zeros((TT, VP, NP), dtype=tl.float32)
+    o_ts = (o_t - T0)[:, None, None, None] * s_st  # time-major slots
+    for d0 in range(i_c * DPG, tl.minimum((i_c + 1) * DPG, DM), BD):
+        o_d = d0 + tl.arange(0, BD)
+        m_d = o_d < DM
+        m_dn = m_d[:, None] & m_n[None, :]
+        o_x = (row * DM + o_d[None, None, :]) * L + o_t[:, None, None]  # (TT, VP, BD) in (batch, V, D, L)
+        m_x = m_tv & m_d[None, None, :]
+        o_h = o_ts + ((row * DM + o_d[None, None, :]) * N)[:, :, :, None] + o_n[None, None, None, :]
+        m_h = m_x[:, :, :, None] & m_n[None, None, None, :]
+        h_cur = tl.load(st_ptr + s_st + o_h, mask=m_h, other=0.0)
+        g = tl.load(gs_ptr + o_h, mask=m_h, other=0.0)
+        b_u = tl.load(u_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_pre = tl.load(delta_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            b_pre += tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)[None, None, :]
+        if SOFTPLUS:
+            b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
+        else:
+            b_dt = b_pre
+        b_do = tl.load(dout_ptr + i_b * s_do_b + o_v[None, :, None] * s_do_v + o_d[None, None, :] * s_do_d
+                       + o_t[:, None, None] * s_do_t, mask=m_x, other=0.0).to(tl.float32)  # fmt: skip
+        if HAS_Z:
+            b_z = tl.load(z_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+            b_y = tl.load(y_ptr + o_x, mask=m_x, other=0.0)
+        else:
+            b_z = b_do
+            b_y = b_do
+        o_dy = (o_t - T0)[:, None, None] * s_dy + row * DM + o_d[None, None, :]
+        dy = _gate_grads(b_do, b_z, b_y, dz_ptr + o_x, m_x, dy_ptr + o_dy, HAS_Z, STORE_DY)
+        dtu = b_dt * b_u
+        pa = g * (h_cur - dtu[:, :, :, None] * b_B)  # g * P_t * a_t
+        gB = tl.sum(g * b_B, axis=3)  # (TT, VP, BD)
+        ddt = b_u * gB + tl.sum(pa * b_A[None, None, :, :], axis=3)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(b_pre)
+        du = b_dt * gB
+        dD_c = tl.zeros((BD,), dtype=tl.float32)
+        if HAS_D:
+            du += dy * tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)[None, None, :]
+            dD_c = tl.sum(tl.sum(dy * b_u, axis=0), axis=0)
+        tl.store(du_ptr + o_x, du, mask=m_x)
+        tl.store(ddelta_ptr + o_x, ddt, mask=m_x)
+        dB_acc += tl.sum(g * dtu[:, :, :, None], axis=2)
+        dA_c = tl.sum(tl.sum(pa * b_dt[:, :, :, None], axis=0), axis=0)  # (BD, NP)
+        dbias_c = tl.sum(tl.sum(ddt, axis=0), axis=0)
+        a = tl.exp(b_dt[:, :, :, None] * b_A[None, None, :, :])
+        tl.store(gs_ptr + o_h, g * a, mask=m_h)
+        o_bd = (SLOT0 + i_j) * s_part + i_b * DM + o_d
+        tl.store(dA_ptr + o_bd[:, None] * N + o_n[None, :], dA_c, mask=m_dn)
+        tl.store(dbias_ptr + o_bd, dbias_c, mask=m_d)
+        if HAS_D:
+            tl.store(dD_ptr + o_bd, dD_c, mask=m_d)
+    o_dB = i_c * s_dbg + (row * N + o_n[None, None, :]) * LB + (o_t - TB)[:, None, None]
+    tl.store(dB_ptr + o_dB, dB_acc, mask=m_bs)
 
 
 @triton.jit
@@ -1209,6 +1413,46 @@ def _dw_mode() -> str:
     return _env_choice("SSM_KERNELS_GRAPH_SCAN_DW", "kernel", ("kernel", "bmm"))
 
 
+def _lean_grads_launch(batch: int, Dm: int, CS: int, VP: int, NP: int, device: torch.device) -> tuple[dict, int]:
+    """Launch sizes of ``_graph_scan_adj_grads_kernel`` for chunks of CS steps: its compile-time sizes (TT steps and
+    BD channels per (TT, VP, BD, NP) tile of at most 4,096 values: the largest TT up to 8 that pads a chunk by at most
+    an eighth) and the number of channel groups (programs about four per SM). The interpreter takes 2 steps, 1
+    channel and 2 groups, so its tiny chunks span several blocks of steps and groups.
+    ``SSM_KERNELS_GRAPH_SCAN_LEAN_TT`` / ``_BD`` / ``_WARPS`` / ``_GROUPS`` override them (tuning). Measured on the
+    H200 at TGMamba's raw call (run26c): 4 steps per tile or 4 warps were no faster; neither were two variants dropped
+    since, a prefetch of the next channels' tiles (7.8 against 7.6 ms) and the per-step arrays broadcast over the state
+    axis (14.3 ms)."""
+    if triton_interpret():
+        return dict(TT=2, BD=1, num_warps=4), 2
+    fit = max(1, 4096 // (VP * NP))
+    tt = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_TT") or next(
+        t for t in (8, 4, 2, 1) if t <= fit and 8 * (cdiv(CS, t) * t - CS) <= CS
+    )
+    bd = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_BD") or max(1, 4096 // (tt * VP * NP))
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    groups = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS") or max(
+        1, min(cdiv(Dm, bd), cdiv(4 * sms, batch * cdiv(CS, tt)))
+    )
+    return dict(TT=tt, BD=bd, num_warps=_env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_WARPS") or 8), groups
+
+
+def _adj_mode() -> str:
+    """How the split backward runs its adjoint per chunk (``SSM_KERNELS_GRAPH_SCAN_ADJ``): ``full``: one kernel
+    (``_graph_scan_adj_kernel``) carries the recurrence and forms the element-wise gradients (u, delta, z, A, B, D,
+    delta_bias) on the way; ``lean``: ``_graph_scan_adj_chain_kernel`` carries the recurrence alone and stores dH_t,
+    then ``_graph_scan_adj_grads_kernel`` forms those gradients and dP_t for all of the chunk's steps in parallel
+    (one more pass over a chunk of states; the sequential chain loses its reductions and the loads of the states),
+    the chain with the backward's smaller tile (``_MAX_TILE_BWD``: 4 channels per program at V 19, N 16).
+    The CUDA adjoint (``SSM_KERNELS_GRAPH_SCAN_CUDA_BWD``) ignores it.
+
+    ``lean`` is the default since run26. H200, TGMamba's call, interleaved A/B in one process (run26c/d): at raw
+    the adjoint's 15.5-16.9 ms of GPU time became 6.6 ms of chain and 7.6-9.1 ms of element-wise kernel, the
+    block's fwd+bwd GPU time 58.0-58.2 -> 56.8 ms and the scan's fwd+bwd median 48.4-48.8 -> 47.1-47.6 ms; at TUSZ
+    the block's GPU time 4.40-4.42 -> 4.33-4.36 ms. The element-wise kernel stays far from its memory floor (about
+    1 TB/s): one program of 8 warps per SM (about 180 registers) and a few microseconds per tile."""
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_ADJ", "lean", ("full", "lean"))
+
+
 def _keeps_operands(want_A: bool, K_A: int, L: int, step_bytes: int) -> bool:
     """Whether a forward that keeps every state for the split backward also keeps the stored operator-gradient
     operands ``X_k = mix_k H_{t-1}`` (the TUSZ shape: no chunk is recomputed to form them): where the state
@@ -1730,7 +1974,8 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # no halving for more programs (spread): at the raw shape (16 clips) 8 channels per program (128 programs of 8
     # warps) ran the adjoint in 32.0 / 24.2 / 21.7 ms (fp32 tf32x3 / bf16 / fp32 tf32) against 36.3 / 26.2 / 24.6 ms
     # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c)
-    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_FWD, dev, block_d, prec, spread=False)
+    lean = _adj_mode() == "lean"  # (unless the CUDA adjoint runs, below)
+    BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_BWD if lean else _MAX_TILE_FWD, dev, block_d, prec, spread=False)
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
     eye_A, eye_C = implicit_identity(mix_A, W_A), implicit_identity(mix_C, W_C)
     # the readout's adjoint from its own parallel kernel (into `work`, free until the adjoint has read it)
@@ -1745,19 +1990,31 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     NDB = cdiv(Dm, BD)
     warps = _num_warps(VP, BD, NP, False, batch * NDB, dev, prec, adjoint=True)
 
+    recompute = states is None
+    CS = chunk if recompute else L
+    # lean adjoint: the chain in one kernel, the element-wise gradients after it in a parallel one whose programs
+    # split each chunk's steps `parts` ways (about four programs per SM), each with its own dA / dD / dbias slots
+    lean = lean and not cuda_adj
+    parts = 1
+    if lean:
+        lean_meta, groups = _lean_grads_launch(batch, Dm, CS, VP, NP, dev)
+        parts = cdiv(CS, lean_meta["TT"]) * cdiv(L, CS)  # dA / dD / dbias slots: one per block of steps (written once)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    dA_part = torch.zeros(batch, Dm, N, device=dev, dtype=f32)
-    dD_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
-    dbias_part = torch.zeros(batch, Dm, device=dev, dtype=f32)
-    recompute = states is None
-    CS = chunk if recompute else L
+    dA_part = torch.zeros(parts * batch, Dm, N, device=dev, dtype=f32)
+    dD_part = torch.zeros(parts * batch, Dm, device=dev, dtype=f32)
+    dbias_part = torch.zeros(parts * batch, Dm, device=dev, dtype=f32)
     # dB partials per channel block: over all steps when they fit _ATOMIC_BYTES, else per chunk of steps (summed
     # after each chunk: no atomics at the raw shape, so deterministic there), else atomics
     step_bytes = batch * V * N * 4 * NDB
     db_chunk = None
-    if NDB > 1 and step_bytes * L > _ATOMIC_BYTES >= step_bytes * CS:
+    if lean:  # dB summed over a group's channels by the element-wise kernel: per chunk and group, or straight to dB
+        bc_atomic = False
+        dB = torch.empty(1, batch, V, N, L, device=dev, dtype=f32)
+        if groups > 1:
+            db_chunk = torch.empty(groups, batch, V, N, CS, device=dev, dtype=f32)
+    elif NDB > 1 and step_bytes * L > _ATOMIC_BYTES >= step_bytes * CS:
         bc_atomic = False
         db_chunk = torch.empty(NDB, batch, V, N, CS, device=dev, dtype=f32)
         dB = torch.empty(1, batch, V, N, L, device=dev, dtype=f32)
@@ -1843,6 +2100,19 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
         READOUT_IN=readout_par, STORE_Z=stored_ops,
         PREC=prec, num_warps=warps, **_tuning(VP, NP, False),
     )  # fmt: skip
+    opt = [x if x is not None else dummy for x in (mix_C, W_C, D, z, delta_bias, ybuf, dz, zbuf)]
+    mixC_, WC_, D_, z_, bias_, y_, dz_, z_out = opt
+    ins = (u, delta, A, B, C, mix_A, W_A, mixC_, WC_, D_, z_, bias_, dout, y_)  # the adjoint kernel's inputs
+    r_ = r_adj if readout_par else dummy
+    s_zk = zbuf.stride(0) if zbuf is not None else 0
+    strides = (*_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride())
+    dB_buf = dB if db_chunk is None else db_chunk
+    g_bc_p, LB = 0 if bc_atomic else dB_buf.stride(0), L if db_chunk is None else CS
+    if lean:
+        chain_meta = {k: v for k, v in meta.items() if k not in ("HAS_D", "BC_ATOMIC", "STORE_DY")}
+        grads_meta = dict(lean_meta, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                          SOFTPLUS=bool(softplus), VP=VP, NP=NP, STORE_DY=not readout_par)  # fmt: skip
+        per_group = cdiv(cdiv(Dm, groups), lean_meta["BD"]) * lean_meta["BD"]  # channels per group
     for c in reversed(range(cdiv(L, CS))):
         t0, t1 = c * CS, min((c + 1) * CS, L)
         n, x = t1 - t0, (t1 - t0) * batch
@@ -1850,17 +2120,10 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             h0 = ckpt[:, c]
             _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, h0.stride(0), t0,
                         t1, CS, None, states=states, xbuf=xbuf)  # fmt: skip
-        args = (
-            u, delta, A, B, C, mix_A, W_A, mix_C if mix_C is not None else dummy, W_C if W_C is not None else dummy,
-            D if D is not None else dummy, z if z is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, dout, ybuf if ybuf is not None else dummy,
-            states, g, dp, du, ddelta, dz if dz is not None else dummy, dA_part, dD_part, dbias_part,
-            dB if db_chunk is None else db_chunk, dy, r_adj if readout_par else dummy,
-            zbuf if zbuf is not None else dummy, V, Dm, L, N, t0, t1, 0, s_st,
-            0 if bc_atomic else (dB if db_chunk is None else db_chunk).stride(0),
-            L if db_chunk is None else CS, 0 if db_chunk is None else t0, batch * V * Dm,
-            zbuf.stride(0) if zbuf is not None else 0, *_mix_strides(mix_A), *_mix_strides(mix_C), *dout.stride(),
-        )  # fmt: skip
+        TB = 0 if db_chunk is None else t0  # the dB partials' first step
+        if not lean:
+            args = (*ins, states, g, dp, du, ddelta, dz_, dA_part, dD_part, dbias_part, dB_buf, dy, r_, z_out, V, Dm, L,
+                    N, t0, t1, 0, s_st, g_bc_p, LB, TB, batch * V * Dm, s_zk, *strides)  # fmt: skip
         if readout_q:
             dmc = None
             if q_fused and want_C:
@@ -1881,11 +2144,19 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             radj_meta = dict(K_C=mix_C.shape[2], HAS_Z=z is not None, VP=VP, BD=BD, NP=NP, PREC=prec, EYE_C=eye_C,
                              num_warps=warps, **_tuning(VP, NP, False))  # fmt: skip
             _launch(_graph_scan_readout_adj_kernel, (n * batch, NDB), radj_args, radj_meta)
-        if cuda_adj:
+        if lean:  # the chain writes dH_t into dp; the element-wise kernel turns it into dP there
+            chain_args = (delta, A, C, mix_A, W_A, mixC_, WC_, z_, bias_, dout, g, dp, r_, z_out, V, Dm, L, N, t0, t1,
+                          0, s_st, s_zk, *strides)  # fmt: skip
+            _launch(_graph_scan_adj_chain_kernel, (batch, NDB), chain_args, chain_meta)
+            grads_args = (u, delta, A, B, D_, z_, bias_, dout, y_, states, dp, du, ddelta, dz_, dA_part, dD_part,
+                          dbias_part, dB_buf, dy, V, Dm, L, N, t0, t1, per_group, c * cdiv(CS, grads_meta["TT"]), s_st,
+                          batch * V * Dm, batch * Dm, dB_buf.stride(0), LB, TB, *dout.stride())  # fmt: skip
+            grid = (batch, cdiv(n, grads_meta["TT"]), groups)
+            fast(_graph_scan_adj_grads_kernel)[grid](*grads_args, **grads_meta)
+        elif cuda_adj:
             _cuda_fwd.adj_recurrence(
                 u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, dout, ybuf, states, g, dp, dy,
-                du, ddelta, dz, dA_part, dD_part, dbias_part, dB if db_chunk is None else db_chunk, bc_atomic,
-                L if db_chunk is None else CS, 0 if db_chunk is None else t0, t0, t1, eye_A, eye_C, BD,
+                du, ddelta, dz, dA_part, dD_part, dbias_part, dB_buf, bc_atomic, LB, TB, t0, t1, eye_A, eye_C, BD,
             )  # fmt: skip
         else:
             _launch(_graph_scan_adj_kernel, (batch, NDB), args, meta)
