@@ -1429,7 +1429,7 @@ def _lean_grads_launch(batch: int, Dm: int, CS: int, VP: int, NP: int, device: t
         t for t in (8, 4, 2, 1) if t <= fit and 8 * (cdiv(CS, t) * t - CS) <= CS
     )
     bd = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_BD") or max(1, 4096 // (tt * VP * NP))
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    sms = _device_sms(device)
     groups = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS") or max(
         1, min(cdiv(Dm, bd), cdiv(4 * sms, batch * cdiv(CS, tt)))
     )
@@ -1513,7 +1513,7 @@ def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch
     bd = min(32, next_pow2(Dm))
     while bd > 1 and VP * bd * NP > max_tile:
         bd //= 2
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    sms = _device_sms(device)
     if max_tile == _MAX_TILE_BWD and prec not in ("tf32x3", "3xtf32") and batch * cdiv(Dm, bd) < 4 * sms and bd < Dm:
         bd *= 2
     while spread and bd > 4 and batch * cdiv(Dm, bd) < 2 * sms and max_tile != _MAX_TILE_BWD:
@@ -1524,6 +1524,11 @@ def _block_d(batch: int, Dm: int, VP: int, NP: int, max_tile: int, device: torch
 @functools.cache
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _device_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA ``device`` (its index, or the current device's)."""
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _num_warps(VP: int, BD: int, NP: int, backward: bool, programs: int = 0, device: torch.device | None = None,
@@ -1543,7 +1548,7 @@ def _num_warps(VP: int, BD: int, NP: int, backward: bool, programs: int = 0, dev
         return override
     few = (prec == "tf32" and not adjoint) or (prec == "3xtf32" and not (backward or adjoint))
     if few and device is not None and device.type == "cuda":
-        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        sms = _device_sms(device)
         if programs >= 4 * sms and VP * BD * NP <= 4096:
             return 4
     per_thread = 8 if backward else 16
@@ -1677,7 +1682,7 @@ def _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, sof
     if _cuda_fwd.enabled() and (out is not None or ybuf is not None):  # (the check first: host time at TUSZ)
         readout = dict(C=C, mix_C=mix_C, W_C=W_C, eye_c=implicit_identity(mix_C, W_C), D=D, z=z, out=out, y=ybuf)
     if xbuf is None and _cuda_fwd.enabled() and _cuda_fwd.cuda_fwd_applies(u, delta, B, mix_A, N, h0, readout):
-        sms = _sm_count(u.device.index if u.device.index is not None else torch.cuda.current_device())
+        sms = _device_sms(u.device)
         eye = implicit_identity(mix_A, W_A)
         _cuda_fwd.fwd_recurrence(u, delta, A, B, mix_A, W_A, delta_bias, softplus, h0, t0, t1, chunk, eye,
                                  states=states, ckpt=ckpt, last=last, sms=sms, readout=readout)  # fmt: skip
@@ -1973,7 +1978,8 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # heuristics, with the backward's overrides (SSM_KERNELS_GRAPH_SCAN_BD_BWD / _WARPS_BWD)
     # no halving for more programs (spread): at the raw shape (16 clips) 8 channels per program (128 programs of 8
     # warps) ran the adjoint in 32.0 / 24.2 / 21.7 ms (fp32 tf32x3 / bf16 / fp32 tf32) against 36.3 / 26.2 / 24.6 ms
-    # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c)
+    # with 4 (256 programs); 2 channels, fewer warps or a register cap were slower still (H200, run15b/c). The lean
+    # adjoint's chain (no element-wise work) takes the backward's smaller tile: 4 channels, 6.6 against 8.3 ms (run26b)
     lean = _adj_mode() == "lean"  # (unless the CUDA adjoint runs, below)
     BD = _block_d(batch, Dm, VP, NP, _MAX_TILE_BWD if lean else _MAX_TILE_FWD, dev, block_d, prec, spread=False)
     K_A = mix_A.shape[2]  # stored vertex operators; W_A has one more with the implicit identity first (eye_A)
@@ -1984,7 +1990,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # or the adjoint on CUDA cores (opt-in, see .cuda), with its own channels per block
     cuda_adj = not readout_par and _cuda_fwd.cuda_adj_applies(u, delta, B, C, mix_A, mix_C, dout, z, N)
     if cuda_adj:
-        sms = _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
+        sms = _device_sms(dev)
         K_C0 = mix_C.shape[2] if mix_C is not None else 0
         BD = _cuda_fwd.channels_per_block(batch, V, Dm, N, K_A, eye_A, sms, adj=(K_C0, eye_C))
     NDB = cdiv(Dm, BD)
@@ -1992,8 +1998,8 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
 
     recompute = states is None
     CS = chunk if recompute else L
-    # lean adjoint: the chain in one kernel, the element-wise gradients after it in a parallel one whose programs
-    # split each chunk's steps `parts` ways (about four programs per SM), each with its own dA / dD / dbias slots
+    # lean adjoint: the chain in one kernel, the element-wise gradients after it in a parallel one, whose programs
+    # write dA / dD / dbias once into slots of their own: one set per block of TT steps of every chunk (`parts`)
     lean = lean and not cuda_adj
     parts = 1
     if lean:
@@ -2073,7 +2079,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             if triton_interpret():  # several programs and row blocks at the interpreter's tiny sizes
                 dw_programs, dw_rows = 3, 16
             else:
-                sms = _sm_count(dev.index if dev.index is not None else torch.cuda.current_device())
+                sms = _device_sms(dev)
                 dw_programs, dw_rows = _DW_PROGRAMS_PER_SM * sms, max(16, _DW_TILE // NP)
             dw_part = torch.zeros(dw_programs, W_A.shape[0], N, N, device=dev, dtype=f32)
             dwmeta = dict(KW=W_A.shape[0], EYE=eye_A, NP=NP, BM=dw_rows, PREC=prec, num_warps=4)
