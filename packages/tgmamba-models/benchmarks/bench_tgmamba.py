@@ -80,15 +80,22 @@ def _fwdbwd_fn(block, x, ei, ew, path):
     return fn
 
 
-def _graphed_fwdbwd_fn(block, x, ei, ew):
-    """Forward+backward replayed from CUDA graphs (torch.cuda.make_graphed_callables)."""
+def _graphed_fwdbwd_fn(block, x, ei, ew, autocast: bool = False):
+    """Forward+backward replayed from CUDA graphs (torch.cuda.make_graphed_callables); ``autocast``: captured and
+    replayed in bf16 autocast (its weight cache off, as graph capture requires)."""
     block.validate_inputs = False  # no host syncs inside the captured region
     xg = x.detach().clone().requires_grad_(True)
     gout = torch.randn_like(x)
-    graphed = torch.cuda.make_graphed_callables(block, (xg, ei, ew), num_warmup_iters=3)
+
+    def ctx():
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False, enabled=autocast)
+
+    with ctx():
+        graphed = torch.cuda.make_graphed_callables(block, (xg, ei, ew), num_warmup_iters=3)
 
     def fn():
-        y = graphed(xg, ei, ew)
+        with ctx():
+            y = graphed(xg, ei, ew)
         y.backward(gout)
         return y
 
@@ -102,7 +109,7 @@ def _record(benchmark, fn, *, shape, mode, backend, device, s, dtype=torch.float
         rounds, warmup = 3, 1
     benchmark.pedantic(synced(fn, device), rounds=rounds, warmup_rounds=warmup)
     # (a CUDA graph's memory is its private pool, allocated at capture: a peak measured around a replay is not it)
-    unmeasured = (backend == "reference" and shape == "raw") or backend.endswith("cudagraph")
+    unmeasured = (backend == "reference" and shape == "raw") or "cudagraph" in backend
     peak = None if unmeasured else peak_memory(fn, device)
     extra = {}
     median = benchmark.stats.stats.median if getattr(benchmark, "stats", None) else None
@@ -120,23 +127,31 @@ GPU_CASES = [
     ("tusz", "fwdbwd", "fused"),
     ("tusz", "fwdbwd", "fused-cudagraph"),
     ("tusz", "fwdbwd", "fused-tf32"),
+    ("tusz", "fwdbwd", "fused-autocast"),
+    ("tusz", "fwdbwd", "fused-cudagraph-autocast"),
     ("tusz", "fwd", "reference"),
     ("tusz", "fwdbwd", "reference"),
     ("raw", "fwd", "fused"),
     ("raw", "fwdbwd", "fused"),
     ("raw", "fwdbwd", "fused-cudagraph"),
     ("raw", "fwdbwd", "fused-tf32"),
+    ("raw", "fwdbwd", "fused-autocast"),
+    ("raw", "fwdbwd", "fused-cudagraph-autocast"),
     ("raw", "fwdbwd", "reference"),
 ]
 
 
+def _case_id(shape: str, mode: str, backend: str) -> str:
+    return f"{shape}-{mode}-{'bf16' if backend.endswith('autocast') else 'fp32'}-{backend}"
+
+
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("shape,mode,backend", GPU_CASES, ids=[f"{s}-{m}-fp32-{b}" for s, m, b in GPU_CASES])
+@pytest.mark.parametrize("shape,mode,backend", GPU_CASES, ids=[_case_id(*c) for c in GPU_CASES])
 def test_tgmamba_block_gpu(benchmark, shape, mode, backend):
     s, block, x, ei, ew = _setup(shape, "cuda")
-    if backend == "fused-cudagraph":
-        fn = _graphed_fwdbwd_fn(block, x, ei, ew)
+    if backend.startswith("fused-cudagraph"):
+        fn = _graphed_fwdbwd_fn(block, x, ei, ew, autocast=backend.endswith("autocast"))
     else:
         path = "reference" if backend == "reference" else "fused"
         fn = (_fwd_fn if mode == "fwd" else _fwdbwd_fn)(block, x, ei, ew, path)
@@ -151,8 +166,16 @@ def test_tgmamba_block_gpu(benchmark, shape, mode, backend):
             finally:
                 torch.set_float32_matmul_precision(prev)
 
+    dtype = torch.float32 if not backend.endswith("autocast") else torch.bfloat16
+    if backend == "fused-autocast":  # bf16 mixed precision (Lightning's "bf16-mixed"): fp32 weights, bf16 compute
+        inner_ac = fn
+
+        def fn():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return inner_ac()
+
     baseline = BASELINE_MS[shape] if mode == "fwdbwd" else None
-    _record(benchmark, fn, shape=shape, mode=mode, backend=backend, device="cuda", s=s, baseline=baseline)
+    _record(benchmark, fn, shape=shape, mode=mode, backend=backend, device="cuda", s=s, dtype=dtype, baseline=baseline)
 
 
 @pytest.mark.parametrize("mode,backend", [(m, b) for m in ("fwd", "fwdbwd") for b in ("fused", "reference")])

@@ -64,6 +64,12 @@ CONFIGS = {
     "lean-tt4": {"SSM_KERNELS_GRAPH_SCAN_LEAN_TT": "4"},  # the lean adjoint's element-wise kernel: 4 steps per tile
     "lean-w4": {"SSM_KERNELS_GRAPH_SCAN_LEAN_WARPS": "4"},  # ... 4 warps (default 8)
     "lean-g1": {"SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS": "1"},  # ... one channel group (dB straight, no partials)
+    "lean-bd16": {"SSM_KERNELS_GRAPH_SCAN_LEAN_BD": "16"},  # ... 16 channels per tile (default: 32 at N 16)
+    "overlap": {"SSM_KERNELS_GRAPH_SCAN_OVERLAP": "1"},  # readout / recompute on a side stream, two buffer slots
+    "no-overlap": {"SSM_KERNELS_GRAPH_SCAN_OVERLAP": "0"},
+    "fwd-bd8": {"SSM_KERNELS_GRAPH_SCAN_BD_FWD": "8"},  # the recurrence: 8 channels per program (one per SM at raw)
+    "chunk-67": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "67"},  # the one-stream default at raw
+    "chunk-44": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "44"},  # the overlap's default at raw
 }  # fmt: skip
 CFG: list[str] = []  # the configurations of this run
 

@@ -57,9 +57,8 @@ def _compile(
     elif kind == "chain":  # the lean adjoint's recurrence (SSM_KERNELS_GRAPH_SCAN_ADJ=lean, the default)
         const = {k: v for k, v in const.items() if k in fn.arg_names}
         const.update(EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True, READOUT_IN=readout_in, STORE_Z=stored)
-    elif kind == "grads":  # its element-wise gradients: BD channels and 8 / BD steps per tile (one at V, N 64)
-        const = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, TT=max(1, 4096 // (VP * BD * NP)), VP=VP,
-                     BD=BD, NP=NP, STORE_DY=True)  # fmt: skip
+    elif kind == "grads":  # its element-wise gradients: (TT, BD, NP) tiles of one vertex (VP unused), 8 steps
+        const = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, TT=8, BD=BD, NP=NP, STORE_DY=True)
     elif kind == "opgrad":  # the split backward's operator gradients (SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton)
         kw = K + eye
         const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
@@ -146,9 +145,9 @@ def _compile(
         ("chain-readout_in-stored", 32, 4, 16, 1, True, 4, "3xtf32", True, False, True),
         ("chain-readout_in-stored", 32, 8, 16, 1, True, 8, "tf32", True, False, True),
         ("chain-stored", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
-        ("grads", 32, 1, 16, 1, True, 8, "3xtf32", False, False, True),
-        ("grads", 32, 4, 16, 1, True, 8, "3xtf32", False, False, True),
-        ("grads", 64, 1, 64, 3, True, 8, "tf32", False, False, False),
+        ("grads", 32, 32, 16, 1, True, 8, "3xtf32", False, False, True),
+        ("grads", 32, 16, 16, 1, True, 4, "3xtf32", False, False, True),
+        ("grads", 64, 8, 64, 3, True, 8, "tf32", False, False, False),
     ],
     ids=[
         "fwd-V19N16",
@@ -191,9 +190,9 @@ def _compile(
         "chain-readout_in-stored-V19N16-identity_first-3xtf32",
         "chain-readout_in-stored-V19N16-identity_first-tf32-BD8",
         "chain-stored-V64N64K3-mixC",
-        "grads-V19N16-TT8",
-        "grads-V19N16-TT2-BD4",
-        "grads-V64N64-TT1",
+        "grads-N16-BD32",
+        "grads-N16-BD16-4warps",
+        "grads-N64-BD8",
     ],  # fmt: skip
 )
 def test_kernels_fit_sm90(kind, VP, BD, NP, K, mixc, warps, prec, unroll, all_states, eye):

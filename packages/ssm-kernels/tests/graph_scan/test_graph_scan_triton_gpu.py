@@ -292,3 +292,36 @@ def test_gpu_raw_shape_memory_bounded(dtype, backward):
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before
     assert peak < 2 * 2**30, f"peak memory {peak / 2**30:.2f} GiB"
+
+
+OVERLAP_CASES = {
+    # TGMamba's raw call (its chunk from the scratch budget), and many short chunks (events between every pair)
+    "raw": (dict(SHAPES["raw"], K=2, T="L", mix_C=True, K_C=2, T_C="L", with_initial_state=True, **MAMBA), None),
+    "V19-D64-L333-chunk8-bf16": (dict(batch=4, V=19, D=64, N=16, L=333, K=2, T="L", mix_C=True, K_C=2, T_C="L",
+                                      dtype=torch.bfloat16, **MAMBA), 8),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(OVERLAP_CASES), ids=list(OVERLAP_CASES))
+def test_gpu_overlap_streams(monkeypatch, case):
+    """``SSM_KERNELS_GRAPH_SCAN_OVERLAP=1``: the training forward's readout and the backward's recompute on a side
+    stream, two slots of chunk buffers. Outputs and every gradient against the reference, the same as one stream
+    (to rounding: the chunks differ) and bit for bit the same in two runs (a missing wait would race)."""
+    from ssm_kernels.testing.graph_scan import graph_scan_grad_names
+
+    kw, chunk = OVERLAP_CASES[case]
+    inputs = make_graph_scan_inputs(device="cuda", seed=46, **kw)
+    fn = _triton(backward="split", chunk=chunk)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OVERLAP", "1")
+    check_graph_scan_against_reference(fn, inputs, shared_mix=True)
+    inputs = {**inputs, "mix_C": inputs["mix_A"]}
+    names = [n for n in graph_scan_grad_names(inputs) if n != "mix_C"]
+    r1, r2 = _grads(fn, inputs, names), _grads(fn, inputs, names)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OVERLAP", "0")
+    r0 = _grads(fn, inputs, names)
+    torch.testing.assert_close(r1[0], r2[0], rtol=0, atol=0)
+    torch.testing.assert_close(r1[0], r0[0], rtol=1e-6, atol=0)
+    rtol = 2e-3 if kw.get("dtype") is None else 2e-2  # gradients rounded to bf16 may differ by an ulp
+    for n, a, b, c in zip(names, r1[2], r2[2], r0[2]):
+        assert torch.equal(a, b), f"d{n} differs between two overlapped backward passes"
+        torch.testing.assert_close(a.float(), c.float(), rtol=rtol, atol=1e-5 * c.float().abs().max().item())

@@ -76,6 +76,59 @@ def test_split_backward_chunks(monkeypatch, chunk, readout):
     assert launches.count(True) == recomputes and launches.count(False) == (readout == "inline")
 
 
+@pytest.mark.parametrize("readout", ["q", "inline"])
+@pytest.mark.parametrize("opgrad", ["stored", "cublas"])
+def test_overlap_two_slots(monkeypatch, readout, opgrad):
+    """``SSM_KERNELS_GRAPH_SCAN_OVERLAP=1``: the split design's chunk loops take two slots of their chunk buffers
+    (streams only on CUDA; here one stream, so the rotation itself is checked): the training forward's recurrence
+    launches alternate between two states buffers (each chunk starting from the previous slot's last state, no
+    copy), and so do the backward's recomputes, walking back from the last of five chunks, with the stored operands
+    (``mix_k H``) beside them. Every gradient against the reference, with an initial state and shared operators."""
+    import ssm_kernels.graph_scan.triton as gst
+
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OVERLAP", "1")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_FWD", readout)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", opgrad)
+    launches = []
+    real = gst._fwd_launch
+
+    def record(*a, **k):
+        ptrs = [None if k.get(b) is None else k[b].data_ptr() for b in ("states", "xbuf")]
+        launches.append((a[15], *ptrs))  # (t0, states, mix_k H)
+        return real(*a, **k)
+
+    monkeypatch.setattr(gst, "_fwd_launch", record)
+    inputs = make_graph_scan_inputs(batch=2, V=3, D=3, N=4, L=37, K=2, T="L", mix_C=True, K_C=2, T_C="L", seed=19,
+                                    **FULL)  # fmt: skip
+    check_graph_scan_against_reference(_triton(backward="split"), inputs, shared_mix=True)
+    fwd = launches[:5] if readout == "q" else []
+    bwd = launches[len(fwd) + (readout == "inline") :]
+    assert [t0 for t0, *_ in fwd] == ([0, 8, 16, 24, 32] if readout == "q" else [])  # inline: one launch, no slots
+    assert [t0 for t0, *_ in bwd] == [32, 24, 16, 8, 0]
+    for seq in (fwd, bwd) if readout == "q" else (bwd,):
+        slots = [ptrs for _, *ptrs in seq]
+        assert slots[0::2] == [slots[0]] * len(slots[0::2]) and slots[1::2] == [slots[1]] * len(slots[1::2])
+        assert slots[0][0] != slots[1][0]
+    assert all(x is None for *_, x in fwd)
+    assert (bwd[0][2] is None) == (opgrad == "cublas") and (opgrad == "cublas" or bwd[0][2] != bwd[1][2])
+
+
+def test_overlap_env_checked_and_chunks(monkeypatch):
+    """The overlap's second slots shorten the backward's chunks for the same scratch; the variable is checked."""
+    from types import SimpleNamespace
+
+    import ssm_kernels.graph_scan.triton as gst
+
+    raw = SimpleNamespace(shape=(16, 19, 64, 2000), device=torch.device("cuda"))
+    step = 16 * 19 * 64 * 16 * 4
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OVERLAP", "1")  # states, dP, work, mix_k H and a second slot of both
+    assert gst._split_chunk(raw, 16, None) == gst._SPLIT_CHUNK_BYTES // (6 * step) == 44
+    assert gst._split_chunk(raw, 16, None, K_A=2) == gst._SPLIT_CHUNK_BYTES // (10 * step)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OVERLAP", "yes")
+    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_OVERLAP"):
+        gst._split_chunk(raw, 16, None)
+
+
 @pytest.mark.parametrize("side", ["FWD", "BWD"])
 @pytest.mark.parametrize("T", ["L", "1"])
 def test_prefetch_off(monkeypatch, side, T):
@@ -442,7 +495,8 @@ def test_stored_operator_operands(monkeypatch, case, dw):
 
 
 LEAN_CASES = {
-    # id: (factory kwargs, triton kwargs, check kwargs, readout mode of the backward, channel groups)
+    # id: (factory kwargs, triton kwargs, check kwargs, readout mode of the backward, channel groups asked for, and
+    # launched where fewer: D 5 in 4 groups of 2 channels is 3 groups)
     "all_options-q-shared-strided": (
         dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL), dict(chunk=4),
         dict(shared_mix=True, strided_d_out=True), "q", 2),
@@ -453,6 +507,7 @@ LEAN_CASES = {
     "no_mixC-z-init-all_states": (dict(V=4, D=3, N=5, L=6, K=1, T="1", with_z=True, with_initial_state=True),
                                   dict(chunk=6), {}, None, 2),
     "no_mixC-plain-L1-one_group": (dict(V=5, D=3, N=7, L=1, K=3, T="1"), dict(chunk=4), {}, None, 1),
+    "D5-groups4-of-2": (dict(V=3, D=5, N=4, L=5, K=1, T="L", mix_C=True, **FULL), dict(chunk=5), {}, "q", (4, 3)),
     "bf16-mixC-softplus": (dict(V=3, D=3, N=4, L=6, K=2, T="L", mix_C=True, with_z=True, softplus=True,
                                 dtype=torch.bfloat16), dict(chunk=4), {}, "q", 2),
 }  # fmt: skip
@@ -466,24 +521,26 @@ def test_lean_adjoint(monkeypatch, case):
     groups of channels (dB written straight, or per group and chunk and summed), one channel per tile (each program
     loops over its channels). Every gradient against the reference with each readout mode (the readout's adjoint
     loaded, or formed in the chain from dy, or dy (x) C without readout operators), recomputed chunks and every state
-    kept, an initial state, shared operators and a strided d_out, bf16."""
+    kept, an initial state, shared operators and a strided d_out, bf16. The groups of two or three channels take
+    that many channel blocks (dB added to at the later ones); groups that would be empty are not launched."""
     import ssm_kernels.graph_scan.triton as gst
 
     factory, extra, check, readout, groups = LEAN_CASES[case]
+    asked, groups = groups if isinstance(groups, tuple) else (groups, groups)
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_ADJ", "lean")
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS", str(asked))
+    grads_kernel = gst._graph_scan_adj_grads_kernel
     if readout is not None:
         monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
-    real_sizes = gst._lean_grads_launch
-    monkeypatch.setattr(gst, "_lean_grads_launch", lambda *a: (real_sizes(*a)[0], groups))
     grads_grids = []
     real_fast = gst.fast
 
     class Recorded:  # the element-wise kernel is launched directly (it has no dots to fall back from)
         def __getitem__(self, grid):
             grads_grids.append(grid)
-            return real_fast(gst._graph_scan_adj_grads_kernel)[grid]
+            return real_fast(grads_kernel)[grid]
 
-    monkeypatch.setattr(gst, "fast", lambda k: Recorded() if k is gst._graph_scan_adj_grads_kernel else real_fast(k))
+    monkeypatch.setattr(gst, "fast", lambda k: Recorded() if k is grads_kernel else real_fast(k))
     launches = _record_launches(monkeypatch, gst)
     inputs = make_graph_scan_inputs(batch=2, seed=53, **factory)
     check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)

@@ -47,7 +47,9 @@ Performance design
   ``mix_k H_{t-1}`` (``STORE_X``) and the adjoint its ``dP W_k^T`` (``STORE_Z``), products they form anyway, so the
   state operators' gradients take one cuBLAS product per operator for dmix_A and one ``_graph_scan_dw_kernel``
   launch for every dW_A (``_dw_mode``) instead of four products per operator. A forward that keeps every state
-  keeps the vertex products too where they fit (``_keeps_operands``).
+  keeps the vertex products too where they fit (``_keeps_operands``). ``SSM_KERNELS_GRAPH_SCAN_OVERLAP=1``
+  (``_overlap``, off by default) pipelines the chunk loops over two CUDA streams, the recompute of the next chunk
+  beside the current one's adjoint, at the cost of a second slot of chunk buffers.
 * Backward, ``fused`` design (``backward="fused"``): one launch plus a few ``torch.sum`` reductions. Each program walks the chunks
   in reverse: it reloads the chunk's entry state, recomputes the chunk's states into a small
   per-program scratch buffer ((CHUNK + 1, V, BD, N) fp32), then runs the adjoint recurrence
@@ -242,14 +244,20 @@ def _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t):
 
 
 @triton.jit
+def _delta(b_pre, SOFTPLUS: tl.constexpr):
+    """Delta from the pre-softplus delta (bias added): softplus (the identity past 20) or as is."""
+    b_dt = b_pre
+    if SOFTPLUS:
+        b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
+    return b_dt
+
+
+@triton.jit
 def _derive(b_pre, b_A, b_bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """From a step's loaded delta: pre-softplus delta (bias added), Delta and the decay exp(Delta*A)."""
     if HAS_BIAS:
         b_pre += b_bias[None, :]
-    if SOFTPLUS:
-        b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
-    else:
-        b_dt = b_pre
+    b_dt = _delta(b_pre, SOFTPLUS)
     b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # (VP, BD, NP)
     return b_pre, b_dt, b_a
 
@@ -561,6 +569,28 @@ def _add_partials(dA_ptr, dD_ptr, dbias_ptr, o_bd, o_n, m_d, m_dn, N, dA_acc, dD
 
 
 @triton.jit
+def _adj_setup(A_ptr, bias_ptr, g_ptr, V, DM, L, N, s_do_b, s_do_v, s_do_d, s_ma_i, s_ma_j, s_mc_i, s_mc_j,
+               HAS_BIAS: tl.constexpr, VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):  # fmt: skip
+    """The adjoint kernels' prologue: the program's tile (``_tile``), its d_out and operator offsets, A, delta_bias
+    and the incoming dH."""
+    i_b = tl.program_id(0).to(tl.int64)
+    i_db = tl.program_id(1)
+    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
+        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
+    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
+    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
+    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
+    m_dn = m_d[:, None] & m_n[None, :]
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
+    b_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
+    return (i_b, i_db, o_v, o_d, o_n, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w, o_do, o_ma, o_mc, m_dn,
+            b_A, b_bias, g)  # fmt: skip
+
+
+@triton.jit
 def _graph_scan_adj_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, y_ptr,
     st_ptr, g_ptr, dp_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, dB_ptr, dy_ptr, r_ptr, zo_ptr,
@@ -591,23 +621,12 @@ def _graph_scan_adj_kernel(
     ((K_A, T1 - T0, batch, V, D, N), fp32; it may alias r_ptr's buffer: step t's slot is written after its R_t is
     read, by the program that read it).
     """
-    i_b = tl.program_id(0).to(tl.int64)
-    i_db = tl.program_id(1)
-    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
-        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
-    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
-    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
-    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
-    m_dn = m_d[:, None] & m_n[None, :]
-
-    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
-    b_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    (i_b, i_db, o_v, o_d, o_n, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w, o_do, o_ma, o_mc, m_dn, b_A,
+     b_bias, g) = _adj_setup(A_ptr, bias_ptr, g_ptr, V, DM, L, N, s_do_b, s_do_v, s_do_d, s_ma_i, s_ma_j, s_mc_i,
+                             s_mc_j, HAS_BIAS, VP, BD, NP)  # fmt: skip
     b_D = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
     dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
@@ -687,18 +706,9 @@ def _graph_scan_adj_chain_kernel(
     and dP_t = dH_t a_t over the stored dH_t, come after it from ``_graph_scan_adj_grads_kernel``, all steps in
     parallel, so the sequential chain carries no reductions and no loads of the states.
     """
-    i_b = tl.program_id(0).to(tl.int64)
-    i_db = tl.program_id(1)
-    o_v, o_d, o_n, m_d, m_n, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w = _tile(
-        i_b, i_db, V, DM, L, N, VP, BD, NP)  # fmt: skip
-    o_do = i_b * s_do_b + o_v[:, None] * s_do_v + o_d[None, :] * s_do_d
-    o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
-    o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
-    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-    b_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
+    (i_b, i_db, o_v, o_d, o_n, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w, o_do, o_ma, o_mc, m_dn, b_A,
+     b_bias, g) = _adj_setup(A_ptr, bias_ptr, g_ptr, V, DM, L, N, s_do_b, s_do_v, s_do_d, s_ma_i, s_ma_j, s_mc_i,
+                             s_mc_j, HAS_BIAS, VP, BD, NP)  # fmt: skip
     if PREFETCH:
         n_pre, n_r, n_C, n_dy = _chain_loads(delta_ptr, C_ptr, dout_ptr, z_ptr, r_ptr, o_h, m_h, o_x, m_x, o_bc, m_bc,
                                              o_do, s_st, s_do_t, T1 - 1, T0, HAS_Z, READOUT_IN)  # fmt: skip
@@ -730,87 +740,93 @@ def _graph_scan_adj_grads_kernel(
     V, DM, L, N, T0, T1, DPG, SLOT0, s_st, s_dy, s_part, s_dbg, LB, TB,
     s_do_b, s_do_v, s_do_d, s_do_t,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, TT: tl.constexpr,
-    VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, STORE_DY: tl.constexpr = False,
+    BD: tl.constexpr, NP: tl.constexpr, STORE_DY: tl.constexpr = False,
 ):  # fmt: skip
     """Split backward, ``lean`` adjoint: the element-wise gradients of a chunk's steps T0 .. T1 - 1, no recurrence.
 
     From the dH_t that ``_graph_scan_adj_chain_kernel`` stored (gs_ptr, time-major, slot t - T0) and the states
     (st_ptr, slot t - T0 + 1) it writes what ``_graph_scan_adj_kernel`` writes on its way (du, d delta, dz, with
     STORE_DY dy) and dP_t = dH_t a_t over dH_t. Program (b, j, c) takes TT consecutive steps from T0 + j * TT and
-    channels c * DPG .. (c + 1) * DPG - 1, BD at a time, as (TT, VP, BD, NP) tiles: the per-step (batch, V, D, L)
-    arrays are read and written TT steps per row. dB of its steps is summed over its channels in registers and
-    written once, into group c's slot (dB_ptr + c * s_dbg: (batch, V, N, LB) for steps TB .. TB + LB - 1); dA, dD
-    and d delta_bias of its steps are written to partial slots ``(SLOT0 + j) * s_part + b * D + d`` (s_part =
-    batch * D; the caller gives each chunk its own SLOT0, so nothing is read back).
-    """
+    channels c * DPG .. (c + 1) * DPG - 1, BD at a time, and walks the vertices: (TT, BD, NP) tiles of one vertex,
+    so no lane is padding when V is not a power of two (a (TT, VP, BD, NP) tile at V 19 left 13 of 32 rows empty:
+    run27b), each step's rows of the states are BD * N contiguous values and the per-step (batch, V, D, L) arrays
+    are read TT steps per row. dA, dD and d delta_bias sum over the vertices and steps in registers and go to
+    partial slots ``(SLOT0 + j) * s_part + b * D + d`` (s_part = batch * D; the caller gives each chunk its own SLOT0,
+    so each is written once). dB of a vertex sums over the group's channels into group c's slot (dB_ptr + c * s_dbg:
+    (batch, V, N, LB) for steps TB .. TB + LB - 1): stored at the group's first channel block and added to by the
+    same program at the others."""
     i_b = tl.program_id(0).to(tl.int64)
     i_j = tl.program_id(1)
     i_c = tl.program_id(2)
     o_t = T0 + i_j * TT + tl.arange(0, TT)
-    o_v = tl.arange(0, VP)
     o_n = tl.arange(0, NP)
-    m_t, m_v, m_n = o_t < T1, o_v < V, o_n < N
-    row = i_b * V + o_v[None, :, None]  # (1, VP, 1)
-    m_tv = m_t[:, None, None] & m_v[None, :, None]
-    m_bs = m_tv & m_n[None, None, :]  # (TT, VP, NP): B and this chunk's dB
-    b_B = tl.load(B_ptr + (row * N + o_n[None, None, :]) * L + o_t[:, None, None], mask=m_bs, other=0.0)
-    b_B = b_B.to(tl.float32)[:, :, None, :]  # (TT, VP, 1, NP)
-    dB_acc = tl.zeros((TT, VP, NP), dtype=tl.float32)
-    o_ts = (o_t - T0)[:, None, None, None] * s_st  # time-major slots
-    for d0 in range(i_c * DPG, tl.minimum((i_c + 1) * DPG, DM), BD):
+    m_t, m_n = o_t < T1, o_n < N
+    m_tn = m_t[:, None] & m_n[None, :]
+    o_ts = (o_t - T0)[:, None, None] * s_st  # time-major slots
+    d_first = i_c * DPG
+    for d0 in range(d_first, tl.minimum(d_first + DPG, DM), BD):
+        tl.debug_barrier()  # the previous channel block's dB stores, read back below, are visible to every thread
         o_d = d0 + tl.arange(0, BD)
         m_d = o_d < DM
         m_dn = m_d[:, None] & m_n[None, :]
-        o_x = (row * DM + o_d[None, None, :]) * L + o_t[:, None, None]  # (TT, VP, BD) in (batch, V, D, L)
-        m_x = m_tv & m_d[None, None, :]
-        o_h = o_ts + ((row * DM + o_d[None, None, :]) * N)[:, :, :, None] + o_n[None, None, None, :]
-        m_h = m_x[:, :, :, None] & m_n[None, None, None, :]
-        h_cur = tl.load(st_ptr + s_st + o_h, mask=m_h, other=0.0)
-        g = tl.load(gs_ptr + o_h, mask=m_h, other=0.0)
-        b_u = tl.load(u_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
-        b_pre = tl.load(delta_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+        m_x = m_t[:, None] & m_d[None, :]
+        m_h = m_x[:, :, None] & m_n[None, None, :]
         b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
+        b_bias = tl.zeros((BD,), dtype=tl.float32)
         if HAS_BIAS:
-            b_pre += tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)[None, None, :]
-        if SOFTPLUS:
-            b_dt = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
-        else:
-            b_dt = b_pre
-        b_do = tl.load(dout_ptr + i_b * s_do_b + o_v[None, :, None] * s_do_v + o_d[None, None, :] * s_do_d
-                       + o_t[:, None, None] * s_do_t, mask=m_x, other=0.0).to(tl.float32)  # fmt: skip
-        if HAS_Z:
-            b_z = tl.load(z_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
-            b_y = tl.load(y_ptr + o_x, mask=m_x, other=0.0)
-        else:
-            b_z = b_do
-            b_y = b_do
-        o_dy = (o_t - T0)[:, None, None] * s_dy + row * DM + o_d[None, None, :]
-        dy = _gate_grads(b_do, b_z, b_y, dz_ptr + o_x, m_x, dy_ptr + o_dy, HAS_Z, STORE_DY)
-        dtu = b_dt * b_u
-        pa = g * (h_cur - dtu[:, :, :, None] * b_B)  # g * P_t * a_t
-        gB = tl.sum(g * b_B, axis=3)  # (TT, VP, BD)
-        ddt = b_u * gB + tl.sum(pa * b_A[None, None, :, :], axis=3)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(b_pre)
-        du = b_dt * gB
-        dD_c = tl.zeros((BD,), dtype=tl.float32)
+            b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        b_D = tl.zeros((BD,), dtype=tl.float32)
         if HAS_D:
-            du += dy * tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)[None, None, :]
-            dD_c = tl.sum(tl.sum(dy * b_u, axis=0), axis=0)
-        tl.store(du_ptr + o_x, du, mask=m_x)
-        tl.store(ddelta_ptr + o_x, ddt, mask=m_x)
-        dB_acc += tl.sum(g * dtu[:, :, :, None], axis=2)
-        dA_c = tl.sum(tl.sum(pa * b_dt[:, :, :, None], axis=0), axis=0)  # (BD, NP)
-        dbias_c = tl.sum(tl.sum(ddt, axis=0), axis=0)
-        a = tl.exp(b_dt[:, :, :, None] * b_A[None, None, :, :])
-        tl.store(gs_ptr + o_h, g * a, mask=m_h)
+            b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        dA_c = tl.zeros((BD, NP), dtype=tl.float32)
+        dD_c = tl.zeros((BD,), dtype=tl.float32)
+        dbias_c = tl.zeros((BD,), dtype=tl.float32)
+        for v in range(V):
+            row = i_b * V + v
+            o_x = (row * DM + o_d[None, :]) * L + o_t[:, None]  # (TT, BD) in (batch, V, D, L)
+            o_h = o_ts + ((row * DM + o_d) * N)[None, :, None] + o_n[None, None, :]
+            h_cur = tl.load(st_ptr + s_st + o_h, mask=m_h, other=0.0)
+            g = tl.load(gs_ptr + o_h, mask=m_h, other=0.0)
+            b_B = tl.load(B_ptr + (row * N + o_n[None, :]) * L + o_t[:, None], mask=m_tn, other=0.0)
+            b_B = b_B.to(tl.float32)[:, None, :]  # (TT, 1, NP)
+            b_u = tl.load(u_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+            b_pre = tl.load(delta_ptr + o_x, mask=m_x, other=0.0).to(tl.float32) + b_bias[None, :]
+            b_dt = _delta(b_pre, SOFTPLUS)
+            b_do = tl.load(dout_ptr + i_b * s_do_b + v * s_do_v + o_d[None, :] * s_do_d + o_t[:, None] * s_do_t,
+                           mask=m_x, other=0.0).to(tl.float32)  # fmt: skip
+            if HAS_Z:
+                b_z = tl.load(z_ptr + o_x, mask=m_x, other=0.0).to(tl.float32)
+                b_y = tl.load(y_ptr + o_x, mask=m_x, other=0.0)
+            else:
+                b_z = b_do
+                b_y = b_do
+            o_dy = (o_t - T0)[:, None] * s_dy + row * DM + o_d[None, :]
+            dy = _gate_grads(b_do, b_z, b_y, dz_ptr + o_x, m_x, dy_ptr + o_dy, HAS_Z, STORE_DY)
+            dtu = b_dt * b_u
+            pa = g * (h_cur - dtu[:, :, None] * b_B)  # g * P_t * a_t
+            gB = tl.sum(g * b_B, axis=2)  # (TT, BD)
+            ddt = b_u * gB + tl.sum(pa * b_A[None, :, :], axis=2)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(b_pre)
+            du = b_dt * gB
+            if HAS_D:
+                du += dy * b_D[None, :]
+                dD_c += tl.sum(dy * b_u, axis=0)
+            tl.store(du_ptr + o_x, du, mask=m_x)
+            tl.store(ddelta_ptr + o_x, ddt, mask=m_x)
+            dA_c += tl.sum(pa * b_dt[:, :, None], axis=0)
+            dbias_c += tl.sum(ddt, axis=0)
+            tl.store(gs_ptr + o_h, g * tl.exp(b_dt[:, :, None] * b_A[None, :, :]), mask=m_h)
+            dB_v = tl.sum(g * dtu[:, :, None], axis=1)  # (TT, NP)
+            o_dB = i_c * s_dbg + (row * N + o_n[None, :]) * LB + (o_t - TB)[:, None]
+            if d0 != d_first:  # the group's earlier channel blocks (this program's own stores)
+                dB_v += tl.load(dB_ptr + o_dB, mask=m_tn, other=0.0)
+            tl.store(dB_ptr + o_dB, dB_v, mask=m_tn)
         o_bd = (SLOT0 + i_j) * s_part + i_b * DM + o_d
         tl.store(dA_ptr + o_bd[:, None] * N + o_n[None, :], dA_c, mask=m_dn)
         tl.store(dbias_ptr + o_bd, dbias_c, mask=m_d)
         if HAS_D:
             tl.store(dD_ptr + o_bd, dD_c, mask=m_d)
-    o_dB = i_c * s_dbg + (row * N + o_n[None, None, :]) * LB + (o_t - TB)[:, None, None]
-    tl.store(dB_ptr + o_dB, dB_acc, mask=m_bs)
 
 
 @triton.jit
@@ -1413,22 +1429,29 @@ def _dw_mode() -> str:
     return _env_choice("SSM_KERNELS_GRAPH_SCAN_DW", "kernel", ("kernel", "bmm"))
 
 
-def _lean_grads_launch(batch: int, Dm: int, CS: int, VP: int, NP: int, device: torch.device) -> tuple[dict, int]:
+def _lean_grads_launch(batch: int, Dm: int, CS: int, NP: int, device: torch.device) -> tuple[dict, int, int]:
     """Launch sizes of ``_graph_scan_adj_grads_kernel`` for chunks of CS steps: its compile-time sizes (TT steps and
-    BD channels per (TT, VP, BD, NP) tile of at most 4,096 values: the largest TT up to 8 that pads a chunk by at most
-    an eighth) and the number of channel groups (programs about four per SM). The interpreter takes 2 steps, 1
-    channel and 2 groups, so its tiny chunks span several blocks of steps and groups.
-    ``SSM_KERNELS_GRAPH_SCAN_LEAN_TT`` / ``_BD`` / ``_WARPS`` / ``_GROUPS`` override them (tuning). Measured on the
-    H200 at TGMamba's raw call (run26c): 4 steps per tile or 4 warps were no faster; neither were two variants dropped
-    since, a prefetch of the next channels' tiles (7.8 against 7.6 ms) and the per-step arrays broadcast over the state
-    axis (14.3 ms)."""
+    BD channels per (TT, BD, NP) tile of at most 4,096 values: the largest TT up to 8 that pads a chunk by at most
+    an eighth), the number of channel groups (programs about four per SM) and the channels per group (a multiple of
+    BD; every group has some). The interpreter takes 2 steps, 1 channel and 2 groups, so its tiny chunks span several
+    blocks of steps and groups, and a group several channel blocks.
+    ``SSM_KERNELS_GRAPH_SCAN_LEAN_TT`` / ``_BD`` / ``_WARPS`` / ``_GROUPS`` override them (tuning). H200, TGMamba's
+    raw call (run27b): 16 channels per tile took 10.8 ms against 6.2 (8 warps, 250 registers); with 4 warps 6.9 in
+    the scan's fwd+bwd but 6.3 against 7.5 ms in the block's: within the runs' spread, the default kept."""
     if triton_interpret():
-        return dict(TT=2, BD=1, num_warps=4), 2
-    fit = max(1, 4096 // (VP * NP))
+        meta, groups = dict(TT=2, BD=1, num_warps=4), _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS") or 2
+    else:
+        meta, groups = _lean_grads_sizes(batch, Dm, CS, NP, device)
+    per_group = cdiv(cdiv(Dm, groups), meta["BD"]) * meta["BD"]
+    return meta, cdiv(Dm, per_group), per_group
+
+
+def _lean_grads_sizes(batch: int, Dm: int, CS: int, NP: int, device: torch.device) -> tuple[dict, int]:
+    fit = max(1, 4096 // NP)
     tt = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_TT") or next(
         t for t in (8, 4, 2, 1) if t <= fit and 8 * (cdiv(CS, t) * t - CS) <= CS
     )
-    bd = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_BD") or max(1, 4096 // (tt * VP * NP))
+    bd = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_BD") or min(next_pow2(Dm), max(1, 4096 // (tt * NP)))
     sms = _device_sms(device)
     groups = _env_int("SSM_KERNELS_GRAPH_SCAN_LEAN_GROUPS") or max(
         1, min(cdiv(Dm, bd), cdiv(4 * sms, batch * cdiv(CS, tt)))
@@ -1448,9 +1471,69 @@ def _adj_mode() -> str:
     ``lean`` is the default since run26. H200, TGMamba's call, interleaved A/B in one process (run26c/d): at raw
     the adjoint's 15.5-16.9 ms of GPU time became 6.6 ms of chain and 7.6-9.1 ms of element-wise kernel, the
     block's fwd+bwd GPU time 58.0-58.2 -> 56.8 ms and the scan's fwd+bwd median 48.4-48.8 -> 47.1-47.6 ms; at TUSZ
-    the block's GPU time 4.40-4.42 -> 4.33-4.36 ms. The element-wise kernel stays far from its memory floor (about
-    1 TB/s): one program of 8 warps per SM (about 180 registers) and a few microseconds per tile."""
+    the block's GPU time 4.40-4.42 -> 4.33-4.36 ms. Its element-wise kernel walks the vertices since run27 (one
+    vertex per tile: no padded rows at V 19; run27b, same A/B): at raw 6.2 against 9.0 ms in the scan's fwd+bwd
+    (median 44.2-44.5 against 47.1-47.3 ms) but 7.5 against 7.6 ms in the block's; at TUSZ 0.59 against 0.76 ms
+    (the block's GPU time 4.17 against 4.34 ms). It is still above its memory floor (about 7.5 GB at raw, 2.5 ms):
+    213 registers, one program of 8 warps per SM."""
     return _env_choice("SSM_KERNELS_GRAPH_SCAN_ADJ", "lean", ("full", "lean"))
+
+
+# off: H200, TGMamba's raw call (run27a, interleaved A/B): with the overlap's own chunks (44 steps, the same scratch)
+# scan fwd+bwd 47.0-48.3 against 47.1-47.2 ms and the block slower (more chunks, its host work); with the one-stream
+# chunks (67 steps, 160 MB more: the block's peak over 2 GB) 45.4-45.5 ms. Overlapped kernels slow each other: the
+# recurrence takes 14.1 -> 16.3 ms, the readout's adjoint 6.0 -> 9.3 ms (their registers fill the SMs)
+_OVERLAP_DEFAULT = "0"
+_SIDE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _overlap() -> bool:
+    """Whether the split design pipelines its chunk loops over two CUDA streams (``SSM_KERNELS_GRAPH_SCAN_OVERLAP``
+    = 0 / 1): the training forward's parallel readout of chunk c beside the recurrence of chunk c + 1, and the
+    backward's recompute of chunk c - 1 beside the adjoint and products of chunk c. Each side then has two slots of
+    its chunk buffers (the forward's states; the backward's states and stored operands), so the backward's chunks
+    are shorter for the same scratch (``_split_chunk``)."""
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_OVERLAP", _OVERLAP_DEFAULT, ("0", "1")) == "1"
+
+
+class _Pipe:
+    """Two-slot pipelining of a chunk loop: work on the caller's stream (``main``) and on a side stream, ordered by
+    events. ``slots`` is 2 when it pipelines, else 1 (one stream, one set of buffers). Off CUDA (the interpreter) it
+    still takes two slots, so the buffers' rotation is tested there, and its events are None (one stream: program
+    order)."""
+
+    def __init__(self, device: torch.device, on: bool) -> None:
+        self.slots = 2 if on else 1
+        self.cuda = on and device.type == "cuda"
+        if self.cuda:
+            self.main = torch.cuda.current_stream(device)
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            if index not in _SIDE_STREAMS:
+                _SIDE_STREAMS[index] = torch.cuda.Stream(device)
+            self.side = _SIDE_STREAMS[index]
+            self.side.wait_stream(self.main)  # everything before the call (inputs, d_out) first
+
+    def on_side(self):
+        """Context: launches go to the side stream."""
+        return torch.cuda.stream(self.side) if self.cuda else contextlib.nullcontext()
+
+    def signal(self, side: bool):
+        """An event after the work issued so far on one stream (None off CUDA)."""
+        if not self.cuda:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.side if side else self.main)
+        return event
+
+    def wait(self, event, side: bool) -> None:
+        """Later work on one stream waits for ``event`` (None: nothing to wait for)."""
+        if event is not None:
+            (self.side if side else self.main).wait_event(event)
+
+    def join(self) -> None:
+        """The caller's stream waits for all side work (before the call's buffers are freed or returned)."""
+        if self.cuda:
+            self.main.wait_stream(self.side)
 
 
 def _keeps_operands(want_A: bool, K_A: int, L: int, step_bytes: int) -> bool:
@@ -1610,16 +1693,32 @@ def _fwd(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, 
                     block_d, last=last, states=states, xbuf=xbuf)  # fmt: skip
         _readout_launch(states, 0, L, *readout)
         return out, last, ckpt
-    buf = torch.empty(chunk + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32)
-    carry = None  # the state entering the next chunk (buf's slot is overwritten by that chunk's launch)
+    # with _overlap: chunk c's readout on the side stream while the recurrence of c + 1 runs, each chunk's states in
+    # its own slot (the slot's next writer waits for the readout that reads it)
+    pipe = _Pipe(u.device, _overlap())
+    bufs = [torch.empty(chunk + 1, batch, V, Dm, N, device=u.device, dtype=torch.float32) for _ in range(pipe.slots)]
+    read = [None] * pipe.slots  # per slot: the event after the readout that last read it
+    carry = None  # one slot: the state entering the next chunk (the slot is overwritten by that chunk's launch)
     for c in range(cdiv(L, chunk)):
         t0, t1 = c * chunk, min((c + 1) * chunk, L)
+        buf = bufs[c % pipe.slots]
+        pipe.wait(read[c % pipe.slots], side=False)
         _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, s_h0, t0, t1, chunk,
                     block_d, last=last if t1 == L else None, ckpt=ckpt, states=buf)  # fmt: skip
-        _readout_launch(buf, t0, t1, *readout)
-        if t1 < L:
-            carry = buf[t1 - t0].clone() if carry is None else carry.copy_(buf[t1 - t0])
-            h0, s_h0 = carry, carry.stride(0)
+        if pipe.slots == 2:
+            states_done = pipe.signal(side=False)
+            with pipe.on_side():
+                pipe.wait(states_done, side=True)
+                _readout_launch(buf, t0, t1, *readout)
+                read[c % 2] = pipe.signal(side=True)
+            h0 = buf[t1 - t0]  # read by the next chunk's launch before the slot is written again
+            s_h0 = h0.stride(0)
+        else:
+            _readout_launch(buf, t0, t1, *readout)
+            if t1 < L:
+                carry = buf[t1 - t0].clone() if carry is None else carry.copy_(buf[t1 - t0])
+                h0, s_h0 = carry, carry.stride(0)
+    pipe.join()
     return out, last, ckpt
 
 
@@ -1866,7 +1965,8 @@ def _split_chunk(u: torch.Tensor, N: int, override: int | None, K_A: int = 1) ->
 
     A recomputed chunk's scratch per step: its states, dP and a work buffer, and with the stored operator-gradient
     operands (``_opgrad_mode``) each of the K_A stored state operators' ``mix_k H`` (and its ``dP W_k^T`` where
-    K_A > 1; one operator's shares the work buffer), all (batch, V, D, N) fp32."""
+    K_A > 1; one operator's shares the work buffer), all (batch, V, D, N) fp32; with ``_overlap`` a second slot of
+    the states and the ``mix_k H``."""
     batch, V, Dm, L = u.shape
     if override is not None:
         return max(1, min(int(override), L))
@@ -1875,7 +1975,10 @@ def _split_chunk(u: torch.Tensor, N: int, override: int | None, K_A: int = 1) ->
     step = batch * V * Dm * N * 4
     if (L + 1) * step <= _SPLIT_STATES_BYTES:
         return L
-    per_step = 3 + (K_A * (2 if K_A > 1 else 1) if _opgrad_mode() == "stored" else 0)
+    stored = _opgrad_mode() == "stored"
+    per_step = 3 + (K_A * (2 if K_A > 1 else 1) if stored else 0)
+    if _overlap():  # a second slot of the states (and stored operands) for the recompute of the next chunk
+        per_step += 1 + (K_A if stored else 0)
     return max(1, min(L, _SPLIT_CHUNK_BYTES // (per_step * step)))
 
 
@@ -2003,7 +2106,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     lean = lean and not cuda_adj
     parts = 1
     if lean:
-        lean_meta, groups = _lean_grads_launch(batch, Dm, CS, VP, NP, dev)
+        lean_meta, groups, per_group = _lean_grads_launch(batch, Dm, CS, NP, dev)
         parts = cdiv(CS, lean_meta["TT"]) * cdiv(L, CS)  # dA / dD / dbias slots: one per block of steps (written once)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -2053,8 +2156,13 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     else:
         g = torch.zeros(batch, V, Dm, N, device=dev, dtype=f32)
 
+    # with _overlap, the recompute of the next chunk (walking back) runs on a side stream beside this chunk's adjoint
+    # and products, into the other of two slots of the states (and stored operands)
+    pipe = _Pipe(dev, recompute and _overlap())
     if recompute:
-        states = torch.empty(CS + 1, batch, V, Dm, N, device=dev, dtype=f32)
+        states_slots = [torch.empty(CS + 1, batch, V, Dm, N, device=dev, dtype=f32) for _ in range(pipe.slots)]
+    else:
+        states_slots = [states]
     dp = torch.empty(CS, batch, V, Dm, N, device=dev, dtype=f32)
     work = torch.empty_like(dp) if want_A else None
     dy = torch.empty(CS, batch, V, Dm, device=dev, dtype=f32)  # the readout's dy, time-major (from the kernel)
@@ -2069,12 +2177,16 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     )
     # (its tiles overflow sm_90's shared memory at VP = NP = 64 with three-product dots: cuBLAS there)
     opgrad_triton = want_A and opgrad == "triton" and VP * NP <= 2048
-    xbuf = zbuf = None
+    xbuf_slots = [None] * pipe.slots
+    zbuf = None
     dw_part = None
     if stored_ops:
-        xbuf = xkept if not recompute else torch.empty(K_A, CS, batch, V, Dm, N, device=dev, dtype=f32)
+        if recompute:
+            xbuf_slots = [torch.empty(K_A, CS, batch, V, Dm, N, device=dev, dtype=f32) for _ in range(pipe.slots)]
+        else:
+            xbuf_slots = [xkept]
         # dP W_k^T into `work` for one operator (also the readout's R_t there: each slot is read before written)
-        zbuf = work.view(1, *work.shape) if K_A == 1 else torch.empty_like(xbuf)
+        zbuf = work.view(1, *work.shape) if K_A == 1 else torch.empty_like(xbuf_slots[0])
         if _dw_mode() == "kernel" and W_A.shape[0] <= 4:  # dW_A: per-program partial sums of every chunk's rows
             if triton_interpret():  # several programs and row blocks at the interpreter's tiny sizes
                 dw_programs, dw_rows = 3, 16
@@ -2117,15 +2229,35 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     if lean:
         chain_meta = {k: v for k, v in meta.items() if k not in ("HAS_D", "BC_ATOMIC", "STORE_DY")}
         grads_meta = dict(lean_meta, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                          SOFTPLUS=bool(softplus), VP=VP, NP=NP, STORE_DY=not readout_par)  # fmt: skip
-        per_group = cdiv(cdiv(Dm, groups), lean_meta["BD"]) * lean_meta["BD"]  # channels per group
-    for c in reversed(range(cdiv(L, CS))):
+                          SOFTPLUS=bool(softplus), NP=NP, STORE_DY=not readout_par)  # fmt: skip
+
+    def recompute_chunk(c: int) -> None:  # chunk c's states (and stored operands) from its checkpoint, into its slot
+        h0, s = ckpt[:, c], c % pipe.slots
+        _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, h0.stride(0), c * CS,
+                    min((c + 1) * CS, L), CS, None, states=states_slots[s], xbuf=xbuf_slots[s])  # fmt: skip
+
+    ready = {}  # overlap: chunk -> the event after its recompute (side stream)
+    freed = [None] * pipe.slots  # overlap: slot -> the event after the main stream's last use of it
+
+    def recompute_on_side(c: int) -> None:
+        with pipe.on_side():
+            pipe.wait(freed[c % 2], side=True)
+            recompute_chunk(c)
+            ready[c] = pipe.signal(side=True)
+
+    order = list(reversed(range(cdiv(L, CS))))
+    if recompute and pipe.slots == 2:
+        recompute_on_side(order[0])
+    for i, c in enumerate(order):
         t0, t1 = c * CS, min((c + 1) * CS, L)
         n, x = t1 - t0, (t1 - t0) * batch
-        if recompute:
-            h0 = ckpt[:, c]
-            _fwd_launch(u, delta, A, B, C, mix_A, W_A, mix_C, W_C, D, z, delta_bias, softplus, h0, h0.stride(0), t0,
-                        t1, CS, None, states=states, xbuf=xbuf)  # fmt: skip
+        if recompute and pipe.slots == 2:
+            if i + 1 < len(order):  # issued first: it takes the SMs this chunk's kernels leave
+                recompute_on_side(order[i + 1])
+            pipe.wait(ready.pop(c), side=False)
+        elif recompute:
+            recompute_chunk(c)
+        states, xbuf = states_slots[c % pipe.slots], xbuf_slots[c % pipe.slots]
         TB = 0 if db_chunk is None else t0  # the dB partials' first step
         if not lean:
             args = (*ins, states, g, dp, du, ddelta, dz_, dA_part, dD_part, dbias_part, dB_buf, dy, r_, z_out, V, Dm, L,
@@ -2228,6 +2360,9 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                         gmC.add_row_bmm(Cw, Q.transpose(1, 2), t0, t1)
             else:
                 torch.bmm(dyc.view(xv, 1, Dm), Hc4.view(xv, Dm, N), out=dCc.view(xv, 1, N))
+        if pipe.slots == 2:
+            freed[c % 2] = pipe.signal(side=False)
+    pipe.join()
 
     grads = {
         "u": lambda: du,
