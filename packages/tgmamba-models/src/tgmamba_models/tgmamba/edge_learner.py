@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["EdgeLearner", "EdgeLearnerState"]
@@ -87,12 +89,25 @@ class EdgeLearner(nn.Module):
         return self.use_attention or self.time_varying
 
     def _attention(self, h: Tensor) -> Tensor:
-        """Pruned symmetric attention graph of h (..., V, d_model) -> (..., V, V)."""
-        q, k = self.qk_proj(h).chunk(2, dim=-1)
+        """Pruned symmetric attention graph of h (..., V, d_model) -> (..., V, V), in at least fp32 (also for a bf16
+        module): the temperature sharpens the logits (x 17.7 at d_model 32 and the default 0.01), so bf16 products
+        would move them by whole units and flip edges of the thresholded graph (under bf16 autocast the gradients of
+        qk_proj were 18-21% off the fp32 run's)."""
+        dt = torch.promote_types(h.dtype, torch.float32)
+        bias = self.qk_proj.bias
+        q, k = F.linear(h.to(dt), self.qk_proj.weight.to(dt), None if bias is None else bias.to(dt)).chunk(2, dim=-1)
         scale = 1.0 / (self.d_model**0.5 * self.attn_softmax_temp)
         s = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
         s = 0.5 * (s + s.transpose(-1, -2))
         return torch.where(s >= self.attn_threshold, s, 0.0)
+
+    def _no_autocast(self, h: Tensor) -> tuple[contextlib.AbstractContextManager, Tensor]:
+        """The learner runs with autocast off, in its parameters' dtype or h's, whichever is wider (fp32 under
+        bf16 autocast): its products are small (V x V per step), and in bf16 the sigmoid edge weights' rounding
+        moved the learnable skip weight's gradient, a sum of signed terms over every edge and step, by 19%."""
+        p = next(self.parameters(), None)
+        dt = h.dtype if p is None else torch.promote_types(h.dtype, p.dtype)
+        return torch.autocast(h.device.type, enabled=False), h.to(dt)
 
     def _combine(self, h: Tensor, adj0: Tensor | None, h_attn: Tensor | None) -> Tensor:
         """h, h_attn (batch, T, V, d) time-major; adj0 broadcastable to (batch, T, V, V)."""
@@ -120,6 +135,11 @@ class EdgeLearner(nn.Module):
             h: (batch, V, L, d_model); adj0: (batch or 1, 1 or L, V, V) or None
             returns (batch, T, V, V), T = L if time-varying (or adj0 per-step) else 1.
         """
+        ctx, h = self._no_autocast(h)
+        with ctx:
+            return self._forward(h, adj0)
+
+    def _forward(self, h: Tensor, adj0: Tensor | None) -> Tensor:
         b, V, L, _ = h.shape
         ht = h.transpose(1, 2)  # (b, L, V, d)
         if not self.is_time_varying:
@@ -145,6 +165,11 @@ class EdgeLearner(nn.Module):
         Shapes:
             h_t: (batch, V, d_model); adj0: (batch or 1, 1, V, V) or None -> (batch, 1, V, V)
         """
+        ctx, h_t = self._no_autocast(h_t)
+        with ctx:
+            return self._step(h_t, adj0, state)
+
+    def _step(self, h_t: Tensor, adj0: Tensor | None, state: EdgeLearnerState) -> Tensor:
         b, V, _ = h_t.shape
         ht = h_t.unsqueeze(1)  # (b, 1, V, d)
         state.count += 1
