@@ -12,7 +12,7 @@ opgrad-gemms.log`` is its output (H200): every product takes 50-76 us per chunk 
 time of reading its 47 MB operands, so they are memory-bound and tf32 does not help; 53 chunks x about 390 us
 is the ~21 ms of GEMM time in the raw block's 68 ms (``tgmamba-models`` run20c profile). A kernel forming them
 from one read of H_{t-1} and dP (``SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton``) was tried next: correct but not faster
-(``gpu_graph_scan_opgrad_ab.py``).
+(run22, ``h200-logs/run22-graph-scan-opgrad-kernel-ab.log``); it was dropped in run27.
 """
 
 from __future__ import annotations

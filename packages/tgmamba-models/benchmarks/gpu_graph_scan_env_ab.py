@@ -49,7 +49,6 @@ CONFIGS = {
     "cuda": {"SSM_KERNELS_GRAPH_SCAN_CUDA_FWD": "1", "SSM_KERNELS_GRAPH_SCAN_CUDA_BWD": "1"},
     "chunk-80": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "80"},  # split backward: steps per recomputed chunk (raw: 40)
     "chunk-160": {"SSM_KERNELS_GRAPH_SCAN_CHUNK": "160"},
-    "opgrad-triton": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "triton"},  # dmix_A / dW_A in one Triton kernel (opt-in)
     "opgrad-stored": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "stored"},  # their products on operands the kernels kept
     "opgrad-cublas": {"SSM_KERNELS_GRAPH_SCAN_OPGRAD": "cublas"},  # the default before run23: operands re-formed
     "readout-q-kernel": {"SSM_KERNELS_GRAPH_SCAN_READOUT_Q": "kernel"},  # the readout's Q in its adjoint kernel (default)

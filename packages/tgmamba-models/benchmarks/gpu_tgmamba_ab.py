@@ -147,7 +147,7 @@ def compiled(shape: str, modes: list[str]) -> None:
             print(json.dumps({"mode": mode, "error": repr(exc)[:1500], "s": round(time.time() - t0, 1)}), flush=True)
 
 
-KINDS = ("_graph_scan_adj", "_graph_scan_fwd", "readout_adj_q", "readout_q", "opgrad", "causal_conv", "gated", "gemm",
+KINDS = ("_graph_scan_adj", "_graph_scan_fwd", "readout_adj_q", "readout_q", "causal_conv", "gated", "gemm",
          "gemv", "splitk", "reduce", "elementwise", "copy", "cat", "index", "softmax")  # fmt: skip
 
 

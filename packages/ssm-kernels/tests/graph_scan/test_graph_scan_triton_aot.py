@@ -41,7 +41,7 @@ def _compile(
         "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
         "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
-        "opgrad": gst._graph_scan_opgrad_kernel, "dw": gst._graph_scan_dw_kernel,
+        "dw": gst._graph_scan_dw_kernel,
         "chain": gst._graph_scan_adj_chain_kernel, "grads": gst._graph_scan_adj_grads_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
@@ -59,10 +59,6 @@ def _compile(
         const.update(EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True, READOUT_IN=readout_in, STORE_Z=stored)
     elif kind == "grads":  # its element-wise gradients: (TT, BD, NP) tiles of one vertex (VP unused), 8 steps
         const = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, TT=8, BD=BD, NP=NP, STORE_DY=True)
-    elif kind == "opgrad":  # the split backward's operator gradients (SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton)
-        kw = K + eye
-        const = dict(K=K, KP=triton.next_power_of_2(K), KW=kw, KWP=triton.next_power_of_2(kw), EYE=eye, VP=VP, BD=BD,
-                     NP=NP, PREC=prec)  # fmt: skip
     elif kind == "dw":  # the stored operands' dW_A (SSM_KERNELS_GRAPH_SCAN_DW=kernel): BD is its rows per block
         const = dict(KW=K + eye, EYE=eye, NP=NP, BM=BD, PREC=prec)
     elif kind.startswith("readout"):  # the parallel readout kernels
@@ -121,10 +117,6 @@ def _compile(
         ("readout_adj_q", 32, 64, 16, 1, True, 4, "3xtf32", False, False, True),
         ("readout_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
         ("readout_adj_q", 64, 64, 64, 3, True, 8, "tf32", False, False, False),
-        # the operator-gradient kernel (opt-in) at TGMamba's call (fp32: 3xtf32, bf16: tf32) and the largest it takes
-        ("opgrad", 32, 2, 16, 1, False, 4, "3xtf32", False, False, True),
-        ("opgrad", 32, 4, 16, 1, False, 4, "tf32", False, False, True),
-        ("opgrad", 64, 1, 32, 3, False, 4, "3xtf32", False, False, False),
         ("dw", 32, 128, 16, 1, False, 4, "3xtf32", False, False, True),  # TGMamba's call, as launched
         ("dw", 32, 128, 16, 1, False, 4, "tf32", False, False, True),
         ("dw", 64, 32, 64, 3, False, 4, "3xtf32", False, False, True),  # four operators, N 64 (rows as launched)
@@ -172,9 +164,6 @@ def _compile(
         "readout_adj_q-V19N16-3xtf32",
         "readout_q-V64N64",
         "readout_adj_q-V64N64",
-        "opgrad-V19N16-identity_first-3xtf32",
-        "opgrad-V19N16-identity_first-tf32",
-        "opgrad-V64N32K3-3xtf32",
         "dw-N16-identity_first-3xtf32",
         "dw-N16-identity_first-tf32",
         "dw-N64-K4-3xtf32",

@@ -121,11 +121,11 @@ OPGRAD_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("mode", ["triton", "stored", "stored-dw-bmm", "cublas"])
+@pytest.mark.parametrize("mode", ["stored", "stored-dw-bmm", "cublas"])
 @pytest.mark.parametrize("case", list(OPGRAD_CASES), ids=list(OPGRAD_CASES))
-def test_gpu_opgrad_kernel(monkeypatch, case, mode):
-    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD``: dmix_A / dW_A from ``_graph_scan_opgrad_kernel`` (``triton``, opt-in),
-    from products on the vertex products and ``dP W_k^T`` kept by the sequential kernels (``stored``, the default;
+def test_gpu_opgrad_modes(monkeypatch, case, mode):
+    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD``: dmix_A / dW_A from products on the vertex products and ``dP W_k^T`` kept
+    by the sequential kernels (``stored``, the default;
     dW_A from ``_graph_scan_dw_kernel``, or batched cuBLAS products with ``SSM_KERNELS_GRAPH_SCAN_DW=bmm``), or on
     operands cuBLAS products form themselves (``cublas``). The target shapes as the defaults run them (raw:
     recomputed chunks; TUSZ: every state kept, and with ``stored`` the vertex products too); recomputed 8-step

@@ -421,35 +421,6 @@ def test_manual_three_tf32_precision(monkeypatch, backward):
     check_graph_scan_against_reference(_triton(chunk=4, backward=backward), inputs)
 
 
-OPGRAD_CASES = {
-    # id: (factory kwargs, triton kwargs, check kwargs)
-    "TL-K2-recompute": (dict(V=3, D=3, N=4, L=11, K=2, T="L", **FULL), dict(chunk=4), {}),
-    "T1-K3-identity_first-all_states": (dict(V=5, D=5, N=7, L=6, K=3, T="1", identity_first=True, with_z=True),
-                                        dict(chunk=6), {}),
-    "TL-mixC-shared-strided_dout": (
-        dict(V=3, D=5, N=4, L=9, K=2, T="L", mix_C=True, K_C=2, T_C="L", identity_first=True, **FULL),
-        dict(chunk=4), dict(shared_mix=True, strided_d_out=True)),
-    "bf16-TL-K1": (dict(V=4, D=3, N=5, L=7, K=1, T="L", with_z=True, softplus=True, dtype=torch.bfloat16),
-                   dict(chunk=3), {}),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("case", list(OPGRAD_CASES), ids=list(OPGRAD_CASES))
-def test_opgrad_kernel(monkeypatch, case):
-    """``SSM_KERNELS_GRAPH_SCAN_OPGRAD=triton``: the split backward's dmix_A / dW_A from one
-    ``_graph_scan_opgrad_kernel`` program per (step, batch) pair instead of the cuBLAS products: every gradient
-    against the reference (per-step and shared operators, the implicit identity, mix_C sharing mix_A, recomputed
-    chunks and every state kept, bf16), one launch per chunk."""
-    import ssm_kernels.graph_scan.triton as gst
-
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "triton")
-    launches = _record_launches(monkeypatch, gst)
-    factory, extra, check = OPGRAD_CASES[case]
-    inputs = make_graph_scan_inputs(batch=2, seed=41, **factory)
-    check_graph_scan_against_reference(_triton(**extra, backward="split"), inputs, **check)
-    assert _kernels(launches).count(gst._graph_scan_opgrad_kernel) == -(-factory["L"] // extra["chunk"])
-
-
 STORED_CASES = {
     # id: (factory kwargs, triton kwargs, check kwargs, readout mode of the backward)
     "TL-K2-recompute": (dict(V=3, D=3, N=4, L=11, K=2, T="L", **FULL), dict(chunk=4), {}, None),
@@ -690,24 +661,13 @@ def test_readout_q_env_checked(monkeypatch):
         gst._readout_q_mode()
 
 
-def test_opgrad_kernel_falls_back_where_its_tile_is_too_large(monkeypatch):
-    """Padded V x padded N above 2,048 (here 64 x 64): the cuBLAS products, same gradients."""
-    import ssm_kernels.graph_scan.triton as gst
-
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "triton")
-    launches = _record_launches(monkeypatch, gst)
-    inputs = make_graph_scan_inputs(batch=1, V=33, D=2, N=33, L=2, K=1, T="L", seed=43)
-    check_graph_scan_against_reference(_triton(chunk=2, backward="split"), inputs)
-    launched = _kernels(launches)
-    assert gst._graph_scan_adj_chain_kernel in launched and gst._graph_scan_opgrad_kernel not in launched
-
-
 def test_opgrad_env_checked(monkeypatch):
     import ssm_kernels.graph_scan.triton as gst
 
-    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "cuda")
-    with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_OPGRAD"):
-        gst._opgrad_mode()
+    for value in ("cuda", "triton"):  # (triton: the per-(step, batch) kernel, dropped in run27)
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", value)
+        with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_OPGRAD"):
+            gst._opgrad_mode()
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DW", "cublas")
     with pytest.raises(ValueError, match="SSM_KERNELS_GRAPH_SCAN_DW"):
         gst._dw_mode()

@@ -1039,57 +1039,6 @@ def _graph_scan_readout_adj_q_kernel(
 
 
 @triton.jit
-def _graph_scan_opgrad_kernel(
-    h_ptr, dp_ptr, m_ptr, w_ptr, dw_ptr, dm_ptr,
-    V, DM, N,
-    K: tl.constexpr, KP: tl.constexpr, KW: tl.constexpr, KWP: tl.constexpr, EYE: tl.constexpr,
-    VP: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr,
-):  # fmt: skip
-    """The state operators' gradients of one (step, batch) pair x of the split backward's chunk from one read of
-    H_{t-1}[x] and dP[x] ((V, DM, N) each, contiguous per x): ``dmix_k[x] = (dP W_k^T) H^T`` written to
-    ``dm_ptr`` ((x, K, V, V)) and ``dW[x, k] += H^T (mix_k^T dP)`` (with EYE also ``dW[x, 0] += H^T dP``) added
-    in place at ``dw_ptr`` ((x, KW, N, N)); mix_k[x] at ``m_ptr`` ((x, K, V, V)), W at ``w_ptr`` ((KW, N, N)).
-    The same products as the cuBLAS form (``SSM_KERNELS_GRAPH_SCAN_OPGRAD``), which reads the 47 MB operands of a
-    raw-shape chunk once per product."""
-    x = tl.program_id(0)
-    o_v = tl.arange(0, VP)
-    o_d = tl.arange(0, BD)
-    o_n = tl.arange(0, NP)
-    o_k = tl.arange(0, KP)[:, None, None]
-    o_kw = tl.arange(0, KWP)[:, None, None]
-    o_mix = o_v[:, None] * V + o_v[None, :]
-    m_mix = (o_v[:, None] < V) & (o_v[None, :] < V)
-    o_w = o_n[:, None] * N + o_n[None, :]
-    m_w = (o_n[:, None] < N) & (o_n[None, :] < N)
-    base = x.to(tl.int64) * V * DM * N
-    dw_acc = tl.zeros((KWP, NP, NP), dtype=tl.float32)
-    dm_acc = tl.zeros((KP, VP, VP), dtype=tl.float32)
-    for d0 in range(0, DM, BD):
-        o_x = (o_v[:, None, None] * DM + d0 + o_d[None, :, None]) * N + o_n[None, None, :]
-        m_x = (o_v < V)[:, None, None] & (d0 + o_d < DM)[None, :, None] & (o_n < N)[None, None, :]
-        h = tl.load(h_ptr + base + o_x, mask=m_x, other=0.0)
-        dp = tl.load(dp_ptr + base + o_x, mask=m_x, other=0.0)
-        hv = tl.reshape(h, (VP, BD * NP))
-        h2 = tl.reshape(h, (VP * BD, NP))
-        dpv = tl.reshape(dp, (VP, BD * NP))
-        dp2 = tl.reshape(dp, (VP * BD, NP))
-        if EYE:  # the identity operator: H^T dP, no vertex product and no mix gradient
-            dw_acc += tl.where(o_kw == 0, _dot(tl.trans(h2), dp2, PREC)[None, :, :], 0.0)
-        for k in tl.static_range(K):
-            b_m = tl.load(m_ptr + (x.to(tl.int64) * K + k) * V * V + o_mix, mask=m_mix, other=0.0)
-            b_w = tl.load(w_ptr + (k + EYE) * N * N + o_w, mask=m_w, other=0.0)
-            t = tl.reshape(_dot(tl.trans(b_m), dpv, PREC), (VP * BD, NP))  # mix_k^T dP
-            dw_acc += tl.where(o_kw == k + EYE, _dot(tl.trans(h2), t, PREC)[None, :, :], 0.0)
-            zz = tl.reshape(_dot(dp2, tl.trans(b_w), PREC), (VP, BD * NP))  # dP W_k^T
-            dm_acc += tl.where(o_k == k, _dot(zz, tl.trans(hv), PREC)[None, :, :], 0.0)
-    o_dm = (x.to(tl.int64) * K + o_k) * V * V + o_mix[None, :, :]
-    tl.store(dm_ptr + o_dm, dm_acc, mask=(o_k < K) & m_mix[None, :, :])
-    o_dw = (x.to(tl.int64) * KW + o_kw) * N * N + o_w[None, :, :]
-    m_dw = (o_kw < KW) & m_w[None, :, :]
-    tl.store(dw_ptr + o_dw, tl.load(dw_ptr + o_dw, mask=m_dw, other=0.0) + dw_acc, mask=m_dw)
-
-
-@triton.jit
 def _dw_rows(acc, a_ptr, ot, mt, dp, PREC: tl.constexpr):
     """acc + A^T dP over one block of rows, A^T loaded as (NP, BM) at ``a_ptr + ot``."""
     at = tl.load(a_ptr + ot, mask=mt, other=0.0)
@@ -1406,15 +1355,14 @@ def _opgrad_mode() -> str:
       ``cublas`` form runs.
     - ``cublas``: batched cuBLAS products that form their operands themselves (``dP W_k^T``, ``mix_k^T dP``), each
       reading its operands once: four per operator.
-    - ``triton``: one ``_graph_scan_opgrad_kernel`` program per (step, batch) pair reading H_{t-1} and dP once
-      where its tile fits (padded V x padded N <= 2,048). Opt-in: on the H200 at the raw call (run22) it matches
-      the cuBLAS form (2.9e-7 / 8.6e-7 relative difference in dmix_A / dW_A) but is not faster: 19.0 ms of kernel
-      time against 15.1 ms for the products it replaces (scan fwd+bwd 63.1 against 59.5 ms), 14.1 against about
-      13 ms in tf32 (49.8 against 49.5 ms). Its programs hold 245 registers (2 blocks per SM) and multiply (32, 32)
-      tiles. Reading the stored X_k / Z_k instead (two products per operator, run23c) it still took 16.8 ms
-      against the stored form's 9.5 ms of cuBLAS products; not kept.
+
+    A third form, one Triton program per (step, batch) pair reading H_{t-1} and dP once (opt-in ``triton`` from
+    run22 to run26), matched the cuBLAS form (2.9e-7 / 8.6e-7 relative difference in dmix_A / dW_A) but was never
+    faster on the H200 at the raw call: 19.0 ms of kernel time against 15.1 ms for the products it replaced (run22),
+    16.8 against the stored form's 9.5 ms reading X_k / Z_k (run23c); 245 registers, (32, 32) tiles. Dropped in
+    run27.
     """
-    return _env_choice("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored", ("stored", "cublas", "triton"))
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored", ("stored", "cublas"))
 
 
 _DW_PROGRAMS_PER_SM = 2  # _graph_scan_dw_kernel's programs (each a contiguous range of rows; run25c sweep)
@@ -2175,8 +2123,6 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     stored_ops = (
         want_A and (recompute or xkept is not None) and opgrad == "stored" and not cuda_adj and not _cuda_fwd.enabled()
     )
-    # (its tiles overflow sm_90's shared memory at VP = NP = 64 with three-product dots: cuBLAS there)
-    opgrad_triton = want_A and opgrad == "triton" and VP * NP <= 2048
     xbuf_slots = [None] * pipe.slots
     zbuf = None
     dw_part = None
@@ -2199,16 +2145,6 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
     # each chunk's H^T dP (N x N, inner size steps * batch * V * D) ran a poor kernel (141 us per call at the raw
     # shape against about 20 for the batched form)
     dWA_x = torch.zeros(CS * batch, W_A.shape[0], N, N, device=dev, dtype=f32) if want_A and dw_part is None else None
-    if opgrad_triton:
-        dm_buf = torch.empty(CS * batch, K_A, V, V, device=dev, dtype=f32)
-        KW_A = W_A.shape[0]
-        # channels per program: a (VP, BD, NP) tile of at most 1,024 values with the three-product precisions, 2,048
-        # with one tf32 product (sm_90, ptxas: 245 registers and no spill at V 19 / N 16 with BD 2 in 3xtf32, 560
-        # bytes of stack with BD 4, 2 KB with BD 8); 2 in the interpreter (partial channel blocks at its tiny sizes)
-        tile = 2048 if prec == "tf32" else 1024
-        og_bd = 2 if triton_interpret() else min(next_pow2(Dm), max(1, tile // (VP * NP)))
-        ogmeta = dict(K=K_A, KP=next_pow2(K_A), KW=KW_A, KWP=next_pow2(KW_A), EYE=eye_A, VP=VP, BD=og_bd, NP=NP,
-                      PREC=prec, num_warps=4)  # fmt: skip
     dummy = u
     s_st = batch * V * Dm * N
     meta = dict(
@@ -2304,12 +2240,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
             Hc4 = states[1 : n + 1].view(x, V, Dm, N)
             dyc = dy[:n].view(x, V, Dm)
             xv = x * V
-            if want_A and opgrad_triton:
-                mA = gmA.steps(t0, t1).contiguous()
-                ogargs = (states[:n], dp[:n], mA, WAf, dWA_x, dm_buf, V, Dm, N)
-                _launch(_graph_scan_opgrad_kernel, (x,), ogargs, ogmeta)
-                gmA.add(dm_buf[:x], t0, t1)
-            elif want_A:
+            if want_A:
                 Hp = states[:n].view(x, V, Dm * N)
                 DPc = dp[:n].view(x, V, Dm * N)
                 HpT = Hp.view(x, V * Dm, N).transpose(1, 2)
