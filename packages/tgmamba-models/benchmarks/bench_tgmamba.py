@@ -13,6 +13,8 @@ CPU (tiny shapes only): same command with -m "not gpu".
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,15 +82,42 @@ def _fwdbwd_fn(block, x, ei, ew, path):
     return fn
 
 
+def _bf16_autocast(enabled: bool = True, cache: bool = True):
+    """bf16 mixed precision (Lightning's "bf16-mixed"): fp32 weights, bf16 compute. CUDA graph capture needs the
+    autocast weight cache off."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache, enabled=enabled)
+
+
+@contextlib.contextmanager
+def _tf32():
+    """torch.set_float32_matmul_precision("high"): tf32 mixing products in the scan (and tf32 cuBLAS)."""
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+def _within(fn, ctx):
+    """``fn`` run inside a fresh ``ctx()`` each call."""
+
+    def wrapped():
+        with ctx():
+            return fn()
+
+    return wrapped
+
+
 def _graphed_fwdbwd_fn(block, x, ei, ew, autocast: bool = False):
     """Forward+backward replayed from CUDA graphs (torch.cuda.make_graphed_callables); ``autocast``: captured and
-    replayed in bf16 autocast (its weight cache off, as graph capture requires)."""
+    replayed in bf16 autocast."""
     block.validate_inputs = False  # no host syncs inside the captured region
     xg = x.detach().clone().requires_grad_(True)
     gout = torch.randn_like(x)
 
     def ctx():
-        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False, enabled=autocast)
+        return _bf16_autocast(enabled=autocast, cache=False)
 
     with ctx():
         graphed = torch.cuda.make_graphed_callables(block, (xg, ei, ew), num_warmup_iters=3)
@@ -155,24 +184,11 @@ def test_tgmamba_block_gpu(benchmark, shape, mode, backend):
     else:
         path = "reference" if backend == "reference" else "fused"
         fn = (_fwd_fn if mode == "fwd" else _fwdbwd_fn)(block, x, ei, ew, path)
-    if backend.endswith("-tf32"):  # torch.set_float32_matmul_precision("high"): tf32 mixing products
-        inner = fn
-
-        def fn():
-            prev = torch.get_float32_matmul_precision()
-            torch.set_float32_matmul_precision("high")
-            try:
-                return inner()
-            finally:
-                torch.set_float32_matmul_precision(prev)
-
+    if backend.endswith("-tf32"):
+        fn = _within(fn, _tf32)
+    if backend == "fused-autocast":
+        fn = _within(fn, _bf16_autocast)
     dtype = torch.float32 if not backend.endswith("autocast") else torch.bfloat16
-    if backend == "fused-autocast":  # bf16 mixed precision (Lightning's "bf16-mixed"): fp32 weights, bf16 compute
-        inner_ac = fn
-
-        def fn():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return inner_ac()
 
     baseline = BASELINE_MS[shape] if mode == "fwdbwd" else None
     _record(benchmark, fn, shape=shape, mode=mode, backend=backend, device="cuda", s=s, dtype=dtype, baseline=baseline)
