@@ -21,6 +21,9 @@ _EXPORTS: dict[str, str] = {
     # graph selective scan (TGMamba's core op)
     "graph_selective_scan_fn": ".graph_scan.interface",
     "graph_selective_scan_ref": ".graph_scan.reference",
+    # vertex mixing on the channel-major layout (TGMamba's input-side graph convolution)
+    "vertex_mix_fn": ".vertex_mix.interface",
+    "vertex_mix_ref": ".vertex_mix.reference",
     # Mamba-1 selective scan
     "selective_scan_fn": ".selective_scan.interface",
     "selective_scan_ref": ".selective_scan.reference",
