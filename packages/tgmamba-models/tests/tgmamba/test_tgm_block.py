@@ -79,8 +79,11 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["channels", "time"])
 @pytest.mark.parametrize("conv_type,variant,shape", CASES, ids=[f"{c}-{v}-b{s[0]}V{s[1]}L{s[2]}" for c, v, s in CASES])
-def test_fused_equals_pyg_reference_fp64(conv_type, variant, shape):
+def test_fused_equals_pyg_reference_fp64(conv_type, variant, shape, layout, monkeypatch):
+    """The fused path (both layouts of the input graph convolution) against the per-step PyG path."""
+    monkeypatch.setenv("TGMAMBA_INPUT_CONV_LAYOUT", layout)
     batch, V, L = shape
     seed_all(0)
     gen = torch.Generator().manual_seed(1)
@@ -349,13 +352,27 @@ def test_value_checks_under_cuda_graph_capture_name_the_switch(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, requires_cuda])]
-)  # fmt: skip
-def test_bf16_autocast_close_to_fp32(device):
+    "device,precision,tol",
+    [
+        ("cpu", None, 0.04),
+        pytest.param("cuda", None, 0.08, marks=[pytest.mark.gpu, requires_cuda]),
+        pytest.param("cuda", "3xtf32", 0.04, marks=[pytest.mark.gpu, requires_cuda]),
+    ],
+    ids=["cpu", "cuda-tf32", "cuda-3xtf32"],
+)
+def test_bf16_autocast_close_to_fp32(device, precision, tol, monkeypatch):
     """Under ``torch.autocast(dtype=torch.bfloat16)`` (Lightning's bf16-mixed: fp32 weights, bf16 matmuls, on CUDA the
-    Triton scan with bf16 inputs) the block's output and every gradient stay finite and within bf16's rounding of
-    the fp32 run: 4% in norm (measured under 1.3% on CPU), at an L long enough for several checkpoint chunks on
-    CUDA. The edge learner runs with autocast off: in bf16 its attention gradients were 18-21% off."""
+    Triton scan with bf16 inputs) the block's output and every gradient stay finite and close to the fp32 run, at an
+    L long enough for several checkpoint chunks on CUDA. The edge learner runs with autocast off: in bf16 its
+    attention gradients were 18-21% off.
+
+    Bounds (relative error in norm; scalars 15%): CPU 4% (measured under 1.3%). CUDA with the scan's default
+    precision for bf16 inputs, tf32 state products, 8%: the state operators' gradients (gconv_A, gconv_C) and A_log
+    / x_proj / dt_proj measured 3-5.7% off, the rest under 0.8% (run28b, H200); with
+    ``SSM_KERNELS_GRAPH_SCAN_PRECISION=3xtf32`` 4% (measured at most 1.7%), at 55.8 against 46.1 ms for the raw
+    block CUDA-graphed (run28c)."""
+    if precision is not None:
+        monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_PRECISION", precision)
     seed_all(5)
     batch, V, L = 2, 19, 300 if device == "cuda" else 40
     m = TGMamba(d_model=32, d_state=16, num_vertices=V, conv_type="graphconv", attn_time_varying=True).to(device)
@@ -384,8 +401,8 @@ def test_bf16_autocast_close_to_fp32(device):
     # a scalar's gradient is one sum of signed terms over every edge and step: it keeps their rounding, not its own
     # (the edge learner's skip weight: 6.6% here; 19% before the learner ran with autocast off)
     scalars = {f"d{n}" for n, p in m.named_parameters() if p.numel() == 1}
-    bad = {k: e for k, e in errs.items() if e > (0.15 if k in scalars else 0.04)}
-    assert not bad, f"bf16 autocast against fp32, relative error (norm) above 4% (scalars 15%): {bad}"
+    bad = {k: e for k, e in errs.items() if e > (0.15 if k in scalars else tol)}
+    assert not bad, f"bf16 autocast against fp32, relative error (norm) above {tol:.0%} (scalars 15%): {bad}"
 
 
 def _rel_norm_err(a, b):
