@@ -235,6 +235,32 @@ def _mix_bwd(h, dp, m_ptr, s_k, o_mix, m_mix, w_ptr, o_w, m_w, N, dm_ptr, gs_k, 
 
 
 @triton.jit
+def _opt_vec(ptr, o_d, m_d, HAS: tl.constexpr, BD: tl.constexpr):
+    """An optional per-channel vector (delta_bias, D) of a channel block, in fp32; zeros without it."""
+    b = tl.zeros((BD,), dtype=tl.float32)
+    if HAS:
+        b = tl.load(ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    return b
+
+
+@triton.jit
+def _channel_params(A_ptr, bias_ptr, D_ptr, o_d, o_n, m_d, m_n, N, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+                    BD: tl.constexpr):  # fmt: skip
+    """A (BD, NP), delta_bias and D (BD,) of a channel block, in fp32 (zeros for an absent bias or D)."""
+    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0)
+    return b_A.to(tl.float32), _opt_vec(bias_ptr, o_d, m_d, HAS_BIAS, BD), _opt_vec(D_ptr, o_d, m_d, HAS_D, BD)
+
+
+@triton.jit
+def _add_d_skip(y, D_ptr, u_ptr, o_d, m_d, o_xt, m_x, HAS_D: tl.constexpr):
+    """The readout's skip term: y + D * u for a step's (VP, BD) tile (y unchanged without D)."""
+    if HAS_D:
+        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        y += b_D[None, :] * tl.load(u_ptr + o_xt, mask=m_x, other=0.0).to(tl.float32)
+    return y
+
+
+@triton.jit
 def _load_raw(u_ptr, delta_ptr, B_ptr, o_x, m_x, o_bc, m_bc, t):
     """The loads of one step: u, delta (before its bias) and B, in fp32."""
     b_u = tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)  # (VP, BD)
@@ -336,13 +362,7 @@ def _graph_scan_fwd_kernel(
     o_ma = o_v[:, None] * s_ma_i + o_v[None, :] * s_ma_j
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
 
-    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-    b_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-    b_D = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_A, b_bias, b_D = _channel_params(A_ptr, bias_ptr, D_ptr, o_d, o_n, m_d, m_n, N, HAS_BIAS, HAS_D, BD)
     if HAS_INIT:
         h = tl.load(h0_ptr + i_b * s_h0_b + o_hl, mask=m_h, other=0.0).to(tl.float32)
     else:
@@ -582,9 +602,7 @@ def _adj_setup(A_ptr, bias_ptr, g_ptr, V, DM, L, N, s_do_b, s_do_v, s_do_d, s_ma
     o_mc = o_v[:, None] * s_mc_i + o_v[None, :] * s_mc_j
     m_dn = m_d[:, None] & m_n[None, :]
     b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
-    b_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_bias = _opt_vec(bias_ptr, o_d, m_d, HAS_BIAS, BD)
     g = tl.load(g_ptr + o_h, mask=m_h, other=0.0)
     return (i_b, i_db, o_v, o_d, o_n, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w, o_do, o_ma, o_mc, m_dn,
             b_A, b_bias, g)  # fmt: skip
@@ -624,9 +642,7 @@ def _graph_scan_adj_kernel(
     (i_b, i_db, o_v, o_d, o_n, m_d, o_x, m_x, o_bc, m_bc, o_h, m_h, m_mix, o_w, m_w, o_do, o_ma, o_mc, m_dn, b_A,
      b_bias, g) = _adj_setup(A_ptr, bias_ptr, g_ptr, V, DM, L, N, s_do_b, s_do_v, s_do_d, s_ma_i, s_ma_j, s_mc_i,
                              s_mc_j, HAS_BIAS, VP, BD, NP)  # fmt: skip
-    b_D = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_D = _opt_vec(D_ptr, o_d, m_d, HAS_D, BD)
     dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
@@ -771,13 +787,7 @@ def _graph_scan_adj_grads_kernel(
         m_dn = m_d[:, None] & m_n[None, :]
         m_x = m_t[:, None] & m_d[None, :]
         m_h = m_x[:, :, None] & m_n[None, None, :]
-        b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
-        b_bias = tl.zeros((BD,), dtype=tl.float32)
-        if HAS_BIAS:
-            b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-        b_D = tl.zeros((BD,), dtype=tl.float32)
-        if HAS_D:
-            b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+        b_A, b_bias, b_D = _channel_params(A_ptr, bias_ptr, D_ptr, o_d, o_n, m_d, m_n, N, HAS_BIAS, HAS_D, BD)
         dA_c = tl.zeros((BD, NP), dtype=tl.float32)
         dD_c = tl.zeros((BD,), dtype=tl.float32)
         dbias_c = tl.zeros((BD,), dtype=tl.float32)
@@ -874,9 +884,7 @@ def _graph_scan_readout_kernel(
                    VP, BD, NP, PREC, UNROLL, EYE_C)  # fmt: skip
     b_C = tl.load(C_ptr + o_bc + t, mask=m_bc, other=0.0).to(tl.float32)
     y = tl.sum(g * b_C[:, None, :], axis=2)  # (VP, BD)
-    if HAS_D:
-        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-        y += b_D[None, :] * tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    y = _add_d_skip(y, D_ptr, u_ptr, o_d, m_d, o_x + t, m_x, HAS_D)
     _store_readout(y, y_ptr, out_ptr, z_ptr, o_x + t, m_x, HAS_Z, STORE_Y, STORE_OUT)
 
 
@@ -944,9 +952,7 @@ def _graph_scan_readout_q_kernel(
         q = _fold_column(G, mc_ptr, s_mc_k, s_mc_i, s_mc_j, u, o_v, V, K_C, KWP, EYE_C)
         b_h = tl.load(h_base + u * DM * N, mask=m_hu, other=0.0)
         y += _dot(q, b_h, PREC)
-    if HAS_D:
-        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-        y += b_D[None, :] * tl.load(u_ptr + o_x + t, mask=m_x, other=0.0).to(tl.float32)
+    y = _add_d_skip(y, D_ptr, u_ptr, o_d, m_d, o_x + t, m_x, HAS_D)
     _store_readout(y, y_ptr, out_ptr, z_ptr, o_x + t, m_x, HAS_Z, STORE_Y, STORE_OUT)
 
 
@@ -1146,13 +1152,7 @@ def _graph_scan_bwd_kernel(
     m_s = m_v[:, None, None] & m_n[None, None, :]
     o_ck = (((i_b * NC) * V + o_v[:, None, None]) * DM + o_d[None, :, None]) * N + o_n[None, None, :]
 
-    b_A = tl.load(A_ptr + o_d[:, None] * N + o_n[None, :], mask=m_d[:, None] & m_n[None, :], other=0.0).to(tl.float32)
-    b_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        b_bias = tl.load(bias_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
-    b_D = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        b_D = tl.load(D_ptr + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_A, b_bias, b_D = _channel_params(A_ptr, bias_ptr, D_ptr, o_d, o_n, m_d, m_n, N, HAS_BIAS, HAS_D, BD)
     if HAS_DLAST:
         g = tl.load(dlast_ptr + o_h, mask=m_h, other=0.0).to(tl.float32)
     else:
