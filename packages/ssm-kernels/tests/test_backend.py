@@ -68,3 +68,30 @@ def test_fp32_kernels_send_float64_to_reference(monkeypatch):
     monkeypatch.setenv("SSM_KERNELS_BACKEND", "triton")
     with pytest.raises(backend.BackendUnavailableError, match="float64"):
         backend.select_backend("norms", [x64], fp32_kernels=True)
+
+
+@pytest.fixture
+def matmul_precision():
+    prev = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(prev)
+
+
+def test_dot_precision_rule(monkeypatch, matmul_precision):
+    monkeypatch.delenv("SSM_KERNELS_TF32", raising=False)
+    monkeypatch.delenv("OP_PRECISION", raising=False)
+    torch.set_float32_matmul_precision("highest")
+    assert backend.dot_precision(torch.float32, "OP_PRECISION", (torch.bfloat16,)) == "3xtf32"
+    assert backend.dot_precision(torch.float16, "OP_PRECISION", (torch.bfloat16,)) == "3xtf32"
+    assert backend.dot_precision(torch.float16, "OP_PRECISION", (torch.bfloat16, torch.float16)) == "tf32"
+    assert backend.dot_precision(torch.bfloat16, "OP_PRECISION", (torch.bfloat16,)) == "tf32"
+    monkeypatch.setenv("SSM_KERNELS_TF32", "1")
+    assert backend.dot_precision(torch.float32, "OP_PRECISION", ()) == "tf32"
+    monkeypatch.delenv("SSM_KERNELS_TF32")
+    torch.set_float32_matmul_precision("high")
+    assert backend.dot_precision(torch.float32, "OP_PRECISION", ()) == "tf32"
+    monkeypatch.setenv("OP_PRECISION", "ieee")  # the op's variable wins over everything
+    assert backend.dot_precision(torch.bfloat16, "OP_PRECISION", (torch.bfloat16,)) == "ieee"
+    monkeypatch.setenv("OP_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="OP_PRECISION='fp8'"):
+        backend.dot_precision(torch.float32, "OP_PRECISION", ())

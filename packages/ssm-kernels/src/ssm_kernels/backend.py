@@ -55,6 +55,31 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+DOT_PRECISIONS = ("ieee", "tf32", "tf32x3", "3xtf32")
+
+
+def dot_precision(dtype: torch.dtype, override_env: str, tf32_dtypes: tuple[torch.dtype, ...]) -> str:
+    """Precision of the fp32 ``tl.dot`` products in a Triton op's kernels (see ``ssm_kernels._tl_dot``).
+
+    ``override_env`` (the op's variable, e.g. ``SSM_KERNELS_GRAPH_SCAN_PRECISION``) forces one of
+    :data:`DOT_PRECISIONS`. Otherwise inputs of a dtype in ``tf32_dtypes`` get ``"tf32"`` (the op chooses where
+    tf32 is fine enough for those inputs), and the others follow PyTorch's global fp32 matmul precision:
+    ``"highest"`` (PyTorch's default) gives ``"3xtf32"`` (about fp32 accuracy), ``"high"`` or ``"medium"`` give
+    ``"tf32"``, as does ``SSM_KERNELS_TF32=1``.
+    """
+    prec = os.environ.get(override_env)
+    if prec is None:
+        tf32 = (
+            dtype in tf32_dtypes
+            or os.environ.get("SSM_KERNELS_TF32", "0") == "1"
+            or torch.get_float32_matmul_precision() != "highest"
+        )
+        prec = "tf32" if tf32 else "3xtf32"
+    if prec not in DOT_PRECISIONS:
+        raise ValueError(f"{override_env}={prec!r}: expected one of {', '.join(DOT_PRECISIONS)}")
+    return prec
+
+
 def requested_backend(op: str) -> str:
     """The backend asked for by the environment for ``op`` (``auto`` when nothing is set)."""
     key = f"SSM_KERNELS_BACKEND_{op.upper()}"

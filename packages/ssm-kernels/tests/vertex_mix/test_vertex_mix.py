@@ -124,6 +124,28 @@ def test_triton_interpret_bf16_and_no_grad():
     torch.testing.assert_close(out.double(), _naive(x.float(), mix, r.float()), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.interpret
+@needs_interpret
+def test_triton_precision_follows_the_shared_rule(monkeypatch):
+    """Half inputs tf32 (exact for them), fp32 as the graph scan's rule; the op's own variable forces one."""
+    from ssm_kernels.vertex_mix.triton import _precision
+
+    monkeypatch.delenv("SSM_KERNELS_TF32", raising=False)
+    monkeypatch.delenv("SSM_KERNELS_VERTEX_MIX_PRECISION", raising=False)
+    prev = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert [_precision(d) for d in (torch.float32, torch.float16, torch.bfloat16)] == ["3xtf32", "tf32", "tf32"]
+        monkeypatch.setenv("SSM_KERNELS_TF32", "1")
+        assert _precision(torch.float32) == "tf32"
+        monkeypatch.setenv("SSM_KERNELS_VERTEX_MIX_PRECISION", "ieee")
+        assert _precision(torch.float32) == "ieee"
+        x, mix, r = _inputs(2, 5, 4, 6, 6, seed=4)  # the forced precision runs
+        _check_against_reference(x, mix, r, True, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
 GPU_CASES = [
     # id, (batch, V, C, L), mix_batch, strided
     ("raw-like", (2, 19, 64, 2000), None, True),

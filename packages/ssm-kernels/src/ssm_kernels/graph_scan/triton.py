@@ -87,7 +87,8 @@ import triton
 import triton.language as tl
 
 from .._launch import fast
-from ..backend import cdiv, next_pow2, triton_interpret
+from .._tl_dot import dot as _dot
+from ..backend import cdiv, dot_precision, next_pow2, triton_interpret
 from . import cuda as _cuda_fwd
 from .reference import check_graph_scan_inputs, implicit_identity
 
@@ -118,27 +119,6 @@ _DEFAULT_BWD = "split"
 # --------------------------------------------------------------------------------------------
 # kernels
 # --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _split_tf32(x):
-    """x = hi + lo with hi exact in tf32 (the low 13 mantissa bits cleared) and lo = x - hi (exact in fp32)."""
-    hi = (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-    return hi, x - hi
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr):
-    """``tl.dot`` at the kernels' precision. ``"3xtf32"``: three tf32 products of the split operands (about fp32
-    accuracy, like ``"tf32x3"``, without its per-element inf / nan handling: a non-finite operand gives NaN)."""
-    if PREC == "3xtf32":
-        a_hi, a_lo = _split_tf32(a)
-        b_hi, b_lo = _split_tf32(b)
-        acc = tl.dot(a_lo, b_hi, input_precision="tf32")
-        acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
-        return tl.dot(a_hi, b_hi, acc, input_precision="tf32")
-    else:
-        return tl.dot(a, b, input_precision=PREC)
 
 
 @triton.jit
@@ -1282,17 +1262,7 @@ def _precision(dtype: torch.dtype) -> str:
     ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` / ``SSM_KERNELS_TF32=1`` override both; the former also takes Triton's
     built-in ``tf32x3`` (the default before 3xtf32 measured faster) and ``ieee``.
     """
-    prec = os.environ.get("SSM_KERNELS_GRAPH_SCAN_PRECISION")
-    if prec is None:
-        tf32 = (
-            dtype == torch.bfloat16
-            or os.environ.get("SSM_KERNELS_TF32", "0") == "1"
-            or torch.get_float32_matmul_precision() != "highest"
-        )
-        prec = "tf32" if tf32 else "3xtf32"
-    if prec not in ("ieee", "tf32", "tf32x3", "3xtf32"):
-        raise ValueError(f"SSM_KERNELS_GRAPH_SCAN_PRECISION={prec!r}: expected ieee, tf32, tf32x3 or 3xtf32")
-    return prec
+    return dot_precision(dtype, "SSM_KERNELS_GRAPH_SCAN_PRECISION", tf32_dtypes=(torch.bfloat16,))
 
 
 def _env_int(name: str) -> int | None:

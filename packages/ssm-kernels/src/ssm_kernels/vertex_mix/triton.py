@@ -13,10 +13,11 @@ tensors where they lie:
   block, batch row), a batched dot per channel block.
 
 Vertices and channel blocks are padded to tl.dot's minimum of 16 (masked loads give zeros). fp32 inputs use three
-tf32 products (``graph_scan.triton._dot``'s 3xtf32, about fp32 accuracy), half inputs tf32. Tensors may be strided
-in batch, vertex and channel; time must be contiguous. A first design held the output in registers and added one
-vertex column per source vertex with FMAs: 0.46 ms per call and 0.88 ms for dmix inside the raw block on the H200
-(run28b); this one takes 0.29 ms per call there (run28c), dmix no longer among the block's 25 largest kernels.
+tf32 products (``ssm_kernels._tl_dot.dot``'s 3xtf32, about fp32 accuracy), half inputs tf32 (exact for them).
+Tensors may be strided in batch, vertex and channel; time must be contiguous. A first design held the output in
+registers and added one vertex column per source vertex with FMAs: 0.46 ms per call and 0.88 ms for dmix inside the
+raw block on the H200 (run28b); this one took 0.29 ms per call there (run28c), dmix no longer among the block's 25
+largest kernels.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ import triton
 import triton.language as tl
 
 from .._launch import fast
-from ..backend import cdiv, needs_autograd, next_pow2, triton_interpret
-from ..graph_scan.triton import _dot
+from .._tl_dot import dot as _dot
+from ..backend import cdiv, dot_precision, needs_autograd, next_pow2, triton_interpret
 
 __all__ = ["vertex_mix_triton"]
 
-_TILE = 8192  # elements of the larger operand tile per program
+# Tiles: elements of the larger operand tile per program; warps; the dmix kernel's channel block (at most). Swept at
+# TGMamba's raw shape on the H200 (benchmarks/gpu_vertex_mix_tiles.py, run29a-b): 8 warps took the forward kernel from
+# 377 to 323 us fp32 and 266 to 242 us bf16 (BC 32, TL 8 stay best); dmix with BC 16 and 8 warps from 414 to 305 us
+# fp32 and 277 to 210 us bf16 (whole op fwd+bwd 1,658 -> 1,534 us fp32, run29d). Larger fp32 tiles need more than the
+# 227 KB of shared memory (3xtf32's split operands).
+_TILE = 8192
+_WARPS = 8
+_DMIX_BC = 16
 
 
 @triton.jit
@@ -81,12 +89,10 @@ def _vertex_mix_dmix_kernel(dy_ptr, x_ptr, dm_ptr, V, C, L, s_xb, s_xv, s_xc, VP
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """fp32 inputs: 3xtf32 (about fp32 accuracy) under PyTorch's default ``highest`` fp32 matmul precision, tf32
-    otherwise; bf16 / fp16 inputs: tf32 (finer than the inputs, and than the graph's own rounding to bf16 in an
-    autocast matmul)."""
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "3xtf32"
-    return "tf32"
+    """bf16 / fp16 inputs: tf32, exact for them (their values are tf32 values; products accumulate in fp32). fp32
+    inputs follow :func:`ssm_kernels.backend.dot_precision` (3xtf32 under PyTorch's default ``highest`` fp32 matmul
+    precision, tf32 under ``high`` or ``SSM_KERNELS_TF32=1``); ``SSM_KERNELS_VERTEX_MIX_PRECISION`` forces one."""
+    return dot_precision(dtype, "SSM_KERNELS_VERTEX_MIX_PRECISION", tf32_dtypes=(torch.bfloat16, torch.float16))
 
 
 def _sizes(V: int, C: int, L: int) -> tuple[int, int, int]:
@@ -114,7 +120,7 @@ def _mix(x: torch.Tensor, mix: torch.Tensor, residual: torch.Tensor | None, tran
     grid = (cdiv(C, BC), cdiv(L, TL), batch)
     fast(_vertex_mix_kernel)[grid](
         x, mix, r, out, V, C, L, *_strides3(x), *_strides3(r), s_mb, s_ml, s_mi, s_mj,
-        HAS_R=residual is not None, VP=VP, BC=BC, TL=TL, PREC=_precision(x.dtype), num_warps=4,
+        HAS_R=residual is not None, VP=VP, BC=BC, TL=TL, PREC=_precision(x.dtype), num_warps=_WARPS,
     )  # fmt: skip
     return out
 
@@ -123,8 +129,9 @@ def _dmix(dout: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     batch, V, C, L = x.shape
     dm = torch.empty(batch, L, V, V, device=x.device, dtype=torch.float32)
     VP, BC, TL = _sizes(V, C, L)
+    BC = min(BC, _DMIX_BC)
     fast(_vertex_mix_dmix_kernel)[(cdiv(L, TL), batch)](
-        dout, x, dm, V, C, L, *_strides3(x), VP=VP, BC=BC, TL=TL, PREC=_precision(x.dtype), num_warps=4
+        dout, x, dm, V, C, L, *_strides3(x), VP=VP, BC=BC, TL=TL, PREC=_precision(x.dtype), num_warps=_WARPS
     )
     return dm
 
