@@ -1251,16 +1251,14 @@ def _graph_scan_bwd_kernel(
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """Dot precision of the mixing products.
+    """Dot precision of the mixing products: :func:`ssm_kernels.backend.dot_precision` with
+    ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` as the override (it also takes Triton's built-in ``tf32x3``, the default
+    before 3xtf32 measured faster, and ``ieee``).
 
-    bf16 inputs: tf32 (finer than the inputs, though the state's rounding to tf32 at every step adds up: in TGMamba
+    bf16 inputs get tf32 (finer than the inputs, though the state's rounding to tf32 at every step adds up: in TGMamba
     under bf16 autocast at L = 300 the state operators' weight gradients came 5.3-5.7% off the fp32 run in norm
     against 1.0-1.5% with 3xtf32, which costs the raw block 55.8 against 46.1 ms CUDA-graphed on the H200; run28b-c).
-    fp32/fp16 inputs follow PyTorch's global fp32 matmul
-    precision: ``torch.set_float32_matmul_precision("highest")`` (PyTorch's default) gives 3xtf32 (about
-    fp32 accuracy, see :func:`_dot`); ``"high"`` or ``"medium"`` gives tf32 (faster, 10-bit mantissa).
-    ``SSM_KERNELS_GRAPH_SCAN_PRECISION`` / ``SSM_KERNELS_TF32=1`` override both; the former also takes Triton's
-    built-in ``tf32x3`` (the default before 3xtf32 measured faster) and ``ieee``.
+    fp32 / fp16 inputs follow torch's fp32 matmul precision (3xtf32 under the default ``"highest"``).
     """
     return dot_precision(dtype, "SSM_KERNELS_GRAPH_SCAN_PRECISION", tf32_dtypes=(torch.bfloat16,))
 
