@@ -16,7 +16,7 @@ from tgmamba_train.data.eye_state import load_recording, prepare_eye_state
 from tgmamba_train.module import TGMambaLightning
 from tgmamba_train.settings import TrainSettings
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + (["cuda", "cuda-graphs"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,9 @@ def fold():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch", [32, 64])
 def test_train_step_default_config(benchmark, fold, device, batch):
+    """One AdamW step; ``cuda-graphs``: the forward+backward replayed from a CUDA graph (``--cuda-graphs``)."""
+    graphs = device == "cuda-graphs"
+    device = "cuda" if graphs else device
     if device == "cpu":
         torch.set_num_threads(min(2, torch.get_num_threads()))
     s = TrainSettings()
@@ -36,6 +39,7 @@ def test_train_step_default_config(benchmark, fold, device, batch):
         task="binary",
         graph={"edge_index": fold.edge_index.tolist(), "edge_weight": fold.edge_weight.tolist()},
         lr_init=s.lr_init,
+        cuda_graphs=graphs,
     ).to(device)
     opt = torch.optim.AdamW(module.parameters(), lr=s.lr_init)
     g = torch.Generator().manual_seed(0)
@@ -55,7 +59,7 @@ def test_train_step_default_config(benchmark, fold, device, batch):
         op="tgmamba_train_step",
         shape={"B": batch, "V": V, "L": Lq, "F": F},
         dtype=torch.float32,
-        backend="pytorch",
+        backend="pytorch-cudagraph" if graphs else "pytorch",
         device=device,
         items=batch,
         item_name="samples",

@@ -179,6 +179,7 @@ def _fit_member(
         class_weights=class_weights,
         model_class=settings.model_class,
         data_meta=data_meta(data, settings, fold, normalization),
+        cuda_graphs=settings.cuda_graphs,
     )
     if settings.load_model and resume is None:
         load_weights_into(module, settings.load_model)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torchmetrics import SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MulticlassF1Score
 
+from tgmamba_models.cuda_graphs import CUDAGraphedForward
+
 __all__ = ["DEFAULT_MODEL", "TGMambaLightning", "build_model"]
 
 DEFAULT_MODEL = "tgmamba_models:TGMambaClassifier"
@@ -43,6 +45,10 @@ class TGMambaLightning(L.LightningModule):
         optimizer: "adamw" | "adam" | "sgd"; scheduler: "cosine" | "none"; warmup_epochs linear warm-up.
         data_meta: JSON-serialisable description of the data (dataset, channels, sample shape, fold, scalers),
             kept in the checkpoint so that ``tgmamba-eval`` can rebuild the split and check compatibility.
+        cuda_graphs: replay the training forward+backward from CUDA graphs
+            (:class:`tgmamba_models.cuda_graphs.CUDAGraphedForward`, one graph per batch shape, at most two);
+            evaluation and CPU runs stay eager. Single-process training only. A replay skips the model's per-batch
+            NaN check (the data stores are checked when they are read, and a non-finite loss still stops training).
 
     Shapes: forward(x (B, V, L, F)) -> logits (B, num_classes).
     """
@@ -61,6 +67,7 @@ class TGMambaLightning(L.LightningModule):
         class_weights: list[float] | None = None,
         model_class: str = DEFAULT_MODEL,
         data_meta: dict | None = None,
+        cuda_graphs: bool = False,
     ):
         super().__init__()
         if task not in ("binary", "multiclass"):
@@ -81,11 +88,21 @@ class TGMambaLightning(L.LightningModule):
             # validation samples and positives (summed over processes): AUROC is undefined with one class
             self.val_count = SumMetric()
             self.val_pos = SumMetric()
+        self._graphed = CUDAGraphedForward(self.model) if cuda_graphs else None
         self.val_acc = MulticlassAccuracy(num_classes=nc, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=nc, average="macro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._graphed is not None:  # graphs in training on CUDA; eager otherwise
+            return self._graphed(x, self.edge_index, self.edge_weight)
         return self.model(x, self.edge_index, self.edge_weight)
+
+    def setup(self, stage: str) -> None:
+        if self._graphed is not None and self.trainer.world_size > 1:
+            raise ValueError(
+                f"cuda_graphs supports single-process training only, got world_size={self.trainer.world_size}: "
+                "train without --cuda-graphs under DDP"
+            )
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, weight=self.class_weights)

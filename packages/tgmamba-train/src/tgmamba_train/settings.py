@@ -77,6 +77,7 @@ class TrainSettings:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
+    cuda_graphs: bool = False
     resume: str | None = None
     logger: str = "csv"
     threads: int | None = None
@@ -106,6 +107,8 @@ class TrainSettings:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if not self.lr_init > 0:
             raise ValueError(f"lr_init must be > 0, got {self.lr_init}")
+        if self.cuda_graphs and self.accelerator not in ("gpu", "cuda", "auto"):
+            raise ValueError(f"cuda_graphs needs a GPU accelerator (gpu, cuda or auto), got {self.accelerator!r}")
 
     def model_config(self, num_vertices: int, in_features: int, num_classes: int) -> dict:
         """Keyword arguments of ``TGMambaClassifierConfig``."""
@@ -155,4 +158,5 @@ RUNTIME_FIELDS = (
     "threads",
     "resume",
     "logger",
+    "cuda_graphs",
 )

@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(r, "accelerator", default=_DEF.accelerator, help="cpu, gpu, auto")
     add_flag(r, "strategy", default=_DEF.strategy, help="auto, ddp, ddp_spawn, ...")
     add_flag(r, "precision", default=_DEF.precision, help="32-true, bf16-mixed, 16-mixed")
+    add_flag(
+        r,
+        "cuda-graphs",
+        action=bool_,
+        default=_DEF.cuda_graphs,
+        help="replay each training step's forward+backward from a CUDA graph (single-process GPU training; "
+        "fixed-length clips: the last, smaller batch gets its own graph)",
+    )
     add_flag(r, "num-nodes", type=int, default=1, help="nodes for multi-node DDP (launch with torchrun/SLURM)")
     add_flag(r, "resume", default=None, help="run folder or last.ckpt to continue (at most one epoch is lost)")
     add_flag(r, "logger", choices=("csv", "tensorboard", "wandb", "none"), default=_DEF.logger)
