@@ -127,41 +127,53 @@ def test_cuda_one_graph_per_signature_then_eager():
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_eval_and_no_grad_run_eagerly():
+    """Evaluation and grad-disabled calls run the model itself, with its input checks."""
     ei, ew = _ring("cuda")
     model = _classifier("cuda")
     graphed = CUDAGraphedForward(model)
     x = torch.randn(4, V, L, F_IN, device="cuda")
     model.eval()
     torch.testing.assert_close(graphed(x, ei, ew), model(x, ei, ew), rtol=0, atol=0)
-    model.train()
-    with torch.no_grad():
-        graphed(x, ei, ew)
-    assert graphed.num_graphs == 0
-    x[0, 0, 0, 0] = float("nan")  # eager calls keep the model's input checks
+    x[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         graphed(x, ei, ew)
+    model.train()
+    with torch.no_grad(), pytest.raises(ValueError, match="NaN"):
+        graphed(x, ei, ew)
+    assert graphed.num_graphs == 0
+
+
+def _loss_and_grads(model, call, x, y, ei, ew):
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(call(x, ei, ew), y)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_graphed_autocast_and_dropout():
-    """Under bf16 autocast (Lightning's bf16-mixed) the graph is captured and replayed in bf16 and is a signature
-    of its own; its losses follow eager autocast training. With dropout every replay draws new masks."""
+    """Under bf16 autocast (Lightning's bf16-mixed) the graph is captured and replayed in bf16 and is a signature of
+    its own: a replay's loss and gradients match eager autocast's to bf16 rounding (cuBLAS may pick other kernels
+    under capture, so not bit for bit). With dropout every replay draws new masks."""
     ei, ew = _ring("cuda")
     eager = _classifier("cuda")
     model = copy.deepcopy(eager)
     graphed = CUDAGraphedForward(model)
-    batches = _batches([6, 6, 6])
+    (x, y) = _batches([6])[0]
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        want = _train(eager, eager, batches, ei, ew)
-        got = _train(model, graphed, batches, ei, ew)
+        want_loss, want = _loss_and_grads(eager, eager, x, y, ei, ew)
+        _loss_and_grads(model, graphed, x, y, ei, ew)  # the capture
+        got_loss, got = _loss_and_grads(model, graphed, x, y, ei, ew)  # a replay
     assert graphed.num_graphs == 1
-    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
-    graphed(batches[0][0], ei, ew)  # fp32 now: a second graph
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-2, atol=1e-3)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert (g - w).norm() <= 3e-2 * w.norm() + 1e-6
+    graphed(x, ei, ew)  # fp32 now: a second graph
     assert graphed.num_graphs == 2
 
     dropped = CUDAGraphedForward(_classifier("cuda", dropout=0.5))
-    x = batches[0][0]
     outs = [dropped(x, ei, ew).detach().clone() for _ in range(3)]
     assert dropped.num_graphs == 1
     assert not torch.equal(outs[1], outs[2])  # replays draw fresh dropout masks
