@@ -19,7 +19,8 @@ Contract of a replay (what capture freezes):
 - The returned tensors are the graph's static outputs: the next replay of that graph overwrites them. Use them
   (loss, backward) before the next call, or clone them.
 - Parameters are read in place, so optimizer steps between replays are seen; replacing a parameter tensor (not its
-  values) is not. Dropout draws fresh numbers at every replay (torch's graph-safe generator).
+  values: ``load_state_dict(..., assign=True)``, moving the model to another device or dtype) is not, so call
+  :meth:`CUDAGraphedForward.reset` after that. Dropout draws fresh numbers at every replay (torch's graph-safe generator).
 - Under autocast the graph is captured with autocast's weight cache off (the capture needs it) and in the
   autocast dtype of the call; a call under another autocast state is another signature.
 - Gradients reach the parameters through the normal autograd path (``.grad`` accumulates, hooks run), so
