@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "EdgeLearner": ".tgmamba.edge_learner",
     "TGMambaClassifier": ".tgmamba.classifier",
     "TGMambaClassifierConfig": ".tgmamba.config",
+    "CUDAGraphedForward": ".cuda_graphs",
     # Mamba family
     "Mamba": ".mamba.mamba_simple",
     "Mamba2": ".mamba.mamba2",
