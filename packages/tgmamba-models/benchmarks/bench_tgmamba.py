@@ -83,10 +83,9 @@ def _fwdbwd_fn(block, x, ei, ew, path):
     return fn
 
 
-def _bf16_autocast(enabled: bool = True, cache: bool = True):
-    """bf16 mixed precision (Lightning's "bf16-mixed"): fp32 weights, bf16 compute. CUDA graph capture needs the
-    autocast weight cache off."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache, enabled=enabled)
+def _bf16_autocast(enabled: bool = True):
+    """bf16 mixed precision (Lightning's "bf16-mixed"): fp32 weights, bf16 compute."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
 
 @contextlib.contextmanager
@@ -111,24 +110,19 @@ def _within(fn, ctx):
 
 
 def _graphed_fwdbwd_fn(block, x, ei, ew, autocast: bool = False):
-    """Forward+backward replayed from CUDA graphs (torch.cuda.make_graphed_callables); ``autocast``: captured and
-    replayed in bf16 autocast."""
-    block.validate_inputs = False  # no host syncs inside the captured region
+    """Forward+backward replayed from a CUDA graph (``CUDAGraphedForward``, captured here, outside the timed calls);
+    ``autocast``: captured and replayed in bf16 autocast."""
+    graphed = CUDAGraphedForward(block, max_graphs=1)
     xg = x.detach().clone().requires_grad_(True)
     gout = torch.randn_like(x)
 
-    def ctx():
-        return _bf16_autocast(enabled=autocast, cache=False)
-
-    with ctx():
-        graphed = torch.cuda.make_graphed_callables(block, (xg, ei, ew), num_warmup_iters=3)
-
     def fn():
-        with ctx():
+        with _bf16_autocast(enabled=autocast):
             y = graphed(xg, ei, ew)
         y.backward(gout)
         return y
 
+    fn()
     return fn
 
 
