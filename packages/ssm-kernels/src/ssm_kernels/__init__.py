@@ -24,6 +24,9 @@ _EXPORTS: dict[str, str] = {
     # vertex mixing on the channel-major layout (TGMamba's input-side graph convolution)
     "vertex_mix_fn": ".vertex_mix.interface",
     "vertex_mix_ref": ".vertex_mix.reference",
+    # learned per-step edge weights (TGMamba's EdgeLearner graph)
+    "edge_weights_fn": ".edge_weights.interface",
+    "edge_weights_ref": ".edge_weights.reference",
     # Mamba-1 selective scan
     "selective_scan_fn": ".selective_scan.interface",
     "selective_scan_ref": ".selective_scan.reference",

@@ -10,6 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssm_kernels import edge_weights_fn
+
 __all__ = ["EdgeLearner", "EdgeLearnerState"]
 
 
@@ -88,18 +90,15 @@ class EdgeLearner(nn.Module):
     def is_time_varying(self) -> bool:
         return self.use_attention or self.time_varying
 
-    def _attention(self, h: Tensor) -> Tensor:
-        """Pruned symmetric attention graph of h (..., V, d_model) -> (..., V, V), in at least fp32 (also for a bf16
+    def _qk(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The attention's query and key embeddings of h (..., V, d_model), in at least fp32 (also for a bf16
         module): the temperature sharpens the logits (x 17.7 at d_model 32 and the default 0.01), so bf16 products
         would move them by whole units and flip edges of the thresholded graph (under bf16 autocast the gradients of
         qk_proj were 18-21% off the fp32 run's)."""
         dt = torch.promote_types(h.dtype, torch.float32)
         bias = self.qk_proj.bias
         q, k = F.linear(h.to(dt), self.qk_proj.weight.to(dt), None if bias is None else bias.to(dt)).chunk(2, dim=-1)
-        scale = 1.0 / (self.d_model**0.5 * self.attn_softmax_temp)
-        s = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
-        s = 0.5 * (s + s.transpose(-1, -2))
-        return torch.where(s >= self.attn_threshold, s, 0.0)
+        return q, k
 
     def _no_autocast(self, h: Tensor) -> tuple[contextlib.AbstractContextManager, Tensor]:
         """The learner runs with autocast off, in its parameters' dtype or h's, whichever is wider (fp32 under
@@ -110,23 +109,25 @@ class EdgeLearner(nn.Module):
         return torch.autocast(h.device.type, enabled=False), h.to(dt)
 
     def _combine(self, h: Tensor, adj0: Tensor | None, h_attn: Tensor | None) -> Tensor:
-        """h, h_attn (batch, T, V, d) time-major; adj0 broadcastable to (batch, T, V, V)."""
-        base = None
+        """h, h_attn (batch, T, V, d) time-major; adj0 broadcastable to (batch, T, V, V).
+
+        The graph itself is :func:`ssm_kernels.edge_weights_fn` (one fused Triton kernel on CUDA, the same maths in
+        PyTorch elsewhere); this module computes its embeddings."""
+        b, T, V, _ = h.shape
+        q = k = g = skip = None
         if self.use_attention:
-            base = self._attention(h_attn)
-            if adj0 is not None:
-                base = base + adj0.to(base.dtype)
-        elif adj0 is not None:
-            base = adj0.to(h.dtype)
-        if base is None:  # no attention, no graph: no edges
-            b, T, V, _ = h.shape
+            q, k = self._qk(h_attn)
+        elif adj0 is None:  # no attention, no graph: no edges
             return h.new_zeros(b, T if self.time_varying else 1, V, V)
         if self.time_varying:
             g = self.edge_mlp(h)
-            dyn = torch.sigmoid(torch.matmul(g, g.transpose(-1, -2)) * self.d_model**-0.5)
-            s = self.skip_param.clamp(0.0, 1.0).to(h.dtype)
-            base = s * base + (1.0 - s) * dyn * (base > 0).to(h.dtype)
-        return base.masked_fill(torch.eye(base.shape[-1], dtype=torch.bool, device=base.device), 0.0)
+            skip = self.skip_param.clamp(0.0, 1.0)
+        if q is None and g is None:  # the given graph as it is
+            return adj0.to(h.dtype).masked_fill(torch.eye(V, dtype=torch.bool, device=adj0.device), 0.0)
+        scale = 1.0 / (self.d_model**0.5 * self.attn_softmax_temp)
+        return edge_weights_fn(
+            q, k, g, adj0, skip, attn_scale=scale, threshold=self.attn_threshold, dyn_scale=self.d_model**-0.5
+        )
 
     def forward(self, h: Tensor, adj0: Tensor | None = None) -> Tensor:
         """Per-step dense edge weights (see the class docstring).
