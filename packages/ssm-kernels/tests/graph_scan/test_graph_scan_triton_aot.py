@@ -41,7 +41,7 @@ def _compile(
         "fwd": gst._graph_scan_fwd_kernel, "bwd": gst._graph_scan_bwd_kernel, "adj": gst._graph_scan_adj_kernel,
         "readout": gst._graph_scan_readout_kernel, "readout_adj": gst._graph_scan_readout_adj_kernel,
         "readout_q": gst._graph_scan_readout_q_kernel, "readout_adj_q": gst._graph_scan_readout_adj_q_kernel,
-        "dw": gst._graph_scan_dw_kernel,
+        "dw": gst._graph_scan_dw_kernel, "dmix": gst._graph_scan_dmix_kernel,
         "chain": gst._graph_scan_adj_chain_kernel, "grads": gst._graph_scan_adj_grads_kernel,
     }[kind]  # fmt: skip
     const = dict(K_A=K, K_C=K if mixc else 1, HAS_MIXC=mixc, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
@@ -59,6 +59,8 @@ def _compile(
         const.update(EYE_A=eye, EYE_C=eye and mixc, PREFETCH=True, READOUT_IN=readout_in, STORE_Z=stored)
     elif kind == "grads":  # its element-wise gradients: (TT, BD, NP) tiles of one vertex (VP unused), 8 steps
         const = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, TT=8, BD=BD, NP=NP, STORE_DY=True)
+    elif kind == "dmix":  # the stored operands' per-step dmix_A (SSM_KERNELS_GRAPH_SCAN_DMIX=kernel): BD is its block
+        const = dict(VP=VP, BC=BD, PREC=prec)
     elif kind == "dw":  # the stored operands' dW_A (SSM_KERNELS_GRAPH_SCAN_DW=kernel): BD is its rows per block
         const = dict(KW=K + eye, EYE=eye, NP=NP, BM=BD, PREC=prec)
     elif kind.startswith("readout"):  # the parallel readout kernels
@@ -120,6 +122,8 @@ def _compile(
         ("dw", 32, 128, 16, 1, False, 4, "3xtf32", False, False, True),  # TGMamba's call, as launched
         ("dw", 32, 128, 16, 1, False, 4, "tf32", False, False, True),
         ("dw", 64, 32, 64, 3, False, 4, "3xtf32", False, False, True),  # four operators, N 64 (rows as launched)
+        ("dmix", 32, 64, 16, 1, False, 4, "3xtf32", False, False, True),  # TGMamba's call, as launched
+        ("dmix", 64, 64, 64, 1, False, 4, "tf32x3", False, False, False),  # V 64, Triton's own three-product dot
         # SSM_KERNELS_GRAPH_SCAN_OPGRAD=stored (the default): the recompute and the adjoint keep their products'
         # operands for the operator gradients
         ("fwd-stored", 32, 8, 16, 1, True, 8, "3xtf32", True, False, True),
@@ -167,6 +171,8 @@ def _compile(
         "dw-N16-identity_first-3xtf32",
         "dw-N16-identity_first-tf32",
         "dw-N64-K4-3xtf32",
+        "dmix-V19N16-3xtf32",
+        "dmix-V64-tf32x3",
         "fwd-stored-V19N16-identity_first-3xtf32",
         "adj-readout_in-stored-V19N16-identity_first-3xtf32",
         "fwd-stored-V64N64K3-mixC",

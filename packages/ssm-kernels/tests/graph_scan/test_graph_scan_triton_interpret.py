@@ -447,11 +447,13 @@ def test_stored_operator_operands(monkeypatch, case, dw):
     and shared operators, K 1-3, the implicit identity, mix_C sharing mix_A, each readout mode, bf16). Both
     sequential kernels are launched with their stores on, per chunk; dW_A from ``_graph_scan_dw_kernel`` once per
     chunk (``SSM_KERNELS_GRAPH_SCAN_DW=kernel``, the default; its rows span several programs and partial row blocks)
-    or from batched cuBLAS products (``bmm``)."""
+    or from batched cuBLAS products (``bmm``); per-step operators' dmix_A likewise from ``_graph_scan_dmix_kernel``
+    (``SSM_KERNELS_GRAPH_SCAN_DMIX=kernel``, the default) or ``baddbmm_`` (``bmm``)."""
     import ssm_kernels.graph_scan.triton as gst
 
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored")
     monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DW", dw)
+    monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_DMIX", dw)
     factory, extra, check, readout = STORED_CASES[case]
     if readout is not None:
         monkeypatch.setenv("SSM_KERNELS_GRAPH_SCAN_READOUT_BWD", readout)
@@ -463,6 +465,8 @@ def test_stored_operator_operands(monkeypatch, case, dw):
     assert stores.count((gst._graph_scan_fwd_kernel, True, False)) == chunks
     assert stores.count((gst._graph_scan_adj_chain_kernel, False, True)) == chunks  # the (lean) adjoint's chain
     assert _kernels(launches).count(gst._graph_scan_dw_kernel) == (chunks if dw == "kernel" else 0)
+    dmix = _kernels(launches).count(gst._graph_scan_dmix_kernel)  # one per chunk and stored operator
+    assert dmix >= chunks if dw == "kernel" and factory["T"] == "L" else dmix == 0
 
 
 LEAN_CASES = {

@@ -1087,6 +1087,26 @@ def _graph_scan_dw_kernel(
 
 
 @triton.jit
+def _graph_scan_dmix_kernel(zk_ptr, h_ptr, out_ptr, V, C, s_ox, s_oi, VP: tl.constexpr, BC: tl.constexpr,
+                            PREC: tl.constexpr):  # fmt: skip
+    """A per-step operator's gradient of a split-backward chunk, ``out[x] += Z[x] @ H[x]^T`` for one (step, batch)
+    pair x per program: Z = dP W_k^T and H = H_{t-1}, both (x, V, C) contiguous with C = channels * states, out
+    (x, V, V) with strides (s_ox, s_oi, 1), in place (each pair's own slice: deterministic)."""
+    x = tl.program_id(0).to(tl.int64)
+    o_v = tl.arange(0, VP)
+    m_v = o_v < V
+    acc = tl.zeros((VP, VP), dtype=tl.float32)
+    base = x * V * C
+    for c0 in range(0, C, BC):
+        o_c = c0 + tl.arange(0, BC)
+        m_c = o_c < C
+        z = tl.load(zk_ptr + base + o_v[:, None] * C + o_c[None, :], mask=m_v[:, None] & m_c[None, :], other=0.0)
+        ht = tl.load(h_ptr + base + o_v[None, :] * C + o_c[:, None], mask=m_c[:, None] & m_v[None, :], other=0.0)
+        acc += _dot(z, ht, PREC)
+    _add_to(out_ptr + x * s_ox + o_v[:, None] * s_oi + o_v[None, :], acc, m_v[:, None] & m_v[None, :])
+
+
+@triton.jit
 def _graph_scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, mA_ptr, WA_ptr, mC_ptr, WC_ptr, D_ptr, z_ptr, bias_ptr,
     dout_ptr, dlast_ptr, ckpt_ptr, last_ptr, scr_ptr,
@@ -1336,8 +1356,19 @@ def _opgrad_mode() -> str:
     return _env_choice("SSM_KERNELS_GRAPH_SCAN_OPGRAD", "stored", ("stored", "cublas"))
 
 
+_DMIX_BC, _DMIX_WARPS = 64, 4  # _graph_scan_dmix_kernel's channel-state block and warps
 _DW_PROGRAMS_PER_SM = 2  # _graph_scan_dw_kernel's programs (each a contiguous range of rows; run25c sweep)
 _DW_TILE = 2048  # and its rows per block times padded N (128 rows at N 16; sm_90's shared memory at N 64: 32)
+
+
+def _dmix_mode() -> str:
+    """With the stored operands (``_opgrad_mode``) and per-step operators, how dmix_A is formed per chunk
+    (``SSM_KERNELS_GRAPH_SCAN_DMIX``): ``kernel`` (default), one ``_graph_scan_dmix_kernel`` program per (step, batch)
+    pair adding ``Z_k H_{t-1}^T`` to its slice; ``bmm``: cuBLAS ``baddbmm_`` (32 x 32 tiles on the (V, V) products of
+    a V x (channels * states) pair). H200, TGMamba block, CUDA-graphed fwd+bwd (run31b, interleaved): raw 56.4 against
+    56.8-56.9 ms fp32 and 43.7 against 44.8 ms bf16 autocast, TUSZ 3.61-3.63 against 3.71-3.72 ms bf16; the products'
+    kernel time at raw 2.61 against 3.24 ms fp32."""
+    return _env_choice("SSM_KERNELS_GRAPH_SCAN_DMIX", "kernel", ("kernel", "bmm"))
 
 
 def _dw_mode() -> str:
@@ -1951,6 +1982,18 @@ class _MixGrad:
         else:
             self.add(torch.bmm(a, b)[:, None], t0, t1, k)
 
+    def add_products(self, z: torch.Tensor, h: torch.Tensor, t0: int, t1: int, k: int, prec: str) -> None:
+        """Operator k's gradient of steps t0 .. t1 - 1 += z @ h^T for z, h (x, V, C) contiguous fp32, x = (step,
+        batch) time-major: ``_graph_scan_dmix_kernel`` for per-step operators (``_dmix_mode``), else as add_bmm."""
+        if self.T == 1 or _dmix_mode() != "kernel":
+            self.add_bmm(z, h.transpose(1, 2), t0, t1, k)
+            return
+        out = self.buf[t0:t1].flatten(0, 1)[:, k]  # (x, V, V), strides (K V V, V, 1)
+        x, V, C = z.shape
+        BC = 16 if triton_interpret() else _DMIX_BC
+        meta = dict(VP=max(16, next_pow2(V)), BC=BC, PREC=prec, num_warps=_DMIX_WARPS)
+        _launch(_graph_scan_dmix_kernel, (x,), (z, h, out, V, C, out.stride(0), out.stride(1)), meta)
+
     def add_row_bmm(self, a: torch.Tensor, b: torch.Tensor, t0: int, t1: int) -> None:
         """Every operator's gradient of steps t0 .. t1 - 1 += a @ b batched over rows (x, i): a (x * V, K, N),
         b (x * V, N, V), giving [(x, i), k, j] (in place for one per-step operator: the layouts agree)."""
@@ -2227,7 +2270,7 @@ def _bwd_split(dout, dlast, ckpt, states, ybuf, u, delta, A, B, C, mix_A, W_A, m
                 for k in range(K_A):
                     kw = k + eye_A  # its state operator
                     if stored_ops:  # X_k = mix_k H_{t-1} and Z_k = dP W_k^T from the sequential kernels
-                        gmA.add_bmm(zbuf[k, :n].view(x, V, Dm * N), Hp.transpose(1, 2), t0, t1, k)  # Z_k H^T
+                        gmA.add_products(zbuf[k, :n].view(x, V, Dm * N), Hp, t0, t1, k, prec)  # Z_k H^T
                         if dw_part is None:
                             XkT = xbuf[k, :n].view(x, V * Dm, N).transpose(1, 2)
                             dWA_x[:x, kw].baddbmm_(XkT, DPc.view(x, V * Dm, N))
